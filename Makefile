@@ -1,0 +1,51 @@
+# retrievekit — two commands from nothing: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+
+# The shared folder beside the checkout holds real SciFact; make it findable by name.
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)),)
+export RETRIEVEKIT_DATASETS := $(SHARED_DATA)$(if $(RETRIEVEKIT_DATASETS),:$(RETRIEVEKIT_DATASETS))
+endif
+
+.PHONY: demo test test-slow lint format clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch first, from the CPU wheel; a torch already present (e.g. a CUDA build) is kept.
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	@touch $@
+
+$(VENV)/.installed-run: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[onnx]"
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@ $(VENV)/.installed-run
+
+demo: $(VENV)/.installed-run
+	$(VENV)/bin/retrievekit demo
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q
+
+test-slow: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -m slow
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

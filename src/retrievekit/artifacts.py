@@ -1,0 +1,199 @@
+"""Self-describing artifacts: the manifest every saved directory carries, fingerprints, atomic saves.
+
+Every directory retrievekit writes (a model, an index, embeddings, evaluation results) holds a
+``manifest.json``::
+
+    {"format_version": 1, "kind": "dense_encoder", "family": "dense",
+     "retrievekit_version": "0.1.0", "created_at": "...", "config": {...}, "fingerprint": "sha256:..."}
+
+Loading reads the manifest and dispatches on ``kind``; nothing is guessed from a directory name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrievekit._version import __version__
+from retrievekit.errors import ArtifactError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "Manifest",
+    "atomic_directory",
+    "atomic_write_lines",
+    "atomic_write_text",
+    "fingerprint_files",
+    "fingerprint_json",
+    "read_manifest",
+    "write_manifest",
+]
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a saved directory holds and what produced it."""
+
+    kind: str
+    config: dict[str, Any]
+    fingerprint: str
+    family: str | None = None
+    format_version: int = FORMAT_VERSION
+    retrievekit_version: str = __version__
+    created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "kind": self.kind,
+            "family": self.family,
+            "retrievekit_version": self.retrievekit_version,
+            "created_at": self.created_at,
+            "config": self.config,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` into ``directory`` (atomically, by rename) and return its path."""
+    path = Path(directory) / MANIFEST_NAME
+    atomic_write_text(path, json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_manifest(directory: str | Path, *, expected_kind: str | Iterable[str] | None = None) -> Manifest:
+    """Read and check the manifest of a saved directory.
+
+    Raises :class:`ArtifactError` when the manifest is missing, malformed, newer than this version
+    of retrievekit understands, or of another kind than ``expected_kind``.
+    """
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise ArtifactError(f"{directory}: no {MANIFEST_NAME}; this is not a directory saved by retrievekit")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: the manifest is not valid JSON ({exc})") from exc
+    missing = [key for key in ("format_version", "kind", "config", "fingerprint") if key not in raw]
+    if missing:
+        raise ArtifactError(f"{path}: the manifest lacks {', '.join(missing)}")
+    version = raw["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format_version {version!r} is newer than this retrievekit understands "
+            f"({FORMAT_VERSION}); upgrade retrievekit to load it"
+        )
+    manifest = Manifest(
+        kind=raw["kind"],
+        config=raw["config"],
+        fingerprint=raw["fingerprint"],
+        family=raw.get("family"),
+        format_version=version,
+        retrievekit_version=raw.get("retrievekit_version", "unknown"),
+        created_at=raw.get("created_at", ""),
+    )
+    if expected_kind is not None:
+        kinds = {expected_kind} if isinstance(expected_kind, str) else set(expected_kind)
+        if manifest.kind not in kinds:
+            raise ArtifactError(f"{directory}: holds a {manifest.kind!r}, expected {' or '.join(sorted(kinds))}")
+    return manifest
+
+
+def fingerprint_files(paths: Iterable[str | Path], *, extra: Any = None) -> str:
+    """A content hash over files (names relative to nothing, contents in the given order) and extra JSON."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+    if extra is not None:
+        digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def fingerprint_json(value: Any) -> str:
+    """A stable hash of a JSON-serialisable value."""
+    return "sha256:" + hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> Path:
+    """Write lines (each followed by a newline) through a temporary sibling and a rename,
+    so readers never see half a file and an interrupted write leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="\n") as handle:
+            for line in lines:
+                handle.write(line)
+                handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write a whole text file atomically (see :func:`atomic_write_lines`)."""
+    return atomic_write_lines(path, [text.removesuffix("\n")])
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
+    """Build a directory in a temporary sibling, then move it into place in one rename.
+
+    If the block raises, or the process dies part-way, ``target`` keeps its previous contents;
+    the partly written sibling (``.NAME.partial-XXXX``) is removed on error and is ignored by loaders.
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_directory(root / "artifact") as tmp:
+    ...     _ = (tmp / "a.txt").write_text("hello")
+    >>> (root / "artifact" / "a.txt").read_text()
+    'hello'
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise ArtifactError(f"{target} already exists; pass overwrite=True to replace it")
+    if target.exists() and not target.is_dir():
+        raise ArtifactError(f"{target} exists and is not a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    staging = target.with_name(f".{target.name}.partial-{token}")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    backup = target.with_name(f".{target.name}.old-{token}")
+    had_previous = target.exists()
+    if had_previous:
+        os.replace(target, backup)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        if had_previous:
+            os.replace(backup, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if had_previous:
+        shutil.rmtree(backup, ignore_errors=True)

@@ -1,0 +1,216 @@
+"""Streaming readers for corpora, queries, qrels and runs: BEIR JSONL/TSV, plain TSV, TREC.
+
+Every reader yields records one at a time (a pass over a corpus never needs it all in memory) and
+raises :class:`~retrievekit.errors.DataFormatError` naming the file, the line and the problem.
+Nothing is silently skipped: blank lines are the only lines ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from retrievekit.data.records import Corpus, Document, Qrels, Queries, Query, Run, ScoredDocument
+from retrievekit.errors import DataFormatError
+
+__all__ = [
+    "iter_documents",
+    "iter_jsonl",
+    "iter_lines",
+    "iter_queries",
+    "read_corpus",
+    "read_qrels",
+    "read_queries",
+    "read_trec_run",
+]
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` for non-blank lines, decoding UTF-8 line by line.
+
+    Raises on a missing file, an empty file and bytes that are not UTF-8 (naming the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "file not found")
+    seen_content = False
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(
+                    path, f"not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})", number
+                ) from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            seen_content = True
+            yield number, line
+    if not seen_content:
+        raise DataFormatError(path, "the file is empty")
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each JSON object line."""
+    for number, line in iter_lines(path):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", number) from None
+        if not isinstance(value, dict):
+            raise DataFormatError(path, f"expected a JSON object, found {type(value).__name__}", number)
+        yield number, value
+
+
+def _string_field(path: Path, number: int, row: dict[str, Any], key: str, *, required: bool) -> str:
+    value = row.get(key)
+    if value is None:
+        if required:
+            raise DataFormatError(path, f"missing field {key!r}", number)
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and key == "_id":
+        return str(value)  # BEIR files sometimes carry numeric ids
+    if not isinstance(value, str):
+        raise DataFormatError(path, f"field {key!r} must be a string, found {type(value).__name__}", number)
+    if key == "_id" and not value.strip():
+        raise DataFormatError(path, "field '_id' is empty", number)
+    return value
+
+
+def _is_tsv(path: Path) -> bool:
+    return path.suffix.lower() in {".tsv", ".tab"}
+
+
+def _tsv_rows(path: Path, min_fields: int, what: str) -> Iterator[tuple[int, list[str]]]:
+    for number, line in iter_lines(path):
+        fields = line.split("\t")
+        if len(fields) < min_fields:
+            raise DataFormatError(path, f"expected at least {min_fields} tab-separated fields ({what})", number)
+        yield number, fields
+
+
+def iter_documents(path: str | Path) -> Iterator[Document]:
+    """Stream documents from a JSONL (``_id``, ``text``, optional ``title``) or TSV (``id<TAB>text[<TAB>title]``) file.
+
+    Duplicate ids raise, naming both lines. Only the ids are kept in memory.
+    """
+    path = Path(path)
+    first_line: dict[str, int] = {}
+    if _is_tsv(path):
+        rows = ((n, Document(f[0], f[1], f[2] if len(f) > 2 else "")) for n, f in _tsv_rows(path, 2, "id, text"))
+        rows = ((n, d) for n, d in rows if not (n == 1 and d.id in {"id", "_id", "doc_id", "docid"}))
+    else:
+        rows = (
+            (
+                n,
+                Document(
+                    _string_field(path, n, row, "_id", required=True),
+                    _string_field(path, n, row, "text", required=True),
+                    _string_field(path, n, row, "title", required=False),
+                ),
+            )
+            for n, row in iter_jsonl(path)
+        )
+    for number, document in rows:
+        if document.id in first_line:
+            raise DataFormatError(
+                path, f"duplicate id {document.id!r} (first seen on line {first_line[document.id]})", number
+            )
+        first_line[document.id] = number
+        yield document
+
+
+def iter_queries(path: str | Path) -> Iterator[Query]:
+    """Stream queries from a JSONL (``_id``, ``text``) or TSV (``id<TAB>text``) file; duplicates raise."""
+    path = Path(path)
+    first_line: dict[str, int] = {}
+    if _is_tsv(path):
+        rows = ((n, Query(f[0], f[1])) for n, f in _tsv_rows(path, 2, "id, text"))
+        rows = ((n, q) for n, q in rows if not (n == 1 and q.id in {"id", "_id", "query_id", "qid"}))
+    else:
+        rows = (
+            (n, Query(_string_field(path, n, row, "_id", required=True), _string_field(path, n, row, "text", required=True)))
+            for n, row in iter_jsonl(path)
+        )
+    for number, query in rows:
+        if query.id in first_line:
+            raise DataFormatError(path, f"duplicate id {query.id!r} (first seen on line {first_line[query.id]})", number)
+        first_line[query.id] = number
+        yield query
+
+
+def read_corpus(path: str | Path) -> Corpus:
+    return Corpus(iter_documents(path))
+
+
+def read_queries(path: str | Path) -> Queries:
+    return Queries(iter_queries(path))
+
+
+def _parse_grade(path: Path, number: int, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise DataFormatError(path, f"relevance grade {value!r} is not a number", number) from None
+        if not as_float.is_integer():
+            raise DataFormatError(path, f"relevance grade {value!r} is not an integer", number) from None
+        return int(as_float)
+
+
+def read_qrels(path: str | Path) -> Qrels:
+    """Read qrels from a BEIR TSV (``query-id<TAB>corpus-id<TAB>score``, header optional) or a TREC
+    qrels file (``qid iteration docid grade``, whitespace separated). A pair judged twice raises."""
+    path = Path(path)
+    judgements: dict[str, dict[str, int]] = {}
+    for number, line in iter_lines(path):
+        if "\t" in line:
+            fields = line.split("\t")
+            if number == 1 and fields[0].strip().lower() in {"query-id", "query_id", "qid"}:
+                continue
+            if len(fields) == 4:  # TREC qrels written with tabs
+                fields = [fields[0], fields[2], fields[3]]
+            if len(fields) != 3:
+                raise DataFormatError(path, f"expected 3 tab-separated fields (query-id, corpus-id, score), found {len(fields)}", number)
+        else:
+            fields = line.split()
+            if len(fields) != 4:
+                raise DataFormatError(path, f"expected 4 fields in a TREC qrels line (qid iter docid grade), found {len(fields)}", number)
+            fields = [fields[0], fields[2], fields[3]]
+        qid, doc_id, grade = (f.strip() for f in fields)
+        if not qid or not doc_id:
+            raise DataFormatError(path, "empty query or document id", number)
+        docs = judgements.setdefault(qid, {})
+        if doc_id in docs:
+            raise DataFormatError(path, f"pair ({qid!r}, {doc_id!r}) is judged twice", number)
+        docs[doc_id] = _parse_grade(path, number, grade)
+    return Qrels(judgements)
+
+
+def read_trec_run(path: str | Path) -> Run:
+    """Read a TREC run (``qid Q0 docid rank score tag``). Order follows the scores, best first."""
+    path = Path(path)
+    ranked: dict[str, list[ScoredDocument]] = {}
+    seen: dict[str, set[str]] = {}
+    for number, line in iter_lines(path):
+        fields = line.split()
+        if len(fields) != 6:
+            raise DataFormatError(path, f"expected 6 fields (qid Q0 docid rank score tag), found {len(fields)}", number)
+        qid, _, doc_id, rank, score, _tag = fields
+        try:
+            int(rank)
+            value = float(score)
+        except ValueError:
+            raise DataFormatError(path, f"rank {rank!r} or score {score!r} is not a number", number) from None
+        if doc_id in seen.setdefault(qid, set()):
+            raise DataFormatError(path, f"document {doc_id!r} appears twice for query {qid!r}", number)
+        seen[qid].add(doc_id)
+        ranked.setdefault(qid, []).append(ScoredDocument(doc_id, value))
+    return Run(ranked)

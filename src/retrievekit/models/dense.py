@@ -1,0 +1,278 @@
+"""Dense bi-encoders: one vector per text, queries and documents encoded by explicit methods."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrievekit.artifacts import Manifest, atomic_directory, fingerprint_json, write_manifest
+from retrievekit.errors import ConfigError
+from retrievekit.models.encoding import BatchRunner, EncodeStats, encode_chunks
+from retrievekit.models.npy_stream import NpyStreamWriter
+from retrievekit.models.spec import EncoderSpec
+from retrievekit.models.tower import Tower
+from retrievekit.quantization import PRECISIONS, Int8Calibration, quantize
+
+__all__ = ["DENSE_KIND", "DenseEncoder", "EncodedFile"]
+
+logger = logging.getLogger(__name__)
+
+DENSE_KIND = "dense_encoder"
+_SIDES = ("queries", "documents")
+
+
+@dataclass(frozen=True)
+class EncodedFile:
+    """Embeddings streamed to a ``.npy`` file, with the counts gathered on the way."""
+
+    path: Path
+    count: int
+    dimension: int
+    stats: EncodeStats
+
+
+class DenseEncoder:
+    """A bi-encoder with a query tower and a document tower (the same object when shared).
+
+    Build one with :func:`retrievekit.load_encoder`. ``encode_queries`` applies the query prompt
+    and the query tower; ``encode_documents`` the document prompt and the document tower.
+    """
+
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        query_tower: Tower,
+        document_tower: Tower,
+        *,
+        runners: dict[str, Sequence[BatchRunner]],
+        name: str = "",
+        fingerprint: str | None = None,
+        backend: str = "torch",
+        source: Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self.query_tower = query_tower
+        self.document_tower = document_tower
+        self._runners = runners
+        self.name = name
+        self.backend = backend
+        self.source = source
+        self._fingerprint = fingerprint
+
+    # ---- description -------------------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        return self.document_tower.dimension
+
+    @property
+    def max_length(self) -> int:
+        return self.document_tower.max_length
+
+    @property
+    def similarity(self) -> str:
+        return self.spec.similarity
+
+    @property
+    def normalizes(self) -> bool:
+        return self.spec.document.normalize
+
+    @property
+    def fingerprint(self) -> str:
+        """A content hash of the weights and the encoding config; indexes and caches are keyed by it."""
+        if self._fingerprint is None:
+            towers = {id(t): t for t in (self.query_tower, self.document_tower)}.values()
+            config = self.spec.to_dict()
+            for key in ("source_format", "extra"):
+                config.pop(key)
+            for side in ("query", "document"):  # folder names do not change what the model computes
+                config[side].pop("backbone")
+                config[side].pop("projections")
+            self._fingerprint = fingerprint_json({"weights": [t.digest() for t in towers], "config": config})
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        towers = "shared tower" if self.spec.shared else "two towers"
+        return (
+            f"DenseEncoder({self.name!r}, dim={self.dimension}, pooling={self.spec.document.pooling}, "
+            f"normalize={self.normalizes}, max_length={self.max_length}, {towers}, backend={self.backend})"
+        )
+
+    # ---- encoding ----------------------------------------------------------------------------
+    def encode_queries(self, texts: Sequence[str], **options) -> np.ndarray:
+        """Encode queries (with the query prompt) into a ``(len(texts), dim)`` array; see :meth:`_encode`."""
+        return self._encode(texts, "queries", **options)
+
+    def encode_documents(self, texts: Sequence[str], **options) -> np.ndarray:
+        """Encode documents (with the document prompt) into a ``(len(texts), dim)`` array; see :meth:`_encode`."""
+        return self._encode(texts, "documents", **options)
+
+    def _encode(
+        self,
+        texts: Sequence[str],
+        side: str,
+        *,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        max_length: int | None = None,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+        calibration: Int8Calibration | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Options: ``batch_size``; ``max_tokens`` (a padded-token budget per batch); ``max_length``
+        (at most the model's); ``normalize`` (None keeps the model's choice); ``truncate_dim``
+        (Matryoshka: keep the first dims, re-normalised when the model normalises); ``precision``
+        ``float32|float16|int8|binary`` (int8 uses ``calibration``, fitted on these texts if absent)."""
+        if isinstance(texts, str):
+            raise TypeError("pass a list of strings, not a single string")
+        texts = list(texts)
+        self._check_options(precision, truncate_dim)
+        if not texts:
+            return np.empty((0, truncate_dim or self.dimension), dtype=np.float32)
+        stats = EncodeStats()
+        chunks = self._chunks(texts, side, batch_size, max_tokens, max_length, show_progress, len(texts), stats)
+        embeddings = np.concatenate([self._finish(c, normalize, truncate_dim) for c in chunks])
+        stats.report(self._effective_max_length(side, max_length))
+        return quantize(embeddings, precision, calibration)
+
+    def encode_to_npy(
+        self,
+        texts: Iterable[str],
+        path: str | Path,
+        *,
+        side: str,
+        total: int | None = None,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        max_length: int | None = None,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+        chunk_size: int = 8192,
+        show_progress: bool = False,
+    ) -> EncodedFile:
+        """Stream any number of texts into a float32 ``.npy`` file with bounded memory.
+
+        Only ``chunk_size`` texts and their embeddings are in memory at once; the file can be opened
+        with ``np.load(path, mmap_mode="r")``. The file appears only when complete.
+        """
+        if side not in _SIDES:
+            raise ConfigError(f"side must be one of {_SIDES}, got {side!r}")
+        self._check_options("float32", truncate_dim)
+        stats = EncodeStats()
+        dim = truncate_dim or self.dimension
+        chunks = self._chunks(texts, side, batch_size, max_tokens, max_length, show_progress, total, stats, chunk_size)
+        with NpyStreamWriter(path, dim) as writer:
+            for chunk in chunks:
+                writer.append(self._finish(chunk, normalize, truncate_dim))
+        stats.report(self._effective_max_length(side, max_length))
+        return EncodedFile(Path(path), writer.count, dim, stats)
+
+    def _check_options(self, precision: str, truncate_dim: int | None) -> None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if truncate_dim is not None and not 0 < truncate_dim <= self.dimension:
+            raise ConfigError(f"truncate_dim must be between 1 and {self.dimension}, got {truncate_dim}")
+
+    def _tower(self, side: str) -> Tower:
+        return self.query_tower if side == "queries" else self.document_tower
+
+    def _effective_max_length(self, side: str, max_length: int | None) -> int:
+        limit = self._tower(side).max_length
+        if max_length is not None:
+            if max_length < 2:
+                raise ConfigError(f"max_length must be at least 2, got {max_length}")
+            limit = min(limit, max_length)
+        return limit
+
+    def _chunks(self, texts, side, batch_size, max_tokens, max_length, show_progress, total, stats, chunk_size=8192):
+        tower = self._tower(side)
+        return encode_chunks(
+            texts,
+            tokenizer=tower.tokenizer,
+            runners=self._runners[side],
+            max_length=self._effective_max_length(side, max_length),
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            chunk_size=chunk_size,
+            prompt=self.spec.query_prompt if side == "queries" else self.spec.document_prompt,
+            lowercase=tower.spec.do_lower_case,
+            show_progress=show_progress,
+            total=total,
+            stats=stats,
+            description=f"Encoding {side}",
+        )
+
+    def _finish(self, embeddings: np.ndarray, normalize: bool | None, truncate_dim: int | None) -> np.ndarray:
+        if truncate_dim is not None:
+            embeddings = embeddings[:, :truncate_dim]
+        renormalize = normalize if normalize is not None else (self.normalizes and truncate_dim is not None)
+        if renormalize:
+            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+            embeddings = embeddings / np.maximum(norms, 1e-12)
+        return np.ascontiguousarray(embeddings, dtype=np.float32)
+
+    # ---- saving ------------------------------------------------------------------------------
+    def save(self, directory: str | Path, *, overwrite: bool = True) -> Path:
+        """Save in retrievekit's format, which is also a sentence-transformers folder.
+
+        Writes ``manifest.json`` (kind ``dense_encoder``) and safetensors weights in the
+        sentence-transformers layout (``modules.json``, ``1_Pooling``, ``Dense``/``Normalize``,
+        prompts in ``config_sentence_transformers.json``); two towers are written as a
+        sentence-transformers ``Router``. The save is atomic.
+        """
+        from retrievekit.models.st_format import write_sentence_transformers_files
+
+        directory = Path(directory)
+        with atomic_directory(directory, overwrite=overwrite) as staging:
+            if self.spec.shared:
+                saved = self.query_tower.save(staging)
+                query_spec = document_spec = saved.spec
+                layouts = {"shared": saved.modules}
+            else:
+                saved_q = self.query_tower.save(staging, prefix="query")
+                saved_d = self.document_tower.save(staging, prefix="document")
+                query_spec, document_spec = saved_q.spec, saved_d.spec
+                layouts = {"query": saved_q.modules, "document": saved_d.modules}
+            spec = EncoderSpec(
+                query=query_spec,
+                document=document_spec,
+                shared=self.spec.shared,
+                query_prompt=self.spec.query_prompt,
+                document_prompt=self.spec.document_prompt,
+                similarity=self.spec.similarity,
+                source_format="retrievekit",
+                extra=self.spec.extra,
+            )
+            write_sentence_transformers_files(staging, spec, layouts)
+            write_manifest(
+                staging,
+                Manifest(
+                    kind=DENSE_KIND,
+                    family="dense",
+                    config=spec.to_dict() | {"dimension": self.dimension, "name": self.name},
+                    fingerprint=self.fingerprint,
+                ),
+            )
+        logger.info("saved %s to %s", self.name or "encoder", directory)
+        return directory
+
+    def with_devices(self, devices: list, dtype: str = "float32") -> DenseEncoder:
+        """A copy of this torch encoder that runs on ``devices`` (one replica per device)."""
+        from retrievekit.models.backends.torch_runner import TorchRunner
+
+        if self.backend != "torch":
+            raise ConfigError("devices apply to the torch backend only")
+        runners: dict[str, list[BatchRunner]] = {}
+        replicas: dict[int, list[Tower]] = {}
+        for side in _SIDES:
+            tower = self._tower(side)
+            if id(tower) not in replicas:
+                replicas[id(tower)] = [tower if i == 0 else copy.deepcopy(tower) for i in range(len(devices))]
+            runners[side] = [TorchRunner(t, d, dtype) for t, d in zip(replicas[id(tower)], devices, strict=True)]
+        return DenseEncoder(self.spec, self.query_tower, self.document_tower, runners=runners, name=self.name, fingerprint=self._fingerprint, backend="torch", source=self.source)

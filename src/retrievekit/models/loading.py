@@ -1,0 +1,102 @@
+"""Load a dense encoder from any supported source, dispatching on what the folder declares.
+
+Order: retrievekit's ``manifest.json``; a sentence-transformers ``modules.json``; a plain Hugging
+Face ``config.json`` with explicit options. A folder name is never used to guess anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from retrievekit.artifacts import MANIFEST_NAME, read_manifest
+from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.models.dense import DENSE_KIND, DenseEncoder
+from retrievekit.models.spec import EncoderSpec, spec_from_hf_directory, spec_from_sentence_transformers
+from retrievekit.models.tower import load_tower
+from retrievekit.resolve import resolve_model
+
+__all__ = ["load_encoder", "read_encoder_spec"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_encoder_spec(root: Path, *, pooling: str | None = None, normalize: bool | None = None) -> tuple[EncoderSpec, str | None]:
+    """The spec a folder declares, and the fingerprint its manifest records (``None`` without one)."""
+    if (root / MANIFEST_NAME).is_file():
+        manifest = read_manifest(root, expected_kind=DENSE_KIND)
+        config = {k: v for k, v in manifest.config.items() if k not in ("dimension", "name")}
+        return EncoderSpec.from_dict(config), manifest.fingerprint
+    if (root / "modules.json").is_file():
+        return spec_from_sentence_transformers(root), None
+    if (root / "config.json").is_file():
+        return spec_from_hf_directory(root, pooling=pooling, normalize=bool(normalize)), None
+    raise ArtifactError(f"{root}: not a model folder (no manifest.json, modules.json or config.json)")
+
+
+def load_encoder(
+    name_or_path: str | Path,
+    *,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    max_length: int | None = None,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
+    backend: str = "torch",
+    device: str | list[str] | None = None,
+    dtype: str = "float32",
+    quantize: str | None = "int8",
+    calibration_texts: list[str] | None = None,
+    trust_remote_code: bool = False,
+) -> DenseEncoder:
+    """Load a dense encoder.
+
+    Args:
+        name_or_path: a folder (retrievekit, sentence-transformers or Hugging Face), ``minilm``
+            (the bundled all-MiniLM-L6-v2), or a hub id (fetched when online).
+        pooling, normalize, max_length: tower options. Required/used for plain Hugging Face folders
+            (``pooling`` must be given there); for other formats they override what the folder says.
+        query_prompt, document_prompt: text prepended to queries / documents (BGE:
+            ``"Represent this sentence for searching relevant passages: "`` for queries).
+        backend: ``"torch"`` (any device) or ``"onnx"`` (ONNX Runtime on the CPU; the exported graph
+            is cached in the model folder).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or a list of devices (torch backend).
+        dtype: ``float32``, or ``float16``/``bfloat16`` for mixed precision (torch backend).
+        quantize: for the onnx backend, ``"int8"`` (static, calibrated on ``calibration_texts``,
+            dynamic when none are given) or ``None`` for fp32.
+        trust_remote_code: allow model code shipped with a hub model; off by default.
+    """
+    root = resolve_model(name_or_path)
+    spec, fingerprint = read_encoder_spec(root, pooling=pooling, normalize=normalize)
+    if spec.source_format != "huggingface":
+        overrides = spec.with_towers(pooling=pooling, normalize=normalize, max_length=max_length)
+        if overrides != spec:
+            fingerprint = None  # the recorded fingerprint describes the folder as saved, not the override
+        spec = overrides
+    else:
+        spec = spec.with_towers(max_length=max_length)
+    if query_prompt is not None or document_prompt is not None:
+        spec = replace(
+            spec,
+            query_prompt=spec.query_prompt if query_prompt is None else query_prompt,
+            document_prompt=spec.document_prompt if document_prompt is None else document_prompt,
+        )
+        fingerprint = None
+    query_tower = load_tower(root, spec.query, trust_remote_code=trust_remote_code)
+    document_tower = query_tower if spec.shared else load_tower(root, spec.document, trust_remote_code=trust_remote_code)
+    name = str(name_or_path)
+    if backend == "torch":
+        from retrievekit.models.backends.torch_runner import parse_devices
+
+        placeholder = DenseEncoder(spec, query_tower, document_tower, runners={}, name=name, fingerprint=fingerprint, source=root)
+        return placeholder.with_devices(parse_devices(device), dtype)
+    if backend == "onnx":
+        from retrievekit.models.backends.onnx import onnx_runners
+
+        if device not in (None, "cpu"):
+            raise ConfigError("the onnx backend runs on the CPU; use backend='torch' for GPUs")
+        encoder = DenseEncoder(spec, query_tower, document_tower, runners={}, name=name, fingerprint=fingerprint, source=root)
+        runners = onnx_runners(encoder, root, quantize=quantize, calibration_texts=calibration_texts)
+        return DenseEncoder(spec, query_tower, document_tower, runners=runners, name=name, fingerprint=encoder.fingerprint, backend="onnx", source=root)
+    raise ConfigError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'")
