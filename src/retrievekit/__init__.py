@@ -12,6 +12,7 @@ from retrievekit.data import (
     RetrievalSplit,
     Run,
     ScoredDocument,
+    load_dataset,
     read_qrels,
     read_trec_run,
     write_trec_run,
@@ -67,8 +68,3 @@ __all__ = [
     "write_trec_run",
 ]
 
-
-def load_dataset(name_or_path: str, *, download: bool = True) -> BeirDataset:
-    """A BEIR dataset by name (``"scifact"``) or folder; see :func:`resolve_dataset` for the search order."""
-    path = resolve_dataset(name_or_path, download=download)
-    return BeirDataset(path, name=path.name)

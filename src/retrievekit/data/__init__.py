@@ -1,6 +1,6 @@
 """Retrieval data: typed records, streaming readers and writers, BEIR folders."""
 
-from retrievekit.data.beir import BeirDataset, QrelsCheck, RetrievalSplit, check_qrels
+from retrievekit.data.beir import BeirDataset, QrelsCheck, RetrievalSplit, check_qrels, load_dataset
 from retrievekit.data.readers import (
     iter_documents,
     iter_jsonl,
@@ -28,6 +28,7 @@ __all__ = [
     "iter_documents",
     "iter_jsonl",
     "iter_queries",
+    "load_dataset",
     "read_corpus",
     "read_qrels",
     "read_queries",

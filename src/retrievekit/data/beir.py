@@ -11,8 +11,9 @@ from retrievekit.artifacts import fingerprint_files
 from retrievekit.data.readers import iter_documents, read_corpus, read_qrels, read_queries
 from retrievekit.data.records import Corpus, Document, Qrels, Queries
 from retrievekit.errors import DataFormatError, DatasetNotFoundError
+from retrievekit.resolve import resolve_dataset
 
-__all__ = ["BeirDataset", "QrelsCheck", "RetrievalSplit", "check_qrels"]
+__all__ = ["BeirDataset", "QrelsCheck", "RetrievalSplit", "check_qrels", "load_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,3 +137,9 @@ class BeirDataset:
 
     def __repr__(self) -> str:
         return f"BeirDataset({self.name!r}, root={str(self.root)!r}, splits={self.splits})"
+
+
+def load_dataset(name_or_path: str | Path, *, download: bool = True) -> BeirDataset:
+    """A BEIR dataset by name (``"scifact"``) or folder; see :func:`retrievekit.resolve_dataset` for the search order."""
+    path = resolve_dataset(name_or_path, download=download)
+    return BeirDataset(path, name=path.name)

@@ -1,0 +1,1 @@
+"""The ``retrievekit`` command line: thin commands over the public API."""

@@ -1,0 +1,19 @@
+"""Shared CLI output helpers: one way to print tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)

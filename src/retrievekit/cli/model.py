@@ -1,0 +1,38 @@
+"""``retrievekit model``: inspect and convert models."""
+
+from __future__ import annotations
+
+import click
+
+from retrievekit.cli._model_options import load_from_options, model_options
+from retrievekit.cli._output import console, print_table
+
+
+@click.group()
+def model() -> None:
+    """Inspect and convert encoder models."""
+
+
+@model.command("info")
+@model_options
+def info(**model_kwargs) -> None:
+    """Load a model and print how it encodes (pooling, dimension, prompts, towers, fingerprint)."""
+    encoder = load_from_options(**model_kwargs)
+    spec = encoder.spec
+    rows = []
+    for side, tower, prompt in (("queries", spec.query, spec.query_prompt), ("documents", spec.document, spec.document_prompt)):
+        rows.append((side, tower.pooling, str(tower.normalize), str(encoder.max_length), str(len(tower.projections)), repr(prompt)))
+    console.print(f"[bold]{encoder.name}[/bold]  {encoder.source}  ({spec.source_format} format)")
+    console.print(f"dimension {encoder.dimension}, similarity {encoder.similarity}, {'shared tower' if spec.shared else 'two towers'}, backend {encoder.backend}")
+    print_table("Towers", ["side", "pooling", "normalize", "max length", "projections", "prompt"], rows)
+    console.print(f"fingerprint {encoder.fingerprint}")
+
+
+@model.command("save")
+@model_options
+@click.argument("output", type=click.Path(file_okay=False))
+def save(output: str, **model_kwargs) -> None:
+    """Save a model (with any option overrides) in retrievekit's format, also loadable by sentence-transformers."""
+    encoder = load_from_options(**model_kwargs)
+    encoder.save(output)
+    console.print(f"saved {encoder.name} to {output}")

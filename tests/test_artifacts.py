@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from retrievekit.artifacts import Manifest, atomic_directory, read_manifest, write_manifest
+from retrievekit.errors import ArtifactError
+
+
+def test_manifest_round_trip_and_checks(tmp_path):
+    write_manifest(tmp_path, Manifest(kind="thing", config={"a": 1}, fingerprint="sha256:x", family="dense"))
+    raw = json.loads((tmp_path / "manifest.json").read_text())
+    assert {"format_version", "kind", "family", "retrievekit_version", "config", "fingerprint", "created_at"} <= set(raw)
+    manifest = read_manifest(tmp_path, expected_kind="thing")
+    assert manifest.config == {"a": 1} and manifest.family == "dense"
+    with pytest.raises(ArtifactError, match="holds a 'thing', expected index"):
+        read_manifest(tmp_path, expected_kind="index")
+    raw["format_version"] = 99
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="format_version 99 is newer"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        read_manifest(tmp_path)
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        read_manifest(tmp_path / "missing")
+
+
+def test_failed_save_keeps_previous_artifact(tmp_path):
+    target = tmp_path / "artifact"
+    with atomic_directory(target) as staging:
+        (staging / "data.txt").write_text("version 1")
+    with pytest.raises(RuntimeError), atomic_directory(target) as staging:
+        (staging / "data.txt").write_text("half of version 2")
+        raise RuntimeError("disk full")
+    assert (target / "data.txt").read_text() == "version 1"
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]  # the partial sibling is cleaned up
+    with pytest.raises(ArtifactError, match="already exists"), atomic_directory(target, overwrite=False):
+        pass
+
+
+def test_killed_save_keeps_previous_artifact(tmp_path):
+    target = tmp_path / "artifact"
+    with atomic_directory(target) as staging:
+        (staging / "data.txt").write_text("version 1")
+    ready = tmp_path / "ready"
+    script = textwrap.dedent(
+        f"""
+        import pathlib, time
+        from retrievekit.artifacts import atomic_directory
+        with atomic_directory(pathlib.Path({str(target)!r})) as staging:
+            (staging / "data.txt").write_text("half of version 2")
+            pathlib.Path({str(ready)!r}).touch()
+            time.sleep(60)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert process.poll() is None, "the saving process died before it was killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (target / "data.txt").read_text() == "version 1"
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".artifact.partial-")]
+    assert len(leftovers) == 1  # the dead save's staging folder, never mistaken for the artifact
+    with atomic_directory(target) as staging:  # a later save still works
+        (staging / "data.txt").write_text("version 3")
+    assert (target / "data.txt").read_text() == "version 3"

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import http.server
+import shutil
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import TOY_BEIR
+from retrievekit import load_dataset, resolve_dataset, resolve_model
+from retrievekit.errors import DatasetNotFoundError, ModelNotFoundError
+
+
+def test_explicit_path_wins(toy_beir):
+    assert resolve_dataset(toy_beir) == toy_beir.resolve()
+    with pytest.raises(DatasetNotFoundError, match="is not a BEIR folder"):
+        resolve_dataset(toy_beir / "qrels")
+
+
+def test_datasets_env_var_then_cache(tmp_path, monkeypatch):
+    first, second = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(TOY_BEIR, second / "toyset")
+    monkeypatch.setenv("RETRIEVEKIT_DATASETS", f"{first}:{second}")
+    assert resolve_dataset("toyset") == (second / "toyset").resolve()
+    monkeypatch.delenv("RETRIEVEKIT_DATASETS")
+    cached = tmp_path / "cache" / "datasets" / "toyset"
+    shutil.copytree(TOY_BEIR, cached)
+    assert resolve_dataset("toyset") == cached
+
+
+def test_missing_dataset_without_download_names_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETRIEVEKIT_DATASETS", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetNotFoundError, match=r"dataset 'nfcorpus' not found \(looked in .*nowhere/nfcorpus"):
+        resolve_dataset("nfcorpus", download=False)
+
+
+@pytest.fixture
+def zip_server(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "toyset.zip", "w") as bundle:
+        for path in TOY_BEIR.rglob("*"):
+            if path.is_file():
+                bundle.write(path, Path("toyset") / path.relative_to(TOY_BEIR))
+    (served / "broken.zip").write_bytes(b"not a zip")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(served), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_from_a_local_server_into_the_cache(zip_server, monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("RETRIEVEKIT_BEIR_URL", zip_server)
+    path = resolve_dataset("toyset")
+    assert path == tmp_path / "cache" / "datasets" / "toyset"
+    assert load_dataset("toyset").load("test").qrels.num_pairs == 5
+    monkeypatch.setenv("RETRIEVEKIT_BEIR_URL", "http://127.0.0.1:9")  # nothing listens: the cache must answer
+    assert resolve_dataset("toyset") == path
+    with pytest.raises(DatasetNotFoundError, match="did not return a zip archive"):
+        resolve_dataset("broken", base_url=zip_server)
+    with pytest.raises(DatasetNotFoundError, match=r"downloading http://127.0.0.1:9/other.zip failed"):
+        resolve_dataset("other")
+
+
+def test_models_by_alias_path_and_offline_hub_id(minilm_dir, tiny_bert_dir):
+    for alias in ("minilm", "sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"):
+        assert resolve_model(alias) == minilm_dir
+    assert resolve_model(tiny_bert_dir) == tiny_bert_dir.resolve()
+    with pytest.raises(ModelNotFoundError, match="this machine is offline .* Pass a local directory"):
+        resolve_model("BAAI/bge-small-en-v1.5")
+    with pytest.raises(ModelNotFoundError, match="no such model directory"):
+        resolve_model("./does/not/exist")
