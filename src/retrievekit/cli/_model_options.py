@@ -33,7 +33,7 @@ def model_options(command: Callable) -> Callable:
     return wrapper
 
 
-def load_from_options(model: str, pooling, normalize, query_prompt, document_prompt, backend, device, dtype, trust_remote_code, calibration_texts=None):
+def load_from_options(model: str, pooling, normalize, query_prompt, document_prompt, backend, device, dtype, trust_remote_code):
     from retrievekit.models import load_encoder
 
     return load_encoder(
@@ -46,5 +46,4 @@ def load_from_options(model: str, pooling, normalize, query_prompt, document_pro
         device=device,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
-        calibration_texts=calibration_texts,
     )

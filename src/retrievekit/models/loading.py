@@ -47,7 +47,6 @@ def load_encoder(
     device: str | list[str] | None = None,
     dtype: str = "float32",
     quantize: str | None = "int8",
-    calibration_texts: list[str] | None = None,
     trust_remote_code: bool = False,
 ) -> DenseEncoder:
     """Load a dense encoder.
@@ -63,8 +62,8 @@ def load_encoder(
             is cached in the model folder).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or a list of devices (torch backend).
         dtype: ``float32``, or ``float16``/``bfloat16`` for mixed precision (torch backend).
-        quantize: for the onnx backend, ``"int8"`` (static, calibrated on ``calibration_texts``,
-            dynamic when none are given) or ``None`` for fp32.
+        quantize: for the onnx backend, ``"int8"`` (weights int8 per channel, activations
+            quantised on the fly) or ``None`` for float32.
         trust_remote_code: allow model code shipped with a hub model; off by default.
     """
     root = resolve_model(name_or_path)
@@ -97,6 +96,6 @@ def load_encoder(
         if device not in (None, "cpu"):
             raise ConfigError("the onnx backend runs on the CPU; use backend='torch' for GPUs")
         encoder = DenseEncoder(spec, query_tower, document_tower, runners={}, name=name, fingerprint=fingerprint, source=root)
-        runners = onnx_runners(encoder, root, quantize=quantize, calibration_texts=calibration_texts)
+        runners = onnx_runners(encoder, root, quantize=quantize)
         return DenseEncoder(spec, query_tower, document_tower, runners=runners, name=name, fingerprint=encoder.fingerprint, backend="onnx", source=root)
     raise ConfigError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'")
