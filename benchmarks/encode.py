@@ -84,7 +84,10 @@ def main() -> None:
     started = time.perf_counter()
     ours_onnx = load_encoder(model_dir, backend="onnx", quantize="int8", max_length=args.max_length)
     export_seconds = time.perf_counter() - started
-    tokens = sum(min(len(ids), args.max_length) for ids in ours.document_tower.tokenizer(docs, truncation=True, max_length=args.max_length)["input_ids"])
+    tokens = sum(
+        min(len(ids), args.max_length)
+        for ids in ours.document_tower.tokenizer(docs, truncation=True, max_length=args.max_length)["input_ids"]
+    )
 
     backends = [
         Backend("sentence-transformers torch fp32", lambda x: st.encode(x, batch_size=args.batch_size)),
@@ -97,11 +100,17 @@ def main() -> None:
 
         st_onnx = SentenceTransformer(str(peer_dir), device="cpu", backend="onnx")
         export_dynamic_quantized_onnx_model(st_onnx, "avx2", str(peer_dir))
-        st_q8 = SentenceTransformer(str(peer_dir), device="cpu", backend="onnx", model_kwargs={"file_name": "onnx/model_quint8_avx2.onnx"})
+        st_q8 = SentenceTransformer(
+            str(peer_dir), device="cpu", backend="onnx", model_kwargs={"file_name": "onnx/model_quint8_avx2.onnx"}
+        )
         for model in (st_onnx, st_q8):
             model.max_seq_length = args.max_length
-        backends.insert(1, Backend("sentence-transformers onnx fp32", lambda x: st_onnx.encode(x, batch_size=args.batch_size)))
-        backends.insert(2, Backend("sentence-transformers onnx quint8 avx2", lambda x: st_q8.encode(x, batch_size=args.batch_size)))
+        backends.insert(
+            1, Backend("sentence-transformers onnx fp32", lambda x: st_onnx.encode(x, batch_size=args.batch_size))
+        )
+        backends.insert(
+            2, Backend("sentence-transformers onnx quint8 avx2", lambda x: st_q8.encode(x, batch_size=args.batch_size))
+        )
     except Exception as exc:  # the peer's optional backend; its absence is reported, not hidden
         peer_note = f"sentence-transformers ONNX not measured: {type(exc).__name__}: {exc}"
 
@@ -118,22 +127,35 @@ def main() -> None:
 
     reference = backends[0]
     base = min(reference.seconds)
-    print(f"\n{len(docs)} SciFact documents, {tokens:,} tokens after truncation to {args.max_length}, batch {args.batch_size}, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, best of {args.repeats}")
+    print(
+        f"\n{len(docs)} SciFact documents, {tokens:,} tokens after truncation to {args.max_length}, batch {args.batch_size}, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, best of {args.repeats}"
+    )
     print(f"retrievekit ONNX export + int8 quantisation (one-time, cached): {export_seconds:.1f} s")
     if peer_note:
         print(peer_note)
     print()
-    print("| backend | docs/s | tokens/s | peak RSS (MiB) | × ST torch fp32 | max abs diff vs ST fp32 | mean cosine vs ST fp32 |")
+    print(
+        "| backend | docs/s | tokens/s | peak RSS (MiB) | × ST torch fp32 | max abs diff vs ST fp32 | mean cosine vs ST fp32 |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for backend in backends:
         best = min(backend.seconds)
         diff = np.abs(backend.vectors - reference.vectors).max()
-        cosine = np.mean(np.sum(backend.vectors * reference.vectors, axis=1) / (np.linalg.norm(backend.vectors, axis=1) * np.linalg.norm(reference.vectors, axis=1)))
-        print(f"| {backend.name} | {len(docs) / best:.1f} | {tokens / best:,.0f} | {backend.peak_rss / 2**20:,.0f} | {base / best:.2f}× | {diff:.2e} | {cosine:.4f} |")
-    fastest_peer = min((b for b in backends if b.name.startswith("sentence-transformers")), key=lambda b: min(b.seconds))
+        cosine = np.mean(
+            np.sum(backend.vectors * reference.vectors, axis=1)
+            / (np.linalg.norm(backend.vectors, axis=1) * np.linalg.norm(reference.vectors, axis=1))
+        )
+        print(
+            f"| {backend.name} | {len(docs) / best:.1f} | {tokens / best:,.0f} | {backend.peak_rss / 2**20:,.0f} | {base / best:.2f}× | {diff:.2e} | {cosine:.4f} |"
+        )
+    fastest_peer = min(
+        (b for b in backends if b.name.startswith("sentence-transformers")), key=lambda b: min(b.seconds)
+    )
     onnx_best = min(next(b for b in backends if b.name == "retrievekit onnx int8").seconds)
-    print(f"\nretrievekit onnx int8 vs the fastest sentence-transformers backend ({fastest_peer.name}): {min(fastest_peer.seconds) / onnx_best:.2f}×")
+    print(
+        f"\nretrievekit onnx int8 vs the fastest sentence-transformers backend ({fastest_peer.name}): {min(fastest_peer.seconds) / onnx_best:.2f}×"
+    )
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -25,7 +25,9 @@ def _vocabulary() -> list[str]:
     return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", *letters, *pieces, *sorted(words)]
 
 
-def build_tiny_bert(directory: Path, *, seed: int = 0, hidden: int = 32, layers: int = 2, max_positions: int = 64) -> Path:
+def build_tiny_bert(
+    directory: Path, *, seed: int = 0, hidden: int = 32, layers: int = 2, max_positions: int = 64
+) -> Path:
     """Save a random-init 2-layer BERT and a WordPiece tokenizer to ``directory`` (no download)."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast

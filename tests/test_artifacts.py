@@ -17,7 +17,9 @@ from retrievekit.errors import ArtifactError
 def test_manifest_round_trip_and_checks(tmp_path):
     write_manifest(tmp_path, Manifest(kind="thing", config={"a": 1}, fingerprint="sha256:x", family="dense"))
     raw = json.loads((tmp_path / "manifest.json").read_text())
-    assert {"format_version", "kind", "family", "retrievekit_version", "config", "fingerprint", "created_at"} <= set(raw)
+    assert {"format_version", "kind", "family", "retrievekit_version", "config", "fingerprint", "created_at"} <= set(
+        raw
+    )
     manifest = read_manifest(tmp_path, expected_kind="thing")
     assert manifest.config == {"a": 1} and manifest.family == "dense"
     with pytest.raises(ArtifactError, match="holds a 'thing', expected index"):
@@ -29,7 +31,7 @@ def test_manifest_round_trip_and_checks(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="not valid JSON"):
         read_manifest(tmp_path)
-    with pytest.raises(ArtifactError, match="no manifest.json"):
+    with pytest.raises(ArtifactError, match=r"no manifest.json"):
         read_manifest(tmp_path / "missing")
 
 

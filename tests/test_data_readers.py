@@ -56,7 +56,7 @@ def test_non_utf8_bytes_are_reported_with_line(tmp_path):
 @pytest.mark.parametrize("content", ["", "\n\n  \n"])
 def test_empty_file_is_an_error(tmp_path, content):
     path = write(tmp_path / "queries.jsonl", content)
-    with pytest.raises(DataFormatError, match="queries.jsonl: the file is empty"):
+    with pytest.raises(DataFormatError, match=r"queries.jsonl: the file is empty"):
         read_queries(path)
 
 

@@ -30,7 +30,9 @@ def reference_vectors(model_dir, texts, pooling, normalize=False, prompt=""):
         for text in texts:
             encoded = tokenizer(prompt + text, return_tensors="pt")
             hidden = model(**encoded).last_hidden_state[0]
-            vector = {"cls": hidden[0], "mean": hidden.mean(0), "max": hidden.max(0).values, "last_token": hidden[-1]}[pooling]
+            vector = {"cls": hidden[0], "mean": hidden.mean(0), "max": hidden.max(0).values, "last_token": hidden[-1]}[
+                pooling
+            ]
             rows.append(torch.nn.functional.normalize(vector, dim=0) if normalize else vector)
     return torch.stack(rows).numpy()
 
@@ -117,7 +119,9 @@ def test_streaming_to_npy_with_bounded_chunks(tiny_bert_dir, tmp_path):
 def test_several_devices_give_the_same_vectors(tiny_bert_dir):
     single = load_encoder(tiny_bert_dir, pooling="mean", device="cpu")
     double = load_encoder(tiny_bert_dir, pooling="mean", device=["cpu", "cpu"])
-    np.testing.assert_allclose(double.encode_documents(TEXTS * 5, batch_size=2), single.encode_documents(TEXTS * 5), atol=1e-5)
+    np.testing.assert_allclose(
+        double.encode_documents(TEXTS * 5, batch_size=2), single.encode_documents(TEXTS * 5), atol=1e-5
+    )
     with pytest.raises(ConfigError, match="float16 is for GPUs"):
         load_encoder(tiny_bert_dir, pooling="mean", device="cpu", dtype="float16")
 
@@ -125,7 +129,9 @@ def test_several_devices_give_the_same_vectors(tiny_bert_dir):
 def test_save_load_round_trip_and_sentence_transformers(tiny_bert_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    encoder = load_encoder(tiny_bert_dir, pooling="cls", normalize=True, query_prompt="query: ", document_prompt="passage: ", device="cpu")
+    encoder = load_encoder(
+        tiny_bert_dir, pooling="cls", normalize=True, query_prompt="query: ", document_prompt="passage: ", device="cpu"
+    )
     saved = encoder.save(tmp_path / "saved")
     manifest = json.loads((saved / "manifest.json").read_text())
     assert manifest["kind"] == "dense_encoder" and manifest["fingerprint"] == encoder.fingerprint
@@ -148,7 +154,9 @@ def test_two_towers_save_load_and_sentence_transformers(tiny_bert_dir, tiny_bert
     query_side = load_encoder(tiny_bert_dir, pooling="cls", device="cpu")
     document_side = load_encoder(tiny_bert_dir_b, pooling="cls", device="cpu")
     spec = replace(query_side.spec, shared=False, document=document_side.spec.document)
-    two = DenseEncoder(spec, query_side.query_tower, document_side.document_tower, runners={}).with_devices([torch.device("cpu")])
+    two = DenseEncoder(spec, query_side.query_tower, document_side.document_tower, runners={}).with_devices(
+        [torch.device("cpu")]
+    )
     np.testing.assert_allclose(two.encode_queries(TEXTS), query_side.encode_queries(TEXTS), atol=1e-6)
     np.testing.assert_allclose(two.encode_documents(TEXTS), document_side.encode_documents(TEXTS), atol=1e-6)
     saved = two.save(tmp_path / "two")
@@ -187,7 +195,7 @@ def test_pickle_weights_are_refused(tiny_bert_dir, tmp_path):
     shutil.copytree(tiny_bert_dir, folder)
     (folder / "model.safetensors").unlink()
     (folder / "pytorch_model.bin").write_bytes(b"pretend pickle")
-    with pytest.raises(ArtifactError, match="never unpickles pytorch_model.bin"):
+    with pytest.raises(ArtifactError, match=r"never unpickles pytorch_model.bin"):
         load_encoder(folder, pooling="mean")
 
 

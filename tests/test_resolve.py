@@ -79,7 +79,7 @@ def test_models_by_alias_path_and_offline_hub_id(minilm_dir, tiny_bert_dir):
     for alias in ("minilm", "sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"):
         assert resolve_model(alias) == minilm_dir
     assert resolve_model(tiny_bert_dir) == tiny_bert_dir.resolve()
-    with pytest.raises(ModelNotFoundError, match="this machine is offline .* Pass a local directory"):
+    with pytest.raises(ModelNotFoundError, match=r"this machine is offline .* Pass a local directory"):
         resolve_model("BAAI/bge-small-en-v1.5")
     with pytest.raises(ModelNotFoundError, match="no such model directory"):
         resolve_model("./does/not/exist")

@@ -67,4 +67,3 @@ __all__ = [
     "write_manifest",
     "write_trec_run",
 ]
-

@@ -112,9 +112,19 @@ def encode_to_directory(
             "truncate_dim": truncate_dim,
             "source": str(path),
             "limit": limit,
-            "stats": {"texts": encoded.stats.texts, "tokens": encoded.stats.tokens, "empty": encoded.stats.empty, "truncated": encoded.stats.truncated},
+            "stats": {
+                "texts": encoded.stats.texts,
+                "tokens": encoded.stats.tokens,
+                "empty": encoded.stats.empty,
+                "truncated": encoded.stats.truncated,
+            },
         }
-        write_manifest(staging, Manifest(kind=EMBEDDINGS_KIND, family="dense", config=config, fingerprint=fingerprint_files([path], extra=config)))
+        write_manifest(
+            staging,
+            Manifest(
+                kind=EMBEDDINGS_KIND, family="dense", config=config, fingerprint=fingerprint_files([path], extra=config)
+            ),
+        )
     return load_embeddings(output)
 
 
@@ -135,7 +145,9 @@ def _convert_precision(path: Path, precision: str) -> Int8Calibration | None:
     converted = path.with_name("converted.npy")
     target = np.lib.format.open_memmap(converted, mode="w+", dtype=sample.dtype, shape=(len(source), sample.shape[1]))
     for start in range(0, len(source), _CONVERT_ROWS):
-        target[start : start + _CONVERT_ROWS] = quantize(np.asarray(source[start : start + _CONVERT_ROWS]), precision, calibration)
+        target[start : start + _CONVERT_ROWS] = quantize(
+            np.asarray(source[start : start + _CONVERT_ROWS]), precision, calibration
+        )
     target.flush()
     del target, source
     converted.replace(path)

@@ -45,7 +45,10 @@ def cache_dir() -> Path:
 
 def is_offline() -> bool:
     """True when ``RETRIEVEKIT_OFFLINE`` or ``HF_HUB_OFFLINE`` is set to a true value."""
-    return any(os.environ.get(var, "").lower() in {"1", "true", "yes", "on"} for var in ("RETRIEVEKIT_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(var, "").lower() in {"1", "true", "yes", "on"}
+        for var in ("RETRIEVEKIT_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 def _looks_like_beir(path: Path) -> bool:
@@ -57,7 +60,9 @@ def resolve_dataset(name_or_path: str | Path, *, download: bool = True, base_url
     candidate = Path(name_or_path).expanduser()
     if candidate.exists():
         if not _looks_like_beir(candidate):
-            raise DatasetNotFoundError(f"{candidate} exists but is not a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+            raise DatasetNotFoundError(
+                f"{candidate} exists but is not a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)"
+            )
         return candidate.resolve()
     name = str(name_or_path)
     if os.sep in name or "/" in name:

@@ -13,15 +13,49 @@ from retrievekit.models.modules.pooling import POOLING_MODES
 def model_options(command: Callable) -> Callable:
     """Add --model, --pooling, --normalize, --query-prompt, --document-prompt, --backend, --device, --dtype."""
     options = [
-        click.option("--model", "-m", default="minilm", show_default=True, help="Model folder, 'minilm' (bundled all-MiniLM-L6-v2), or a hub id."),
-        click.option("--pooling", type=click.Choice(POOLING_MODES), help="Pooling for a plain Hugging Face folder (required there), or an override."),
-        click.option("--normalize/--no-normalize", default=None, help="L2-normalise embeddings (default: what the model says)."),
-        click.option("--query-prompt", default=None, help="Text prepended to queries, e.g. BGE's 'Represent this sentence for searching relevant passages: '."),
+        click.option(
+            "--model",
+            "-m",
+            default="minilm",
+            show_default=True,
+            help="Model folder, 'minilm' (bundled all-MiniLM-L6-v2), or a hub id.",
+        ),
+        click.option(
+            "--pooling",
+            type=click.Choice(POOLING_MODES),
+            help="Pooling for a plain Hugging Face folder (required there), or an override.",
+        ),
+        click.option(
+            "--normalize/--no-normalize", default=None, help="L2-normalise embeddings (default: what the model says)."
+        ),
+        click.option(
+            "--query-prompt",
+            default=None,
+            help="Text prepended to queries, e.g. BGE's 'Represent this sentence for searching relevant passages: '.",
+        ),
         click.option("--document-prompt", default=None, help="Text prepended to documents."),
-        click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True, help="torch (any device) or onnx (fast CPU, int8; exported once and cached in the model folder)."),
-        click.option("--device", default=None, help="cpu, cuda, cuda:1 or a comma-separated list (torch backend). Default: cuda if available."),
-        click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True, help="Compute precision of the torch backend."),
-        click.option("--trust-remote-code", is_flag=True, help="Allow model code shipped with a hub model (off by default)."),
+        click.option(
+            "--backend",
+            type=click.Choice(["torch", "onnx"]),
+            default="torch",
+            show_default=True,
+            help="torch (any device) or onnx (fast CPU, int8; exported once and cached in the model folder).",
+        ),
+        click.option(
+            "--device",
+            default=None,
+            help="cpu, cuda, cuda:1 or a comma-separated list (torch backend). Default: cuda if available.",
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(["float32", "float16", "bfloat16"]),
+            default="float32",
+            show_default=True,
+            help="Compute precision of the torch backend.",
+        ),
+        click.option(
+            "--trust-remote-code", is_flag=True, help="Allow model code shipped with a hub model (off by default)."
+        ),
     ]
 
     @functools.wraps(command)
@@ -33,7 +67,9 @@ def model_options(command: Callable) -> Callable:
     return wrapper
 
 
-def load_from_options(model: str, pooling, normalize, query_prompt, document_prompt, backend, device, dtype, trust_remote_code):
+def load_from_options(
+    model: str, pooling, normalize, query_prompt, document_prompt, backend, device, dtype, trust_remote_code
+):
     from retrievekit.models import load_encoder
 
     return load_encoder(

@@ -15,5 +15,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i == 0 else "right")
     for row in rows:
-        table.add_row(*(f"{v:,}" if isinstance(v, int) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+        table.add_row(
+            *(f"{v:,}" if isinstance(v, int) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row)
+        )
     console.print(table)

@@ -29,7 +29,9 @@ def inspect(dataset: str, no_strict: bool) -> None:
     corpus, queries = beir.corpus(), beir.queries()
     rows = []
     for split in beir.splits:
-        qrels, check = check_qrels(beir.qrels(split), corpus, queries, source=beir.qrels_path(split), strict=not no_strict)
+        qrels, check = check_qrels(
+            beir.qrels(split), corpus, queries, source=beir.qrels_path(split), strict=not no_strict
+        )
         rows.append((split, len(qrels), qrels.num_pairs, check.unknown_documents, check.unknown_queries))
     words = [len(d.full_text.split()) for d in corpus]
     console.print(f"[bold]{beir.name}[/bold]  {beir.root}")

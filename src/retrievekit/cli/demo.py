@@ -13,8 +13,20 @@ from retrievekit.cli._output import console, print_table
 @click.command()
 @click.option("--dataset", default="scifact", show_default=True, help="BEIR dataset name or folder.")
 @click.option("--model", "-m", default="minilm", show_default=True, help="Encoder to use.")
-@click.option("--output", default="runs/demo", show_default=True, type=click.Path(file_okay=False), help="Where the embeddings go.")
-@click.option("--examples", default=3, show_default=True, type=click.IntRange(0), help="How many test queries to show results for.")
+@click.option(
+    "--output",
+    default="runs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the embeddings go.",
+)
+@click.option(
+    "--examples",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0),
+    help="How many test queries to show results for.",
+)
 def demo(dataset: str, model: str, output: str, examples: int) -> None:
     """Validate a BEIR dataset, encode its corpus and test queries, and show the nearest documents.
 

@@ -13,13 +13,44 @@ from retrievekit.quantization import PRECISIONS
 
 @click.command()
 @model_options
-@click.option("--input", "-i", "source", required=True, help="JSONL (_id, text, optional title) or TSV file, or a BEIR folder / dataset name.")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write embeddings.npy, ids.json and manifest.json into.")
-@click.option("--side", type=click.Choice(["documents", "queries"]), default="documents", show_default=True, help="Encode as documents (title + text, document prompt) or queries (query prompt).")
+@click.option(
+    "--input",
+    "-i",
+    "source",
+    required=True,
+    help="JSONL (_id, text, optional title) or TSV file, or a BEIR folder / dataset name.",
+)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write embeddings.npy, ids.json and manifest.json into.",
+)
+@click.option(
+    "--side",
+    type=click.Choice(["documents", "queries"]),
+    default="documents",
+    show_default=True,
+    help="Encode as documents (title + text, document prompt) or queries (query prompt).",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--max-length", type=click.IntRange(2), default=None, help="Truncate texts to this many tokens (default: the model's).")
-@click.option("--truncate-dim", type=click.IntRange(1), default=None, help="Keep the first N dimensions (Matryoshka models).")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True, help="Stored precision; int8 keeps its calibration in calibration.npy.")
+@click.option(
+    "--max-length",
+    type=click.IntRange(2),
+    default=None,
+    help="Truncate texts to this many tokens (default: the model's).",
+)
+@click.option(
+    "--truncate-dim", type=click.IntRange(1), default=None, help="Keep the first N dimensions (Matryoshka models)."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="float32",
+    show_default=True,
+    help="Stored precision; int8 keeps its calibration in calibration.npy.",
+)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Encode only the first N records.")
 def encode(source, output, side, batch_size, max_length, truncate_dim, precision, limit, **model_kwargs) -> None:
     """Encode documents or queries into OUTPUT with a progress bar.
@@ -34,16 +65,33 @@ def encode(source, output, side, batch_size, max_length, truncate_dim, precision
     encoder = load_from_options(**model_kwargs)
     loaded = time.perf_counter()
     result = encode_to_directory(
-        encoder, source, output, side=side, precision=precision, batch_size=batch_size,
-        max_length=max_length, truncate_dim=truncate_dim, limit=limit,
+        encoder,
+        source,
+        output,
+        side=side,
+        precision=precision,
+        batch_size=batch_size,
+        max_length=max_length,
+        truncate_dim=truncate_dim,
+        limit=limit,
     )
     elapsed = time.perf_counter() - loaded
     stats = result.manifest.config["stats"]
     print_table(
         f"Encoded {side} with {encoder.name} ({encoder.backend})",
         ["texts", "dimension", "precision", "tokens", "truncated", "empty", "texts/s", "load s", "encode s"],
-        [(stats["texts"], result.vectors.shape[1] if precision != "binary" else result.manifest.config["dimension"], precision,
-          stats["tokens"], stats["truncated"], stats["empty"], f"{stats['texts'] / max(elapsed, 1e-9):.1f}",
-          f"{loaded - started:.1f}", f"{elapsed:.1f}")],
+        [
+            (
+                stats["texts"],
+                result.vectors.shape[1] if precision != "binary" else result.manifest.config["dimension"],
+                precision,
+                stats["tokens"],
+                stats["truncated"],
+                stats["empty"],
+                f"{stats['texts'] / max(elapsed, 1e-9):.1f}",
+                f"{loaded - started:.1f}",
+                f"{elapsed:.1f}",
+            )
+        ],
     )
     console.print(f"wrote {output}/embeddings.npy, ids.json, manifest.json")

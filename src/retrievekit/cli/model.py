@@ -20,10 +20,25 @@ def info(**model_kwargs) -> None:
     encoder = load_from_options(**model_kwargs)
     spec = encoder.spec
     rows = []
-    for side, tower, prompt in (("queries", spec.query, spec.query_prompt), ("documents", spec.document, spec.document_prompt)):
-        rows.append((side, tower.pooling, str(tower.normalize), str(encoder.max_length), str(len(tower.projections)), repr(prompt)))
+    for side, tower, prompt in (
+        ("queries", spec.query, spec.query_prompt),
+        ("documents", spec.document, spec.document_prompt),
+    ):
+        rows.append(
+            (
+                side,
+                tower.pooling,
+                str(tower.normalize),
+                str(encoder.max_length),
+                str(len(tower.projections)),
+                repr(prompt),
+            )
+        )
     console.print(f"[bold]{encoder.name}[/bold]  {encoder.source}  ({spec.source_format} format)")
-    console.print(f"dimension {encoder.dimension}, similarity {encoder.similarity}, {'shared tower' if spec.shared else 'two towers'}, backend {encoder.backend}")
+    console.print(
+        f"dimension {encoder.dimension}, similarity {encoder.similarity}, "
+        f"{'shared tower' if spec.shared else 'two towers'}, backend {encoder.backend}"
+    )
     print_table("Towers", ["side", "pooling", "normalize", "max length", "projections", "prompt"], rows)
     console.print(f"fingerprint {encoder.fingerprint}")
 

@@ -57,12 +57,16 @@ def check_qrels(
     problems = []
     if bad_docs:
         qid, doc = bad_docs[0]
-        problems.append(f"{len(bad_docs)} judgement(s) name documents not in the corpus (first: query {qid!r}, document {doc!r})")
+        problems.append(
+            f"{len(bad_docs)} judgement(s) name documents not in the corpus (first: query {qid!r}, document {doc!r})"
+        )
     if bad_queries:
         problems.append(f"{len(bad_queries)} judged quer(ies) are not in the queries file (first: {bad_queries[0]!r})")
     message = "; ".join(problems)
     if strict:
-        raise DataFormatError(source, message + ". Fix the files, or pass strict=False (--no-strict) to warn and continue")
+        raise DataFormatError(
+            source, message + ". Fix the files, or pass strict=False (--no-strict) to warn and continue"
+        )
     logger.warning("%s: %s; continuing because strict checking is off", source, message)
     return Qrels({qid: judged for qid, judged in table.items() if qid in queries}), check
 
@@ -140,6 +144,6 @@ class BeirDataset:
 
 
 def load_dataset(name_or_path: str | Path, *, download: bool = True) -> BeirDataset:
-    """A BEIR dataset by name (``"scifact"``) or folder; see :func:`retrievekit.resolve_dataset` for the search order."""
+    """A BEIR dataset by name (``"scifact"``) or folder; :func:`retrievekit.resolve_dataset` gives the search order."""
     path = resolve_dataset(name_or_path, download=download)
     return BeirDataset(path, name=path.name)

@@ -134,12 +134,20 @@ def iter_queries(path: str | Path) -> Iterator[Query]:
         rows = ((n, q) for n, q in rows if not (n == 1 and q.id in {"id", "_id", "query_id", "qid"}))
     else:
         rows = (
-            (n, Query(_string_field(path, n, row, "_id", required=True), _string_field(path, n, row, "text", required=True)))
+            (
+                n,
+                Query(
+                    _string_field(path, n, row, "_id", required=True),
+                    _string_field(path, n, row, "text", required=True),
+                ),
+            )
             for n, row in iter_jsonl(path)
         )
     for number, query in rows:
         if query.id in first_line:
-            raise DataFormatError(path, f"duplicate id {query.id!r} (first seen on line {first_line[query.id]})", number)
+            raise DataFormatError(
+                path, f"duplicate id {query.id!r} (first seen on line {first_line[query.id]})", number
+            )
         first_line[query.id] = number
         yield query
 
@@ -178,11 +186,15 @@ def read_qrels(path: str | Path) -> Qrels:
             if len(fields) == 4:  # TREC qrels written with tabs
                 fields = [fields[0], fields[2], fields[3]]
             if len(fields) != 3:
-                raise DataFormatError(path, f"expected 3 tab-separated fields (query-id, corpus-id, score), found {len(fields)}", number)
+                raise DataFormatError(
+                    path, f"expected 3 tab-separated fields (query-id, corpus-id, score), found {len(fields)}", number
+                )
         else:
             fields = line.split()
             if len(fields) != 4:
-                raise DataFormatError(path, f"expected 4 fields in a TREC qrels line (qid iter docid grade), found {len(fields)}", number)
+                raise DataFormatError(
+                    path, f"expected 4 fields in a TREC qrels line (qid iter docid grade), found {len(fields)}", number
+                )
             fields = [fields[0], fields[2], fields[3]]
         qid, doc_id, grade = (f.strip() for f in fields)
         if not qid or not doc_id:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Corpus", "Document", "Queries", "Query", "Qrels", "Run", "ScoredDocument"]
+__all__ = ["Corpus", "Document", "Qrels", "Queries", "Query", "Run", "ScoredDocument"]
 
 
 @dataclass(frozen=True, slots=True)

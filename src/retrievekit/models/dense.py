@@ -275,4 +275,13 @@ class DenseEncoder:
             if id(tower) not in replicas:
                 replicas[id(tower)] = [tower if i == 0 else copy.deepcopy(tower) for i in range(len(devices))]
             runners[side] = [TorchRunner(t, d, dtype) for t, d in zip(replicas[id(tower)], devices, strict=True)]
-        return DenseEncoder(self.spec, self.query_tower, self.document_tower, runners=runners, name=self.name, fingerprint=self._fingerprint, backend="torch", source=self.source)
+        return DenseEncoder(
+            self.spec,
+            self.query_tower,
+            self.document_tower,
+            runners=runners,
+            name=self.name,
+            fingerprint=self._fingerprint,
+            backend="torch",
+            source=self.source,
+        )

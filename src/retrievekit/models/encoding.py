@@ -38,7 +38,9 @@ class EncodeStats:
 
     def report(self, max_length: int) -> None:
         if self.empty:
-            logger.warning("%d of %d texts were empty strings; they were encoded as empty input", self.empty, self.texts)
+            logger.warning(
+                "%d of %d texts were empty strings; they were encoded as empty input", self.empty, self.texts
+            )
         if self.truncated:
             logger.warning(
                 "%d of %d texts were longer than max_length=%d tokens and were truncated",
@@ -68,10 +70,24 @@ def check_texts(texts: Sequence[object], offset: int = 0) -> None:
 def tokenize_chunk(tokenizer, texts: list[str], max_length: int) -> TokenizedChunk:
     """Tokenize without padding; count the texts that had to be truncated to ``max_length``."""
     # one extra token tells which texts are too long; only those are tokenized again, cut to max_length
-    ids = tokenizer(texts, truncation=True, max_length=max_length + 1, padding=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    ids = tokenizer(
+        texts,
+        truncation=True,
+        max_length=max_length + 1,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )["input_ids"]
     too_long = [i for i, row in enumerate(ids) if len(row) > max_length]
     if too_long:
-        cut = tokenizer([texts[i] for i in too_long], truncation=True, max_length=max_length, padding=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        cut = tokenizer(
+            [texts[i] for i in too_long],
+            truncation=True,
+            max_length=max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
         for i, row in zip(too_long, cut, strict=True):
             ids[i] = row
     return TokenizedChunk(ids, len(too_long))
@@ -87,7 +103,9 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     return input_ids, mask
 
 
-def _run_batches(runners: Sequence[BatchRunner], jobs: list[tuple[np.ndarray, np.ndarray]], progress: tqdm | None) -> list[np.ndarray]:
+def _run_batches(
+    runners: Sequence[BatchRunner], jobs: list[tuple[np.ndarray, np.ndarray]], progress: tqdm | None
+) -> list[np.ndarray]:
     if len(runners) == 1:
         outputs = []
         for input_ids, mask in jobs:

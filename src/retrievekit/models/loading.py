@@ -22,7 +22,9 @@ __all__ = ["load_encoder", "read_encoder_spec"]
 logger = logging.getLogger(__name__)
 
 
-def read_encoder_spec(root: Path, *, pooling: str | None = None, normalize: bool | None = None) -> tuple[EncoderSpec, str | None]:
+def read_encoder_spec(
+    root: Path, *, pooling: str | None = None, normalize: bool | None = None
+) -> tuple[EncoderSpec, str | None]:
     """The spec a folder declares, and the fingerprint its manifest records (``None`` without one)."""
     if (root / MANIFEST_NAME).is_file():
         manifest = read_manifest(root, expected_kind=DENSE_KIND)
@@ -83,19 +85,34 @@ def load_encoder(
         )
         fingerprint = None
     query_tower = load_tower(root, spec.query, trust_remote_code=trust_remote_code)
-    document_tower = query_tower if spec.shared else load_tower(root, spec.document, trust_remote_code=trust_remote_code)
+    document_tower = (
+        query_tower if spec.shared else load_tower(root, spec.document, trust_remote_code=trust_remote_code)
+    )
     name = str(name_or_path)
     if backend == "torch":
         from retrievekit.models.backends.torch_runner import parse_devices
 
-        placeholder = DenseEncoder(spec, query_tower, document_tower, runners={}, name=name, fingerprint=fingerprint, source=root)
+        placeholder = DenseEncoder(
+            spec, query_tower, document_tower, runners={}, name=name, fingerprint=fingerprint, source=root
+        )
         return placeholder.with_devices(parse_devices(device), dtype)
     if backend == "onnx":
         from retrievekit.models.backends.onnx import onnx_runners
 
         if device not in (None, "cpu"):
             raise ConfigError("the onnx backend runs on the CPU; use backend='torch' for GPUs")
-        encoder = DenseEncoder(spec, query_tower, document_tower, runners={}, name=name, fingerprint=fingerprint, source=root)
+        encoder = DenseEncoder(
+            spec, query_tower, document_tower, runners={}, name=name, fingerprint=fingerprint, source=root
+        )
         runners = onnx_runners(encoder, root, quantize=quantize)
-        return DenseEncoder(spec, query_tower, document_tower, runners=runners, name=name, fingerprint=encoder.fingerprint, backend="onnx", source=root)
+        return DenseEncoder(
+            spec,
+            query_tower,
+            document_tower,
+            runners=runners,
+            name=name,
+            fingerprint=encoder.fingerprint,
+            backend="onnx",
+            source=root,
+        )
     raise ConfigError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'")

@@ -53,7 +53,9 @@ class NpyStreamWriter:
         self._handle.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
         self.count += len(rows)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         handle, self._handle = self._handle, None
         try:
             if exc_type is None:

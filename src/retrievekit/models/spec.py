@@ -124,7 +124,9 @@ def _pooling_from_config(path: Path) -> str:
     if config.get("include_prompt", True) is False:
         raise ConfigError(f"{path}: include_prompt=false (prompt tokens left out of pooling) is not supported")
     if len(modes) != 1 or modes[0] not in _ST_POOLING:
-        raise ConfigError(f"{path}: unsupported pooling {modes}; supported: one of cls, mean, max, mean_sqrt_len, lasttoken")
+        raise ConfigError(
+            f"{path}: unsupported pooling {modes}; supported: one of cls, mean, max, mean_sqrt_len, lasttoken"
+        )
     return _ST_POOLING[modes[0]]
 
 
@@ -158,14 +160,27 @@ def spec_from_sentence_transformers(root: Path) -> EncoderSpec:
     """Read a sentence-transformers folder (``modules.json``, optionally a Router/Asym) into a spec."""
     entries = _read_json(root / "modules.json")
     modules = [(str(e["type"]).rsplit(".", 1)[-1], e.get("path", "")) for e in entries]
-    st_config = _read_json(root / "config_sentence_transformers.json") if (root / "config_sentence_transformers.json").is_file() else {}
+    st_config = (
+        _read_json(root / "config_sentence_transformers.json")
+        if (root / "config_sentence_transformers.json").is_file()
+        else {}
+    )
     prompts = st_config.get("prompts") or {}
     query_prompt = prompts.get("query", "")
     document_prompt = next((prompts[k] for k in ("document", "passage", "corpus") if k in prompts), "")
-    similarity = {"cosine": "cosine", "dot": "dot", "dot_product": "dot"}.get(st_config.get("similarity_fn_name") or "cosine")
+    similarity = {"cosine": "cosine", "dot": "dot", "dot_product": "dot"}.get(
+        st_config.get("similarity_fn_name") or "cosine"
+    )
     if similarity is None:
-        raise ConfigError(f"{root}: similarity {st_config.get('similarity_fn_name')!r} is not supported (cosine or dot)")
-    common = {"query_prompt": query_prompt, "document_prompt": document_prompt, "similarity": similarity, "source_format": "sentence-transformers"}
+        raise ConfigError(
+            f"{root}: similarity {st_config.get('similarity_fn_name')!r} is not supported (cosine or dot)"
+        )
+    common = {
+        "query_prompt": query_prompt,
+        "document_prompt": document_prompt,
+        "similarity": similarity,
+        "source_format": "sentence-transformers",
+    }
     router = [i for i, (kind, _) in enumerate(modules) if kind in ("Router", "Asym")]
     if not router:
         tower = _tower_from_modules(root, modules)
@@ -206,4 +221,6 @@ def spec_from_hf_directory(
             f"{'|'.join(POOLING_MODES)} (BGE: 'cls' with normalize=True; E5/GTE: 'mean')"
         )
     tower = TowerSpec("", pooling, normalize, max_length)
-    return EncoderSpec(tower, tower, query_prompt=query_prompt, document_prompt=document_prompt, source_format="huggingface")
+    return EncoderSpec(
+        tower, tower, query_prompt=query_prompt, document_prompt=document_prompt, source_format="huggingface"
+    )

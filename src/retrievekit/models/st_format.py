@@ -19,9 +19,7 @@ _TYPES = {
 
 
 def _module_entries(modules: tuple[tuple[str, str], ...]) -> list[dict[str, object]]:
-    return [
-        {"idx": i, "name": str(i), "path": path, "type": _TYPES[kind]} for i, (kind, path) in enumerate(modules)
-    ]
+    return [{"idx": i, "name": str(i), "path": path, "type": _TYPES[kind]} for i, (kind, path) in enumerate(modules)]
 
 
 def write_sentence_transformers_files(

@@ -1,8 +1,8 @@
 """ONNX Runtime backend: the whole tower (backbone, pooling, projections, normalisation) as one graph.
 
-The graph is exported once and cached beside the model (``<model>/retrievekit-onnx/``; ``onnx/`` is left to sentence-transformers, or under the user cache
-when the model folder is read-only) with a manifest recording the model fingerprint, so a changed
-model is never served by a stale graph. ``quantize="int8"`` quantises the weight matrices to int8,
+The graph is exported once and cached beside the model in ``<model>/retrievekit-onnx/`` (``onnx/``
+is left to sentence-transformers), or under the user cache when the model folder is read-only, with
+a manifest recording the model fingerprint, so a changed model is never served by a stale graph. ``quantize="int8"`` quantises the weight matrices to int8,
 per output channel, with activations quantised on the fly (dynamic quantisation); the attention
 score products stay in float32, which keeps embeddings within ~0.99 cosine of float32 ones.
 """
@@ -74,7 +74,11 @@ def _export_tower(tower: Tower, path: Path) -> None:
             str(path),
             input_names=["input_ids", "attention_mask"],
             output_names=["embedding"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "embedding": {0: "batch"}},
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "embedding": {0: "batch"},
+            },
             opset_version=_OPSET,
             dynamo=False,
         )
@@ -94,7 +98,9 @@ def _quantize_int8(source: Path, target: Path) -> None:
     model = onnx.load(str(source))
     constants = {init.name for init in model.graph.initializer}
     # only products with a weight matrix; attention's activation x activation products stay float32
-    weight_products = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and any(i in constants for i in n.input)]
+    weight_products = [
+        n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and any(i in constants for i in n.input)
+    ]
     advice_filter = _DropPreprocessingAdvice()
     logging.getLogger().addFilter(advice_filter)
     try:
@@ -149,7 +155,15 @@ def export_onnx(encoder: DenseEncoder, root: Path, *, quantize: str | None = "in
             if quantize == "int8":
                 _quantize_int8(fp32, target)
         variants = sorted(p.name for p in staging.glob("*.onnx"))
-        write_manifest(staging, Manifest(kind=ONNX_KIND, family="dense", config={"opset": _OPSET, "graphs": variants}, fingerprint=encoder.fingerprint))
+        write_manifest(
+            staging,
+            Manifest(
+                kind=ONNX_KIND,
+                family="dense",
+                config={"opset": _OPSET, "graphs": variants},
+                fingerprint=encoder.fingerprint,
+            ),
+        )
     return wanted
 
 
@@ -160,7 +174,9 @@ def _same_model(folder: Path, encoder: DenseEncoder) -> bool:
         return False
 
 
-def onnx_runners(encoder: DenseEncoder, root: Path, *, quantize: str | None = "int8", threads: int | None = None) -> dict[str, list[BatchRunner]]:
+def onnx_runners(
+    encoder: DenseEncoder, root: Path, *, quantize: str | None = "int8", threads: int | None = None
+) -> dict[str, list[BatchRunner]]:
     """ONNX Runtime runners for both sides (one session when the tower is shared)."""
     paths = export_onnx(encoder, root, quantize=quantize)
     sessions: dict[Path, OnnxRunner] = {}

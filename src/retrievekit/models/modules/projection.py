@@ -29,11 +29,23 @@ _WEIGHTS = "model.safetensors"
 class Projection(nn.Module):
     """``activation(linear(x))``; saves ``config.json`` + ``model.safetensors`` in the sentence-transformers layout."""
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, activation: str = "torch.nn.modules.activation.Tanh") -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = True,
+        activation: str = "torch.nn.modules.activation.Tanh",
+    ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ArtifactError(f"unsupported activation {activation!r}; supported: {', '.join(sorted(ACTIVATIONS))}")
-        self.in_features, self.out_features, self.bias, self.activation_name = in_features, out_features, bias, activation
+        self.in_features, self.out_features, self.bias, self.activation_name = (
+            in_features,
+            out_features,
+            bias,
+            activation,
+        )
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.activation = ACTIVATIONS[activation]()
 
@@ -51,7 +63,10 @@ class Projection(nn.Module):
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / _CONFIG).write_text(json.dumps(self.config(), indent=2))
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k.startswith("linear.")}, directory / _WEIGHTS)
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k.startswith("linear.")},
+            directory / _WEIGHTS,
+        )
 
     @classmethod
     def load(cls, directory: Path) -> Projection:

@@ -1,0 +1,3 @@
+from retrievekit.cli.main import main
+
+main()

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from retrievekit import load_encoder
+from retrievekit.errors import ConfigError
+
+pytest.importorskip("onnxruntime")
+
+TEXTS = ["how do proteins fold", "sleep helps the brain consolidate memory after learning", "coffee"]
+
+
+@pytest.fixture
+def model_copy(tiny_bert_dir, tmp_path):
+    target = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, target)
+    return target
+
+
+def cosine(a, b):
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_fp32_graph_matches_torch_and_is_cached(model_copy):
+    torch_encoder = load_encoder(model_copy, pooling="mean", normalize=True, device="cpu")
+    onnx_encoder = load_encoder(model_copy, pooling="mean", normalize=True, backend="onnx", quantize=None)
+    np.testing.assert_allclose(onnx_encoder.encode_documents(TEXTS), torch_encoder.encode_documents(TEXTS), atol=1e-5)
+    folder = model_copy / "retrievekit-onnx"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["kind"] == "onnx_export" and manifest["fingerprint"] == torch_encoder.fingerprint
+    stamp = (folder / "shared-fp32.onnx").stat().st_mtime_ns
+    load_encoder(model_copy, pooling="mean", normalize=True, backend="onnx", quantize=None)
+    assert (folder / "shared-fp32.onnx").stat().st_mtime_ns == stamp  # reused, not exported again
+
+
+def test_int8_graph_stays_close_and_keeps_fp32_variant(model_copy):
+    torch_encoder = load_encoder(model_copy, pooling="cls", device="cpu")
+    load_encoder(model_copy, pooling="cls", backend="onnx", quantize=None)
+    int8 = load_encoder(model_copy, pooling="cls", backend="onnx", quantize="int8")
+    assert int8.backend == "onnx" and int8.fingerprint == torch_encoder.fingerprint
+    assert cosine(int8.encode_queries(TEXTS), torch_encoder.encode_queries(TEXTS)).min() > 0.98
+    names = sorted(p.name for p in (model_copy / "retrievekit-onnx").glob("*.onnx"))
+    assert names == ["shared-fp32.onnx", "shared-int8.onnx"]
+
+
+def test_a_changed_model_is_never_served_by_a_stale_graph(model_copy):
+    mean = load_encoder(model_copy, pooling="mean", backend="onnx", quantize=None)
+    cls = load_encoder(model_copy, pooling="cls", backend="onnx", quantize=None)  # another config, another fingerprint
+    reference = load_encoder(model_copy, pooling="cls", device="cpu")
+    np.testing.assert_allclose(cls.encode_documents(TEXTS), reference.encode_documents(TEXTS), atol=1e-5)
+    assert mean.fingerprint != cls.fingerprint
+
+
+def test_onnx_rejects_gpu_devices_and_unknown_quantisation(model_copy):
+    with pytest.raises(ConfigError, match="runs on the CPU"):
+        load_encoder(model_copy, pooling="mean", backend="onnx", device="cuda")
+    with pytest.raises(ConfigError, match="quantize must be one of"):
+        load_encoder(model_copy, pooling="mean", backend="onnx", quantize="int4")
+    with pytest.raises(ConfigError, match="unknown backend 'tensorrt'"):
+        load_encoder(model_copy, pooling="mean", backend="tensorrt")
