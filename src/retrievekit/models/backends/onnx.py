@@ -2,9 +2,10 @@
 
 The graph is exported once and cached beside the model in ``<model>/retrievekit-onnx/`` (``onnx/``
 is left to sentence-transformers), or under the user cache when the model folder is read-only, with
-a manifest recording the model fingerprint, so a changed model is never served by a stale graph. ``quantize="int8"`` quantises the weight matrices to int8,
-per output channel, with activations quantised on the fly (dynamic quantisation); the attention
-score products stay in float32, which keeps embeddings within ~0.99 cosine of float32 ones.
+a manifest recording the model fingerprint, so a changed model is never served by a stale graph.
+``quantize="int8"`` quantises the weight matrices to int8, per output channel, with activations
+quantised on the fly (dynamic quantisation); the attention score products stay in float32, which
+keeps embeddings within ~0.99 cosine of the float32 ones.
 """
 
 from __future__ import annotations
