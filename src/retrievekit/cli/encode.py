@@ -77,21 +77,17 @@ def encode(source, output, side, batch_size, max_length, truncate_dim, precision
     )
     elapsed = time.perf_counter() - loaded
     stats = result.manifest.config["stats"]
-    print_table(
-        f"Encoded {side} with {encoder.name} ({encoder.backend})",
-        ["texts", "dimension", "precision", "tokens", "truncated", "empty", "texts/s", "load s", "encode s"],
-        [
-            (
-                stats["texts"],
-                result.vectors.shape[1] if precision != "binary" else result.manifest.config["dimension"],
-                precision,
-                stats["tokens"],
-                stats["truncated"],
-                stats["empty"],
-                f"{stats['texts'] / max(elapsed, 1e-9):.1f}",
-                f"{loaded - started:.1f}",
-                f"{elapsed:.1f}",
-            )
-        ],
-    )
+    dimension = result.manifest.config["dimension"]
+    rows = [
+        ("texts", stats["texts"]),
+        ("dimension", dimension),
+        ("precision", precision),
+        ("tokens", stats["tokens"]),
+        ("truncated texts", stats["truncated"]),
+        ("empty texts", stats["empty"]),
+        ("texts/s", f"{stats['texts'] / max(elapsed, 1e-9):.1f}"),
+        ("model load s", f"{loaded - started:.1f}"),
+        ("encode s", f"{elapsed:.1f}"),
+    ]
+    print_table(f"Encoded {side} with {encoder.name} ({encoder.backend})", ["", "value"], rows)
     console.print(f"wrote {output}/embeddings.npy, ids.json, manifest.json")
