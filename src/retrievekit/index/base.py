@@ -1,0 +1,193 @@
+"""What every index shares: the result record, id bookkeeping, and the save/load contract.
+
+An index stores items under string ids and answers ``search(queries, k)`` with, per query, ids and
+scores best first. Positions inside an engine are integers; :class:`IdTable` maps them to ids and
+keeps removals as tombstones, so engines that cannot delete (HNSW, bm25s) still honour ``remove``.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from retrievekit.artifacts import Manifest, atomic_directory, fingerprint_json, read_manifest, write_manifest
+from retrievekit.errors import ArtifactError, ConfigError
+
+__all__ = ["INDEX_KIND", "METRICS", "Hits", "Index", "IdTable", "load_index"]
+
+INDEX_KIND = "index"
+METRICS = ("ip", "cosine", "l2")
+
+
+@dataclass(frozen=True)
+class Hits:
+    """One query's results, best first. For ``l2`` the score is the negated squared distance, so a
+    higher score is always better."""
+
+    ids: list[str]
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class IdTable:
+    """String ids <-> engine positions, with tombstones for removed items."""
+
+    def __init__(self, ids: Sequence[str] = (), deleted: np.ndarray | None = None) -> None:
+        self.ids: list[str] = list(ids)
+        self.alive = np.ones(len(self.ids), dtype=bool) if deleted is None else ~deleted
+        self.position: dict[str, int] = {i: p for p, i in enumerate(self.ids) if self.alive[p]}
+
+    def __len__(self) -> int:
+        return len(self.position)
+
+    @property
+    def capacity(self) -> int:
+        """Positions used, removed ones included."""
+        return len(self.ids)
+
+    @property
+    def has_tombstones(self) -> bool:
+        return len(self.position) != len(self.ids)
+
+    def check_new(self, ids: Sequence[str], *, upsert: bool) -> list[str]:
+        """Validate ids for ``add``; return those that already exist (to be replaced when upserting)."""
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            duplicate = next(i for i in ids if i in seen or seen.add(i))
+            raise ConfigError(f"id {duplicate!r} appears twice in one add()")
+        for value in ids:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"ids must be non-empty strings, got {value!r}")
+        existing = [i for i in ids if i in self.position]
+        if existing and not upsert:
+            raise ConfigError(f"{len(existing)} id(s) already in the index (first: {existing[0]!r}); pass upsert=True to replace them")
+        return existing
+
+    def append(self, ids: Sequence[str]) -> None:
+        start = len(self.ids)
+        self.ids.extend(ids)
+        self.alive = np.concatenate([self.alive, np.ones(len(ids), dtype=bool)])
+        self.position.update({i: start + n for n, i in enumerate(ids)})
+
+    def remove(self, ids: Iterable[str], *, missing_ok: bool = False) -> np.ndarray:
+        """Tombstone ``ids``; return their positions."""
+        positions = []
+        for value in ids:
+            if value not in self.position:
+                if missing_ok:
+                    continue
+                raise ConfigError(f"id {value!r} is not in the index")
+            positions.append(self.position.pop(value))
+        positions_array = np.asarray(positions, dtype=np.int64)
+        self.alive[positions_array] = False
+        return positions_array
+
+    def save(self, directory: Path) -> None:
+        (directory / "ids.json").write_text(json.dumps(self.ids, ensure_ascii=False))
+        np.save(directory / "deleted.npy", ~self.alive, allow_pickle=False)
+
+    @classmethod
+    def load(cls, directory: Path) -> IdTable:
+        ids = json.loads((directory / "ids.json").read_text(encoding="utf-8"))
+        deleted = np.load(directory / "deleted.npy", allow_pickle=False)
+        if len(deleted) != len(ids):
+            raise ArtifactError(f"{directory}: {len(ids)} ids but {len(deleted)} tombstone flags")
+        return cls(ids, deleted)
+
+
+class Index(ABC):
+    """Base of every index. Subclasses store and score; this class owns ids, manifests and safety."""
+
+    index_type: ClassVar[str]
+
+    def __init__(self, *, model_fingerprint: str | None = None, model_name: str | None = None) -> None:
+        self.table = IdTable()
+        self.model_fingerprint = model_fingerprint
+        self.model_name = model_name
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The parameters that rebuild this index (persisted in the manifest)."""
+
+    @abstractmethod
+    def _save_payload(self, directory: Path) -> None: ...
+
+    @abstractmethod
+    def _load_payload(self, directory: Path, *, mmap: bool) -> None: ...
+
+    def remove(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
+        """Remove items by id; return how many were removed."""
+        return len(self.table.remove(ids, missing_ok=missing_ok))
+
+    def check_model(self, fingerprint: str | None, *, force: bool = False) -> None:
+        """Raise unless ``fingerprint`` is the model that produced this index's vectors."""
+        if force or fingerprint is None or self.model_fingerprint is None:
+            return
+        if fingerprint != self.model_fingerprint:
+            raise ConfigError(
+                f"this index was built with model {self.model_name or '?'} ({self.model_fingerprint[:20]}...), "
+                f"but the query model is {fingerprint[:20]}...; scores would be meaningless. "
+                "Search with the same model, or pass force=True (--force) if you know they are compatible"
+            )
+
+    def save(self, directory: str | Path, *, overwrite: bool = True) -> Path:
+        """Save atomically: ids (JSON), tombstones and vectors (``.npy``) or the engine's own files."""
+        directory = Path(directory)
+        config = self.config() | {"index_type": self.index_type, "size": len(self), "model": self.model_name, "model_fingerprint": self.model_fingerprint}
+        with atomic_directory(directory, overwrite=overwrite) as staging:
+            self.table.save(staging)
+            self._save_payload(staging)
+            write_manifest(staging, Manifest(kind=INDEX_KIND, family=self.family, config=config, fingerprint=fingerprint_json([config, self.table.ids])))
+        return directory
+
+    family: ClassVar[str] = "dense"
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any]) -> Index:
+        raise NotImplementedError
+
+
+_INDEX_TYPES: dict[str, str] = {
+    "flat": "retrievekit.index.exact:ExactIndex",
+    "hnsw": "retrievekit.index.faiss_index:HnswIndex",
+    "ivfpq": "retrievekit.index.faiss_index:IvfPqIndex",
+    "bm25": "retrievekit.index.bm25:Bm25Index",
+}
+
+
+def index_class(index_type: str) -> type[Index]:
+    """The class for an index type name (``flat``, ``hnsw``, ``ivfpq``, ``bm25``)."""
+    import importlib
+
+    if index_type not in _INDEX_TYPES:
+        raise ConfigError(f"unknown index type {index_type!r}; choose one of {', '.join(_INDEX_TYPES)}")
+    module, name = _INDEX_TYPES[index_type].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_index(directory: str | Path, *, mmap: bool = True) -> Index:
+    """Load any saved index; the manifest says which kind it is."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, expected_kind=INDEX_KIND)
+    config = dict(manifest.config)
+    cls = index_class(config.pop("index_type"))
+    size = config.pop("size")
+    model, fingerprint = config.pop("model"), config.pop("model_fingerprint")
+    index = cls._from_config(config)
+    index.model_name, index.model_fingerprint = model, fingerprint
+    index.table = IdTable.load(directory)
+    index._load_payload(directory, mmap=mmap)
+    if len(index) != size:
+        raise ArtifactError(f"{directory}: the manifest says {size} items, the files hold {len(index)}")
+    return index

@@ -1,0 +1,95 @@
+"""BM25 on bm25s: English stopwords, optional Snowball stemming (PyStemmer). Needs ``retrievekit[bm25]``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrievekit._optional import require
+from retrievekit.errors import ConfigError
+from retrievekit.index.base import Hits, Index
+
+__all__ = ["Bm25Index"]
+
+
+class Bm25Index(Index):
+    """A lexical index over texts. bm25s indexes a whole corpus at once, so ``add`` re-indexes the
+    stored texts (fine for incremental additions of modest size); ``remove`` masks documents at search
+    time without re-indexing. Scores match raw bm25s with the same settings."""
+
+    index_type = "bm25"
+    family = "lexical"
+
+    def __init__(self, *, k1: float = 1.5, b: float = 0.75, method: str = "lucene", stopwords: str | None = "en", stemmer: str | None = "english", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.k1, self.b, self.method, self.stopwords, self.stemmer_language = k1, b, method, stopwords, stemmer
+        self._texts: list[str] = []
+        self._engine = None
+
+    def config(self) -> dict[str, Any]:
+        return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords, "stemmer": self.stemmer_language}
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any]) -> Bm25Index:
+        return cls(**config)
+
+    def _stemmer(self):
+        if self.stemmer_language is None:
+            return None
+        stemmer_module = require("Stemmer", extra="bm25", purpose="BM25 stemming")
+        return stemmer_module.Stemmer(self.stemmer_language)
+
+    def _tokenize(self, texts: Sequence[str]):
+        bm25s = require("bm25s", extra="bm25", purpose="BM25 indexes")
+        return bm25s.tokenize(list(texts), stopwords=self.stopwords, stemmer=self._stemmer(), show_progress=False)
+
+    def add(self, ids: Sequence[str], texts: Sequence[str], *, upsert: bool = False) -> None:
+        """Add documents (their full text: title and body) under ``ids``."""
+        ids, texts = list(ids), list(texts)
+        if len(ids) != len(texts):
+            raise ConfigError(f"{len(ids)} ids for {len(texts)} texts")
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text at position {position} is {type(text).__name__}, expected str")
+        existing = self.table.check_new(ids, upsert=upsert)
+        if existing:
+            self.table.remove(existing)
+        self.table.append(ids)
+        self._texts.extend(texts)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        bm25s = require("bm25s", extra="bm25", purpose="BM25 indexes")
+        self._engine = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
+        self._engine.index(self._tokenize(self._texts), show_progress=False)
+
+    def search(self, queries: Sequence[str], k: int = 10) -> list[Hits]:
+        """Per query text, at most ``k`` (id, score) pairs, best first; documents with no query term are left out."""
+        if isinstance(queries, str):
+            raise TypeError("pass a list of query strings, not a single string")
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        if len(self) == 0:
+            return [Hits([], np.empty(0, dtype=np.float32)) for _ in queries]
+        k = min(k, len(self))
+        mask = self.table.alive.astype(np.float32) if self.table.has_tombstones else None
+        tokens = self._tokenize(queries)
+        positions, scores = self._engine.retrieve(tokens, k=k, show_progress=False, weight_mask=mask, n_threads=1)
+        results = []
+        for row_positions, row_scores in zip(positions, scores, strict=True):
+            keep = row_scores > 0
+            results.append(Hits([self.table.ids[p] for p in row_positions[keep]], row_scores[keep].astype(np.float32)))
+        return results
+
+    def _save_payload(self, directory: Path) -> None:
+        self._engine.save(str(directory / "bm25s"), show_progress=False)
+        (directory / "texts.json").write_text(json.dumps(self._texts, ensure_ascii=False))
+
+    def _load_payload(self, directory: Path, *, mmap: bool) -> None:
+        bm25s = require("bm25s", extra="bm25", purpose="BM25 indexes")
+        self._engine = bm25s.BM25.load(str(directory / "bm25s"), mmap=mmap, show_progress=False)
+        self._texts = json.loads((directory / "texts.json").read_text(encoding="utf-8"))

@@ -1,0 +1,90 @@
+"""Exact search: chunked matrix products with a running top-k, the reference for every ANN index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrievekit.index.vector import VectorIndex
+
+__all__ = ["ExactIndex", "top_k"]
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top ``k`` of a score matrix, best first: ``(values, column indices)``.
+
+    >>> values, columns = top_k(np.array([[0.1, 0.9, 0.5], [3.0, 1.0, 2.0]]), 2)
+    >>> columns.tolist(), values.tolist()
+    ([[1, 2], [0, 2]], [[0.9, 0.5], [3.0, 2.0]])
+    """
+    k = min(k, scores.shape[1])
+    if k < scores.shape[1]:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
+    values = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+class ExactIndex(VectorIndex):
+    """Brute-force search. Memory during search is bounded by ``query_batch x chunk_size`` scores,
+    never queries x documents; vectors load memory-mapped."""
+
+    index_type = "flat"
+
+    def __init__(self, dimension: int, metric: str = "ip", *, chunk_size: int = 65536, query_batch: int = 256, **kwargs: Any) -> None:
+        super().__init__(dimension, metric, **kwargs)
+        self.chunk_size = chunk_size
+        self.query_batch = query_batch
+        self._vectors = np.empty((0, dimension), dtype=np.float32)
+        self._sq_norms = np.empty(0, dtype=np.float32)
+
+    def config(self) -> dict[str, Any]:
+        return super().config() | {"chunk_size": self.chunk_size, "query_batch": self.query_batch}
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any]) -> ExactIndex:
+        return cls(**config)
+
+    def _add_vectors(self, vectors: np.ndarray, start: int) -> None:
+        self._vectors = np.concatenate([np.asarray(self._vectors), vectors]) if len(self._vectors) else vectors.copy()
+        if self.metric == "l2":
+            self._sq_norms = np.concatenate([np.asarray(self._sq_norms), np.einsum("ij,ij->i", vectors, vectors)])
+
+    def _search_vectors(self, queries: np.ndarray, k: int, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        n = len(queries)
+        best_scores = np.full((n, k), -np.inf, dtype=np.float32)
+        best_positions = np.full((n, k), -1, dtype=np.int64)
+        for q_start in range(0, n, self.query_batch):
+            q = queries[q_start : q_start + self.query_batch]
+            run_scores = np.full((len(q), 0), -np.inf, dtype=np.float32)
+            run_positions = np.full((len(q), 0), -1, dtype=np.int64)
+            for start in range(0, len(self._vectors), self.chunk_size):
+                chunk = self._vectors[start : start + self.chunk_size]
+                scores = q @ chunk.T
+                if self.metric == "l2":  # -||q - d||^2 = 2 q.d - ||d||^2 - ||q||^2
+                    scores = 2 * scores - self._sq_norms[start : start + len(chunk)]
+                if alive is not None:
+                    scores[:, ~alive[start : start + len(chunk)]] = -np.inf
+                values, columns = top_k(scores, k)
+                merged_scores = np.concatenate([run_scores, values], axis=1)
+                merged_positions = np.concatenate([run_positions, columns + start], axis=1)
+                run_scores, order = top_k(merged_scores, k)
+                run_positions = np.take_along_axis(merged_positions, order, axis=1)
+            if self.metric == "l2":
+                run_scores = run_scores - np.einsum("ij,ij->i", q, q)[:, None]
+            run_positions[~np.isfinite(run_scores)] = -1
+            best_scores[q_start : q_start + len(q), : run_scores.shape[1]] = run_scores
+            best_positions[q_start : q_start + len(q), : run_positions.shape[1]] = run_positions
+        return best_scores, best_positions
+
+    def _save_payload(self, directory: Path) -> None:
+        np.save(directory / "vectors.npy", np.asarray(self._vectors), allow_pickle=False)
+
+    def _load_payload(self, directory: Path, *, mmap: bool) -> None:
+        self._vectors = np.load(directory / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+        if self.metric == "l2":
+            self._sq_norms = np.einsum("ij,ij->i", self._vectors, self._vectors)
