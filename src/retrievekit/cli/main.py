@@ -11,7 +11,9 @@ from retrievekit._version import __version__
 from retrievekit.cli.data import data
 from retrievekit.cli.demo import demo
 from retrievekit.cli.encode import encode
+from retrievekit.cli.index import index
 from retrievekit.cli.model import model
+from retrievekit.cli.search import search
 from retrievekit.errors import RetrievekitError
 
 
@@ -40,6 +42,8 @@ def cli(verbose: int) -> None:
 cli.add_command(data)
 cli.add_command(encode)
 cli.add_command(model)
+cli.add_command(index)
+cli.add_command(search)
 cli.add_command(demo)
 
 

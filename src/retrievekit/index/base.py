@@ -112,6 +112,7 @@ class Index(ABC):
         self.table = IdTable()
         self.model_fingerprint = model_fingerprint
         self.model_name = model_name
+        self.titles: dict[str, str] = {}  # optional, for display: document id -> title
 
     def __len__(self) -> int:
         return len(self.table)
@@ -148,6 +149,8 @@ class Index(ABC):
         with atomic_directory(directory, overwrite=overwrite) as staging:
             self.table.save(staging)
             self._save_payload(staging)
+            if self.titles:
+                (staging / "titles.json").write_text(json.dumps(self.titles, ensure_ascii=False))
             write_manifest(staging, Manifest(kind=INDEX_KIND, family=self.family, config=config, fingerprint=fingerprint_json([config, self.table.ids])))
         return directory
 
@@ -188,6 +191,8 @@ def load_index(directory: str | Path, *, mmap: bool = True) -> Index:
     index.model_name, index.model_fingerprint = model, fingerprint
     index.table = IdTable.load(directory)
     index._load_payload(directory, mmap=mmap)
+    if (directory / "titles.json").is_file():
+        index.titles = json.loads((directory / "titles.json").read_text(encoding="utf-8"))
     if len(index) != size:
         raise ArtifactError(f"{directory}: the manifest says {size} items, the files hold {len(index)}")
     return index

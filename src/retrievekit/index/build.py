@@ -1,0 +1,95 @@
+"""Build an index from a corpus in one call: stream, encode (dense) or tokenize (BM25), add, save."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrievekit.data.beir import load_dataset
+from retrievekit.data.readers import iter_documents
+from retrievekit.errors import ConfigError
+from retrievekit.index.base import Index, index_class
+from retrievekit.index.vector import VectorIndex
+from retrievekit.models.dense import DenseEncoder
+
+__all__ = ["build_index", "corpus_path", "default_metric"]
+
+logger = logging.getLogger(__name__)
+_ADD_ROWS = 65536
+
+
+def corpus_path(source: str | Path) -> Path:
+    """A corpus file (JSONL/TSV) as given, or the corpus of a BEIR folder or dataset name."""
+    path = Path(source)
+    return path if path.is_file() else load_dataset(str(source)).corpus_path
+
+
+def default_metric(encoder: DenseEncoder) -> str:
+    """Inner product for normalised or dot-product models (cosine there is the same ranking, cheaper)."""
+    if encoder.similarity == "cosine" and not encoder.normalizes:
+        return "cosine"
+    return "ip"
+
+
+def _model_reference(encoder: DenseEncoder) -> str:
+    name = encoder.name
+    return str(Path(name).resolve()) if name and Path(name).exists() else name
+
+
+def build_index(
+    source: str | Path,
+    index_type: str,
+    *,
+    encoder: DenseEncoder | None = None,
+    output: str | Path | None = None,
+    metric: str | None = None,
+    batch_size: int = 32,
+    show_progress: bool = True,
+    params: dict[str, Any] | None = None,
+) -> Index:
+    """Index every document of ``source``; save to ``output`` when given. Titles are kept for display."""
+    cls = index_class(index_type)
+    path = corpus_path(source)
+    params = dict(params or {})
+    titles: dict[str, str] = {}
+    if index_type == "bm25":
+        index = cls(**params)
+        ids, texts = [], []
+        for doc in iter_documents(path):
+            ids.append(doc.id)
+            texts.append(doc.full_text)
+            if doc.title:
+                titles[doc.id] = doc.title
+        index.add(ids, texts)
+    else:
+        if encoder is None:
+            raise ConfigError(f"a {index_type} index needs a model to encode the corpus")
+        index = cls(encoder.dimension, metric or default_metric(encoder), model_fingerprint=encoder.fingerprint, model_name=_model_reference(encoder), **params)
+        assert isinstance(index, VectorIndex)
+        ids = []
+
+        def texts():
+            for doc in iter_documents(path):
+                ids.append(doc.id)
+                if doc.title:
+                    titles[doc.id] = doc.title
+                yield doc.full_text
+
+        with tempfile.TemporaryDirectory(prefix="retrievekit-index-") as scratch:
+            encoded = encoder.encode_to_npy(texts(), Path(scratch) / "vectors.npy", side="documents", batch_size=batch_size, show_progress=show_progress)
+            vectors = np.load(encoded.path, mmap_mode="r")
+            if hasattr(index, "train"):
+                sample = np.random.default_rng(0).permutation(len(vectors))[:100_000]
+                index.train(np.asarray(vectors[np.sort(sample)]))
+            for start in range(0, len(vectors), _ADD_ROWS):
+                index.add(ids[start : start + _ADD_ROWS], np.asarray(vectors[start : start + _ADD_ROWS]))
+            del vectors
+    index.titles = titles
+    if output is not None:
+        index.save(output)
+        logger.info("saved a %s index of %d documents to %s", index_type, len(index), output)
+    return index
