@@ -7,7 +7,7 @@ import time
 import click
 
 from retrievekit.cli._model_options import load_from_options, model_options
-from retrievekit.cli._output import console, print_table
+from retrievekit.cli._output import print_table
 from retrievekit.index.base import METRICS
 
 
@@ -18,21 +18,67 @@ def index() -> None:
 
 @index.command("build")
 @model_options
-@click.option("--corpus", required=True, help="Corpus JSONL/TSV (_id, text, optional title), or a BEIR folder / dataset name.")
-@click.option("--type", "index_type", type=click.Choice(["flat", "hnsw", "ivfpq", "bm25"]), default="flat", show_default=True, help="flat: exact; hnsw / ivfpq: FAISS ANN; bm25: lexical (no model).")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Index folder to write (atomically).")
-@click.option("--metric", type=click.Choice(METRICS), default=None, help="Vector metric (default: ip for normalised models, else cosine).")
+@click.option(
+    "--corpus", required=True, help="Corpus JSONL/TSV (_id, text, optional title), or a BEIR folder / dataset name."
+)
+@click.option(
+    "--type",
+    "index_type",
+    type=click.Choice(["flat", "hnsw", "ivfpq", "bm25"]),
+    default="flat",
+    show_default=True,
+    help="flat: exact; hnsw / ivfpq: FAISS ANN; bm25: lexical (no model).",
+)
+@click.option(
+    "--output", "-o", required=True, type=click.Path(file_okay=False), help="Index folder to write (atomically)."
+)
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default=None,
+    help="Vector metric (default: ip for normalised models, else cosine).",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--hnsw-m", "M", type=click.IntRange(2), default=32, show_default=True, help="HNSW links per node.")
-@click.option("--ef-construction", type=click.IntRange(1), default=200, show_default=True, help="HNSW build-time candidate list.")
-@click.option("--ef-search", type=click.IntRange(1), default=128, show_default=True, help="HNSW search-time candidate list (recall vs speed).")
+@click.option(
+    "--ef-construction", type=click.IntRange(1), default=200, show_default=True, help="HNSW build-time candidate list."
+)
+@click.option(
+    "--ef-search",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="HNSW search-time candidate list (recall vs speed).",
+)
 @click.option("--nlist", type=click.IntRange(1), default=1024, show_default=True, help="IVF cells.")
 @click.option("--nprobe", type=click.IntRange(1), default=16, show_default=True, help="IVF cells visited per query.")
-@click.option("--pq-m", type=click.IntRange(1), default=48, show_default=True, help="PQ sub-quantisers (must divide the dimension).")
+@click.option(
+    "--pq-m",
+    type=click.IntRange(1),
+    default=48,
+    show_default=True,
+    help="PQ sub-quantisers (must divide the dimension).",
+)
 @click.option("--nbits", type=click.IntRange(1, 16), default=8, show_default=True, help="Bits per PQ code.")
 @click.option("--no-stem", is_flag=True, help="BM25: no stemming (default: English Snowball stemmer).")
 @click.option("--no-stopwords", is_flag=True, help="BM25: keep English stopwords.")
-def build(corpus, index_type, output, metric, batch_size, M, ef_construction, ef_search, nlist, nprobe, pq_m, nbits, no_stem, no_stopwords, **model_kwargs) -> None:
+def build(
+    corpus,
+    index_type,
+    output,
+    metric,
+    batch_size,
+    M,
+    ef_construction,
+    ef_search,
+    nlist,
+    nprobe,
+    pq_m,
+    nbits,
+    no_stem,
+    no_stopwords,
+    **model_kwargs,
+) -> None:
     """Encode (or tokenize) a corpus and save a searchable index.
 
     \b
@@ -50,7 +96,9 @@ def build(corpus, index_type, output, metric, batch_size, M, ef_construction, ef
     }[index_type]
     started = time.perf_counter()
     encoder = None if index_type == "bm25" else load_from_options(**model_kwargs)
-    built = build_index(corpus, index_type, encoder=encoder, output=output, metric=metric, batch_size=batch_size, params=params)
+    built = build_index(
+        corpus, index_type, encoder=encoder, output=output, metric=metric, batch_size=batch_size, params=params
+    )
     config = built.config()
     rows = [("type", index_type), ("documents", len(built)), *((k, str(v)) for k, v in config.items())]
     if encoder is not None:

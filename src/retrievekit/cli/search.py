@@ -10,11 +10,27 @@ from retrievekit.cli._output import console
 
 
 @click.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A folder written by 'retrievekit index build'.")
+@click.option(
+    "--index",
+    "index_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A folder written by 'retrievekit index build'.",
+)
 @click.option("--query", "-q", "query_texts", multiple=True, help="A query text (repeatable).")
-@click.option("--queries", "queries_file", type=click.Path(exists=True, dir_okay=False), help="Queries as JSONL (_id, text) or TSV (id<TAB>text).")
+@click.option(
+    "--queries",
+    "queries_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Queries as JSONL (_id, text) or TSV (id<TAB>text).",
+)
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Results per query.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write a TREC run (qid Q0 docid rank score tag) here instead of printing.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    help="Write a TREC run (qid Q0 docid rank score tag) here instead of printing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query.")
 @click.option("--model", "-m", default=None, help="Override the model the index remembers (dense indexes).")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
@@ -51,7 +67,8 @@ def search(index_dir, query_texts, queries_file, k, output, as_json, model, back
         name = model or index.model_name
         if not name:
             raise ConfigError(f"{index_dir} does not record its model; pass --model")
-        retriever = DenseRetriever(load_encoder(name, backend=backend, device=device), index, force=force)
+        options = {} if model else index.model_options
+        retriever = DenseRetriever(load_encoder(name, backend=backend, device=device, **options), index, force=force)
     hits = retriever.search(texts, k)
     if output:
         write_trec_run(run_from_hits(ids, hits), output)
@@ -59,7 +76,19 @@ def search(index_dir, query_texts, queries_file, k, output, as_json, model, back
         return
     for qid, text, result in zip(ids, texts, hits, strict=True):
         if as_json:
-            click.echo(json.dumps({"query_id": qid, "query": text, "results": [{"id": d, "score": round(float(s), 6), "title": index.titles.get(d, "")} for d, s in zip(result.ids, result.scores, strict=True)]}, ensure_ascii=False))
+            click.echo(
+                json.dumps(
+                    {
+                        "query_id": qid,
+                        "query": text,
+                        "results": [
+                            {"id": d, "score": round(float(s), 6), "title": index.titles.get(d, "")}
+                            for d, s in zip(result.ids, result.scores, strict=True)
+                        ],
+                    },
+                    ensure_ascii=False,
+                )
+            )
             continue
         console.print(f"[bold]{qid}[/bold]: {text}")
         for rank, (doc, score) in enumerate(zip(result.ids, result.scores, strict=True), start=1):

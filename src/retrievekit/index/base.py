@@ -19,7 +19,7 @@ import numpy as np
 from retrievekit.artifacts import Manifest, atomic_directory, fingerprint_json, read_manifest, write_manifest
 from retrievekit.errors import ArtifactError, ConfigError
 
-__all__ = ["INDEX_KIND", "METRICS", "Hits", "Index", "IdTable", "load_index"]
+__all__ = ["INDEX_KIND", "METRICS", "Hits", "IdTable", "Index", "load_index"]
 
 INDEX_KIND = "index"
 METRICS = ("ip", "cosine", "l2")
@@ -68,7 +68,9 @@ class IdTable:
                 raise ConfigError(f"ids must be non-empty strings, got {value!r}")
         existing = [i for i in ids if i in self.position]
         if existing and not upsert:
-            raise ConfigError(f"{len(existing)} id(s) already in the index (first: {existing[0]!r}); pass upsert=True to replace them")
+            raise ConfigError(
+                f"{len(existing)} id(s) already in the index (first: {existing[0]!r}); pass upsert=True to replace them"
+            )
         return existing
 
     def append(self, ids: Sequence[str]) -> None:
@@ -108,10 +110,17 @@ class Index(ABC):
 
     index_type: ClassVar[str]
 
-    def __init__(self, *, model_fingerprint: str | None = None, model_name: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model_fingerprint: str | None = None,
+        model_name: str | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> None:
         self.table = IdTable()
         self.model_fingerprint = model_fingerprint
         self.model_name = model_name
+        self.model_options = dict(model_options or {})
         self.titles: dict[str, str] = {}  # optional, for display: document id -> title
 
     def __len__(self) -> int:
@@ -145,13 +154,27 @@ class Index(ABC):
     def save(self, directory: str | Path, *, overwrite: bool = True) -> Path:
         """Save atomically: ids (JSON), tombstones and vectors (``.npy``) or the engine's own files."""
         directory = Path(directory)
-        config = self.config() | {"index_type": self.index_type, "size": len(self), "model": self.model_name, "model_fingerprint": self.model_fingerprint}
+        config = self.config() | {
+            "index_type": self.index_type,
+            "size": len(self),
+            "model": self.model_name,
+            "model_fingerprint": self.model_fingerprint,
+            "model_options": self.model_options,
+        }
         with atomic_directory(directory, overwrite=overwrite) as staging:
             self.table.save(staging)
             self._save_payload(staging)
             if self.titles:
                 (staging / "titles.json").write_text(json.dumps(self.titles, ensure_ascii=False))
-            write_manifest(staging, Manifest(kind=INDEX_KIND, family=self.family, config=config, fingerprint=fingerprint_json([config, self.table.ids])))
+            write_manifest(
+                staging,
+                Manifest(
+                    kind=INDEX_KIND,
+                    family=self.family,
+                    config=config,
+                    fingerprint=fingerprint_json([config, self.table.ids]),
+                ),
+            )
         return directory
 
     family: ClassVar[str] = "dense"
@@ -186,9 +209,9 @@ def load_index(directory: str | Path, *, mmap: bool = True) -> Index:
     config = dict(manifest.config)
     cls = index_class(config.pop("index_type"))
     size = config.pop("size")
-    model, fingerprint = config.pop("model"), config.pop("model_fingerprint")
+    model, fingerprint, options = config.pop("model"), config.pop("model_fingerprint"), config.pop("model_options", {})
     index = cls._from_config(config)
-    index.model_name, index.model_fingerprint = model, fingerprint
+    index.model_name, index.model_fingerprint, index.model_options = model, fingerprint, options
     index.table = IdTable.load(directory)
     index._load_payload(directory, mmap=mmap)
     if (directory / "titles.json").is_file():

@@ -24,14 +24,29 @@ class Bm25Index(Index):
     index_type = "bm25"
     family = "lexical"
 
-    def __init__(self, *, k1: float = 1.5, b: float = 0.75, method: str = "lucene", stopwords: str | None = "en", stemmer: str | None = "english", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        method: str = "lucene",
+        stopwords: str | None = "en",
+        stemmer: str | None = "english",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.k1, self.b, self.method, self.stopwords, self.stemmer_language = k1, b, method, stopwords, stemmer
         self._texts: list[str] = []
         self._engine = None
 
     def config(self) -> dict[str, Any]:
-        return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords, "stemmer": self.stemmer_language}
+        return {
+            "k1": self.k1,
+            "b": self.b,
+            "method": self.method,
+            "stopwords": self.stopwords,
+            "stemmer": self.stemmer_language,
+        }
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> Bm25Index:

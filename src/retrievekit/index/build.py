@@ -68,7 +68,14 @@ def build_index(
     else:
         if encoder is None:
             raise ConfigError(f"a {index_type} index needs a model to encode the corpus")
-        index = cls(encoder.dimension, metric or default_metric(encoder), model_fingerprint=encoder.fingerprint, model_name=_model_reference(encoder), **params)
+        index = cls(
+            encoder.dimension,
+            metric or default_metric(encoder),
+            model_fingerprint=encoder.fingerprint,
+            model_name=_model_reference(encoder),
+            model_options=encoder.load_options(),
+            **params,
+        )
         assert isinstance(index, VectorIndex)
         ids = []
 
@@ -80,7 +87,13 @@ def build_index(
                 yield doc.full_text
 
         with tempfile.TemporaryDirectory(prefix="retrievekit-index-") as scratch:
-            encoded = encoder.encode_to_npy(texts(), Path(scratch) / "vectors.npy", side="documents", batch_size=batch_size, show_progress=show_progress)
+            encoded = encoder.encode_to_npy(
+                texts(),
+                Path(scratch) / "vectors.npy",
+                side="documents",
+                batch_size=batch_size,
+                show_progress=show_progress,
+            )
             vectors = np.load(encoded.path, mmap_mode="r")
             if hasattr(index, "train"):
                 sample = np.random.default_rng(0).permutation(len(vectors))[:100_000]

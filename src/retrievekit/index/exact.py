@@ -35,7 +35,9 @@ class ExactIndex(VectorIndex):
 
     index_type = "flat"
 
-    def __init__(self, dimension: int, metric: str = "ip", *, chunk_size: int = 65536, query_batch: int = 256, **kwargs: Any) -> None:
+    def __init__(
+        self, dimension: int, metric: str = "ip", *, chunk_size: int = 65536, query_batch: int = 256, **kwargs: Any
+    ) -> None:
         super().__init__(dimension, metric, **kwargs)
         self.chunk_size = chunk_size
         self.query_batch = query_batch

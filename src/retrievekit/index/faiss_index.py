@@ -79,7 +79,16 @@ class HnswIndex(_FaissIndex):
 
     index_type = "hnsw"
 
-    def __init__(self, dimension: int, metric: str = "ip", *, M: int = 32, ef_construction: int = 200, ef_search: int = 128, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        dimension: int,
+        metric: str = "ip",
+        *,
+        M: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 128,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(dimension, metric, **kwargs)
         self.M, self.ef_construction, self.ef_search = M, ef_construction, ef_search
 
@@ -112,7 +121,17 @@ class IvfPqIndex(_FaissIndex):
 
     index_type = "ivfpq"
 
-    def __init__(self, dimension: int, metric: str = "ip", *, nlist: int = 1024, m: int = 48, nbits: int = 8, nprobe: int = 16, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        dimension: int,
+        metric: str = "ip",
+        *,
+        nlist: int = 1024,
+        m: int = 48,
+        nbits: int = 8,
+        nprobe: int = 16,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(dimension, metric, **kwargs)
         if dimension % m:
             raise ConfigError(f"m={m} sub-quantisers must divide the dimension {dimension}")
@@ -137,7 +156,9 @@ class IvfPqIndex(_FaissIndex):
         vectors = self._prepare(vectors, "training vectors")
         needed = max(self.nlist, 2**self.nbits)
         if len(vectors) < needed:
-            raise ConfigError(f"IVF-PQ training needs at least {needed} vectors (nlist={self.nlist}, nbits={self.nbits}); got {len(vectors)}. Lower nlist/nbits or use hnsw/flat")
+            raise ConfigError(
+                f"IVF-PQ training needs at least {needed} vectors (nlist={self.nlist}, nbits={self.nbits}); got {len(vectors)}. Lower nlist/nbits or use hnsw/flat"
+            )
         if self._index is None:
             self._index = self._build()
         self._index.train(vectors)

@@ -95,6 +95,18 @@ class DenseEncoder:
             self._fingerprint = fingerprint_json({"weights": [t.digest() for t in towers], "config": config})
         return self._fingerprint
 
+    def load_options(self) -> dict[str, object]:
+        """The :func:`load_encoder` options that rebuild this encoder from its source folder
+        (what an index records so that ``search`` can load the same model)."""
+        options: dict[str, object] = {
+            "query_prompt": self.spec.query_prompt,
+            "document_prompt": self.spec.document_prompt,
+        }
+        if self.spec.source_format == "huggingface":
+            tower = self.spec.document
+            options |= {"pooling": tower.pooling, "normalize": tower.normalize, "max_length": tower.max_length}
+        return options
+
     def __repr__(self) -> str:
         towers = "shared tower" if self.spec.shared else "two towers"
         return (

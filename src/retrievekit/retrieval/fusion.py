@@ -27,7 +27,9 @@ def _ranked(scores: dict[str, float], k: int) -> Hits:
     return Hits([doc for doc, _ in ordered], np.asarray([s for _, s in ordered], dtype=np.float32))
 
 
-def reciprocal_rank_fusion(lists: Sequence[Hits], *, k: int, rrf_k: int = 60, weights: Sequence[float] | None = None) -> Hits:
+def reciprocal_rank_fusion(
+    lists: Sequence[Hits], *, k: int, rrf_k: int = 60, weights: Sequence[float] | None = None
+) -> Hits:
     """``score(d) = sum_i w_i / (rrf_k + rank_i(d))``, ranks from 1 (Cormack et al., 2009).
 
     >>> a = Hits(["x", "y"], np.array([9.0, 1.0])); b = Hits(["y", "z"], np.array([0.5, 0.4]))
@@ -63,7 +65,9 @@ def weighted_score_fusion(lists: Sequence[Hits], *, k: int, weights: Sequence[fl
     return _ranked(fused, k)
 
 
-def fuse(lists: Sequence[Hits], *, method: str, k: int, weights: Sequence[float] | None = None, rrf_k: int = 60) -> Hits:
+def fuse(
+    lists: Sequence[Hits], *, method: str, k: int, weights: Sequence[float] | None = None, rrf_k: int = 60
+) -> Hits:
     if method == "rrf":
         return reciprocal_rank_fusion(lists, k=k, rrf_k=rrf_k, weights=weights)
     if method == "weighted":

@@ -25,7 +25,12 @@ class Retriever(Protocol):
 
 
 def run_from_hits(query_ids: Sequence[str], hits: Sequence[Hits]) -> Run:
-    return Run({qid: [ScoredDocument(d, float(s)) for d, s in zip(h.ids, h.scores, strict=True)] for qid, h in zip(query_ids, hits, strict=True)})
+    return Run(
+        {
+            qid: [ScoredDocument(d, float(s)) for d, s in zip(h.ids, h.scores, strict=True)]
+            for qid, h in zip(query_ids, hits, strict=True)
+        }
+    )
 
 
 class _RunMixin:
@@ -37,9 +42,19 @@ class _RunMixin:
 class DenseRetriever(_RunMixin):
     """An encoder plus a vector index built with the same model (checked by fingerprint unless ``force``)."""
 
-    def __init__(self, encoder: DenseEncoder, index: VectorIndex, *, force: bool = False, batch_size: int = 64, name: str = "dense") -> None:
+    def __init__(
+        self,
+        encoder: DenseEncoder,
+        index: VectorIndex,
+        *,
+        force: bool = False,
+        batch_size: int = 64,
+        name: str = "dense",
+    ) -> None:
         if encoder.dimension != index.dimension and not force:
-            raise ConfigError(f"the encoder makes {encoder.dimension}-d vectors but the index holds {index.dimension}-d ones")
+            raise ConfigError(
+                f"the encoder makes {encoder.dimension}-d vectors but the index holds {index.dimension}-d ones"
+            )
         index.check_model(encoder.fingerprint, force=force)
         self.encoder, self.index, self.batch_size, self.name = encoder, index, batch_size, name
 
@@ -59,14 +74,33 @@ class HybridRetriever(_RunMixin):
     """Fuse several retrievers per query: ``fusion="rrf"`` (reciprocal rank fusion) or ``"weighted"``
     (per-query min-max normalised scores, weighted sum). Each retriever contributes its top ``depth``."""
 
-    def __init__(self, retrievers: Sequence[Retriever], *, fusion: str = "rrf", weights: Sequence[float] | None = None, depth: int = 100, rrf_k: int = 60, name: str = "hybrid") -> None:
+    def __init__(
+        self,
+        retrievers: Sequence[Retriever],
+        *,
+        fusion: str = "rrf",
+        weights: Sequence[float] | None = None,
+        depth: int = 100,
+        rrf_k: int = 60,
+        name: str = "hybrid",
+    ) -> None:
         if len(retrievers) < 2:
             raise ConfigError("a hybrid needs at least two retrievers")
         if fusion not in FUSIONS:
             raise ConfigError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
-        self.retrievers, self.fusion, self.weights, self.depth, self.rrf_k, self.name = list(retrievers), fusion, weights, depth, rrf_k, name
+        self.retrievers, self.fusion, self.weights, self.depth, self.rrf_k, self.name = (
+            list(retrievers),
+            fusion,
+            weights,
+            depth,
+            rrf_k,
+            name,
+        )
 
     def search(self, queries: Sequence[str], k: int = 10) -> list[Hits]:
         queries = list(queries)
         per_retriever = [r.search(queries, max(k, self.depth)) for r in self.retrievers]
-        return [fuse([lists[i] for lists in per_retriever], method=self.fusion, k=k, weights=self.weights, rrf_k=self.rrf_k) for i in range(len(queries))]
+        return [
+            fuse([lists[i] for lists in per_retriever], method=self.fusion, k=k, weights=self.weights, rrf_k=self.rrf_k)
+            for i in range(len(queries))
+        ]

@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrievekit.errors import ConfigError
+from retrievekit.index import ExactIndex, load_index
+from retrievekit.index.bm25 import Bm25Index
+from retrievekit.index.faiss_index import HnswIndex, IvfPqIndex
+
+pytest.importorskip("faiss")
+
+
+def hand_vectors():
+    ids = ["a", "b", "c", "d"]
+    vectors = np.array([[1, 0], [0, 2], [1, 1], [-1, 0]], dtype=np.float32)
+    return ids, vectors
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected_ids", "expected_scores"),
+    [
+        ("ip", ["b", "c", "a"], [4.0, 3.0, 1.0]),  # query (1, 2)
+        ("cosine", ["c", "b", "a"], [3 / np.sqrt(10), 2 / np.sqrt(5), 1 / np.sqrt(5)]),
+        ("l2", ["c", "b", "a"], [-1.0, -1.0 - 0.0 + 1.0 - 1.0 + 1.0, -4.0]),
+    ],
+)
+def test_exact_index_matches_hand_computation(metric, expected_ids, expected_scores):
+    ids, vectors = hand_vectors()
+    index = ExactIndex(2, metric, chunk_size=3)  # chunks of 3: the running top-k crosses a chunk boundary
+    index.add(ids, vectors)
+    hits = index.search(np.array([[1, 2]], dtype=np.float32), k=3)[0]
+    if metric == "l2":  # squared distances from (1, 2): a=4, b=1, c=1, d=8 -> c and b tie at -1
+        assert set(hits.ids[:2]) == {"b", "c"} and hits.ids[2] == "a"
+        np.testing.assert_allclose(hits.scores, [-1.0, -1.0, -4.0], atol=1e-6)
+    else:
+        assert hits.ids == expected_ids
+        np.testing.assert_allclose(hits.scores, expected_scores, atol=1e-6)
+
+
+def test_exact_edge_cases():
+    ids, vectors = hand_vectors()
+    index = ExactIndex(2)
+    assert index.search(np.ones((2, 2)), k=5)[0].ids == []  # empty index: empty results
+    index.add(ids, vectors)
+    assert len(index.search(np.ones((1, 2)), k=100)[0]) == 4  # k above the size returns what exists
+    with pytest.raises(ConfigError, match=r"1 id\(s\) already in the index \(first: 'a'\); pass upsert=True"):
+        index.add(["a"], np.zeros((1, 2)))
+    index.add(["a"], np.array([[5.0, 5.0]]), upsert=True)
+    assert len(index) == 4 and index.search(np.array([[1.0, 1.0]]), k=1)[0].ids == ["a"]
+    assert index.remove(["a", "zzz"], missing_ok=True) == 1
+    assert "a" not in index.search(np.array([[1.0, 1.0]]), k=4)[0].ids and len(index) == 3
+    with pytest.raises(ConfigError, match="'zzz' is not in the index"):
+        index.remove(["zzz"])
+    with pytest.raises(ConfigError, match=r"shape \(n, 2\)"):
+        index.add(["x"], np.zeros((1, 3)))
+    with pytest.raises(ConfigError, match="appears twice in one add"):
+        index.add(["x", "x"], np.zeros((2, 2)))
+
+
+@pytest.fixture(scope="module")
+def random_data():
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(3000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = rng.normal(size=(50, 64)).astype(np.float32)
+    return [f"doc{i}" for i in range(len(vectors))], vectors, queries
+
+
+def recall_against_exact(index, exact, queries, k=10):
+    truth = exact.search(queries, k)
+    found = index.search(queries, k)
+    return np.mean([len(set(a.ids) & set(b.ids)) / k for a, b in zip(truth, found, strict=True)])
+
+
+def test_exact_chunking_does_not_change_results(random_data):
+    ids, vectors, queries = random_data
+    small = ExactIndex(64, chunk_size=257, query_batch=7)
+    whole = ExactIndex(64, chunk_size=10**6)
+    for index in (small, whole):
+        index.add(ids, vectors)
+    for a, b in zip(small.search(queries, 20), whole.search(queries, 20), strict=True):
+        assert a.ids == b.ids
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    brute = queries @ vectors.T
+    assert whole.search(queries[:1], 1)[0].ids == [ids[int(np.argmax(brute[0]))]]
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_hnsw_against_exact(random_data, metric, tmp_path):
+    ids, vectors, queries = random_data
+    exact, hnsw = ExactIndex(64, metric), HnswIndex(64, metric, M=16, ef_search=128)
+    for index in (exact, hnsw):
+        index.add(ids, vectors)
+    assert recall_against_exact(hnsw, exact, queries) >= 0.95
+    hnsw.remove(ids[:1500])
+    exact.remove(ids[:1500])
+    assert all(not set(h.ids) & set(ids[:1500]) for h in hnsw.search(queries, 10))
+    assert recall_against_exact(hnsw, exact, queries) >= 0.9
+    hnsw.save(tmp_path / "hnsw")
+    loaded = load_index(tmp_path / "hnsw")
+    assert isinstance(loaded, HnswIndex) and loaded.ef_search == 128 and loaded.M == 16 and len(loaded) == 1500
+    for a, b in zip(hnsw.search(queries, 10), loaded.search(queries, 10), strict=True):
+        assert a.ids == b.ids
+
+
+def test_ivfpq_trains_and_persists(random_data, tmp_path):
+    ids, vectors, queries = random_data
+    exact, ivf = ExactIndex(64), IvfPqIndex(64, nlist=16, m=16, nbits=8, nprobe=16)
+    for index in (exact, ivf):
+        index.add(ids, vectors)
+    assert recall_against_exact(ivf, exact, queries) >= 0.5  # PQ codes of 16 bytes: approximate by design
+    ivf.save(tmp_path / "ivf")
+    loaded = load_index(tmp_path / "ivf")
+    assert loaded.config() == ivf.config()
+    for a, b in zip(ivf.search(queries, 10), loaded.search(queries, 10), strict=True):
+        assert a.ids == b.ids
+    with pytest.raises(ConfigError, match="IVF-PQ training needs at least 256 vectors"):
+        IvfPqIndex(64, nlist=16, m=16).add(ids[:10], vectors[:10])
+    with pytest.raises(ConfigError, match="must divide the dimension"):
+        IvfPqIndex(64, m=7)
+
+
+def test_exact_save_load_is_identical_and_memory_mapped(random_data, tmp_path):
+    ids, vectors, queries = random_data
+    index = ExactIndex(64, "cosine", model_fingerprint="sha256:abc", model_name="m")
+    index.add(ids, vectors)
+    index.remove(["doc3"])
+    index.save(tmp_path / "flat")
+    loaded = load_index(tmp_path / "flat")
+    assert isinstance(loaded._vectors, np.memmap) and loaded.model_fingerprint == "sha256:abc"
+    for a, b in zip(index.search(queries, 10), loaded.search(queries, 10), strict=True):
+        assert a.ids == b.ids
+        np.testing.assert_array_equal(a.scores, b.scores)
+    loaded.add(["new"], vectors[:1])  # a loaded index still accepts adds
+    assert len(loaded) == len(index) + 1
+
+
+def test_failed_index_save_keeps_the_previous_one(random_data, tmp_path, monkeypatch):
+    ids, vectors, _ = random_data
+    index = ExactIndex(64)
+    index.add(ids[:10], vectors[:10])
+    index.save(tmp_path / "flat")
+    index.add(ids[10:20], vectors[10:20])
+
+    def broken(directory):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(index, "_save_payload", broken)
+    with pytest.raises(OSError, match="disk full"):
+        index.save(tmp_path / "flat")
+    assert len(load_index(tmp_path / "flat")) == 10
+
+
+DOCS = {
+    "d1": "Proteins fold into three dimensional structures that determine their function.",
+    "d2": "T cells recognise antigens and coordinate the adaptive immune response.",
+    "d3": "Vitamin D deficiency is associated with weaker bones in older adults.",
+    "d4": "Sleep helps the brain consolidate memory after learning.",
+    "d5": "Folding of proteins is assisted by chaperones in the cell.",
+}
+QUERIES = ["how do proteins fold", "immune T cells", "bones and vitamin", "memory during sleep"]
+
+
+def test_bm25_matches_raw_bm25s(tmp_path):
+    import bm25s
+    import Stemmer
+
+    index = Bm25Index()
+    index.add(list(DOCS), list(DOCS.values()))
+    stemmer = Stemmer.Stemmer("english")
+    raw = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    raw.index(
+        bm25s.tokenize(list(DOCS.values()), stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+    )
+    positions, scores = raw.retrieve(
+        bm25s.tokenize(QUERIES, stopwords="en", stemmer=stemmer, show_progress=False), k=5, show_progress=False
+    )
+    ids = list(DOCS)
+    for ours, raw_positions, raw_scores in zip(index.search(QUERIES, 5), positions, scores, strict=True):
+        keep = raw_scores > 0
+        assert ours.ids == [ids[p] for p in raw_positions[keep]]
+        np.testing.assert_allclose(ours.scores, raw_scores[keep], rtol=1e-6)
+    assert index.search(["protein folding"], 5)[0].ids[:2] in (
+        ["d1", "d5"],
+        ["d5", "d1"],
+    )  # stemming joins fold/folding
+    index.remove(["d1"])
+    assert "d1" not in index.search(["proteins fold"], 5)[0].ids
+    index.save(tmp_path / "bm25")
+    loaded = load_index(tmp_path / "bm25")
+    assert [h.ids for h in loaded.search(QUERIES, 3)] == [h.ids for h in index.search(QUERIES, 3)]
+    loaded.add(["d6"], ["Proteins fold quickly"])
+    assert loaded.search(["proteins fold"], 1)[0].ids == ["d6"]
