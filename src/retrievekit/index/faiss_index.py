@@ -157,7 +157,8 @@ class IvfPqIndex(_FaissIndex):
         needed = max(self.nlist, 2**self.nbits)
         if len(vectors) < needed:
             raise ConfigError(
-                f"IVF-PQ training needs at least {needed} vectors (nlist={self.nlist}, nbits={self.nbits}); got {len(vectors)}. Lower nlist/nbits or use hnsw/flat"
+                f"IVF-PQ training needs at least {needed} vectors (nlist={self.nlist}, nbits={self.nbits}); "
+                f"got {len(vectors)}. Lower nlist/nbits or use hnsw/flat"
             )
         if self._index is None:
             self._index = self._build()
