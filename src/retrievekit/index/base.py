@@ -44,6 +44,13 @@ class IdTable:
         self.ids: list[str] = list(ids)
         self.alive = np.ones(len(self.ids), dtype=bool) if deleted is None else ~deleted
         self.position: dict[str, int] = {i: p for p, i in enumerate(self.ids) if self.alive[p]}
+        self._array: np.ndarray | None = None
+
+    def lookup(self, positions: np.ndarray) -> list[str]:
+        """The ids at ``positions`` (vectorised: one fancy-index instead of a Python loop)."""
+        if self._array is None or len(self._array) != len(self.ids):
+            self._array = np.array(self.ids, dtype=object)
+        return self._array[positions].tolist()
 
     def __len__(self) -> int:
         return len(self.position)

@@ -38,6 +38,7 @@ class Bm25Index(Index):
         self.k1, self.b, self.method, self.stopwords, self.stemmer_language = k1, b, method, stopwords, stemmer
         self._texts: list[str] = []
         self._engine = None
+        self._stemmer_instance = None
 
     def config(self) -> dict[str, Any]:
         return {
@@ -55,8 +56,10 @@ class Bm25Index(Index):
     def _stemmer(self):
         if self.stemmer_language is None:
             return None
-        stemmer_module = require("Stemmer", extra="bm25", purpose="BM25 stemming")
-        return stemmer_module.Stemmer(self.stemmer_language)
+        if self._stemmer_instance is None:  # built once: PyStemmer caches stems inside the instance
+            stemmer_module = require("Stemmer", extra="bm25", purpose="BM25 stemming")
+            self._stemmer_instance = stemmer_module.Stemmer(self.stemmer_language)
+        return self._stemmer_instance
 
     def _tokenize(self, texts: Sequence[str]):
         bm25s = require("bm25s", extra="bm25", purpose="BM25 indexes")
@@ -97,7 +100,7 @@ class Bm25Index(Index):
         results = []
         for row_positions, row_scores in zip(positions, scores, strict=True):
             keep = row_scores > 0
-            results.append(Hits([self.table.ids[p] for p in row_positions[keep]], row_scores[keep].astype(np.float32)))
+            results.append(Hits(self.table.lookup(row_positions[keep]), row_scores[keep].astype(np.float32)))
         return results
 
     def _save_payload(self, directory: Path) -> None:

@@ -70,7 +70,7 @@ class VectorIndex(Index):
         results = []
         for row_scores, row_positions in zip(scores, positions, strict=True):
             keep = row_positions >= 0
-            results.append(Hits([self.table.ids[p] for p in row_positions[keep]], row_scores[keep].astype(np.float32)))
+            results.append(Hits(self.table.lookup(row_positions[keep]), row_scores[keep].astype(np.float32)))
         return results
 
     @abstractmethod
