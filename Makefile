@@ -23,7 +23,7 @@ $(VENV)/.torch: | $(PY)
 	@touch $@
 
 $(VENV)/.installed-run: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e ".[onnx,faiss,bm25]"
+	$(PY) -m pip install --quiet -e ".[onnx,faiss,bm25,eval]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch

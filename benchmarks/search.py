@@ -65,8 +65,10 @@ def vector_section(args: argparse.Namespace, rows: list[str]) -> None:
     exact_s, exact_hits, exact_peak = timed(lambda: exact.search(queries, k), args.repeats)
     base_s, base_top, base_peak = timed(lambda: numpy_baseline(vectors, queries, k, args.query_batch), args.repeats)
     same = np.mean([h.ids == [str(i) for i in row] for h, row in zip(exact_hits, base_top, strict=True)])
-    rows.append(f"| exact (flat) | {args.queries / exact_s:,.0f} | numpy matmul + argpartition {args.queries / base_s:,.0f} | {base_s / exact_s:.2f}× | "
-                f"identical top-10: {same:.3f} | peak search memory {exact_peak / 2**20:,.0f} MiB vs {base_peak / 2**20:,.0f} MiB |")
+    rows.append(
+        f"| exact (flat) | {args.queries / exact_s:,.0f} | numpy matmul + argpartition {args.queries / base_s:,.0f} | {base_s / exact_s:.2f}× | "
+        f"identical top-10: {same:.3f} | peak search memory {exact_peak / 2**20:,.0f} MiB vs {base_peak / 2**20:,.0f} MiB |"
+    )
 
     hnsw = HnswIndex(args.dim, "ip", M=args.M, ef_construction=args.ef_construction, ef_search=args.ef_search)
     started = time.perf_counter()
@@ -81,15 +83,19 @@ def vector_section(args: argparse.Namespace, rows: list[str]) -> None:
     truth = [set(h.ids) for h in exact_hits]
     recall = np.mean([len(set(h.ids) & t) / k for h, t in zip(ours_hits, truth, strict=True)])
     raw_recall = np.mean([len({str(i) for i in row} & t) / k for row, t in zip(raw_i, truth, strict=True)])
-    rows.append(f"| hnsw M={args.M} efC={args.ef_construction} efS={args.ef_search} | {args.queries / ours_s:,.0f} | raw FAISS {args.queries / raw_s:,.0f} | "
-                f"{raw_s / ours_s:.2f}× | recall@10 vs exact {recall:.4f} (raw {raw_recall:.4f}) | build {build_s:.0f} s for {args.n:,} vectors |")
+    rows.append(
+        f"| hnsw M={args.M} efC={args.ef_construction} efS={args.ef_search} | {args.queries / ours_s:,.0f} | raw FAISS {args.queries / raw_s:,.0f} | "
+        f"{raw_s / ours_s:.2f}× | recall@10 vs exact {recall:.4f} (raw {raw_recall:.4f}) | build {build_s:.0f} s for {args.n:,} vectors |"
+    )
 
     with tempfile.TemporaryDirectory() as scratch:
         for name, index in (("flat", exact), ("hnsw", hnsw)):
             index.save(Path(scratch) / name)
             loaded = load_index(Path(scratch) / name)
             before, after = index.search(queries[:100], k), loaded.search(queries[:100], k)
-            identical = all(a.ids == b.ids and np.array_equal(a.scores, b.scores) for a, b in zip(before, after, strict=True))
+            identical = all(
+                a.ids == b.ids and np.array_equal(a.scores, b.scores) for a, b in zip(before, after, strict=True)
+            )
             rows.append(f"| save + load {name} | | | | identical results: {identical} | |")
 
 
@@ -117,13 +123,23 @@ def bm25_section(args: argparse.Namespace, rows: list[str]) -> None:
 
     ours_s, ours_hits, _ = timed(lambda: ours.search(query_texts, 100), args.repeats)
     raw_s, (raw_positions, raw_scores), _ = timed(raw_search, args.repeats)
-    same = np.mean([h.ids == [doc_ids[p] for p, s in zip(pos, sc, strict=True) if s > 0] for h, pos, sc in zip(ours_hits, raw_positions, raw_scores, strict=True)])
-    rows.append(f"| bm25 SciFact ({len(query_texts)} queries, top-100) | {len(query_texts) / ours_s:,.0f} | raw bm25s {len(query_texts) / raw_s:,.0f} | {raw_s / ours_s:.2f}× | "
-                f"identical top-100: {same:.3f} | |")
+    same = np.mean(
+        [
+            h.ids == [doc_ids[p] for p, s in zip(pos, sc, strict=True) if s > 0]
+            for h, pos, sc in zip(ours_hits, raw_positions, raw_scores, strict=True)
+        ]
+    )
+    rows.append(
+        f"| bm25 SciFact ({len(query_texts)} queries, top-100) | {len(query_texts) / ours_s:,.0f} | raw bm25s {len(query_texts) / raw_s:,.0f} | {raw_s / ours_s:.2f}× | "
+        f"identical top-100: {same:.3f} | |"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         ours.save(Path(scratch) / "bm25")
         loaded = load_index(Path(scratch) / "bm25")
-        identical = all(a.ids == b.ids and np.allclose(a.scores, b.scores) for a, b in zip(ours_hits, loaded.search(query_texts, 100), strict=True))
+        identical = all(
+            a.ids == b.ids and np.allclose(a.scores, b.scores)
+            for a, b in zip(ours_hits, loaded.search(query_texts, 100), strict=True)
+        )
         rows.append(f"| save + load bm25 | | | | identical results: {identical} | |")
 
 
@@ -141,7 +157,10 @@ def main() -> None:
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--skip-vectors", action="store_true")
     args = parser.parse_args()
-    rows = ["| index | retrievekit queries/s | peer queries/s | ratio | fidelity | notes |", "|---|---:|---:|---:|---|---|"]
+    rows = [
+        "| index | retrievekit queries/s | peer queries/s | ratio | fidelity | notes |",
+        "|---|---:|---:|---:|---|---|",
+    ]
     if not args.skip_vectors:
         vector_section(args, rows)
     bm25_section(args, rows)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# piped output (CI logs, files) gets 120 columns instead of rich's 80, so tables stay readable
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -11,6 +11,7 @@ from retrievekit._version import __version__
 from retrievekit.cli.data import data
 from retrievekit.cli.demo import demo
 from retrievekit.cli.encode import encode
+from retrievekit.cli.evaluate import evaluate
 from retrievekit.cli.index import index
 from retrievekit.cli.model import model
 from retrievekit.cli.search import search
@@ -30,6 +31,7 @@ def cli(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if verbose < 2:
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG
         try:
             from transformers.utils import logging as hf_logging
 
@@ -44,6 +46,7 @@ cli.add_command(encode)
 cli.add_command(model)
 cli.add_command(index)
 cli.add_command(search)
+cli.add_command(evaluate)
 cli.add_command(demo)
 
 

@@ -54,6 +54,7 @@ class DenseEncoder:
         fingerprint: str | None = None,
         backend: str = "torch",
         source: Path | None = None,
+        runtime: str | None = None,
     ) -> None:
         self.spec = spec
         self.query_tower = query_tower
@@ -63,6 +64,7 @@ class DenseEncoder:
         self.backend = backend
         self.source = source
         self._fingerprint = fingerprint
+        self.runtime = runtime or backend  # e.g. "torch-float32", "onnx-int8": what caches of vectors key on
 
     # ---- description -------------------------------------------------------------------------
     @property
@@ -296,4 +298,5 @@ class DenseEncoder:
             fingerprint=self._fingerprint,
             backend="torch",
             source=self.source,
+            runtime=f"torch-{dtype}",
         )

@@ -114,5 +114,6 @@ def load_encoder(
             fingerprint=encoder.fingerprint,
             backend="onnx",
             source=root,
+            runtime=f"onnx-{quantize or 'fp32'}",
         )
     raise ConfigError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'")

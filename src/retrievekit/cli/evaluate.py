@@ -1,0 +1,121 @@
+"""``retrievekit evaluate``: BEIR-style evaluation of one or more retrievers."""
+
+from __future__ import annotations
+
+import click
+
+from retrievekit.cli._model_options import load_from_options, model_options
+from retrievekit.cli._output import console, print_table
+
+
+@click.command()
+@model_options
+@click.option("--dataset", "-d", default="scifact", show_default=True, help="BEIR dataset name or folder.")
+@click.option("--split", default="test", show_default=True, help="Qrels split (qrels/<split>.tsv).")
+@click.option(
+    "--retriever",
+    "-r",
+    "retrievers",
+    multiple=True,
+    type=click.Choice(["dense", "bm25", "hybrid"]),
+    help="Systems to compare, the first is the baseline of the significance tests (repeatable; default dense).",
+)
+@click.option(
+    "--index-type",
+    type=click.Choice(["flat", "hnsw", "ivfpq"]),
+    default="flat",
+    show_default=True,
+    help="Index for the dense retriever.",
+)
+@click.option("--top-k", type=click.IntRange(1), default=1000, show_default=True, help="Results retrieved per query.")
+@click.option(
+    "--k-values", default="1,3,5,10,100,1000", show_default=True, help="Cut-offs of the metrics, comma-separated."
+)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write results.json, results.md, runs, per_query.jsonl and recall_at_k.png here.",
+)
+@click.option(
+    "--keep-identical-ids",
+    is_flag=True,
+    help="Keep documents whose id equals the query id (removed by default, as BEIR does).",
+)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write cached embeddings and runs.")
+@click.option("--no-strict", is_flag=True, help="Warn about qrels naming unknown documents/queries instead of failing.")
+def evaluate(
+    dataset,
+    split,
+    retrievers,
+    index_type,
+    top_k,
+    k_values,
+    batch_size,
+    output,
+    keep_identical_ids,
+    no_cache,
+    no_strict,
+    **model_kwargs,
+) -> None:
+    """Evaluate retrievers on a BEIR split and print nDCG, Recall, MRR, MAP and Precision.
+
+    Corpus embeddings and runs are cached (~/.cache/retrievekit/evaluation), keyed by the model
+    fingerprint, the data hashes and the settings: a repeated evaluation encodes nothing.
+
+    \b
+    Example:
+      retrievekit evaluate --dataset scifact --model minilm -r dense -r bm25 -r hybrid -o runs/scifact
+    """
+    from retrievekit.errors import ConfigError
+    from retrievekit.evaluation import evaluate_dataset, write_report
+
+    try:
+        ks = sorted({int(k) for k in k_values.split(",") if k.strip()})
+    except ValueError:
+        raise ConfigError(f"--k-values must be comma-separated integers, got {k_values!r}") from None
+    systems = list(retrievers) or ["dense"]
+    encoder = load_from_options(**model_kwargs) if any(s != "bm25" for s in systems) else None
+    result = evaluate_dataset(
+        dataset,
+        split=split,
+        systems=systems,
+        encoder=encoder,
+        index_type=index_type,
+        top_k=top_k,
+        k_values=ks,
+        ignore_identical_ids=not keep_identical_ids,
+        batch_size=batch_size,
+        strict=not no_strict,
+        cache=not no_cache,
+    )
+    metrics = [
+        m
+        for m in ("ndcg@10", "recall@100", "mrr@10", "map@10", "precision@10")
+        if m in result.systems[0].metrics.aggregate
+    ]
+    rows = []
+    for system in result.systems:
+        test = result.significance.get(system.retriever)
+        p_value = "—" if test is None else f"{test.p_value:.4f}{' *' if test.significant else ''}"
+        cached = "yes" if any(system.cached.values()) else "no"
+        rows.append(
+            (
+                system.retriever,
+                *(f"{system.metrics.aggregate[m]:.4f}" for m in metrics),
+                p_value,
+                f"{sum(system.timing.values()):.1f}",
+                cached,
+            )
+        )
+    title = f"{result.dataset} {result.split}: {result.num_queries} queries, model {result.model or '-'} ({result.settings['runtime'] or 'bm25 only'})"
+    print_table(title, ["retriever", *metrics, "p vs first", "seconds", "cached"], rows)
+    removed = sum(s.removed_identical for s in result.systems)
+    console.print(
+        f"ignore_identical_ids: {'on' if not keep_identical_ids else 'off'} ({removed} results removed); peak RSS {result.peak_rss_mib:,.0f} MiB"
+    )
+    if output:
+        write_report(result, output)
+        console.print(f"wrote {output}/results.json, results.md, per_query.jsonl, recall_at_k.png and runs")
