@@ -79,7 +79,7 @@ def vector_section(args: argparse.Namespace, rows: list[str]) -> None:
     raw.hnsw.efSearch = args.ef_search
     faiss.omp_set_num_threads(faiss.omp_get_max_threads())
     ours_s, ours_hits, _ = timed(lambda: hnsw.search(queries, k), args.repeats)
-    raw_s, (raw_d, raw_i), _ = timed(lambda: raw.search(queries, k), args.repeats)
+    raw_s, (_, raw_i), _ = timed(lambda: raw.search(queries, k), args.repeats)
     truth = [set(h.ids) for h in exact_hits]
     recall = np.mean([len(set(h.ids) & t) / k for h, t in zip(ours_hits, truth, strict=True)])
     raw_recall = np.mean([len({str(i) for i in row} & t) / k for row, t in zip(raw_i, truth, strict=True)])

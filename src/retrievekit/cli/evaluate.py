@@ -91,31 +91,26 @@ def evaluate(
         strict=not no_strict,
         cache=not no_cache,
     )
-    metrics = [
-        m
-        for m in ("ndcg@10", "recall@100", "mrr@10", "map@10", "precision@10")
-        if m in result.systems[0].metrics.aggregate
-    ]
+    print_evaluation(result)
+    if output:
+        write_report(result, output)
+        console.print(f"wrote {output}/results.json, results.md, per_query.jsonl, recall_at_k.png and runs")
+
+
+def print_evaluation(result) -> None:
+    """The comparison table every evaluating command prints."""
+    aggregate = result.systems[0].metrics.aggregate
+    metrics = [m for m in ("ndcg@10", "recall@100", "mrr@10", "map@10", "precision@10") if m in aggregate]
     rows = []
     for system in result.systems:
         test = result.significance.get(system.retriever)
         p_value = "—" if test is None else f"{test.p_value:.4f}{' *' if test.significant else ''}"
         cached = "yes" if any(system.cached.values()) else "no"
-        rows.append(
-            (
-                system.retriever,
-                *(f"{system.metrics.aggregate[m]:.4f}" for m in metrics),
-                p_value,
-                f"{sum(system.timing.values()):.1f}",
-                cached,
-            )
-        )
-    title = f"{result.dataset} {result.split}: {result.num_queries} queries, model {result.model or '-'} ({result.settings['runtime'] or 'bm25 only'})"
+        values = (f"{system.metrics.aggregate[m]:.4f}" for m in metrics)
+        rows.append((system.retriever, *values, p_value, f"{sum(system.timing.values()):.1f}", cached))
+    runtime = result.settings["runtime"] or "bm25 only"
+    title = f"{result.dataset} {result.split}: {result.num_queries} queries, model {result.model or '-'} ({runtime})"
     print_table(title, ["retriever", *metrics, "p vs first", "seconds", "cached"], rows)
     removed = sum(s.removed_identical for s in result.systems)
-    console.print(
-        f"ignore_identical_ids: {'on' if not keep_identical_ids else 'off'} ({removed} results removed); peak RSS {result.peak_rss_mib:,.0f} MiB"
-    )
-    if output:
-        write_report(result, output)
-        console.print(f"wrote {output}/results.json, results.md, per_query.jsonl, recall_at_k.png and runs")
+    state = "on" if result.settings["ignore_identical_ids"] else "off"
+    console.print(f"ignore_identical_ids: {state} ({removed} results removed); peak RSS {result.peak_rss_mib:,.0f} MiB")
