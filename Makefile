@@ -11,7 +11,7 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export RETRIEVEKIT_DATASETS := $(SHARED_DATA)$(if $(RETRIEVEKIT_DATASETS),:$(RETRIEVEKIT_DATASETS))
 endif
 
-.PHONY: demo test test-slow lint format clean
+.PHONY: demo test test-slow lint format clean bench-encode bench-search bench-evaluate
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,16 @@ lint: $(VENV)/.installed-dev
 format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
+
+# Benchmarks (not part of the test suite; each prints a table with ratios measured in one run)
+bench-encode: $(VENV)/.installed-dev
+	$(PY) benchmarks/encode.py
+
+bench-search: $(VENV)/.installed-dev
+	$(PY) benchmarks/search.py
+
+bench-evaluate: $(VENV)/.installed-dev
+	$(PY) benchmarks/evaluate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -27,7 +27,7 @@ from retrievekit.evaluation.metrics import DEFAULT_K_VALUES, MetricsResult, comp
 from retrievekit.evaluation.significance import PairedTest, paired_t_test
 from retrievekit.index.base import index_class
 from retrievekit.index.bm25 import Bm25Index
-from retrievekit.index.build import default_metric
+from retrievekit.index.build import default_metric, fill_index
 from retrievekit.models.dense import DenseEncoder
 from retrievekit.resolve import cache_dir
 from retrievekit.retrieval.fusion import fuse
@@ -38,7 +38,6 @@ __all__ = ["SYSTEMS", "Evaluation", "SystemResult", "evaluate", "evaluate_datase
 logger = logging.getLogger(__name__)
 
 SYSTEMS = ("dense", "bm25", "hybrid")
-_ADD_ROWS = 65536
 
 
 @dataclass(frozen=True)
@@ -114,12 +113,10 @@ class _Context:
         index_type: str,
         batch_size: int,
         cache_root: Path | None,
-        ignore_identical_ids: bool,
     ) -> None:
         self.beir, self.split, self.encoder = beir, split, encoder
         self.top_k, self.index_type, self.batch_size = top_k, index_type, batch_size
         self.cache_root = cache_root
-        self.ignore_identical_ids = ignore_identical_ids
         self.corpus_hash = fingerprint_files([beir.corpus_path])
         self.queries_hash = fingerprint_files([beir.queries_path, beir.qrels_path(split.split)])
         self.runs: dict[str, tuple[Run, dict[str, float], dict[str, bool]]] = {}
@@ -198,12 +195,7 @@ class _Context:
         started = time.perf_counter()
         cls = index_class(self.index_type)
         index = cls(self.encoder.dimension, default_metric(self.encoder), model_fingerprint=self.encoder.fingerprint)
-        if hasattr(index, "train"):
-            index.train(np.asarray(embeddings.vectors[: min(len(embeddings.vectors), 100_000)]))
-        for start in range(0, len(embeddings.ids), _ADD_ROWS):
-            index.add(
-                embeddings.ids[start : start + _ADD_ROWS], np.asarray(embeddings.vectors[start : start + _ADD_ROWS])
-            )
+        fill_index(index, embeddings.ids, embeddings.vectors)
         index_s = time.perf_counter() - started
         started = time.perf_counter()
         queries = self.encoder.encode_queries(self.split.queries.texts(), batch_size=self.batch_size)
@@ -282,7 +274,6 @@ def evaluate_dataset(
         index_type=index_type,
         batch_size=batch_size,
         cache_root=root,
-        ignore_identical_ids=ignore_identical_ids,
     )
     results = []
     for system in systems:

@@ -16,7 +16,7 @@ from retrievekit.index.base import Index, index_class
 from retrievekit.index.vector import VectorIndex
 from retrievekit.models.dense import DenseEncoder
 
-__all__ = ["build_index", "corpus_path", "default_metric"]
+__all__ = ["build_index", "corpus_path", "default_metric", "fill_index"]
 
 logger = logging.getLogger(__name__)
 _ADD_ROWS = 65536
@@ -38,6 +38,16 @@ def default_metric(encoder: DenseEncoder) -> str:
 def _model_reference(encoder: DenseEncoder) -> str:
     name = encoder.name
     return str(Path(name).resolve()) if name and Path(name).exists() else name
+
+
+def fill_index(index: VectorIndex, ids: list[str], vectors: np.ndarray, *, train_sample: int = 100_000) -> None:
+    """Add (possibly memory-mapped) vectors in bounded chunks; an index that needs training (IVF-PQ)
+    is first trained on a seeded random sample of at most ``train_sample`` of them."""
+    if hasattr(index, "train"):
+        sample = np.sort(np.random.default_rng(0).permutation(len(vectors))[:train_sample])
+        index.train(np.asarray(vectors[sample]))
+    for start in range(0, len(vectors), _ADD_ROWS):
+        index.add(ids[start : start + _ADD_ROWS], np.asarray(vectors[start : start + _ADD_ROWS]))
 
 
 def build_index(
@@ -95,11 +105,7 @@ def build_index(
                 show_progress=show_progress,
             )
             vectors = np.load(encoded.path, mmap_mode="r")
-            if hasattr(index, "train"):
-                sample = np.random.default_rng(0).permutation(len(vectors))[:100_000]
-                index.train(np.asarray(vectors[np.sort(sample)]))
-            for start in range(0, len(vectors), _ADD_ROWS):
-                index.add(ids[start : start + _ADD_ROWS], np.asarray(vectors[start : start + _ADD_ROWS]))
+            fill_index(index, ids, vectors)
             del vectors
     index.titles = titles
     if output is not None:
