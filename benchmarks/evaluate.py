@@ -36,7 +36,14 @@ def main() -> None:
     def ours(label: str, backend: str, cache: Path) -> float:
         started = time.perf_counter()
         encoder = load_encoder(model_dir, backend=backend, device=None if backend == "onnx" else "cpu")
-        result = evaluate_dataset(beir.root, systems=["dense"], encoder=encoder, cache_root=cache, batch_size=args.batch_size, k_values=[10, 100])
+        result = evaluate_dataset(
+            beir.root,
+            systems=["dense"],
+            encoder=encoder,
+            cache_root=cache,
+            batch_size=args.batch_size,
+            k_values=[10, 100],
+        )
         seconds = time.perf_counter() - started
         metrics = result.systems[0].metrics.aggregate
         rows.append((label, seconds, metrics["ndcg@10"], metrics["recall@100"], metrics["mrr@10"]))
@@ -66,19 +73,31 @@ def main() -> None:
         scores = evaluator(model)
         peer_s = time.perf_counter() - started
         get = lambda name: next(v for k, v in scores.items() if k.endswith(name))  # noqa: E731
-        rows.append(("sentence-transformers InformationRetrievalEvaluator (torch)", peer_s, get("ndcg@10"), get("recall@100"), get("mrr@10")))
+        rows.append(
+            (
+                "sentence-transformers InformationRetrievalEvaluator (torch)",
+                peer_s,
+                get("ndcg@10"),
+                get("recall@100"),
+                get("mrr@10"),
+            )
+        )
 
     torch_cold = ours("retrievekit cold, torch fp32", "torch", workdir / "cache-torch")
     onnx_cold = ours("retrievekit cold, onnx int8", "onnx", workdir / "cache-onnx")
     warm = ours("retrievekit warm (cached), torch fp32", "torch", workdir / "cache-torch")
 
-    print(f"\nSciFact test ({len(split.queries)} queries, {len(split.corpus):,} documents), all-MiniLM-L6-v2, batch {args.batch_size}\n")
+    print(
+        f"\nSciFact test ({len(split.queries)} queries, {len(split.corpus):,} documents), all-MiniLM-L6-v2, batch {args.batch_size}\n"
+    )
     print("| evaluation | wall s | nDCG@10 | Recall@100 | MRR@10 |")
     print("|---|---:|---:|---:|---:|")
     for label, seconds, ndcg, recall, mrr in rows:
         print(f"| {label} | {seconds:.1f} | {ndcg:.4f} | {recall:.4f} | {mrr:.4f} |")
     if peer_s is not None:
-        print(f"\ncold, torch: {peer_s / torch_cold:.2f}× the peer; cold, onnx int8: {peer_s / onnx_cold:.2f}×; warm: {peer_s / warm:.1f}×")
+        print(
+            f"\ncold, torch: {peer_s / torch_cold:.2f}× the peer; cold, onnx int8: {peer_s / onnx_cold:.2f}×; warm: {peer_s / warm:.1f}×"
+        )
     shutil.rmtree(workdir, ignore_errors=True)
 
 

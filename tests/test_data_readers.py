@@ -108,8 +108,8 @@ def test_trec_run_round_trip(tmp_path):
     assert [d.doc_id for d in run["q1"]] == ["d1", "d2"]  # best first
     path = write_trec_run(run, tmp_path / "run.trec", tag="test")
     lines = path.read_text().splitlines()
-    assert lines[0] == "q1 Q0 d1 1 0.900000 test"
-    assert lines[1] == "q1 Q0 d2 2 0.500000 test"
+    assert lines[0] == "q1 Q0 d1 1 0.9 test"
+    assert lines[1] == "q1 Q0 d2 2 0.5 test"
     assert read_trec_run(path).to_dict() == run.to_dict()
     with pytest.raises(DataFormatError, match=r"bad.trec:1: expected 6 fields"):
         read_trec_run(write(tmp_path / "bad.trec", "q1 Q0 d1 1 0.5\n"))

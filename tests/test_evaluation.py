@@ -174,3 +174,13 @@ def test_cli_evaluate_prints_the_table(toy_beir, tiny_bert_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "ndcg@10" in result.output and "bm25" in result.output and "ignore_identical_ids: on" in result.output
     assert (tmp_path / "out" / "results.json").is_file()
+
+
+def test_a_cached_run_scores_exactly_like_a_fresh_one(tmp_path):
+    from retrievekit.data import read_trec_run, write_trec_run
+
+    rng = np.random.default_rng(5)
+    scores = {f"q{q}": {f"d{d}": float(np.float32(rng.random())) for d in range(50)} for q in range(20)}
+    run = Run.from_scores(scores)
+    back = read_trec_run(write_trec_run(run, tmp_path / "run.trec"))
+    assert back.to_dict() == run.to_dict()

@@ -14,7 +14,10 @@ __all__ = ["write_jsonl", "write_trec_run"]
 
 
 def write_trec_run(run: Run, path: str | Path, *, tag: str = "retrievekit") -> Path:
-    """Write a standard TREC run: ``qid Q0 docid rank score tag``, ranks from 1, best first."""
+    """Write a standard TREC run: ``qid Q0 docid rank score tag``, ranks from 1, best first.
+
+    Scores are written in full (shortest round-trip form), so a run read back ranks and ties exactly
+    as the one written: a cached run gives the same metrics as a fresh one."""
     if not tag or any(ch.isspace() for ch in tag):
         raise ValueError(f"run tag must be one word, got {tag!r}")
     path = Path(path)
@@ -22,7 +25,7 @@ def write_trec_run(run: Run, path: str | Path, *, tag: str = "retrievekit") -> P
     def lines() -> Iterable[str]:
         for qid in run:
             for rank, doc in enumerate(run[qid], start=1):
-                yield f"{qid} Q0 {doc.doc_id} {rank} {doc.score:.6f} {tag}"
+                yield f"{qid} Q0 {doc.doc_id} {rank} {doc.score!r} {tag}"
 
     atomic_write_lines(path, lines())
     return path
