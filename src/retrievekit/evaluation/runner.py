@@ -123,6 +123,7 @@ class _Context:
 
     def run_key(self, system: str) -> str:
         parts: dict[str, object] = {
+            "run_format": 2,
             "system": system,
             "corpus": self.corpus_hash,
             "queries": self.queries_hash,
