@@ -158,14 +158,14 @@ def test_cli_evaluate_prints_the_table(toy_beir, tiny_bert_dir, tmp_path):
             "mean",
             "--device",
             "cpu",
-            "-r",
+            "--retriever",
             "dense",
-            "-r",
             "bm25",
             "--top-k",
             "6",
             "--k-values",
-            "1,10",
+            "1",
+            "10",
             "-o",
             str(tmp_path / "out"),
         ],
@@ -184,3 +184,18 @@ def test_a_cached_run_scores_exactly_like_a_fresh_one(tmp_path):
     run = Run.from_scores(scores)
     back = read_trec_run(write_trec_run(run, tmp_path / "run.trec"))
     assert back.to_dict() == run.to_dict()
+
+
+def test_retriever_option_takes_lists_commas_and_repeats(toy_beir):
+    from click.testing import CliRunner
+
+    from retrievekit.cli.main import cli
+
+    runner = CliRunner()
+    for args in (["--retriever", "bm25"], ["-r", "bm25", "--k-values", "1,10"]):
+        result = runner.invoke(
+            cli, ["evaluate", "--dataset", str(toy_beir), *args, "--no-cache"], catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["evaluate", "--dataset", str(toy_beir), "--retriever", "bm25", "splade"])
+    assert result.exit_code == 2 and "'splade' is not one of dense, bm25, hybrid" in result.output

@@ -6,6 +6,7 @@ import click
 
 from retrievekit.cli._model_options import load_from_options, model_options
 from retrievekit.cli._output import console, print_table
+from retrievekit.cli._variadic import ManyValues
 
 
 @click.command()
@@ -16,9 +17,10 @@ from retrievekit.cli._output import console, print_table
     "--retriever",
     "-r",
     "retrievers",
-    multiple=True,
-    type=click.Choice(["dense", "bm25", "hybrid"]),
-    help="Systems to compare, the first is the baseline of the significance tests (repeatable; default dense).",
+    cls=ManyValues,
+    choices=("dense", "bm25", "hybrid"),
+    help="Systems to compare: dense, bm25, hybrid (e.g. --retriever dense bm25 hybrid); the first is "
+    "the baseline of the significance tests. Default: dense.",
 )
 @click.option(
     "--index-type",
@@ -29,7 +31,9 @@ from retrievekit.cli._output import console, print_table
 )
 @click.option("--top-k", type=click.IntRange(1), default=1000, show_default=True, help="Results retrieved per query.")
 @click.option(
-    "--k-values", default="1,3,5,10,100,1000", show_default=True, help="Cut-offs of the metrics, comma-separated."
+    "--k-values",
+    cls=ManyValues,
+    help="Metric cut-offs, e.g. --k-values 1 3 5 10 100 1000 (the default).",
 )
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option(
@@ -73,9 +77,9 @@ def evaluate(
     from retrievekit.evaluation import evaluate_dataset, write_report
 
     try:
-        ks = sorted({int(k) for k in k_values.split(",") if k.strip()})
+        ks = sorted({int(k) for k in k_values}) if k_values else [1, 3, 5, 10, 100, 1000]
     except ValueError:
-        raise ConfigError(f"--k-values must be comma-separated integers, got {k_values!r}") from None
+        raise ConfigError(f"--k-values must be integers, got {' '.join(k_values)!r}") from None
     systems = list(retrievers) or ["dense"]
     encoder = load_from_options(**model_kwargs) if any(s != "bm25" for s in systems) else None
     result = evaluate_dataset(
