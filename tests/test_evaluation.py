@@ -84,6 +84,7 @@ def test_dataset_evaluation_writes_every_output_and_caches(toy_beir, tiny_encode
     first = evaluate_dataset(toy_beir, **kwargs)
     assert [s.retriever for s in first.systems] == ["dense", "bm25", "hybrid"]
     assert first.num_queries == 4 and set(first.significance) == {"bm25", "hybrid"}
+    assert first.settings["queries_without_judgements"] == 2  # q5 (train only) and q6 (no judgement)
     out = write_report(first, tmp_path / "report")
     record = json.loads((out / "results.json").read_text())
     assert {"dataset", "split", "retriever", "model", "metrics", "num_queries", "timing"} <= set(record)

@@ -118,3 +118,8 @@ def print_evaluation(result) -> None:
     removed = sum(s.removed_identical for s in result.systems)
     state = "on" if result.settings["ignore_identical_ids"] else "off"
     console.print(f"ignore_identical_ids: {state} ({removed} results removed); peak RSS {result.peak_rss_mib:,.0f} MiB")
+    unjudged = result.settings["queries_without_judgements"]
+    if unjudged:
+        console.print(
+            f"{unjudged:,} queries of the collection have no judgements in split {result.split}: not evaluated"
+        )

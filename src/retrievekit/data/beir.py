@@ -81,6 +81,7 @@ class RetrievalSplit:
     queries: Queries
     qrels: Qrels
     check: QrelsCheck
+    unjudged_queries: int = 0  # queries of the collection with no judgement in this split (not evaluated)
 
 
 class BeirDataset:
@@ -137,7 +138,7 @@ class BeirDataset:
         corpus, queries, qrels = self.corpus(), self.queries(), read_qrels(qrels_path)
         qrels, check = check_qrels(qrels, corpus, queries, source=qrels_path, strict=strict)
         judged = queries.subset(qrels.query_ids)
-        return RetrievalSplit(self.name, split, corpus, judged, qrels, check)
+        return RetrievalSplit(self.name, split, corpus, judged, qrels, check, len(queries) - len(judged))
 
     def __repr__(self) -> str:
         return f"BeirDataset({self.name!r}, root={str(self.root)!r}, splits={self.splits})"

@@ -299,7 +299,10 @@ def evaluate_dataset(
         "index_type": index_type,
         "ignore_identical_ids": ignore_identical_ids,
         "runtime": encoder.runtime if encoder else None,
+        "queries_without_judgements": loaded.unjudged_queries,
     }
+    if loaded.unjudged_queries:
+        logger.info("%d queries have no judgements in split %s and are not evaluated", loaded.unjudged_queries, split)
     return Evaluation(
         beir.name, split, encoder.name if encoder else None, results, significance, len(loaded.queries), settings, peak
     )
