@@ -200,3 +200,9 @@ def test_retriever_option_takes_lists_commas_and_repeats(toy_beir):
         assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["evaluate", "--dataset", str(toy_beir), "--retriever", "bm25", "splade"])
     assert result.exit_code == 2 and "'splade' is not one of dense, bm25, hybrid" in result.output
+
+
+def test_no_cache_reads_and_writes_nothing(toy_beir, tiny_encoder, tmp_path):
+    result = evaluate_dataset(toy_beir, systems=["dense", "hybrid"], encoder=tiny_encoder, cache=False, top_k=6)
+    assert result.systems[0].cached == {"embeddings": False}
+    assert not (tmp_path / "cache").exists()  # RETRIEVEKIT_CACHE points here in tests

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class _Context:
         self.beir, self.split, self.encoder = beir, split, encoder
         self.top_k, self.index_type, self.batch_size = top_k, index_type, batch_size
         self.cache_root = cache_root
+        self.scratch = tempfile.TemporaryDirectory(prefix="retrievekit-eval-")
         self.corpus_hash = fingerprint_files([beir.corpus_path])
         self.queries_hash = fingerprint_files([beir.queries_path, beir.qrels_path(split.split)])
         self.runs: dict[str, tuple[Run, dict[str, float], dict[str, bool]]] = {}
@@ -156,17 +158,16 @@ class _Context:
         key = fingerprint_json(
             {"model": self.encoder.fingerprint, "runtime": self.encoder.runtime, "corpus": self.corpus_hash}
         )
-        folder = (self.cache_root or cache_dir()) / "embeddings" / key.removeprefix("sha256:")[:24]
-        if folder.is_dir():
-            try:
-                return load_embeddings(folder), 0.0, True
-            except ArtifactError as exc:
-                logger.warning("re-encoding: the cached embeddings in %s are unusable (%s)", folder, exc)
+        if self.cache_root is None:  # no cache: a scratch folder removed when the evaluation ends
+            folder = Path(self.scratch.name) / "corpus"
+        else:
+            folder = self.cache_root / "embeddings" / key.removeprefix("sha256:")[:24]
+            if folder.is_dir():
+                try:
+                    return load_embeddings(folder), 0.0, True
+                except ArtifactError as exc:
+                    logger.warning("re-encoding: the cached embeddings in %s are unusable (%s)", folder, exc)
         started = time.perf_counter()
-        if self.cache_root is None:
-            import tempfile
-
-            folder = Path(tempfile.mkdtemp(prefix="retrievekit-embeddings-")) / "corpus"
         embeddings = encode_to_directory(
             self.encoder, self.beir.corpus_path, folder, side="documents", batch_size=self.batch_size
         )
@@ -277,14 +278,17 @@ def evaluate_dataset(
         cache_root=root,
     )
     results = []
-    for system in systems:
-        run, timing, cached = context.system_run(system)
-        removed = 0
-        if ignore_identical_ids:
-            run, removed = remove_identical_ids(run)
-        metrics = compute_metrics(loaded.qrels, run, k_values)
-        results.append(SystemResult(system, run, metrics, dict(timing), removed, dict(cached)))
-        logger.info("%s: ndcg@10 %.4f", system, metrics.aggregate.get("ndcg@10", float("nan")))
+    try:
+        for system in systems:
+            run, timing, cached = context.system_run(system)
+            removed = 0
+            if ignore_identical_ids:
+                run, removed = remove_identical_ids(run)
+            metrics = compute_metrics(loaded.qrels, run, k_values)
+            results.append(SystemResult(system, run, metrics, dict(timing), removed, dict(cached)))
+            logger.info("%s: ndcg@10 %.4f", system, metrics.aggregate.get("ndcg@10", float("nan")))
+    finally:
+        context.scratch.cleanup()
     primary_metric = "ndcg@10" if 10 in k_values else f"ndcg@{sorted(k_values)[0]}"
     significance = {
         r.retriever: paired_t_test(
