@@ -29,9 +29,10 @@ def cli(verbose: int) -> None:
     $RETRIEVEKIT_DATASETS and ~/.cache/retrievekit/datasets.
     """
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)  # also filters libraries that set their own loggers to DEBUG (bm25s does)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler])
     if verbose < 2:
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG
         try:
             from transformers.utils import logging as hf_logging
 
