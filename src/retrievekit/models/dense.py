@@ -117,13 +117,63 @@ class DenseEncoder:
         )
 
     # ---- encoding ----------------------------------------------------------------------------
-    def encode_queries(self, texts: Sequence[str], **options) -> np.ndarray:
-        """Encode queries (with the query prompt) into a ``(len(texts), dim)`` array; see :meth:`_encode`."""
-        return self._encode(texts, "queries", **options)
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        max_length: int | None = None,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+        calibration: Int8Calibration | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Encode queries (with the query prompt) into a ``(len(texts), dim)`` array.
 
-    def encode_documents(self, texts: Sequence[str], **options) -> np.ndarray:
-        """Encode documents (with the document prompt) into a ``(len(texts), dim)`` array; see :meth:`_encode`."""
-        return self._encode(texts, "documents", **options)
+        Options as in :meth:`_encode`."""
+        return self._encode(
+            texts,
+            "queries",
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            max_length=max_length,
+            normalize=normalize,
+            truncate_dim=truncate_dim,
+            precision=precision,
+            calibration=calibration,
+            show_progress=show_progress,
+        )
+
+    def encode_documents(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        max_length: int | None = None,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+        calibration: Int8Calibration | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Encode documents (with the document prompt) into a ``(len(texts), dim)`` array.
+
+        Options as in :meth:`_encode`."""
+        return self._encode(
+            texts,
+            "documents",
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            max_length=max_length,
+            normalize=normalize,
+            truncate_dim=truncate_dim,
+            precision=precision,
+            calibration=calibration,
+            show_progress=show_progress,
+        )
 
     def _encode(
         self,
