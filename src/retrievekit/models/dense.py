@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 
@@ -18,12 +19,31 @@ from retrievekit.models.spec import EncoderSpec
 from retrievekit.models.tower import Tower
 from retrievekit.quantization import PRECISIONS, Int8Calibration, quantize
 
-__all__ = ["DENSE_KIND", "DenseEncoder", "EncodedFile"]
+__all__ = ["DENSE_KIND", "DenseEncoder", "EncodeOptions", "EncodedFile"]
 
 logger = logging.getLogger(__name__)
 
 DENSE_KIND = "dense_encoder"
 _SIDES = ("queries", "documents")
+
+
+class EncodeOptions(TypedDict, total=False):
+    """Keyword options of :meth:`DenseEncoder.encode_queries` and :meth:`DenseEncoder.encode_documents`.
+
+    ``batch_size`` (32); ``max_tokens``: a padded-token budget per batch; ``max_length``: at most the
+    model's; ``normalize``: None keeps the model's choice; ``truncate_dim``: Matryoshka, keep the first
+    dimensions (re-normalised when the model normalises); ``precision``: float32 | float16 | int8 |
+    binary; ``calibration``: the int8 ranges (fitted on these texts when absent); ``show_progress``.
+    """
+
+    batch_size: int
+    max_tokens: int | None
+    max_length: int | None
+    normalize: bool | None
+    truncate_dim: int | None
+    precision: str
+    calibration: Int8Calibration | None
+    show_progress: bool
 
 
 @dataclass(frozen=True)
@@ -117,63 +137,17 @@ class DenseEncoder:
         )
 
     # ---- encoding ----------------------------------------------------------------------------
-    def encode_queries(
-        self,
-        texts: Sequence[str],
-        *,
-        batch_size: int = 32,
-        max_tokens: int | None = None,
-        max_length: int | None = None,
-        normalize: bool | None = None,
-        truncate_dim: int | None = None,
-        precision: str = "float32",
-        calibration: Int8Calibration | None = None,
-        show_progress: bool = False,
-    ) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
         """Encode queries (with the query prompt) into a ``(len(texts), dim)`` array.
 
-        Options as in :meth:`_encode`."""
-        return self._encode(
-            texts,
-            "queries",
-            batch_size=batch_size,
-            max_tokens=max_tokens,
-            max_length=max_length,
-            normalize=normalize,
-            truncate_dim=truncate_dim,
-            precision=precision,
-            calibration=calibration,
-            show_progress=show_progress,
-        )
+        Options: see :class:`EncodeOptions`."""
+        return self._encode(texts, "queries", **options)
 
-    def encode_documents(
-        self,
-        texts: Sequence[str],
-        *,
-        batch_size: int = 32,
-        max_tokens: int | None = None,
-        max_length: int | None = None,
-        normalize: bool | None = None,
-        truncate_dim: int | None = None,
-        precision: str = "float32",
-        calibration: Int8Calibration | None = None,
-        show_progress: bool = False,
-    ) -> np.ndarray:
+    def encode_documents(self, texts: Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
         """Encode documents (with the document prompt) into a ``(len(texts), dim)`` array.
 
-        Options as in :meth:`_encode`."""
-        return self._encode(
-            texts,
-            "documents",
-            batch_size=batch_size,
-            max_tokens=max_tokens,
-            max_length=max_length,
-            normalize=normalize,
-            truncate_dim=truncate_dim,
-            precision=precision,
-            calibration=calibration,
-            show_progress=show_progress,
-        )
+        Options: see :class:`EncodeOptions`."""
+        return self._encode(texts, "documents", **options)
 
     def _encode(
         self,
@@ -189,10 +163,7 @@ class DenseEncoder:
         calibration: Int8Calibration | None = None,
         show_progress: bool = False,
     ) -> np.ndarray:
-        """Options: ``batch_size``; ``max_tokens`` (a padded-token budget per batch); ``max_length``
-        (at most the model's); ``normalize`` (None keeps the model's choice); ``truncate_dim``
-        (Matryoshka: keep the first dims, re-normalised when the model normalises); ``precision``
-        ``float32|float16|int8|binary`` (int8 uses ``calibration``, fitted on these texts if absent)."""
+        """Encode one side; the options are described on :class:`EncodeOptions`."""
         if isinstance(texts, str):
             raise TypeError("pass a list of strings, not a single string")
         texts = list(texts)
