@@ -64,8 +64,8 @@ class IdTable:
     def has_tombstones(self) -> bool:
         return len(self.position) != len(self.ids)
 
-    def check_new(self, ids: Sequence[str], *, upsert: bool) -> list[str]:
-        """Validate ids for ``add``; return those that already exist (to be replaced when upserting)."""
+    def check_new(self, ids: Sequence[str], *, upsert: bool) -> None:
+        """Validate ids for ``add``: non-empty strings, no repeats, and no existing id unless ``upsert``."""
         if len(set(ids)) != len(ids):
             seen: set[str] = set()
             duplicate = next(i for i in ids if i in seen or seen.add(i))
@@ -78,9 +78,11 @@ class IdTable:
             raise ConfigError(
                 f"{len(existing)} id(s) already in the index (first: {existing[0]!r}); pass upsert=True to replace them"
             )
-        return existing
 
     def append(self, ids: Sequence[str]) -> None:
+        """Give ``ids`` the next positions; an id already present is tombstoned (upsert). Call this only
+        once the engine holds the new items, so a failed add leaves the old ones in place."""
+        self.remove([i for i in ids if i in self.position])
         start = len(self.ids)
         self.ids.extend(ids)
         self.alive = np.concatenate([self.alive, np.ones(len(ids), dtype=bool)])

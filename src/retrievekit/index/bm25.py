@@ -73,17 +73,17 @@ class Bm25Index(Index):
         for position, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text at position {position} is {type(text).__name__}, expected str")
-        existing = self.table.check_new(ids, upsert=upsert)
-        if existing:
-            self.table.remove(existing)
+        self.table.check_new(ids, upsert=upsert)
+        all_texts = self._texts + texts
+        self._engine = self._index_texts(all_texts)
+        self._texts = all_texts
         self.table.append(ids)
-        self._texts.extend(texts)
-        self._reindex()
 
-    def _reindex(self) -> None:
+    def _index_texts(self, texts: list[str]):
         bm25s = require("bm25s", extra="bm25", purpose="BM25 indexes")
-        self._engine = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
-        self._engine.index(self._tokenize(self._texts), show_progress=False)
+        engine = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
+        engine.index(self._tokenize(texts), show_progress=False)
+        return engine
 
     def search(self, queries: Sequence[str], k: int = 10) -> list[Hits]:
         """Per query text, at most ``k`` (id, score) pairs, best first; documents with no query term are left out."""

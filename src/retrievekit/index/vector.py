@@ -50,11 +50,8 @@ class VectorIndex(Index):
             raise ConfigError(f"{len(ids)} ids for {len(vectors)} vectors")
         if not ids:
             return
-        existing = self.table.check_new(ids, upsert=upsert)
-        if existing:
-            self.table.remove(existing)
-        start = self.table.capacity
-        self._add_vectors(vectors, start)
+        self.table.check_new(ids, upsert=upsert)
+        self._add_vectors(vectors, self.table.capacity)
         self.table.append(ids)
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[Hits]:
