@@ -149,16 +149,11 @@ def export_onnx(encoder: DenseEncoder, root: Path, *, quantize: str | None = "in
     names = {side: ("shared" if encoder.spec.shared else side) for side in towers}
     variant = quantize or "fp32"
     wanted = {side: folder / f"{names[side]}-{variant}.onnx" for side in towers}
-    if (folder / "manifest.json").is_file():
-        try:
-            manifest = read_manifest(folder, expected_kind=ONNX_KIND)
-        except ArtifactError as exc:
-            logger.warning("ignoring the cached ONNX export in %s: %s", folder, exc)
-        else:
-            if manifest.fingerprint == encoder.fingerprint and all(p.is_file() for p in wanted.values()):
-                return wanted
+    same_model = _same_model(folder, encoder)
+    if same_model and all(p.is_file() for p in wanted.values()):
+        return wanted
     logger.info("exporting %s to ONNX (%s) in %s", encoder.name or "the encoder", variant, folder)
-    previous = list(folder.glob("*.onnx")) if folder.is_dir() and _same_model(folder, encoder) else []
+    previous = list(folder.glob("*.onnx")) if same_model else []
     with atomic_directory(folder) as staging:
         for old in previous:  # keep the other variants of the same model
             shutil.copy2(old, staging / old.name)
@@ -185,9 +180,13 @@ def export_onnx(encoder: DenseEncoder, root: Path, *, quantize: str | None = "in
 
 
 def _same_model(folder: Path, encoder: DenseEncoder) -> bool:
+    """True when ``folder`` holds an export of this very model (a damaged manifest is reported and ignored)."""
+    if not (folder / "manifest.json").is_file():
+        return False
     try:
         return read_manifest(folder, expected_kind=ONNX_KIND).fingerprint == encoder.fingerprint
-    except ArtifactError:
+    except ArtifactError as exc:
+        logger.warning("ignoring the cached ONNX export in %s: %s", folder, exc)
         return False
 
 
