@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from retrievekit.artifacts import Manifest, atomic_directory, fingerprint_files, read_manifest, write_manifest
-from retrievekit.data.beir import load_dataset
+from retrievekit.data.beir import collection_file
 from retrievekit.data.readers import iter_documents, iter_queries
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.dense import DenseEncoder
@@ -40,10 +40,7 @@ class EmbeddingSet:
 
 def _input_records(source: str | Path, side: str) -> tuple[Path, Iterator[tuple[str, str]]]:
     """Resolve a JSONL/TSV file or a BEIR folder/name to (file, iterator of (id, text to encode))."""
-    path = Path(source)
-    if not path.is_file():
-        beir = load_dataset(str(source))
-        path = beir.corpus_path if side == "documents" else beir.queries_path
+    path = collection_file(source, side)
     if side == "documents":
         return path, ((d.id, d.full_text) for d in iter_documents(path))
     return path, ((q.id, q.text) for q in iter_queries(path))

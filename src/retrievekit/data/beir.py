@@ -13,7 +13,7 @@ from retrievekit.data.records import Corpus, Document, Qrels, Queries
 from retrievekit.errors import DataFormatError, DatasetNotFoundError
 from retrievekit.resolve import resolve_dataset
 
-__all__ = ["BeirDataset", "QrelsCheck", "RetrievalSplit", "check_qrels", "load_dataset"]
+__all__ = ["BeirDataset", "QrelsCheck", "RetrievalSplit", "check_qrels", "collection_file", "load_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,3 +148,14 @@ def load_dataset(name_or_path: str | Path, *, download: bool = True) -> BeirData
     """A BEIR dataset by name (``"scifact"``) or folder; :func:`retrievekit.resolve_dataset` gives the search order."""
     path = resolve_dataset(name_or_path, download=download)
     return BeirDataset(path, name=path.name)
+
+
+def collection_file(source: str | Path, side: str = "documents") -> Path:
+    """A corpus or queries file (JSONL/TSV) as given, or that file of a BEIR folder or dataset name."""
+    if side not in ("documents", "queries"):
+        raise ValueError(f"side must be 'documents' or 'queries', got {side!r}")
+    path = Path(source)
+    if path.is_file():
+        return path
+    beir = load_dataset(source)
+    return beir.corpus_path if side == "documents" else beir.queries_path

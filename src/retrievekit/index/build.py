@@ -9,23 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from retrievekit.data.beir import load_dataset
+from retrievekit.data.beir import collection_file
 from retrievekit.data.readers import iter_documents
 from retrievekit.errors import ConfigError
 from retrievekit.index.base import Index, index_class
 from retrievekit.index.vector import VectorIndex
 from retrievekit.models.dense import DenseEncoder
 
-__all__ = ["build_index", "corpus_path", "default_metric", "fill_index"]
+__all__ = ["build_index", "default_metric", "fill_index"]
 
 logger = logging.getLogger(__name__)
 _ADD_ROWS = 65536
-
-
-def corpus_path(source: str | Path) -> Path:
-    """A corpus file (JSONL/TSV) as given, or the corpus of a BEIR folder or dataset name."""
-    path = Path(source)
-    return path if path.is_file() else load_dataset(str(source)).corpus_path
 
 
 def default_metric(encoder: DenseEncoder) -> str:
@@ -63,7 +57,7 @@ def build_index(
 ) -> Index:
     """Index every document of ``source``; save to ``output`` when given. Titles are kept for display."""
     cls = index_class(index_type)
-    path = corpus_path(source)
+    path = collection_file(source, "documents")
     params = dict(params or {})
     titles: dict[str, str] = {}
     if index_type == "bm25":
