@@ -34,8 +34,14 @@ def build_tiny_bert(
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab_file = directory / "vocab.txt"
-    vocab_file.write_text("\n".join(_vocabulary()) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=max_positions)
+    words = _vocabulary()
+    vocab_file.write_text("\n".join(words) + "\n")
+    # transformers 5 takes the vocabulary as `vocab`, 4.x as `vocab_file`; each ignores the other
+    tokenizer = BertTokenizerFast(
+        vocab_file=str(vocab_file), vocab={w: i for i, w in enumerate(words)}, do_lower_case=True,
+        model_max_length=max_positions,
+    )  # fmt: skip
+    assert len(tokenizer) >= len(set(words)), "the tiny tokenizer lost its vocabulary"
     tokenizer.save_pretrained(directory)
     config = BertConfig(
         vocab_size=len(tokenizer),

@@ -15,6 +15,7 @@ from retrievekit.cli.evaluate import evaluate
 from retrievekit.cli.index import index
 from retrievekit.cli.model import model
 from retrievekit.cli.search import search
+from retrievekit.cli.train import mine_negatives, train
 from retrievekit.errors import RetrievekitError
 
 
@@ -49,6 +50,8 @@ cli.add_command(index)
 cli.add_command(search)
 cli.add_command(evaluate)
 cli.add_command(demo)
+cli.add_command(mine_negatives)
+cli.add_command(train)
 
 
 def main(argv: list[str] | None = None) -> None:

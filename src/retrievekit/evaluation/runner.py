@@ -34,7 +34,15 @@ from retrievekit.resolve import cache_dir
 from retrievekit.retrieval.fusion import fuse
 from retrievekit.retrieval.retriever import Retriever, run_from_hits
 
-__all__ = ["SYSTEMS", "Evaluation", "SystemResult", "evaluate", "evaluate_dataset", "remove_identical_ids"]
+__all__ = [
+    "SYSTEMS",
+    "Evaluation",
+    "SystemResult",
+    "corpus_embeddings",
+    "evaluate",
+    "evaluate_dataset",
+    "remove_identical_ids",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +109,34 @@ def evaluate(
     )
 
 
+def corpus_embeddings(
+    encoder: DenseEncoder,
+    corpus_path: Path,
+    *,
+    cache_root: Path | None,
+    scratch: Path,
+    batch_size: int = 32,
+    corpus_hash: str | None = None,
+) -> tuple[EmbeddingSet, float, bool]:
+    """Encode a corpus once per (model, runtime, corpus): later calls load the cached vectors from
+    ``cache_root/embeddings``. Without a cache the vectors go to ``scratch``. Returns the vectors,
+    the seconds spent encoding and whether they came from the cache."""
+    corpus_hash = corpus_hash or fingerprint_files([corpus_path])
+    key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "corpus": corpus_hash})
+    if cache_root is None:
+        folder = scratch / "corpus"
+    else:
+        folder = cache_root / "embeddings" / key.removeprefix("sha256:")[:24]
+        if folder.is_dir():
+            try:
+                return load_embeddings(folder), 0.0, True
+            except ArtifactError as exc:
+                logger.warning("re-encoding: the cached embeddings in %s are unusable (%s)", folder, exc)
+    started = time.perf_counter()
+    embeddings = encode_to_directory(encoder, corpus_path, folder, side="documents", batch_size=batch_size)
+    return embeddings, time.perf_counter() - started, False
+
+
 class _Context:
     """What the systems of one evaluation share: the split, the encoder, caches and timings."""
 
@@ -154,24 +190,10 @@ class _Context:
             write_trec_run(run, self.cache_root / "runs" / f"{system}-{self.run_key(system)}.trec", tag=system)
 
     def corpus_embeddings(self) -> tuple[EmbeddingSet, float, bool]:
-        """Encode the corpus once per (model, runtime, corpus); later evaluations load the cached vectors."""
-        key = fingerprint_json(
-            {"model": self.encoder.fingerprint, "runtime": self.encoder.runtime, "corpus": self.corpus_hash}
-        )
-        if self.cache_root is None:  # no cache: a scratch folder removed when the evaluation ends
-            folder = Path(self.scratch.name) / "corpus"
-        else:
-            folder = self.cache_root / "embeddings" / key.removeprefix("sha256:")[:24]
-            if folder.is_dir():
-                try:
-                    return load_embeddings(folder), 0.0, True
-                except ArtifactError as exc:
-                    logger.warning("re-encoding: the cached embeddings in %s are unusable (%s)", folder, exc)
-        started = time.perf_counter()
-        embeddings = encode_to_directory(
-            self.encoder, self.beir.corpus_path, folder, side="documents", batch_size=self.batch_size
-        )
-        return embeddings, time.perf_counter() - started, False
+        return corpus_embeddings(
+            self.encoder, self.beir.corpus_path, cache_root=self.cache_root, scratch=Path(self.scratch.name),
+            batch_size=self.batch_size, corpus_hash=self.corpus_hash,
+        )  # fmt: skip
 
     def system_run(self, system: str) -> tuple[Run, dict[str, float], dict[str, bool]]:
         if system in self.runs:

@@ -253,13 +253,14 @@ class DenseEncoder:
         return np.ascontiguousarray(embeddings, dtype=np.float32)
 
     # ---- saving ------------------------------------------------------------------------------
-    def save(self, directory: str | Path, *, overwrite: bool = True) -> Path:
+    def save(self, directory: str | Path, *, overwrite: bool = True, training: dict | None = None) -> Path:
         """Save in retrievekit's format, which is also a sentence-transformers folder.
 
         Writes ``manifest.json`` (kind ``dense_encoder``) and safetensors weights in the
         sentence-transformers layout (``modules.json``, ``1_Pooling``, ``Dense``/``Normalize``,
         prompts in ``config_sentence_transformers.json``); two towers are written as a
-        sentence-transformers ``Router``. The save is atomic.
+        sentence-transformers ``Router``. ``training`` (the training config and data fingerprints)
+        is recorded in the manifest. The save is atomic.
         """
         from retrievekit.models.st_format import write_sentence_transformers_files
 
@@ -290,7 +291,9 @@ class DenseEncoder:
                 Manifest(
                     kind=DENSE_KIND,
                     family="dense",
-                    config=spec.to_dict() | {"dimension": self.dimension, "name": self.name},
+                    config=spec.to_dict()
+                    | {"dimension": self.dimension, "name": self.name}
+                    | ({"training": training} if training else {}),
                     fingerprint=self.fingerprint,
                 ),
             )

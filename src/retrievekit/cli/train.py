@@ -1,0 +1,151 @@
+"""``retrievekit train`` and ``retrievekit mine-negatives``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from retrievekit.cli._output import print_table
+from retrievekit.training.config import config_fields
+
+_HELP = {
+    "model": "Model to start from: folder, 'minilm' or hub id.",
+    "pooling": "Pooling for a plain Hugging Face folder (cls, mean, max, last_token).",
+    "normalize": "L2-normalise embeddings (for a plain Hugging Face folder).",
+    "separate_towers": "Untie a shared encoder into query and document towers (BET style).",
+    "gradient_checkpointing": "Recompute activations in backward: less memory, more compute.",
+    "trust_remote_code": "Allow model code shipped with a hub model.",
+    "data": "Training data: JSONL (query/pos/neg[/pos_scores/neg_scores/prompt]), TSV triplets, or a BEIR "
+    "split as DATASET[:SPLIT]. Repeat for several datasets; each batch comes from one.",
+    "batch_size": "Queries per batch (per device).",
+    "num_negatives": "Hard negatives per query in a batch (0: in-batch negatives only).",
+    "query_max_length": "Token limit for queries.",
+    "document_max_length": "Token limit for documents (default: the model's).",
+    "loss": "infonce (in-batch + hard negatives), margin_mse or kl (distillation from teacher scores).",
+    "temperature": "Softmax temperature (0.05 = sentence-transformers' scale 20).",
+    "learnable_temperature": "Learn the temperature.",
+    "symmetric": "Add the document-to-query InfoNCE term.",
+    "mask_false_negatives": "Mask in-batch columns holding one of the query's own positives.",
+    "gather_across_devices": "Under DDP, use every device's documents as negatives.",
+    "teacher_temperature": "Temperature of the teacher's scores (kl).",
+    "learning_rate": "Peak AdamW learning rate.",
+    "weight_decay": "AdamW weight decay (not on biases and norms).",
+    "warmup_ratio": "Fraction of steps with linear warmup.",
+    "epochs": "Passes over the data.",
+    "max_steps": "Stop after this many optimizer steps (-1: by epochs).",
+    "accumulate_grad_batches": "Batches per optimizer step.",
+    "max_grad_norm": "Gradient clipping norm (0: off).",
+    "output": "Folder for the model, checkpoints, logs and curves.",
+    "seed": "Seed for data order, negative sampling and initialisation.",
+    "accelerator": "Lightning accelerator: auto, cpu, gpu.",
+    "devices": "Lightning devices: auto, a count, or a list like 0,1.",
+    "num_nodes": "Machines for multi-node training.",
+    "strategy": "Lightning strategy: auto, ddp, fsdp, deepspeed...",
+    "precision": "32-true, bf16-mixed or 16-mixed (GPU).",
+    "checkpoint_every": "Save a checkpoint every N optimizer steps.",
+    "resume": "Continue from the newest checkpoint in OUTPUT when there is one.",
+    "log_every": "Log the loss every N steps.",
+    "progress": "Show a progress bar.",
+    "dev_dataset": "BEIR dataset for dev evaluation (early stopping on ndcg@10).",
+    "dev_split": "Split of the dev dataset.",
+    "eval_every": "Evaluate every N steps (0: at each epoch end).",
+    "patience": "Stop after this many evaluations without a better ndcg@10.",
+    "eval_batch_size": "Batch size when encoding the dev corpus.",
+}
+
+
+def _flag(name: str, field, section: str) -> Callable:
+    """One flag per config field: ``--name VALUE``, ``--name/--no-name`` for booleans, repeatable for lists.
+    Values stay strings here; the config coerces and checks them (the same path as YAML values)."""
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    text = f"{_HELP.get(name, '')} [{section}; default: {default}]"
+    flag = "--" + name.replace("_", "-")
+    hint = str(field.type)
+    if hint.startswith("bool"):
+        return click.option(f"{flag}/--no-{name.replace('_', '-')}", name, default=None, help=text)
+    if hint.startswith("list"):
+        return click.option(flag, name, multiple=True, help=text)
+    return click.option(flag, name, default=None, help=text)
+
+
+def _config_options(command: Callable) -> Callable:
+    for section, fields in reversed(list(config_fields().items())):
+        for name, field in reversed(list(fields.items())):
+            command = _flag(name, field, section)(command)
+    return command
+
+
+@click.command("train")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), help="YAML file with sections "
+              "model, data, loss, optimizer, run, evaluation; flags override it.")  # fmt: skip
+@_config_options
+def train(config_file: str | None, **flags: object) -> None:
+    """Fine-tune a dense encoder with contrastive or distillation losses on PyTorch Lightning.
+
+    \b
+    Example (SciFact train split, self-mined negatives from `mine-negatives`):
+      retrievekit train --model minilm --data mined.jsonl --num-negatives 3 --epochs 2 --output runs/ft
+    Every option can also be set in the YAML file given with --config. Writes OUTPUT/model (retrievekit
+    and sentence-transformers format), checkpoints (a rerun resumes), logs/metrics.csv and curves.png.
+    Multi-GPU and multi-node runs come from Lightning: --devices 4 --strategy ddp --num-nodes 2.
+    """
+    from retrievekit.training.config import load_config
+    from retrievekit.training.trainer import train as run_training
+
+    overrides = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items() if v not in (None, ())}
+    config = load_config(config_file, overrides)
+    result = run_training(config)
+    rows = [
+        ["model", str(result.model_dir)],
+        ["steps", str(result.steps)],
+        ["examples", str(result.examples)],
+        ["examples/s (training batches)", f"{result.examples_per_second:.2f}"],
+        ["final loss", f"{result.final_loss:.4f}" if result.final_loss is not None else "—"],
+        ["best dev ndcg@10", f"{result.best_dev:.4f}" if result.best_dev is not None else "—"],
+        ["resumed from", str(result.resumed_from or "—")],
+        ["wall seconds", f"{result.wall_seconds:.1f}"],
+    ]
+    print_table(["", "value"], rows, title="training finished")
+    click.echo(f"curves: {Path(config.run.output) / 'curves.png'}")
+
+
+@click.command("mine-negatives")
+@click.option("--model", "-m", default="minilm", show_default=True, help="Model for --retriever dense.")
+@click.option("--data", required=True, help="A BEIR split as DATASET[:SPLIT] (corpus from the dataset), or a "
+              "training JSONL/TSV whose positives are texts of --corpus.")  # fmt: skip
+@click.option("--corpus", default=None, help="Corpus to mine from (default: the --data dataset's corpus).")
+@click.option("--retriever", type=click.Choice(["dense", "bm25"]), default="dense", show_default=True)
+@click.option("--range", "rank_range", default="10-100", show_default=True,
+              help="Sample negatives from these ranks of the retrieved list (1-based, inclusive).")  # fmt: skip
+@click.option("--num", type=click.IntRange(1), default=8, show_default=True, help="Negatives per query.")
+@click.option("--margin", type=float, default=None,
+              help="Drop candidates scoring above (positive score - MARGIN): likely false negatives.")  # fmt: skip
+@click.option("--relative-margin", type=float, default=None,
+              help="Drop candidates scoring above positive score x (1 - RELATIVE_MARGIN).")  # fmt: skip
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Training JSONL to write.")
+def mine_negatives(model, data, corpus, retriever, rank_range, num, margin, relative_margin, seed, batch_size,
+                   output) -> None:  # fmt: skip
+    """Mine hard negatives: retrieve, drop positives and likely false negatives, sample, write JSONL.
+
+    \b
+    Example:
+      retrievekit mine-negatives --model minilm --data scifact:train --retriever dense \\
+          --range 10-100 --num 8 --relative-margin 0.05 --output mined.jsonl
+    """
+    from retrievekit.training.mining import mine_hard_negatives, parse_rank_range, write_training_rows
+    from retrievekit.training.mining_sources import mining_inputs
+
+    window = parse_rank_range(rank_range)
+    examples, documents, searcher = mining_inputs(data, corpus, retriever, model, batch_size=batch_size)
+    mined, report = mine_hard_negatives(
+        examples, searcher, documents, rank_range=window, num=num, margin=margin, relative_margin=relative_margin,
+        seed=seed,
+    )  # fmt: skip
+    write_training_rows(output, mined)
+    print_table(["", "count"], [[k.replace("_", " "), str(v)] for k, v in vars(report).items()], title="mining")
+    click.echo(f"wrote {len(mined)} training rows to {output}")

@@ -1,0 +1,49 @@
+"""Training: data, batches, losses, hard-negative mining and the Lightning trainer.
+
+Needs the ``train`` extra (``pip install 'retrievekit[train]'``) for :func:`train`; the data,
+mining and loss modules only need the core dependencies.
+"""
+
+from __future__ import annotations
+
+from retrievekit.training.batches import DatasetBatchSampler, TrainingBatch, TrainingCollator, TrainingSet
+from retrievekit.training.config import TrainConfig, load_config
+from retrievekit.training.data import TrainingExample, examples_from_split, load_training_source, read_training_file
+from retrievekit.training.losses import InfoNCELoss, KLDivergenceLoss, MarginMSELoss, make_loss
+from retrievekit.training.mining import (
+    MiningReport,
+    mine_hard_negatives,
+    parse_rank_range,
+    write_training_rows,
+)
+from retrievekit.training.model import BiEncoderModel
+
+__all__ = [
+    "BiEncoderModel",
+    "DatasetBatchSampler",
+    "InfoNCELoss",
+    "KLDivergenceLoss",
+    "MarginMSELoss",
+    "MiningReport",
+    "TrainConfig",
+    "TrainingBatch",
+    "TrainingCollator",
+    "TrainingExample",
+    "TrainingSet",
+    "examples_from_split",
+    "load_config",
+    "load_training_source",
+    "make_loss",
+    "mine_hard_negatives",
+    "parse_rank_range",
+    "read_training_file",
+    "train",
+    "write_training_rows",
+]
+
+
+def train(config: TrainConfig, **options):
+    """Fine-tune as ``config`` says (see :func:`retrievekit.training.trainer.train`); imports Lightning lazily."""
+    from retrievekit.training.trainer import train as _train
+
+    return _train(config, **options)

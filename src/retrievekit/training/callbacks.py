@@ -1,0 +1,118 @@
+"""Lightning callbacks: dev-split evaluation with early stopping, and training throughput."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+__all__ = ["DevEvaluation", "Throughput"]
+
+logger = logging.getLogger(__name__)
+
+
+class DevEvaluation(pl.Callback):
+    """Every ``every`` optimizer steps (0: at each epoch end) evaluate the current model on a dev
+    split through :func:`~retrievekit.evaluation.evaluate_dataset`, log ``dev/<metric>``, save the
+    best model to ``best_dir`` and stop after ``patience`` evaluations without a better ``ndcg@10``.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        split: str,
+        best_dir: Path,
+        save_model: Callable[[Path], None],
+        *,
+        every: int = 0,
+        patience: int = 3,
+        batch_size: int = 64,
+        metric: str = "ndcg@10",
+    ) -> None:
+        self.dataset = dataset
+        self.split = split
+        self.best_dir = best_dir
+        self.save_model = save_model
+        self.every = every
+        self.patience = patience
+        self.batch_size = batch_size
+        self.metric = metric
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.stale = 0
+        self.history: list[tuple[int, float]] = []
+
+    def evaluate(self, trainer: pl.Trainer, module) -> float:
+        from retrievekit.evaluation.runner import evaluate_dataset
+
+        module.model.eval()
+        try:
+            encoder = module.model.export(module.device)
+            result = evaluate_dataset(
+                self.dataset, split=self.split, encoder=encoder, batch_size=self.batch_size, cache=False,
+                k_values=(10, 100),
+            )  # fmt: skip
+        finally:
+            module.model.train()
+        metrics = result.systems[0].metrics.aggregate
+        return float(metrics[self.metric])
+
+    def _run(self, trainer: pl.Trainer, module) -> None:
+        if trainer.global_rank != 0 and trainer.world_size > 1:
+            return
+        step = trainer.global_step
+        if self.history and self.history[-1][0] == step:
+            return
+        value = self.evaluate(trainer, module)
+        self.history.append((step, value))
+        for logger_ in trainer.loggers:
+            logger_.log_metrics({f"dev/{self.metric}": value}, step=step)
+        if self.best is None or value > self.best:
+            self.best, self.best_step, self.stale = value, step, 0
+            self.save_model(self.best_dir)
+            logger.info("step %d: dev %s %.4f (best so far, saved)", step, self.metric, value)
+        else:
+            self.stale += 1
+            logger.info("step %d: dev %s %.4f (best %.4f at step %d)", step, self.metric, value, self.best,
+                        self.best_step)  # fmt: skip
+            if self.stale >= self.patience:
+                logger.info("early stopping: %d evaluations without improvement", self.stale)
+                trainer.should_stop = True
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.every and trainer.global_step and trainer.global_step % self.every == 0:
+            self._run(trainer, module)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if not self.every:
+            self._run(trainer, module)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step, "stale": self.stale, "history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_step, self.stale = state["best"], state["best_step"], state["stale"]
+        self.history = [tuple(h) for h in state["history"]]
+
+
+class Throughput(pl.Callback):
+    """Seconds spent in training batches (forward, backward, optimizer; not evaluation) and examples seen."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.examples = 0
+        self._started = 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.seconds += time.perf_counter() - self._started
+        self.examples += batch.size
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds else 0.0

@@ -1,0 +1,222 @@
+"""Training configuration: one small dataclass per component, composed into :class:`TrainConfig`.
+
+A YAML file has one section per component (``model``, ``data``, ``loss``, ``optimizer``, ``run``,
+``evaluation``); every field is also a command-line flag of the same name (``--batch-size``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrievekit.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "EvaluationConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "RunConfig",
+    "TrainConfig",
+    "config_fields",
+    "load_config",
+]
+
+
+@dataclass
+class ModelConfig:
+    """``model``: name or folder to start from (``pooling``/``normalize`` are needed for a plain
+    Hugging Face folder); ``separate_towers``: untie a shared encoder into a
+    query and a document tower (BET style); ``gradient_checkpointing``: trade compute for memory."""
+
+    model: str = "minilm"
+    pooling: str | None = None
+    normalize: bool | None = None
+    separate_towers: bool = False
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    """``data``: training files (JSONL/TSV) or BEIR splits as ``DATASET[:SPLIT]``, one or several;
+    every batch is drawn from one of them. ``num_negatives``: hard negatives per query."""
+
+    data: list[str] = field(default_factory=list)
+    batch_size: int = 32
+    num_negatives: int = 1
+    query_max_length: int = 64
+    document_max_length: int | None = None
+
+
+@dataclass
+class LossConfig:
+    """``loss``: infonce | margin_mse | kl, and their options."""
+
+    loss: str = "infonce"
+    temperature: float = 0.05
+    learnable_temperature: bool = False
+    symmetric: bool = False
+    mask_false_negatives: bool = True
+    gather_across_devices: bool = False
+    teacher_temperature: float = 1.0
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW with linear warmup then linear decay."""
+
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    epochs: int = 1
+    max_steps: int = -1
+    accumulate_grad_batches: int = 1
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    """Where and how: ``output`` folder, seed, Lightning's ``accelerator``/``devices``/``num_nodes``/
+    ``strategy``/``precision`` (``bf16-mixed`` or ``16-mixed`` on GPUs), checkpoint interval, resume."""
+
+    output: str = "runs/train"
+    seed: int = 42
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    checkpoint_every: int = 100
+    resume: bool = True
+    log_every: int = 10
+    progress: bool = True
+
+
+@dataclass
+class EvaluationConfig:
+    """Evaluation on a dev split through the evaluation runner; early stopping on ``ndcg@10``."""
+
+    dev_dataset: str | None = None
+    dev_split: str = "dev"
+    eval_every: int = 0
+    patience: int = 3
+    eval_batch_size: int = 64
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def updated(self, values: dict[str, Any]) -> TrainConfig:
+        """A copy with flat ``{field: value}`` overrides applied (unknown names are an error)."""
+        sections = {name: dict(dataclasses.asdict(getattr(self, name))) for name in _SECTIONS}
+        owners = {f: s for s, fields in config_fields().items() for f in fields}
+        for key, value in values.items():
+            if key not in owners:
+                raise ConfigError(f"unknown training option {key!r}")
+            sections[owners[key]][key] = value
+        return _build(sections)
+
+
+_SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "loss": LossConfig,
+    "optimizer": OptimizerConfig,
+    "run": RunConfig,
+    "evaluation": EvaluationConfig,
+}
+
+
+def config_fields() -> dict[str, dict[str, dataclasses.Field]]:
+    """``{section: {field name: Field}}``; field names are unique across sections."""
+    return {name: {f.name: f for f in dataclasses.fields(cls)} for name, cls in _SECTIONS.items()}
+
+
+def _coerce(section: str, name: str, value: Any) -> Any:
+    kind = typing.get_type_hints(_SECTIONS[section])[name]
+    optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{section}.{name} must not be empty")
+    base = next(a for a in typing.get_args(kind) if a is not type(None)) if optional else kind
+    origin = typing.get_origin(base)
+    try:
+        if origin is list:
+            return [str(v) for v in (value if isinstance(value, list | tuple) else [value])]
+        if base is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        return base(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{section}.{name}: cannot read {value!r} as {getattr(base, '__name__', base)}") from None
+
+
+def _build(sections: dict[str, dict[str, Any]]) -> TrainConfig:
+    built = {}
+    for section, cls in _SECTIONS.items():
+        raw = sections.get(section) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"section {section!r} must be a mapping")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown option(s) in section {section!r}: {', '.join(unknown)}")
+        built[section] = cls(**{k: _coerce(section, k, v) for k, v in raw.items()})
+    config = TrainConfig(**built)
+    _check(config)
+    return config
+
+
+def _check(config: TrainConfig) -> None:
+    if config.data.batch_size < 1:
+        raise ConfigError("batch_size must be at least 1")
+    if config.data.num_negatives < 0:
+        raise ConfigError("num_negatives must be 0 or more")
+    if config.optimizer.epochs < 1 and config.optimizer.max_steps < 1:
+        raise ConfigError("give epochs >= 1 or max_steps >= 1")
+    if not 0 <= config.optimizer.warmup_ratio < 1:
+        raise ConfigError("warmup_ratio must be in [0, 1)")
+    if config.run.checkpoint_every < 1:
+        raise ConfigError("checkpoint_every must be at least 1 step")
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file (sections as in :class:`TrainConfig`), then flat overrides."""
+    sections: dict[str, Any] = {}
+    if path is not None:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(_SECTIONS)})")
+        unknown = sorted(set(loaded) - set(_SECTIONS))
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; expected {', '.join(_SECTIONS)}")
+        sections = loaded
+    config = _build(sections)
+    return config.updated(overrides) if overrides else config

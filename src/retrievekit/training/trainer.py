@@ -1,0 +1,206 @@
+"""``train(config)``: load the model and data, fit with Lightning, save the model in both formats.
+
+Everything goes under ``config.run.output``::
+
+    model/            the trained encoder (retrievekit manifest + sentence-transformers files)
+    best-model/       the best model on the dev split (when a dev split is given)
+    checkpoints/      step=N.ckpt (safetensors), the newest kept; a rerun resumes from it
+    metrics.csv       step, loss, learning rate, dev metrics (Lightning's CSV logger)
+    curves.png        loss and dev metric against step
+    train_config.json the full configuration
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from retrievekit._optional import require
+from retrievekit.artifacts import atomic_write_text, fingerprint_json
+from retrievekit.errors import ConfigError
+from retrievekit.models.dense import DenseEncoder
+from retrievekit.models.loading import load_encoder
+from retrievekit.training.batches import TrainingCollator, TrainingSet
+from retrievekit.training.config import TrainConfig
+from retrievekit.training.data import TrainingExample, load_training_source
+from retrievekit.training.losses import make_loss
+from retrievekit.training.model import BiEncoderModel
+
+__all__ = ["TrainResult", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    model_dir: Path
+    best_model_dir: Path | None
+    steps: int
+    examples: int
+    train_seconds: float
+    wall_seconds: float
+    examples_per_second: float
+    final_loss: float | None
+    best_dev: float | None
+    resumed_from: Path | None
+
+
+def untie_towers(encoder: DenseEncoder) -> DenseEncoder:
+    """A two-tower copy of a shared-tower encoder: queries and documents get their own weights."""
+    if not encoder.spec.shared:
+        return encoder
+    document_tower = copy.deepcopy(encoder.document_tower)
+    return DenseEncoder(
+        replace(encoder.spec, shared=False), encoder.query_tower, document_tower, runners={}, name=encoder.name,
+        source=encoder.source,
+    )  # fmt: skip
+
+
+def _data_fingerprint(name: str, examples: list[TrainingExample]) -> str:
+    return fingerprint_json([name, [(e.query, e.positives, e.negatives, e.positive_scores, e.negative_scores,
+                                     e.prompt) for e in examples]])  # fmt: skip
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Fine-tune a dense encoder as ``config`` says; see the module docstring for the outputs.
+
+    ``callbacks``: extra Lightning callbacks (your own logging, profiling, ...)."""
+    pl = require("lightning.pytorch", extra="train", purpose="Training")
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from retrievekit.training.callbacks import DevEvaluation, Throughput
+    from retrievekit.training.checkpoint_io import SafetensorsCheckpointIO, latest_checkpoint
+    from retrievekit.training.curves import plot_curves
+    from retrievekit.training.module import RetrievalTrainingModule
+
+    started = time.perf_counter()
+    if not config.data.data:
+        raise ConfigError("no training data: give --data FILE or --data DATASET:SPLIT (several allowed)")
+    output = Path(config.run.output)
+    checkpoints = output / "checkpoints"
+    resume_from = latest_checkpoint(checkpoints) if checkpoints.is_dir() else None
+    if resume_from is not None and not config.run.resume:
+        raise ConfigError(f"{checkpoints} holds checkpoints; pass --resume to continue or choose another --output")
+    output.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(config.run.seed, workers=True, verbose=False)
+
+    datasets = dict(load_training_source(source) for source in config.data.data)
+    fingerprints = {name: _data_fingerprint(name, examples) for name, examples in datasets.items()}
+    encoder = load_encoder(
+        config.model.model, pooling=config.model.pooling, normalize=config.model.normalize,
+        trust_remote_code=config.model.trust_remote_code, device="cpu",
+    )  # fmt: skip
+    if config.model.separate_towers:
+        encoder = untie_towers(encoder)
+    model = BiEncoderModel(encoder)
+    if config.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    loss_options = {
+        "temperature": config.loss.temperature,
+        "learnable_temperature": config.loss.learnable_temperature,
+        "symmetric": config.loss.symmetric,
+        "mask_false_negatives": config.loss.mask_false_negatives,
+        "gather_across_devices": config.loss.gather_across_devices,
+        "teacher_temperature": config.loss.teacher_temperature,
+    }
+    if config.loss.loss == "infonce":
+        loss_options.pop("teacher_temperature")
+    loss = make_loss(config.loss.loss, model, **loss_options)
+    document_max_length = min(config.data.document_max_length or encoder.max_length, encoder.document_tower.max_length)
+    collator = TrainingCollator(
+        encoder.query_tower.tokenizer,
+        encoder.document_tower.tokenizer,
+        query_max_length=min(config.data.query_max_length, encoder.query_tower.max_length),
+        document_max_length=document_max_length,
+        query_prompt=encoder.spec.query_prompt,
+        document_prompt=encoder.spec.document_prompt,
+        lowercase=encoder.spec.document.do_lower_case,
+    )
+    module = RetrievalTrainingModule(
+        model,
+        loss,
+        TrainingSet(datasets, num_negatives=config.data.num_negatives),
+        collator,
+        batch_size=config.data.batch_size,
+        optimizer=config.optimizer,
+        seed=config.run.seed,
+    )
+    record = {"config": config.to_dict(), "data_fingerprints": fingerprints, "base_model": encoder.fingerprint}
+
+    def save_model(directory: Path) -> None:
+        model.export("cpu" if module.device.type == "cpu" else module.device).save(directory, training=record)
+
+    throughput = Throughput()
+    all_callbacks: list = [
+        throughput,
+        *callbacks,
+        ModelCheckpoint(dirpath=checkpoints, filename="{step}", every_n_train_steps=config.run.checkpoint_every,
+                        save_top_k=1, save_last=False),
+    ]  # fmt: skip
+    dev = None
+    if config.evaluation.dev_dataset:
+        dev = DevEvaluation(
+            config.evaluation.dev_dataset, config.evaluation.dev_split, output / "best-model", save_model,
+            every=config.evaluation.eval_every, patience=config.evaluation.patience,
+            batch_size=config.evaluation.eval_batch_size,
+        )  # fmt: skip
+        all_callbacks.append(dev)
+    trainer = pl.Trainer(
+        accelerator=config.run.accelerator,
+        devices=_devices(config.run.devices),
+        num_nodes=config.run.num_nodes,
+        strategy=config.run.strategy,
+        precision=config.run.precision,
+        max_epochs=config.optimizer.epochs if config.optimizer.max_steps < 1 else -1,
+        max_steps=config.optimizer.max_steps,
+        accumulate_grad_batches=config.optimizer.accumulate_grad_batches,
+        gradient_clip_val=config.optimizer.max_grad_norm or None,
+        callbacks=all_callbacks,
+        logger=CSVLogger(output, name="", version="logs"),
+        log_every_n_steps=config.run.log_every,
+        enable_progress_bar=config.run.progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        plugins=[SafetensorsCheckpointIO()],
+        deterministic=False,
+        default_root_dir=output,
+    )
+    if resume_from is not None:
+        logger.info("resuming from %s", resume_from)
+    model.train()  # towers are loaded in eval mode; training uses dropout, as sentence-transformers does
+    atomic_write_text(output / "train_config.json", json.dumps(record, indent=2, default=str) + "\n")
+    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)
+
+    model_dir = output / "model"
+    if trainer.is_global_zero:
+        save_model(model_dir)
+        metrics_csv = output / "logs" / "metrics.csv"
+        if metrics_csv.is_file():
+            plot_curves(metrics_csv, output / "curves.png")
+    final_loss = trainer.callback_metrics.get("train/loss")
+    return TrainResult(
+        model_dir=model_dir,
+        best_model_dir=(output / "best-model") if dev and dev.best is not None else None,
+        steps=trainer.global_step,
+        examples=module.examples_seen,
+        train_seconds=throughput.seconds,
+        wall_seconds=time.perf_counter() - started,
+        examples_per_second=throughput.examples_per_second,
+        final_loss=float(final_loss) if final_loss is not None else None,
+        best_dev=dev.best if dev else None,
+        resumed_from=resume_from,
+    )
