@@ -11,7 +11,7 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export RETRIEVEKIT_DATASETS := $(SHARED_DATA)$(if $(RETRIEVEKIT_DATASETS),:$(RETRIEVEKIT_DATASETS))
 endif
 
-.PHONY: demo test test-slow lint format clean bench-encode bench-search bench-evaluate
+.PHONY: demo test test-slow lint format clean bench-encode bench-search bench-evaluate bench-finetune bench-train
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,16 @@ bench-search: $(VENV)/.installed-dev
 
 bench-evaluate: $(VENV)/.installed-dev
 	$(PY) benchmarks/evaluate.py
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[bench]"
+	@touch $@ $(VENV)/.installed-dev $(VENV)/.installed-run
+
+bench-finetune: $(VENV)/.installed-dev
+	$(PY) benchmarks/finetune_scifact.py --output runs/finetune-scifact
+
+bench-train: $(VENV)/.installed-bench
+	$(PY) benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -107,7 +107,9 @@ def main() -> None:
     )
     result = train(config)
     timings["train"] = result.wall_seconds
-    print(f"trained: {result.steps} steps, {result.examples} examples, {result.examples_per_second:.2f} ex/s", flush=True)
+    print(
+        f"trained: {result.steps} steps, {result.examples} examples, {result.examples_per_second:.2f} ex/s", flush=True
+    )
 
     # 4. after (torch backend, like before) + sentence-transformers round trip
     t = time.perf_counter()

@@ -22,7 +22,9 @@ def _vocabulary() -> list[str]:
             words.update(re.findall(r"\w+", (row.get("title", "") + " " + row["text"]).lower()))
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
     pieces = [f"##{c}" for c in letters]
-    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", *letters, *pieces, *sorted(words)]
+    return list(
+        dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", *letters, *pieces, *sorted(words)])
+    )
 
 
 def build_tiny_bert(
@@ -41,7 +43,7 @@ def build_tiny_bert(
         vocab_file=str(vocab_file), vocab={w: i for i, w in enumerate(words)}, do_lower_case=True,
         model_max_length=max_positions,
     )  # fmt: skip
-    assert len(tokenizer) >= len(set(words)), "the tiny tokenizer lost its vocabulary"
+    assert len(tokenizer) == len(words), "the tiny tokenizer lost its vocabulary"
     tokenizer.save_pretrained(directory)
     config = BertConfig(
         vocab_size=len(tokenizer),

@@ -267,12 +267,50 @@ def test_checkpoint_files_round_trip_without_pickle(tmp_path):
 
 def test_config_from_yaml_sections_with_flag_overrides(tmp_path):
     path = tmp_path / "train.yaml"
-    path.write_text("model: {model: minilm}\ndata: {data: [a.jsonl], batch_size: 8}\noptimizer: {learning_rate: 1e-4}\n")
+    path.write_text(
+        "model: {model: minilm}\ndata: {data: [a.jsonl], batch_size: 8}\noptimizer: {learning_rate: 1e-4}\n"
+    )
     config = load_config(path, {"batch_size": "16", "symmetric": "true"})
     assert config.data.batch_size == 16 and config.data.data == ["a.jsonl"]
     assert config.optimizer.learning_rate == 1e-4 and config.loss.symmetric is True
     path.write_text("optimizer: {learning_rat: 1}\n")
-    with pytest.raises(ConfigError, match="unknown option.*learning_rat"):
+    with pytest.raises(ConfigError, match=r"unknown option.*learning_rat"):
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read 'x' as int"):
         load_config(None, {"batch_size": "x"})
+
+
+def _tiny_model_and_batch(tiny_bert_dir):
+    from retrievekit import load_encoder
+    from retrievekit.training.model import BiEncoderModel
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    tokenizer = encoder.query_tower.tokenizer
+    collate = TrainingCollator(tokenizer, tokenizer, query_max_length=16, document_max_length=32)
+    words = ["protein", "sleep", "coffee", "immune", "bacteria"]
+    data = TrainingSet({"d": [TrainingExample(f"about {w}", (f"{w} study",), (f"{words[i - 1]} note",))
+                              for i, w in enumerate(words)]}, num_negatives=1)  # fmt: skip
+    return BiEncoderModel(encoder), collate([data[(0, i, i)] for i in range(len(words))])
+
+
+@pytest.mark.parametrize(("mode", "mini_batch"), [("eval", 2), ("train", 64)])
+def test_cached_infonce_gives_the_plain_loss_and_gradients(tiny_bert_dir, mode, mini_batch):
+    from retrievekit.training.losses import CachedInfoNCELoss
+
+    model, batch = _tiny_model_and_batch(tiny_bert_dir)
+    model.train(mode == "train")  # with dropout, the cached pass replays each chunk's random state
+
+    def gradients(loss_fn):
+        model.zero_grad()
+        torch.manual_seed(0)
+        loss = loss_fn(batch)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain_loss, plain = gradients(InfoNCELoss(model, symmetric=True))
+    cached_loss, cached = gradients(CachedInfoNCELoss(model, symmetric=True, mini_batch_size=mini_batch))
+    assert cached_loss == pytest.approx(plain_loss, rel=1e-5)
+    assert plain.keys() == cached.keys() and len(plain) > 10
+    assert max((plain[n] - cached[n]).abs().max().item() for n in plain) < 1e-5
+    with pytest.raises(ConfigError, match="gather"):
+        CachedInfoNCELoss(model, gather_across_devices=True)

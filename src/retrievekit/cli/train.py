@@ -24,7 +24,9 @@ _HELP = {
     "num_negatives": "Hard negatives per query in a batch (0: in-batch negatives only).",
     "query_max_length": "Token limit for queries.",
     "document_max_length": "Token limit for documents (default: the model's).",
-    "loss": "infonce (in-batch + hard negatives), margin_mse or kl (distillation from teacher scores).",
+    "loss": "infonce (in-batch + hard negatives), cached_infonce (the same with GradCache: big batches, small "
+    "memory), margin_mse or kl (distillation from teacher scores).",
+    "mini_batch_size": "Texts encoded at once by cached_infonce.",
     "temperature": "Softmax temperature (0.05 = sentence-transformers' scale 20).",
     "learnable_temperature": "Learn the temperature.",
     "symmetric": "Add the document-to-query InfoNCE term.",
@@ -108,7 +110,7 @@ def train(config_file: str | None, **flags: object) -> None:
         ["resumed from", str(result.resumed_from or "—")],
         ["wall seconds", f"{result.wall_seconds:.1f}"],
     ]
-    print_table(["", "value"], rows, title="training finished")
+    print_table("training finished", ["", "value"], rows)
     click.echo(f"curves: {Path(config.run.output) / 'curves.png'}")
 
 
@@ -147,5 +149,5 @@ def mine_negatives(model, data, corpus, retriever, rank_range, num, margin, rela
         seed=seed,
     )  # fmt: skip
     write_training_rows(output, mined)
-    print_table(["", "count"], [[k.replace("_", " "), str(v)] for k, v in vars(report).items()], title="mining")
+    print_table("mining", ["", "count"], [[k.replace("_", " "), v] for k, v in vars(report).items()])
     click.echo(f"wrote {len(mined)} training rows to {output}")

@@ -102,7 +102,7 @@ class Throughput(pl.Callback):
     """Seconds spent in training batches (forward, backward, optimizer; not evaluation) and examples seen."""
 
     def __init__(self) -> None:
-        self.seconds = 0.0
+        self.batch_seconds: list[float] = []
         self.examples = 0
         self._started = 0.0
 
@@ -110,8 +110,12 @@ class Throughput(pl.Callback):
         self._started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.seconds += time.perf_counter() - self._started
+        self.batch_seconds.append(time.perf_counter() - self._started)
         self.examples += batch.size
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.batch_seconds)
 
     @property
     def examples_per_second(self) -> float:

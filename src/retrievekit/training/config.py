@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retrievekit._optional import require
 from retrievekit.errors import ConfigError
 
 __all__ = [
@@ -56,7 +57,8 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """``loss``: infonce | margin_mse | kl, and their options."""
+    """``loss``: infonce | cached_infonce | margin_mse | kl, and their options (``mini_batch_size``:
+    texts encoded at once by cached_infonce)."""
 
     loss: str = "infonce"
     temperature: float = 0.05
@@ -65,6 +67,7 @@ class LossConfig:
     mask_false_negatives: bool = True
     gather_across_devices: bool = False
     teacher_temperature: float = 1.0
+    mini_batch_size: int = 16
 
 
 @dataclass
@@ -203,7 +206,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Defaults, then the YAML file (sections as in :class:`TrainConfig`), then flat overrides."""
     sections: dict[str, Any] = {}
     if path is not None:
-        import yaml
+        yaml = require("yaml", extra="train", purpose="Reading a YAML training config")
 
         path = Path(path)
         if not path.is_file():

@@ -4,6 +4,7 @@
   sentence-transformers' ``MultipleNegativesRankingLoss``, FlagEmbedding), fixed or learnable
   temperature, masking of false in-batch negatives, optional symmetric term, optional gathering
   of documents from every device.
+* :class:`CachedInfoNCELoss` — the same with GradCache, for large batches in small memory.
 * :class:`MarginMSELoss` and :class:`KLDivergenceLoss` — distillation from teacher scores
   (``pos_scores`` / ``neg_scores`` of the training rows).
 """
@@ -20,10 +21,20 @@ from retrievekit.errors import ConfigError
 from retrievekit.training.batches import TrainingBatch
 from retrievekit.training.model import BiEncoderModel, candidate_scores, similarity_matrix
 
-__all__ = ["LOSSES", "InfoNCELoss", "KLDivergenceLoss", "MarginMSELoss", "false_negative_mask", "make_loss"]
+__all__ = [
+    "LOSSES",
+    "CachedInfoNCELoss",
+    "InfoNCELoss",
+    "KLDivergenceLoss",
+    "MarginMSELoss",
+    "false_negative_mask",
+    "make_loss",
+]
 
 
-def false_negative_mask(positive_hashes: torch.Tensor, column_hashes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def false_negative_mask(
+    positive_hashes: torch.Tensor, column_hashes: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """``(B, N)`` True where column ``c`` holds a text relevant to query ``i`` that is not its own
     positive column ``labels[i]``: such a column must not count as a negative.
 
@@ -106,8 +117,12 @@ class InfoNCELoss(nn.Module):
         return F.cross_entropy(scores, labels)
 
     def forward(self, batch: TrainingBatch) -> torch.Tensor:
-        queries = self.model.encode_queries(batch)
-        documents = self.model.encode_documents(batch)
+        return self.loss_from_embeddings(self.model.encode_queries(batch), self.model.encode_documents(batch), batch)
+
+    def loss_from_embeddings(
+        self, queries: torch.Tensor, documents: torch.Tensor, batch: TrainingBatch
+    ) -> torch.Tensor:
+        """The loss given the batch's query and document embeddings (in the batch's layout)."""
         hashes, positive_hashes = batch.document_hashes, batch.positive_hashes
         size, local_docs, rank = batch.size, documents.shape[0], 0
         all_documents, all_queries = documents, queries
@@ -130,11 +145,95 @@ class InfoNCELoss(nn.Module):
         if self.mask_false_negatives:
             own_hashes = batch.document_hashes[:size]
             reverse_mask = _rows_relevant_to(own_hashes, all_positive_hashes, query_labels)
-        reverse = self._cross_entropy(similarity_matrix(documents[:size], all_queries, similarity), query_labels, reverse_mask)
+        reverse = self._cross_entropy(
+            similarity_matrix(documents[:size], all_queries, similarity), query_labels, reverse_mask
+        )
         return (loss + reverse) / 2
 
 
-def _rows_relevant_to(document_hashes: torch.Tensor, query_positive_hashes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+class CachedInfoNCELoss(InfoNCELoss):
+    """:class:`InfoNCELoss` with GradCache (Gao et al., 2021): the same loss and gradients, with memory
+    bounded by ``mini_batch_size`` texts instead of the whole batch, so large batches (many in-batch
+    negatives) fit in small memory.
+
+    Embeddings are first computed without a graph, chunk by chunk; the loss and its gradient with
+    respect to the embeddings are computed once; when the trainer calls ``backward``, each chunk is
+    encoded again with a graph (with the random state it first had, so dropout is replayed) and
+    the cached gradient is pushed through it. Not combinable with ``gather_across_devices``.
+    """
+
+    def __init__(self, model: BiEncoderModel, *, mini_batch_size: int = 16, **options) -> None:
+        super().__init__(model, **options)
+        if mini_batch_size < 1:
+            raise ConfigError(f"mini_batch_size must be at least 1, got {mini_batch_size}")
+        if self.gather_across_devices:
+            raise ConfigError("the cached loss does not gather across devices; use the plain infonce loss")
+        self.mini_batch_size = mini_batch_size
+
+    def _chunks(self, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        step = self.mini_batch_size
+        return [(ids[i : i + step], mask[i : i + step]) for i in range(0, ids.shape[0], step)]
+
+    def _embed_without_graph(self, tower, chunks) -> tuple[torch.Tensor, list[dict]]:
+        states, outputs = [], []
+        with torch.no_grad():
+            for ids, mask in chunks:
+                states.append(_random_state())
+                outputs.append(tower(ids, mask))
+        return torch.cat(outputs), states
+
+    def forward(self, batch: TrainingBatch) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return super().forward(batch)
+        towers = (self.model.query_tower, self.model.document_tower)
+        chunks = (
+            self._chunks(batch.query_input_ids, batch.query_attention_mask),
+            self._chunks(batch.document_input_ids, batch.document_attention_mask),
+        )
+        embedded = [self._embed_without_graph(t, c) for t, c in zip(towers, chunks, strict=True)]
+        leaves = [e.detach().requires_grad_() for e, _ in embedded]
+        loss = self.loss_from_embeddings(leaves[0], leaves[1], batch)
+        own_parameters = [p for p in self.parameters(recurse=False) if p.requires_grad]  # a learnable temperature
+        gradients = torch.autograd.grad(loss, [*leaves, *own_parameters])
+        result = loss.detach().requires_grad_()
+
+        def replay(grad_output: torch.Tensor) -> None:
+            for parameter, gradient in zip(own_parameters, gradients[2:], strict=True):
+                parameter.grad = (
+                    gradient * grad_output if parameter.grad is None else parameter.grad + gradient * grad_output
+                )
+            for tower, tower_chunks, (_, states), gradient in zip(towers, chunks, embedded, gradients[:2], strict=True):
+                offset = 0
+                for (ids, mask), state in zip(tower_chunks, states, strict=True):
+                    with torch.random.fork_rng(devices=state["devices"]), torch.enable_grad():
+                        _set_random_state(state)
+                        output = tower(ids, mask)
+                    piece = gradient[offset : offset + output.shape[0]]
+                    offset += output.shape[0]
+                    torch.autograd.backward(output, piece * grad_output)
+
+        result.register_hook(replay)
+        return result
+
+
+def _random_state() -> dict:
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    return {
+        "cpu": torch.get_rng_state(),
+        "cuda": [torch.cuda.get_rng_state(d) for d in devices],
+        "devices": devices,
+    }
+
+
+def _set_random_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    for device, cuda_state in zip(state["devices"], state["cuda"], strict=True):
+        torch.cuda.set_rng_state(cuda_state, device)
+
+
+def _rows_relevant_to(
+    document_hashes: torch.Tensor, query_positive_hashes: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """``(B, Q)`` True where document ``i`` is also a positive of query ``j`` (other than its own query)."""
     return _except_own((document_hashes[:, None, None] == query_positive_hashes[None, :, :]).any(-1), labels)
 
@@ -195,15 +294,20 @@ class KLDivergenceLoss(nn.Module):
         return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
 
 
-LOSSES = ("infonce", "margin_mse", "kl")
+LOSSES = ("infonce", "cached_infonce", "margin_mse", "kl")
 
 
 def make_loss(name: str, model: BiEncoderModel, **options) -> nn.Module:
-    """Build a loss by name (``infonce``, ``margin_mse``, ``kl``) with its own options."""
+    """Build a loss by name (``infonce``, ``cached_infonce``, ``margin_mse``, ``kl``) with its own options."""
+    infonce_options = {k: v for k, v in options.items() if k not in ("teacher_temperature", "mini_batch_size")}
     if name == "infonce":
-        return InfoNCELoss(model, **options)
+        return InfoNCELoss(model, **infonce_options)
+    if name == "cached_infonce":
+        return CachedInfoNCELoss(model, mini_batch_size=options.get("mini_batch_size", 16), **infonce_options)
     if name == "margin_mse":
         return MarginMSELoss(model)
     if name == "kl":
-        return KLDivergenceLoss(model, **{k: v for k, v in options.items() if k in ("temperature", "teacher_temperature")})
+        return KLDivergenceLoss(
+            model, **{k: v for k, v in options.items() if k in ("temperature", "teacher_temperature")}
+        )
     raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")

@@ -75,7 +75,9 @@ def parse_rank_range(text: str) -> tuple[int, int]:
     return start, end
 
 
-def retrieve_candidates(retriever: Retriever, queries: Sequence[str], depth: int, corpus: Corpus) -> list[list[Candidate]]:
+def retrieve_candidates(
+    retriever: Retriever, queries: Sequence[str], depth: int, corpus: Corpus
+) -> list[list[Candidate]]:
     """Step 1: the top ``depth`` documents of each query, with their texts."""
     hits: list[Hits] = retriever.search(list(queries), depth)
     return [
@@ -138,7 +140,11 @@ def write_training_rows(path: str | Path, examples: Sequence[TrainingExample], *
     """Step 4: FlagEmbedding JSONL rows ``{"query", "pos", "neg"[, "pos_scores", "neg_scores"]}``, atomically."""
 
     def row(example: TrainingExample) -> str:
-        data: dict[str, object] = {"query": example.query, "pos": list(example.positives), "neg": list(example.negatives)}
+        data: dict[str, object] = {
+            "query": example.query,
+            "pos": list(example.positives),
+            "neg": list(example.negatives),
+        }
         if with_scores and example.positive_scores is not None and example.negative_scores is not None:
             data |= {"pos_scores": list(example.positive_scores), "neg_scores": list(example.negative_scores)}
         if example.prompt is not None:

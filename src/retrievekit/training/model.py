@@ -24,7 +24,9 @@ def similarity_matrix(queries: torch.Tensor, documents: torch.Tensor, similarity
     return queries @ documents.T
 
 
-def candidate_scores(queries: torch.Tensor, documents: torch.Tensor, num_negatives: int, similarity: str) -> torch.Tensor:
+def candidate_scores(
+    queries: torch.Tensor, documents: torch.Tensor, num_negatives: int, similarity: str
+) -> torch.Tensor:
     """``(B, 1 + k)`` scores of each query against its own positive then its own ``k`` negatives,
     for documents laid out as in :class:`~retrievekit.training.batches.TrainingBatch`."""
     size = queries.shape[0]
@@ -46,6 +48,10 @@ class BiEncoderModel(nn.Module):
         self.query_tower = encoder.query_tower
         self.document_tower = encoder.document_tower  # the same module when shared: parameters() lists it once
         self.similarity = encoder.similarity
+        for tower in (self.query_tower, self.document_tower):
+            pooler = getattr(tower.backbone, "pooler", None)  # BERT's pooler: never used by our pooling
+            if isinstance(pooler, nn.Module):
+                pooler.requires_grad_(False)  # DDP would otherwise wait for its gradients
 
     def encode_queries(self, batch: TrainingBatch) -> torch.Tensor:
         return self.query_tower(batch.query_input_ids, batch.query_attention_mask)

@@ -48,6 +48,7 @@ class TrainResult:
     train_seconds: float
     wall_seconds: float
     examples_per_second: float
+    batch_seconds: tuple[float, ...]
     final_loss: float | None
     best_dev: float | None
     resumed_from: Path | None
@@ -115,9 +116,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         "mask_false_negatives": config.loss.mask_false_negatives,
         "gather_across_devices": config.loss.gather_across_devices,
         "teacher_temperature": config.loss.teacher_temperature,
+        "mini_batch_size": config.loss.mini_batch_size,
     }
-    if config.loss.loss == "infonce":
-        loss_options.pop("teacher_temperature")
     loss = make_loss(config.loss.loss, model, **loss_options)
     document_max_length = min(config.data.document_max_length or encoder.max_length, encoder.document_tower.max_length)
     collator = TrainingCollator(
@@ -200,6 +200,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         train_seconds=throughput.seconds,
         wall_seconds=time.perf_counter() - started,
         examples_per_second=throughput.examples_per_second,
+        batch_seconds=tuple(throughput.batch_seconds),
         final_loss=float(final_loss) if final_loss is not None else None,
         best_dev=dev.best if dev else None,
         resumed_from=resume_from,
