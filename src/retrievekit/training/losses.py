@@ -238,14 +238,18 @@ def _rows_relevant_to(
     return _except_own((document_hashes[:, None, None] == query_positive_hashes[None, :, :]).any(-1), labels)
 
 
-def _teacher_scores(batch: TrainingBatch, loss: str) -> torch.Tensor:
+def _student_and_teacher(model: BiEncoderModel, batch: TrainingBatch, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, 1 + k)`` student scores of each query's own candidates, and the teacher's."""
     if batch.teacher_scores is None:
         raise ConfigError(
             f"the {loss} loss needs teacher scores: give 'pos_scores' and 'neg_scores' in every training row"
         )
     if batch.num_negatives < 1:
         raise ConfigError(f"the {loss} loss needs at least one negative per query (num_negatives >= 1)")
-    return batch.teacher_scores
+    student = candidate_scores(
+        model.encode_queries(batch), model.encode_documents(batch), batch.num_negatives, model.similarity
+    )
+    return student, batch.teacher_scores
 
 
 class MarginMSELoss(nn.Module):
@@ -260,11 +264,7 @@ class MarginMSELoss(nn.Module):
         self.model = model
 
     def forward(self, batch: TrainingBatch) -> torch.Tensor:
-        teacher = _teacher_scores(batch, "MarginMSE")
-        student = candidate_scores(
-            self.model.encode_queries(batch), self.model.encode_documents(batch), batch.num_negatives,
-            self.model.similarity,
-        )  # fmt: skip
+        student, teacher = _student_and_teacher(self.model, batch, "MarginMSE")
         return F.mse_loss(student[:, :1] - student[:, 1:], teacher[:, :1] - teacher[:, 1:])
 
 
@@ -284,11 +284,7 @@ class KLDivergenceLoss(nn.Module):
         self.teacher_temperature = teacher_temperature
 
     def forward(self, batch: TrainingBatch) -> torch.Tensor:
-        teacher = _teacher_scores(batch, "KL divergence")
-        student = candidate_scores(
-            self.model.encode_queries(batch), self.model.encode_documents(batch), batch.num_negatives,
-            self.model.similarity,
-        )  # fmt: skip
+        student, teacher = _student_and_teacher(self.model, batch, "KL divergence")
         log_student = F.log_softmax(student / self.temperature, dim=-1)
         log_teacher = F.log_softmax(teacher / self.teacher_temperature, dim=-1)
         return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")

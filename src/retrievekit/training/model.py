@@ -70,4 +70,8 @@ class BiEncoderModel(nn.Module):
 
     def gradient_checkpointing_enable(self) -> None:
         for tower in {id(t): t for t in (self.query_tower, self.document_tower)}.values():
-            tower.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            backbone = tower.backbone  # transformers 5 renamed the method; 4.x has only the old name
+            if hasattr(backbone, "activation_checkpointing_enable"):
+                backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
