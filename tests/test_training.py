@@ -205,3 +205,40 @@ def test_cached_infonce_trains_through_the_trainer(tmp_path, tiny_bert_dir):
     train(_config(tmp_path, tiny_bert_dir, _toy_rows(tmp_path / "toy.jsonl"), loss="cached_infonce", mini_batch_size=3))
     losses = _losses(tmp_path / "out")
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+
+
+@pytest.mark.slow
+def test_a_killed_training_process_resumes_where_it_stopped(tmp_path, tiny_bert_dir):
+    """The real thing: SIGKILL the CLI after a checkpoint, run the same command again, compare with
+    an uninterrupted run."""
+    import signal
+    import time
+
+    data = _toy_rows(tmp_path / "toy.jsonl")
+
+    def command(output: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "retrievekit", "train", "--model", str(tiny_bert_dir), "--pooling", "mean",
+            "--normalize", "--data", str(data), "--batch-size", "4", "--num-negatives", "1", "--epochs", "150",
+            "--checkpoint-every", "25", "--seed", "5", "--output", str(output), "--no-progress",
+        ]  # fmt: skip
+
+    subprocess.run(command(tmp_path / "straight"), check=True, capture_output=True, timeout=600)
+    process = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        found = latest_checkpoint(checkpoints) if checkpoints.is_dir() else None
+        if found is not None and found.name != "step=25.ckpt":
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training ended before it could be killed; make the run longer"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = latest_checkpoint(checkpoints)
+    assert killed_at is not None and not (tmp_path / "killed" / "model").exists()
+    done = subprocess.run(command(tmp_path / "killed"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert killed_at.name in done.stdout  # "resumed from .../step=N.ckpt"
+    a, b = _weights(tmp_path / "straight" / "model"), _weights(tmp_path / "killed" / "model")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6

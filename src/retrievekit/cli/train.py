@@ -107,11 +107,12 @@ def train(config_file: str | None, **flags: object) -> None:
         ["examples/s (training batches)", f"{result.examples_per_second:.2f}"],
         ["final loss", f"{result.final_loss:.4f}" if result.final_loss is not None else "—"],
         ["best dev ndcg@10", f"{result.best_dev:.4f}" if result.best_dev is not None else "—"],
-        ["resumed from", str(result.resumed_from or "—")],
         ["wall seconds", f"{result.wall_seconds:.1f}"],
     ]
     print_table("training finished", ["", "value"], rows)
-    click.echo(f"curves: {Path(config.run.output) / 'curves.png'}")
+    if result.resumed_from is not None:
+        click.echo(f"resumed from {result.resumed_from}")
+    click.echo(f"model: {result.model_dir}  curves: {Path(config.run.output) / 'curves.png'}")
 
 
 @click.command("mine-negatives")

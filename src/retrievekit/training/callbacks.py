@@ -44,6 +44,7 @@ class DevEvaluation(pl.Callback):
         self.best_step: int | None = None
         self.stale = 0
         self.history: list[tuple[int, float]] = []
+        self._last_step = -1
 
     def evaluate(self, trainer: pl.Trainer, module) -> float:
         from retrievekit.evaluation.runner import evaluate_dataset
@@ -61,11 +62,18 @@ class DevEvaluation(pl.Callback):
         return float(metrics[self.metric])
 
     def _run(self, trainer: pl.Trainer, module) -> None:
-        if trainer.global_rank != 0 and trainer.world_size > 1:
-            return
+        """Every rank calls this; rank 0 evaluates and saves; the stop decision is shared by all ranks."""
         step = trainer.global_step
-        if self.history and self.history[-1][0] == step:
+        if step == self._last_step:  # accumulated micro-batches share a step: evaluate once
             return
+        self._last_step = step
+        stop = self._evaluate_and_record(trainer, module, step) if trainer.is_global_zero else False
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            trainer.should_stop = True
+
+    def _evaluate_and_record(self, trainer: pl.Trainer, module, step: int) -> bool:
         value = self.evaluate(trainer, module)
         self.history.append((step, value))
         for logger_ in trainer.loggers:
@@ -74,13 +82,13 @@ class DevEvaluation(pl.Callback):
             self.best, self.best_step, self.stale = value, step, 0
             self.save_model(self.best_dir)
             logger.info("step %d: dev %s %.4f (best so far, saved)", step, self.metric, value)
-        else:
-            self.stale += 1
-            logger.info("step %d: dev %s %.4f (best %.4f at step %d)", step, self.metric, value, self.best,
-                        self.best_step)  # fmt: skip
-            if self.stale >= self.patience:
-                logger.info("early stopping: %d evaluations without improvement", self.stale)
-                trainer.should_stop = True
+            return False
+        self.stale += 1
+        logger.info("step %d: dev %s %.4f (best %.4f at step %d)", step, self.metric, value, self.best, self.best_step)
+        if self.stale >= self.patience:
+            logger.info("early stopping: %d evaluations without improvement", self.stale)
+            return True
+        return False
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if self.every and trainer.global_step and trainer.global_step % self.every == 0:
