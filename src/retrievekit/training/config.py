@@ -86,7 +86,8 @@ class OptimizerConfig:
 @dataclass
 class RunConfig:
     """Where and how: ``output`` folder, seed, Lightning's ``accelerator``/``devices``/``num_nodes``/
-    ``strategy``/``precision`` (``bf16-mixed`` or ``16-mixed`` on GPUs), checkpoint interval, resume."""
+    ``strategy``/``precision`` (``bf16-mixed`` or ``16-mixed`` on GPUs), checkpoint interval, resume;
+    ``retain_memory``: keep freed memory in the process (see :mod:`retrievekit.training.allocator`)."""
 
     output: str = "runs/train"
     seed: int = 42
@@ -99,6 +100,7 @@ class RunConfig:
     resume: bool = True
     log_every: int = 10
     progress: bool = True
+    retain_memory: bool = True
 
 
 @dataclass

@@ -26,6 +26,7 @@ from retrievekit.artifacts import atomic_write_text, fingerprint_json
 from retrievekit.errors import ConfigError
 from retrievekit.models.dense import DenseEncoder
 from retrievekit.models.loading import load_encoder
+from retrievekit.training.allocator import retain_freed_memory
 from retrievekit.training.batches import TrainingCollator, TrainingSet
 from retrievekit.training.config import TrainConfig
 from retrievekit.training.data import TrainingExample, load_training_source
@@ -181,6 +182,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     )
     if resume_from is not None:
         logger.info("resuming from %s", resume_from)
+    if config.run.retain_memory:
+        retain_freed_memory()
     model.train()  # towers are loaded in eval mode; training uses dropout, as sentence-transformers does
     atomic_write_text(output / "train_config.json", json.dumps(record, indent=2, default=str) + "\n")
     trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)
