@@ -8,14 +8,18 @@ Data: SciFact train claims with their cited abstract as positive and one BM25-mi
 Both trainers run with dropout on, fused AdamW, the same learning rate and warmup, on the CPU. Each
 batch is timed from its start to the end of its optimizer step; the first two steps (warm-up) are
 left out; examples/s = queries per second. Wall times (load model, fit, save) are printed too.
-The peer runs first: retrievekit's trainer raises glibc's malloc thresholds for the rest of the
-process (run with --no-retain-memory to measure it without).
+Each trainer runs in its own fresh process (--repeats of each, in alternating order, so neither
+gains from running second); the parent prints the means and the ratios. --no-retain-memory runs
+retrievekit with glibc's default malloc settings (see retrievekit.training.allocator).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +32,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--repeats", type=int, default=2, help="fresh processes per trainer, in alternating order")
+    parser.add_argument("--only", choices=["retrievekit", "sentence-transformers"], help=argparse.SUPPRESS)
     parser.add_argument(
         "--no-retain-memory", dest="retain_memory", action="store_false",
         help="run retrievekit with the default malloc settings (see retrievekit.training.allocator)",
@@ -121,13 +127,26 @@ def main() -> None:
         results["sentence-transformers"] = (args.batch_size / statistics.median(timer.seconds[skip:]),
                                             time.perf_counter() - started)  # fmt: skip
 
-    # the peer first: retrievekit's trainer changes the process's malloc settings (see --no-retain-memory)
-    if not args.skip_peer:
-        run_peer()
-    run_ours()
+    if args.only:  # a child process: one trainer, one JSON line
+        (run_ours if args.only == "retrievekit" else run_peer)()
+        print("RESULT " + json.dumps(results[args.only]))
+        return
+    names = ["retrievekit"] + ([] if args.skip_peer else ["sentence-transformers"])
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for repeat in range(args.repeats):
+        for name in names if repeat % 2 else names[::-1]:
+            command = [sys.executable, __file__, "--only", name, *sys.argv[1:]]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+            runs[name].append(tuple(json.loads(line.removeprefix("RESULT "))))
+            print(f"{name}: {runs[name][-1][0]:.2f} examples/s, {runs[name][-1][1]:.1f} s", flush=True)
+    results.update(
+        {name: (statistics.mean(r for r, _ in v), statistics.mean(w for _, w in v)) for name, v in runs.items()}
+    )
 
     print(f"\nSciFact train triplets ({len(triplets)}), batch {args.batch_size}, max length {args.max_length}, "
-          f"{args.steps} steps (median step after {skip} warm-up steps), {torch.get_num_threads()} threads")  # fmt: skip
+          f"{args.steps} steps (median step after {skip} warm-up steps), {torch.get_num_threads()} threads, "
+          f"mean of {args.repeats} fresh processes per trainer")  # fmt: skip
     print("| trainer | examples/s | × peer (examples/s) | wall s (load, fit, save) | × peer (wall) |")
     print("|---|---:|---:|---:|---:|")
     base_rate, base_wall = results.get("sentence-transformers", results["retrievekit"])
