@@ -282,4 +282,7 @@ def make_loader(
     dataset: TrainingSet, collator: TrainingCollator, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1
 ) -> TrainingLoader:
     sampler = DatasetBatchSampler(dataset.sizes, batch_size, seed=seed, rank=rank, world_size=world_size)
-    return TrainingLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=0)
+    # an own generator: each new iterator would otherwise draw a seed from torch's global RNG, which
+    # dropout uses, and a run resumed mid-epoch would draw one more than the uninterrupted run
+    generator = torch.Generator().manual_seed(seed)
+    return TrainingLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=0, generator=generator)

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-__all__ = ["DevEvaluation", "Throughput"]
+__all__ = ["DevEvaluation", "StepCheckpoint", "Throughput"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,23 @@ class DevEvaluation(pl.Callback):
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_step, self.stale = state["best"], state["best_step"], state["stale"]
         self.history = [tuple(h) for h in state["history"]]
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """Lightning's step checkpoints, except that a step ending an epoch is saved once the epoch has
+    closed: Lightning resumes cleanly from there, while a checkpoint taken on an epoch's last batch
+    would make it skip the next epoch."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        every = self._every_n_train_steps
+        if every and trainer.global_step % every == 0 and not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_epoch_end(trainer, pl_module)
 
 
 class Throughput(pl.Callback):

@@ -49,6 +49,7 @@ class RetrievalTrainingModule(pl.LightningModule):
         self.optimizer_config = optimizer
         self.seed = seed
         self._loader: TrainingLoader | None = None
+        self._resume_position: dict | None = None
         self.examples_seen = 0
 
     def train_dataloader(self) -> TrainingLoader:
@@ -57,7 +58,18 @@ class RetrievalTrainingModule(pl.LightningModule):
             self.data, self.collator, self.batch_size, seed=self.seed, rank=trainer.global_rank,
             world_size=trainer.world_size,
         )  # fmt: skip
+        if self._resume_position is not None:
+            # applied here, when the loader is made: Lightning builds it (to count steps) before it
+            # restores the loops, and then never hands it the saved loader state
+            self._loader.batch_sampler.load_state_dict(self._resume_position)
         return self._loader
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning only calls set_epoch on samplers it finds at `loader.sampler`; ours is the batch sampler.
+        # This hook runs before the epoch's iterator starts (and not when resuming mid-epoch, where the
+        # restored loader state already holds the epoch and the position).
+        if self._loader is not None:
+            self._loader.batch_sampler.set_epoch(self.current_epoch)
 
     def training_step(self, batch: TrainingBatch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
@@ -91,6 +103,8 @@ class RetrievalTrainingModule(pl.LightningModule):
     # the RNG streams (dropout) travel with the checkpoint, so a resumed run draws what the first would have
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng"] = {"torch": torch.get_rng_state(), "examples_seen": self.examples_seen}
+        if self._loader is not None:
+            checkpoint["data_position"] = self._loader.batch_sampler.state_dict()
         if torch.cuda.is_available():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
@@ -101,3 +115,4 @@ class RetrievalTrainingModule(pl.LightningModule):
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(list(state["cuda"]))
         self.examples_seen = int(state.get("examples_seen", 0))
+        self._resume_position = checkpoint.get("data_position")

@@ -80,10 +80,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     ``callbacks``: extra Lightning callbacks (your own logging, profiling, ...)."""
     pl = require("lightning.pytorch", extra="train", purpose="Training")
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from retrievekit.training.callbacks import DevEvaluation, Throughput
+    from retrievekit.training.callbacks import DevEvaluation, StepCheckpoint, Throughput
     from retrievekit.training.checkpoint_io import SafetensorsCheckpointIO, latest_checkpoint
     from retrievekit.training.curves import plot_curves
     from retrievekit.training.module import RetrievalTrainingModule
@@ -148,8 +147,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     all_callbacks: list = [
         throughput,
         *callbacks,
-        ModelCheckpoint(dirpath=checkpoints, filename="{step}", every_n_train_steps=config.run.checkpoint_every,
-                        save_top_k=1, save_last=False),
+        StepCheckpoint(dirpath=checkpoints, filename="{step}", every_n_train_steps=config.run.checkpoint_every,
+                       save_top_k=1, save_last=False),
     ]  # fmt: skip
     dev = None
     if config.evaluation.dev_dataset:
