@@ -7,7 +7,7 @@ from pathlib import Path
 
 from retrievekit._optional import require
 
-__all__ = ["plot_curves", "read_metrics_csv"]
+__all__ = ["keep_earlier_log", "plot_curves", "read_log", "read_metrics_csv"]
 
 
 def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -23,15 +23,44 @@ def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def plot_curves(metrics_csv: str | Path, output: str | Path) -> Path:
-    """Write a PNG with the training loss (left axis) and every ``dev/`` metric (right axis)."""
+def keep_earlier_log(logs: Path, checkpoint: Path) -> None:
+    """Before a resumed run (Lightning's CSV logger starts ``metrics.csv`` afresh), keep the rows
+    logged up to the checkpoint's step as ``metrics.until-step-N.csv``."""
+    current = logs / "metrics.csv"
+    if current.is_file():
+        step = checkpoint.stem.split("=", 1)[1]
+        current.replace(logs / f"metrics.until-step-{step}.csv")
+
+
+def read_log(logs: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every series of a run's log folder: the rows kept before each resume (up to its step), then
+    the current ``metrics.csv``."""
+    logs = Path(logs)
+    earlier = sorted(logs.glob("metrics.until-step-*.csv"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    series: dict[str, list[tuple[int, float]]] = {}
+    start = 0
+    for path in [*earlier, logs / "metrics.csv"]:
+        if not path.is_file():
+            continue
+        until = int(path.stem.rsplit("-", 1)[1]) if path in earlier else None
+        for key, points in read_metrics_csv(path).items():
+            kept = [(s, v) for s, v in points if s >= start and (until is None or s < until)]
+            series.setdefault(key, []).extend(kept)
+        start = until if until is not None else start
+    return series
+
+
+def plot_curves(logs: str | Path, output: str | Path) -> Path:
+    """Write a PNG with the training loss (left axis) and every ``dev/`` metric (right axis) from a
+    run's log folder (see :func:`read_log`) or one ``metrics.csv``."""
     require("matplotlib", extra="eval", purpose="Plotting training curves")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = read_metrics_csv(metrics_csv)
+    logs = Path(logs)
+    series = read_log(logs) if logs.is_dir() else read_metrics_csv(logs)
     figure, loss_axis = plt.subplots(figsize=(7, 4), dpi=120)
     if "train/loss" in series:
         steps, values = zip(*series["train/loss"], strict=True)

@@ -84,7 +84,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     from retrievekit.training.callbacks import DevEvaluation, StepCheckpoint, Throughput
     from retrievekit.training.checkpoint_io import SafetensorsCheckpointIO, latest_checkpoint
-    from retrievekit.training.curves import plot_curves
+    from retrievekit.training.curves import keep_earlier_log, plot_curves
     from retrievekit.training.module import RetrievalTrainingModule
 
     started = time.perf_counter()
@@ -181,6 +181,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     )
     if resume_from is not None:
         logger.info("resuming from %s", resume_from)
+        keep_earlier_log(output / "logs", resume_from)
     if config.run.retain_memory:
         retain_freed_memory()
     model.train()  # towers are loaded in eval mode; training uses dropout, as sentence-transformers does
@@ -190,9 +191,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     model_dir = output / "model"
     if trainer.is_global_zero:
         save_model(model_dir)
-        metrics_csv = output / "logs" / "metrics.csv"
-        if metrics_csv.is_file():
-            plot_curves(metrics_csv, output / "curves.png")
+        if (output / "logs" / "metrics.csv").is_file():
+            plot_curves(output / "logs", output / "curves.png")
     final_loss = trainer.callback_metrics.get("train/loss")
     return TrainResult(
         model_dir=model_dir,
