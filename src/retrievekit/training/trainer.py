@@ -26,7 +26,7 @@ from retrievekit.artifacts import atomic_write_text, fingerprint_json
 from retrievekit.errors import ConfigError
 from retrievekit.models.dense import DenseEncoder
 from retrievekit.models.loading import load_encoder
-from retrievekit.training.allocator import retain_freed_memory
+from retrievekit.training.allocator import retained_freed_memory
 from retrievekit.training.batches import TrainingCollator, TrainingSet
 from retrievekit.training.config import TrainConfig
 from retrievekit.training.data import TrainingExample, load_training_source
@@ -98,7 +98,10 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     output.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.run.seed, workers=True, verbose=False)
 
-    datasets = dict(load_training_source(source) for source in config.data.data)
+    datasets: dict[str, list[TrainingExample]] = {}
+    for position, source in enumerate(config.data.data):
+        name, examples = load_training_source(source)
+        datasets[f"{name}-{position}" if name in datasets else name] = examples  # two files may share a stem
     fingerprints = {name: _data_fingerprint(name, examples) for name, examples in datasets.items()}
     encoder = load_encoder(
         config.model.model, pooling=config.model.pooling, normalize=config.model.normalize,
@@ -182,11 +185,10 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     if resume_from is not None:
         logger.info("resuming from %s", resume_from)
         keep_earlier_log(output / "logs", resume_from)
-    if config.run.retain_memory:
-        retain_freed_memory()
     model.train()  # towers are loaded in eval mode; training uses dropout, as sentence-transformers does
     atomic_write_text(output / "train_config.json", json.dumps(record, indent=2, default=str) + "\n")
-    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)
+    with retained_freed_memory(config.run.retain_memory):
+        trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)
 
     model_dir = output / "model"
     if trainer.is_global_zero:
