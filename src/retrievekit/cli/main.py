@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import click
 
@@ -33,6 +34,9 @@ def cli(verbose: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(level)  # also filters libraries that set their own loggers to DEBUG (bm25s does)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler])
+    if verbose < 1:
+        # one of Lightning's modules warns about a torch deprecation on every run
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
     if verbose < 2:
         try:
             from transformers.utils import logging as hf_logging

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,6 +83,17 @@ def _config_options(command: Callable) -> Callable:
     return command
 
 
+def _quiet_lightning() -> None:
+    """Lightning sets its own logger to INFO when imported (hardware lines, tips); without -v the CLI
+    shows warnings only, and prints its own summary."""
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        try:
+            import lightning.pytorch  # noqa: F401  (importing it is what sets the level we undo)
+        except ImportError:
+            return  # train() will say which extra to install
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+
 @click.command("train")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), help="YAML file with sections "
               "model, data, loss, optimizer, run, evaluation; flags override it.")  # fmt: skip
@@ -99,6 +111,7 @@ def train(config_file: str | None, **flags: object) -> None:
     from retrievekit.training.config import load_config
     from retrievekit.training.trainer import train as run_training
 
+    _quiet_lightning()
     overrides = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items() if v not in (None, ())}
     config = load_config(config_file, overrides)
     result = run_training(config)
