@@ -41,9 +41,6 @@ def main() -> None:
 
     from retrievekit import load_dataset, load_encoder
     from retrievekit.evaluation import evaluate_dataset
-    from retrievekit.evaluation.runner import corpus_embeddings
-    from retrievekit.index.exact import ExactIndex
-    from retrievekit.retrieval.retriever import DenseRetriever
     from retrievekit.training import (
         examples_from_split,
         load_config,
@@ -52,6 +49,7 @@ def main() -> None:
         train,
         write_training_rows,
     )
+    from retrievekit.training.mining_sources import dense_corpus_retriever
 
     started = time.perf_counter()
     args.output.mkdir(parents=True, exist_ok=True)
@@ -74,11 +72,9 @@ def main() -> None:
     t = time.perf_counter()
     train_split = beir.load("train")
     examples = examples_from_split(train_split)
-    vectors, _, cached = corpus_embeddings(base, beir.corpus_path, cache_root=cache, scratch=args.output)
-    index = ExactIndex(base.dimension, "ip", model_fingerprint=base.fingerprint)
-    index.add(vectors.ids, np.asarray(vectors.vectors))
+    retriever, cached = dense_corpus_retriever(base, beir.corpus_path, cache_root=cache)
     mined, report = mine_hard_negatives(
-        examples, DenseRetriever(base, index), train_split.corpus, rank_range=parse_rank_range(args.range),
+        examples, retriever, train_split.corpus, rank_range=parse_rank_range(args.range),
         num=args.num, relative_margin=args.relative_margin, seed=args.seed,
     )  # fmt: skip
     data_file = write_training_rows(args.output / "scifact-train-mined.jsonl", mined)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from retrievekit.cli._model_options import load_from_options, model_options
 from retrievekit.cli._output import print_table
 from retrievekit.training.config import config_fields
 
@@ -131,7 +132,7 @@ def train(config_file: str | None, **flags: object) -> None:
 
 
 @click.command("mine-negatives")
-@click.option("--model", "-m", default="minilm", show_default=True, help="Model for --retriever dense.")
+@model_options
 @click.option("--data", required=True, help="A BEIR split as DATASET[:SPLIT] (corpus from the dataset), or a "
               "training JSONL/TSV whose positives are texts of --corpus.")  # fmt: skip
 @click.option("--corpus", default=None, help="Corpus to mine from (default: the --data dataset's corpus).")
@@ -146,8 +147,8 @@ def train(config_file: str | None, **flags: object) -> None:
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Training JSONL to write.")
-def mine_negatives(model, data, corpus, retriever, rank_range, num, margin, relative_margin, seed, batch_size,
-                   output) -> None:  # fmt: skip
+def mine_negatives(data, corpus, retriever, rank_range, num, margin, relative_margin, seed, batch_size, output,
+                   **model_kwargs) -> None:  # fmt: skip
     """Mine hard negatives: retrieve, drop positives and likely false negatives, sample, write JSONL.
 
     \b
@@ -159,7 +160,8 @@ def mine_negatives(model, data, corpus, retriever, rank_range, num, margin, rela
     from retrievekit.training.mining_sources import mining_inputs
 
     window = parse_rank_range(rank_range)
-    examples, documents, searcher = mining_inputs(data, corpus, retriever, model, batch_size=batch_size)
+    encoder = load_from_options(**model_kwargs) if retriever == "dense" else None
+    examples, documents, searcher = mining_inputs(data, corpus, encoder, batch_size=batch_size)
     mined, report = mine_hard_negatives(
         examples, searcher, documents, rank_range=window, num=num, margin=margin, relative_margin=relative_margin,
         seed=seed,

@@ -7,7 +7,7 @@ One record type, :class:`TrainingExample`, whatever the source. Readers raise
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,7 +158,3 @@ def load_training_source(source: str | Path) -> tuple[str, list[TrainingExample]
     if not examples:
         raise ConfigError(f"training source {source}: no usable example")
     return name, examples
-
-
-def count_negatives(examples: Iterable[TrainingExample]) -> int:
-    return sum(len(e.negatives) for e in examples)

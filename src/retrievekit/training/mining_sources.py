@@ -5,23 +5,43 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from retrievekit.data.beir import collection_file, load_dataset
 from retrievekit.data.readers import read_corpus
 from retrievekit.data.records import Corpus
 from retrievekit.errors import ConfigError
+from retrievekit.models.dense import DenseEncoder
 from retrievekit.retrieval.retriever import Bm25Retriever, DenseRetriever, Retriever
 from retrievekit.training.data import TrainingExample, load_training_source
 
-__all__ = ["mining_inputs"]
+__all__ = ["dense_corpus_retriever", "mining_inputs"]
+
+
+def dense_corpus_retriever(
+    encoder: DenseEncoder, corpus_path: Path, *, cache_root: Path | None = None, batch_size: int = 32
+) -> tuple[DenseRetriever, bool]:
+    """An exact-search retriever over a corpus file, its vectors from evaluation's cache
+    (``cache_root``, default ``~/.cache/retrievekit/evaluation``) or encoded into it. Returns the
+    retriever and whether the vectors came from the cache."""
+    from retrievekit.evaluation.runner import corpus_embeddings
+    from retrievekit.index.build import default_metric, fill_index
+    from retrievekit.index.exact import ExactIndex
+    from retrievekit.resolve import cache_dir
+
+    index = ExactIndex(encoder.dimension, default_metric(encoder), model_fingerprint=encoder.fingerprint)
+    with tempfile.TemporaryDirectory(prefix="retrievekit-mine-") as scratch:
+        vectors, _, cached = corpus_embeddings(
+            encoder, corpus_path, cache_root=cache_root or cache_dir() / "evaluation", scratch=Path(scratch),
+            batch_size=batch_size,
+        )  # fmt: skip
+        fill_index(index, vectors.ids, vectors.vectors)
+    return DenseRetriever(encoder, index, batch_size=batch_size), cached
 
 
 def mining_inputs(
-    data: str, corpus: str | None, retriever: str, model: str, *, batch_size: int = 32
+    data: str, corpus: str | None, encoder: DenseEncoder | None, *, batch_size: int = 32
 ) -> tuple[list[TrainingExample], Corpus, Retriever]:
-    """Load the examples (a file or ``DATASET[:SPLIT]``), the corpus (``corpus`` or the dataset's)
-    and build a dense (exact index, corpus vectors cached like evaluation's) or BM25 retriever."""
+    """Load the examples (a file or ``DATASET[:SPLIT]``) and the corpus (``corpus`` or the
+    dataset's), and build a retriever over it: dense with ``encoder``, BM25 when it is None."""
     _, examples = load_training_source(data)
     if corpus is not None:
         corpus_path = collection_file(corpus, "documents")
@@ -30,25 +50,10 @@ def mining_inputs(
     else:
         corpus_path = load_dataset(data.rpartition(":")[0] if ":" in data else data).corpus_path
     documents = read_corpus(corpus_path)
-    if retriever == "bm25":
-        from retrievekit.index.bm25 import Bm25Index
+    if encoder is not None:
+        return examples, documents, dense_corpus_retriever(encoder, corpus_path, batch_size=batch_size)[0]
+    from retrievekit.index.bm25 import Bm25Index
 
-        index = Bm25Index()
-        index.add(documents.ids, documents.texts())
-        return examples, documents, Bm25Retriever(index)
-    if retriever != "dense":
-        raise ConfigError(f"unknown retriever {retriever!r}; choose dense or bm25")
-    from retrievekit.evaluation.runner import corpus_embeddings
-    from retrievekit.index.exact import ExactIndex
-    from retrievekit.models.loading import load_encoder
-    from retrievekit.resolve import cache_dir
-
-    encoder = load_encoder(model)
-    with tempfile.TemporaryDirectory(prefix="retrievekit-mine-") as scratch:
-        vectors, _, _ = corpus_embeddings(
-            encoder, corpus_path, cache_root=cache_dir() / "evaluation", scratch=Path(scratch), batch_size=batch_size
-        )
-        index = ExactIndex(encoder.dimension, "ip" if encoder.normalizes else "cosine",
-                           model_fingerprint=encoder.fingerprint)  # fmt: skip
-        index.add(vectors.ids, np.array(vectors.vectors))
-    return examples, documents, DenseRetriever(encoder, index, batch_size=batch_size)
+    index = Bm25Index()
+    index.add(documents.ids, documents.texts())
+    return examples, documents, Bm25Retriever(index)

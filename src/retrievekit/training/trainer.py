@@ -144,7 +144,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     record = {"config": config.to_dict(), "data_fingerprints": fingerprints, "base_model": encoder.fingerprint}
 
     def save_model(directory: Path) -> None:
-        model.export("cpu" if module.device.type == "cpu" else module.device).save(directory, training=record)
+        model.export(module.device).save(directory, training=record)
 
     throughput = Throughput()
     all_callbacks: list = [
