@@ -62,3 +62,27 @@ def test_onnx_rejects_gpu_devices_and_unknown_quantisation(model_copy):
         load_encoder(model_copy, pooling="mean", backend="onnx", quantize="int4")
     with pytest.raises(ConfigError, match="unknown backend 'tensorrt'"):
         load_encoder(model_copy, pooling="mean", backend="tensorrt")
+
+
+def test_attention_is_exported_without_nan_guards_and_the_torch_model_keeps_its_own(model_copy):
+    onnx = pytest.importorskip("onnx")
+    torch_encoder = load_encoder(model_copy, pooling="mean", device="cpu")
+    before = torch_encoder.document_tower.backbone.config._attn_implementation
+    from retrievekit.models.backends.onnx import export_onnx
+
+    paths = export_onnx(torch_encoder, model_copy, quantize=None)
+    ops = {node.op_type for node in onnx.load(str(paths["documents"])).graph.node}
+    assert "Softmax" in ops and "IsNaN" not in ops  # the fused-attention export guards each softmax
+    assert torch_encoder.document_tower.backbone.config._attn_implementation == before
+
+
+def test_an_export_from_an_older_exporter_is_rebuilt(model_copy):
+    load_encoder(model_copy, pooling="mean", backend="onnx", quantize=None)
+    folder = model_copy / "retrievekit-onnx"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["config"]["export_version"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    stamp = (folder / "shared-fp32.onnx").stat().st_mtime_ns
+    load_encoder(model_copy, pooling="mean", backend="onnx", quantize=None)
+    assert (folder / "shared-fp32.onnx").stat().st_mtime_ns != stamp
+    assert json.loads((folder / "manifest.json").read_text())["config"]["export_version"] >= 2
