@@ -1,6 +1,6 @@
 """Search throughput and fidelity: retrievekit's indexes against the raw libraries, in one process.
 
-    python benchmarks/search.py --n 1000000 --queries 1000 --dim 384
+    python benchmarks/search.py --n 1000000 --queries 1000 --dim 384 --ef-search 256 1024 4096
 
 1. Random unit vectors (fixed seed): the exact index against a numpy/BLAS matmul + argpartition
    baseline (same query batches), HNSW recall@10 against exact, and retrievekit's HNSW search against
@@ -46,11 +46,39 @@ def numpy_baseline(vectors: np.ndarray, queries: np.ndarray, k: int, batch: int)
     return np.concatenate(out)
 
 
+def hnsw_index(args: argparse.Namespace, ids: list[str], vectors: np.ndarray):
+    """Build the HNSW graph (with progress), or load the one a previous run saved under --hnsw-cache
+    for the same data and build parameters; returns the index and its build seconds."""
+    from retrievekit.index import load_index
+    from retrievekit.index.faiss_index import HnswIndex
+
+    saved = None
+    if args.hnsw_cache:
+        name = f"hnsw-n{len(ids)}-d{args.dim}-seed{args.seed}-M{args.M}-efc{args.ef_construction}"
+        saved = Path(args.hnsw_cache) / name
+        if (saved / "manifest.json").is_file():
+            index = load_index(saved)
+            build_s = float((saved / "build_seconds.txt").read_text())
+            print(f"loaded the HNSW graph built earlier ({build_s:.0f} s) from {saved}", flush=True)
+            return index, build_s
+    index = HnswIndex(args.dim, "ip", M=args.M, ef_construction=args.ef_construction)
+    started = time.perf_counter()
+    step = 50_000
+    for start in range(0, len(ids), step):
+        index.add(ids[start : start + step], vectors[start : start + step])
+        done = min(start + step, len(ids))
+        print(f"hnsw build: {done:,}/{len(ids):,} vectors, {time.perf_counter() - started:.0f} s", flush=True)
+    build_s = time.perf_counter() - started
+    if saved is not None:
+        index.save(saved)
+        (saved / "build_seconds.txt").write_text(f"{build_s:.1f}")
+    return index, build_s
+
+
 def vector_section(args: argparse.Namespace, rows: list[str]) -> None:
     import faiss
 
     from retrievekit.index import ExactIndex, load_index
-    from retrievekit.index.faiss_index import HnswIndex
 
     rng = np.random.default_rng(args.seed)
     vectors = rng.standard_normal((args.n, args.dim), dtype=np.float32)
@@ -75,23 +103,23 @@ def vector_section(args: argparse.Namespace, rows: list[str]) -> None:
         exact = ExactIndex(args.dim, "ip", query_batch=args.query_batch)
         exact.add(ids[:hnsw_n], vectors[:hnsw_n])
         exact_hits = exact.search(queries, k)
-    hnsw = HnswIndex(args.dim, "ip", M=args.M, ef_construction=args.ef_construction, ef_search=args.ef_search)
-    started = time.perf_counter()
-    for start in range(0, hnsw_n, 100_000):
-        hnsw.add(ids[start : min(start + 100_000, hnsw_n)], vectors[start : min(start + 100_000, hnsw_n)])
-    build_s = time.perf_counter() - started
+    hnsw, build_s = hnsw_index(args, ids[:hnsw_n], vectors[:hnsw_n])
     raw = hnsw._index  # the same FAISS graph, searched directly
-    raw.hnsw.efSearch = args.ef_search
     faiss.omp_set_num_threads(faiss.omp_get_max_threads())
-    ours_s, ours_hits, _ = timed(lambda: hnsw.search(queries, k), args.repeats)
-    raw_s, (_, raw_i), _ = timed(lambda: raw.search(queries, k), args.repeats)
     truth = [set(h.ids) for h in exact_hits]
-    recall = np.mean([len(set(h.ids) & t) / k for h, t in zip(ours_hits, truth, strict=True)])
-    raw_recall = np.mean([len({str(i) for i in row} & t) / k for row, t in zip(raw_i, truth, strict=True)])
-    rows.append(
-        f"| hnsw M={args.M} efC={args.ef_construction} efS={args.ef_search} | {args.queries / ours_s:,.0f} | raw FAISS {args.queries / raw_s:,.0f} | "
-        f"{raw_s / ours_s:.2f}× | recall@10 vs exact {recall:.4f} (raw {raw_recall:.4f}) | build {build_s:.0f} s for {hnsw_n:,} vectors |"
-    )
+    for ef_search in args.ef_search:
+        hnsw.ef_search = ef_search
+        hnsw._apply_parameters()
+        raw.hnsw.efSearch = ef_search
+        ours_s, ours_hits, _ = timed(lambda: hnsw.search(queries, k), args.repeats)
+        raw_s, (_, raw_i), _ = timed(lambda: raw.search(queries, k), args.repeats)
+        recall = np.mean([len(set(h.ids) & t) / k for h, t in zip(ours_hits, truth, strict=True)])
+        raw_recall = np.mean([len({str(i) for i in row} & t) / k for row, t in zip(raw_i, truth, strict=True)])
+        rows.append(
+            f"| hnsw M={args.M} efC={args.ef_construction} efS={ef_search} | {args.queries / ours_s:,.0f} | raw FAISS {args.queries / raw_s:,.0f} | "
+            f"{raw_s / ours_s:.2f}× | recall@10 vs exact {recall:.4f} (raw {raw_recall:.4f}) | build {build_s:.0f} s for {hnsw_n:,} vectors |"
+        )
+        print(rows[-1], flush=True)
 
     with tempfile.TemporaryDirectory() as scratch:
         for name, index in (("flat", exact), ("hnsw", hnsw)):
@@ -160,7 +188,15 @@ def main() -> None:
     )
     parser.add_argument("--M", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, default=100)
-    parser.add_argument("--ef-search", type=int, default=512)
+    parser.add_argument(
+        "--ef-search", type=int, nargs="+", default=[512], help="One or more efSearch values, one table row each."
+    )
+    parser.add_argument(
+        "--hnsw-cache",
+        default=None,
+        help="Folder where the HNSW graph is saved after its build and loaded from by later runs with the same "
+        "data and build parameters (a 1M-vector build takes long on a small machine).",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--skip-vectors", action="store_true")

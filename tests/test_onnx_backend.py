@@ -86,3 +86,17 @@ def test_an_export_from_an_older_exporter_is_rebuilt(model_copy):
     load_encoder(model_copy, pooling="mean", backend="onnx", quantize=None)
     assert (folder / "shared-fp32.onnx").stat().st_mtime_ns != stamp
     assert json.loads((folder / "manifest.json").read_text())["config"]["export_version"] >= 2
+
+
+def test_a_backbone_that_cannot_switch_attention_in_place_is_rebuilt_for_the_export(model_copy, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    torch_encoder = load_encoder(model_copy, pooling="mean", device="cpu")
+    backbone = torch_encoder.document_tower.backbone
+    monkeypatch.setattr(type(backbone), "_can_set_attn_implementation", lambda *a: False, raising=False)
+    from retrievekit.models.backends.onnx import export_onnx
+
+    paths = export_onnx(torch_encoder, model_copy, quantize=None)
+    assert "IsNaN" not in {node.op_type for node in onnx.load(str(paths["documents"])).graph.node}
+    assert torch_encoder.document_tower.backbone is backbone  # its own backbone back
+    onnx_encoder = load_encoder(model_copy, pooling="mean", backend="onnx", quantize=None)
+    np.testing.assert_allclose(onnx_encoder.encode_documents(TEXTS), torch_encoder.encode_documents(TEXTS), atol=1e-5)
