@@ -52,7 +52,7 @@ bench-encode: $(VENV)/.installed-dev
 	$(PY) benchmarks/encode.py
 
 bench-search: $(VENV)/.installed-dev
-	$(PY) benchmarks/search.py
+	$(PY) benchmarks/search.py --repeats 2 --ef-search 64 2048 16384 --hnsw-cache $(HOME)/.cache/retrievekit/bench-hnsw
 
 bench-evaluate: $(VENV)/.installed-dev
 	$(PY) benchmarks/evaluate.py

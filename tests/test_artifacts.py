@@ -74,6 +74,27 @@ def test_killed_save_keeps_previous_artifact(tmp_path):
     assert (target / "data.txt").read_text() == "version 1"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".artifact.partial-")]
     assert len(leftovers) == 1  # the dead save's staging folder, never mistaken for the artifact
-    with atomic_directory(target) as staging:  # a later save still works
+    with atomic_directory(target) as staging:  # a later save still works, and tidies the dead one's folder
         (staging / "data.txt").write_text("version 3")
     assert (target / "data.txt").read_text() == "version 3"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".artifact.")] == []
+
+
+def test_a_previous_version_moved_aside_by_a_dead_save_is_put_back(tmp_path):
+    from retrievekit.artifacts import _HOST
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid now belongs to no process
+    target = tmp_path / "artifact"
+    moved = tmp_path / f".artifact.old-{_HOST}-{dead.pid}-0123abcd"
+    moved.mkdir()
+    (moved / "data.txt").write_text("version 1")
+    staging = tmp_path / f".artifact.partial-{_HOST}-{dead.pid}-4567cdef"
+    staging.mkdir()
+    live = tmp_path / f".artifact.partial-{_HOST}-{os.getpid()}-89abcdef"  # a save in progress: left alone
+    live.mkdir()
+    with atomic_directory(target) as fresh:
+        assert (target / "data.txt").read_text() == "version 1"  # back in place before anything else
+        (fresh / "data.txt").write_text("version 2")
+    assert (target / "data.txt").read_text() == "version 2"
+    assert not moved.exists() and not staging.exists() and live.exists()

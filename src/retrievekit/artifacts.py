@@ -16,7 +16,9 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -156,12 +158,42 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_lines(path, [text.removesuffix("\n")])
 
 
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's process
+        return True
+    return True
+
+
+def _tidy_dead_saves(target: Path) -> None:
+    """Remove the staging folders of saves to ``target`` whose process died on this host, and put
+    back a previous version such a save had moved aside but not yet replaced."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(partial|old)-{_HOST}-(\d+)-[0-9a-f]{{8}}")
+    for sibling in target.parent.iterdir():
+        found = pattern.fullmatch(sibling.name)
+        if not found or int(found.group(2)) == os.getpid() or _process_alive(int(found.group(2))):
+            continue
+        if found.group(1) == "old" and not target.exists():
+            os.replace(sibling, target)
+        else:
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Build a directory in a temporary sibling, then move it into place in one rename.
 
     If the block raises, or the process dies part-way, ``target`` keeps its previous contents;
-    the partly written sibling (``.NAME.partial-XXXX``) is removed on error and is ignored by loaders.
+    the partly written sibling (``.NAME.partial-HOST-PID-XXXX``) is removed on error and is ignored by
+    loaders. What a killed save left behind is tidied by the next save of the same target on the same
+    host, once its process is gone: staging folders are removed, and a previous version moved aside
+    (``.NAME.old-...``) is put back if the process died before the new one took its place.
 
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -176,7 +208,8 @@ def atomic_directory(target: str | Path, *, overwrite: bool = True) -> Iterator[
     if target.exists() and not target.is_dir():
         raise ArtifactError(f"{target} exists and is not a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
+    _tidy_dead_saves(target)
+    token = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging = target.with_name(f".{target.name}.partial-{token}")
     staging.mkdir()
     try:
