@@ -1,6 +1,6 @@
 """Search throughput and fidelity: retrievekit's indexes against the raw libraries, in one process.
 
-    python benchmarks/search.py --n 1000000 --queries 1000 --dim 384 --ef-search 256 1024 4096
+    python benchmarks/search.py --n 1000000 --queries 1000 --dim 384 --ef-search 64 2048 16384 --hnsw-cache DIR
 
 1. Random unit vectors (fixed seed): the exact index against a numpy/BLAS matmul + argpartition
    baseline (same query batches), HNSW recall@10 against exact, and retrievekit's HNSW search against
@@ -124,8 +124,7 @@ def vector_section(args: argparse.Namespace, rows: list[str]) -> None:
     faiss.omp_set_num_threads(faiss.omp_get_max_threads())
     truth = [set(h.ids) for h in exact_hits]
     for ef_search in args.ef_search:
-        hnsw.ef_search = ef_search
-        hnsw._apply_parameters()
+        hnsw.ef_search = ef_search  # read by each search
         raw.hnsw.efSearch = ef_search
         ours_s, ours_hits, raw_s, (_, raw_i) = timed_pair(
             lambda: hnsw.search(queries, k), lambda: raw.search(queries, k), args.repeats

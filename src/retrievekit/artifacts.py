@@ -175,7 +175,7 @@ def _tidy_dead_saves(target: Path) -> None:
     """Remove the staging folders of saves to ``target`` whose process died on this host, and put
     back a previous version such a save had moved aside but not yet replaced."""
     pattern = re.compile(rf"\.{re.escape(target.name)}\.(partial|old)-{_HOST}-(\d+)-[0-9a-f]{{8}}")
-    for sibling in target.parent.iterdir():
+    for sibling in list(target.parent.iterdir()):
         found = pattern.fullmatch(sibling.name)
         if not found or int(found.group(2)) == os.getpid() or _process_alive(int(found.group(2))):
             continue
