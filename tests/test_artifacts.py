@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from retrievekit.artifacts import Manifest, atomic_directory, read_manifest, write_manifest
@@ -98,3 +99,22 @@ def test_a_previous_version_moved_aside_by_a_dead_save_is_put_back(tmp_path):
         (fresh / "data.txt").write_text("version 2")
     assert (target / "data.txt").read_text() == "version 2"
     assert not moved.exists() and not staging.exists() and live.exists()
+
+
+def test_files_written_through_a_staging_sibling_tidy_a_dead_writer_s_leftovers(tmp_path):
+    from retrievekit.artifacts import _HOST, atomic_write_text
+    from retrievekit.models.npy_stream import NpyStreamWriter
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    vectors = tmp_path / "e.npy"
+    half_encoded = tmp_path / f".e.npy.partial-{_HOST}-{dead.pid}-0123abcd"
+    half_encoded.write_bytes(b"\x00" * 1024)
+    with NpyStreamWriter(vectors, 2) as writer:
+        writer.append(np.ones((3, 2), dtype=np.float32))
+    assert np.load(vectors).shape == (3, 2) and not half_encoded.exists()
+    text = tmp_path / "notes.txt"
+    half_written = tmp_path / f".notes.txt.tmp-{_HOST}-{dead.pid}-4567cdef"
+    half_written.write_text("half")
+    atomic_write_text(text, "whole")
+    assert text.read_text() == "whole\n" and not half_written.exists()

@@ -134,12 +134,48 @@ def fingerprint_json(value: Any) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's process
+        return True
+    return True
+
+
+def staging_sibling(target: Path, kind: str) -> Path:
+    """The hidden sibling in which ``target`` is built before a rename puts it in place:
+    ``.NAME.KIND-HOST-PID-XXXXXXXX``, a name :func:`tidy_dead_staging` recognises once its process is gone."""
+    return target.with_name(f".{target.name}.{kind}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def tidy_dead_staging(target: Path) -> None:
+    """Remove the staging siblings of ``target`` (files or folders) whose process died on this host,
+    and put back a previous version such a save had moved aside (``old``) but not yet replaced."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(partial|old|tmp)-{_HOST}-(\d+)-[0-9a-f]{{8}}")
+    for sibling in list(target.parent.iterdir()):
+        found = pattern.fullmatch(sibling.name)
+        if not found or int(found.group(2)) == os.getpid() or _process_alive(int(found.group(2))):
+            continue
+        if found.group(1) == "old" and not target.exists():
+            os.replace(sibling, target)
+        elif sibling.is_dir():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            sibling.unlink(missing_ok=True)
+
+
 def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> Path:
     """Write lines (each followed by a newline) through a temporary sibling and a rename,
     so readers never see half a file and an interrupted write leaves the old file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tidy_dead_staging(path)
+    tmp = staging_sibling(path, "tmp")
     try:
         with tmp.open("w", encoding="utf-8", newline="\n") as handle:
             for line in lines:
@@ -156,33 +192,6 @@ def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write a whole text file atomically (see :func:`atomic_write_lines`)."""
     return atomic_write_lines(path, [text.removesuffix("\n")])
-
-
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # somebody else's process
-        return True
-    return True
-
-
-def _tidy_dead_saves(target: Path) -> None:
-    """Remove the staging folders of saves to ``target`` whose process died on this host, and put
-    back a previous version such a save had moved aside but not yet replaced."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(partial|old)-{_HOST}-(\d+)-[0-9a-f]{{8}}")
-    for sibling in list(target.parent.iterdir()):
-        found = pattern.fullmatch(sibling.name)
-        if not found or int(found.group(2)) == os.getpid() or _process_alive(int(found.group(2))):
-            continue
-        if found.group(1) == "old" and not target.exists():
-            os.replace(sibling, target)
-        else:
-            shutil.rmtree(sibling, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -208,16 +217,15 @@ def atomic_directory(target: str | Path, *, overwrite: bool = True) -> Iterator[
     if target.exists() and not target.is_dir():
         raise ArtifactError(f"{target} exists and is not a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
-    _tidy_dead_saves(target)
-    token = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging = target.with_name(f".{target.name}.partial-{token}")
+    tidy_dead_staging(target)
+    staging = staging_sibling(target, "partial")
     staging.mkdir()
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    backup = target.with_name(f".{target.name}.old-{token}")
+    backup = staging_sibling(target, "old")
     had_previous = target.exists()
     if had_previous:
         os.replace(target, backup)

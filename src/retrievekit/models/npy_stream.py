@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+
+from retrievekit.artifacts import staging_sibling, tidy_dead_staging
 
 __all__ = ["NpyStreamWriter"]
 
@@ -38,11 +39,12 @@ class NpyStreamWriter:
         self.path = Path(path)
         self.dim = dim
         self.count = 0
-        self._tmp = self.path.with_name(f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}")
+        self._tmp = staging_sibling(self.path, "partial")
         self._handle = None
 
     def __enter__(self) -> NpyStreamWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        tidy_dead_staging(self.path)
         self._handle = self._tmp.open("wb")
         self._handle.write(_header(0, self.dim))
         return self
