@@ -91,6 +91,32 @@ def test_bad_inputs(tiny_bert_dir, caplog):
     assert encoder.encode_documents([]).shape == (0, 32)
 
 
+def test_one_pass_tokenization_matches_the_tokenizer_and_leaves_it_as_it_was(tiny_bert_dir):
+    from transformers import AutoTokenizer
+
+    from retrievekit.models.encoding import tokenize_chunk
+
+    tokenizer, reference = AutoTokenizer.from_pretrained(tiny_bert_dir), AutoTokenizer.from_pretrained(tiny_bert_dir)
+    engine = tokenizer.backend_tokenizer
+    engine.enable_padding(length=40)  # state some other caller left behind: not ours to use or change
+    engine.enable_truncation(max_length=50)
+    before = engine.padding, engine.truncation
+    texts = ["word " * 30, "", "sleep helps memory", "Coffee " * 7, "word " * 6]
+    full = [len(ids) for ids in reference(texts)["input_ids"]]
+    for max_length in (8, 64, 512):
+        chunk = tokenize_chunk(tokenizer, texts, max_length)
+        assert chunk.input_ids == reference(texts, truncation=True, max_length=max_length)["input_ids"]
+        assert chunk.truncated == sum(n > max_length for n in full)
+    assert tokenize_chunk(tokenizer, texts, 8).truncated >= 2 and max(full) < 512
+
+    class WithoutEngine:  # tokenizers without a fast engine take the two-call path, with the same result
+        def __call__(self, *args, **kwargs):
+            return reference(*args, **kwargs)
+
+    assert tokenize_chunk(WithoutEngine(), texts, 8) == tokenize_chunk(tokenizer, texts, 8)
+    assert (engine.padding, engine.truncation) == before
+
+
 def test_truncate_dim_and_precisions(tiny_bert_dir):
     encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True, device="cpu")
     full = encoder.encode_documents(TEXTS)

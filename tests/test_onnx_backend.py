@@ -100,3 +100,48 @@ def test_a_backbone_that_cannot_switch_attention_in_place_is_rebuilt_for_the_exp
     assert torch_encoder.document_tower.backbone is backbone  # its own backbone back
     onnx_encoder = load_encoder(model_copy, pooling="mean", backend="onnx", quantize=None)
     np.testing.assert_allclose(onnx_encoder.encode_documents(TEXTS), torch_encoder.encode_documents(TEXTS), atol=1e-5)
+
+
+def _padded(lengths, width, vocab, left=False):
+    rng = np.random.default_rng(0)
+    ids = np.zeros((len(lengths), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        columns = slice(width - n, width) if left else slice(0, n)
+        ids[row, columns] = rng.integers(5, vocab, n)
+        mask[row, columns] = 1
+    return ids, mask
+
+
+def test_runner_slices_by_token_budget_trims_padding_and_keeps_row_order(model_copy):
+    import onnxruntime as ort
+
+    from retrievekit.models.backends.onnx import OnnxRunner
+
+    encoder = load_encoder(model_copy, pooling="mean", normalize=True, backend="onnx", quantize=None)
+    graph = model_copy / "retrievekit-onnx" / "shared-fp32.onnx"
+    vocab = len(encoder.document_tower.tokenizer)
+    plain = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    runner = OnnxRunner(graph, workers=2, slice_tokens=20)
+    right = _padded([3, 17, 9, 17, 1, 12, 5], 24, vocab)  # unsorted, ties, padding past the longest
+    left = _padded([4, 11, 2], 11, vocab, left=True)  # left padding must not be trimmed away
+    done: list[int] = []
+    outputs = runner.run_many([right, left], done.append)
+    for (ids, mask), output in zip((right, left), outputs, strict=True):
+        reference = plain.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        np.testing.assert_allclose(output, reference, atol=1e-5)
+    # 20-token slices: 17 | 17 | 12 | 9+5 | 3+1 for the first batch, 11 | 4+2 for the second
+    assert sorted(done) == [1, 1, 1, 1, 2, 2, 2] and sum(done) == 10
+    np.testing.assert_allclose(runner(*right), outputs[0], atol=1e-6)
+
+
+def test_runner_reports_a_failed_slice_in_the_caller_and_rejects_zero_workers(model_copy):
+    from retrievekit.models.backends.onnx import OnnxRunner
+
+    load_encoder(model_copy, pooling="mean", backend="onnx", quantize=None)
+    graph = model_copy / "retrievekit-onnx" / "shared-fp32.onnx"
+    ids, mask = _padded([5, 3, 4], 5, 50)
+    with pytest.raises(Exception, match=r"(?i)input_ids|data type|INVALID_ARGUMENT"):
+        OnnxRunner(graph, workers=2, slice_tokens=5).run_many([(ids, mask), (ids.astype(np.int32), mask)])
+    with pytest.raises(ConfigError, match="workers"):
+        OnnxRunner(graph, workers=0)

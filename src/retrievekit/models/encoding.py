@@ -11,6 +11,7 @@ import itertools
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,7 +24,8 @@ __all__ = ["BatchRunner", "EncodeStats", "TokenizedChunk", "check_texts", "encod
 
 logger = logging.getLogger(__name__)
 
-# (input_ids, attention_mask) int64 arrays -> float32 (batch, dim) embeddings
+# (input_ids, attention_mask) int64 arrays -> float32 (batch, dim) embeddings. A runner may also
+# offer ``run_many(batches, on_rows)`` to schedule all the batches of a chunk at once (the onnx one does).
 BatchRunner = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -69,6 +71,11 @@ def check_texts(texts: Sequence[object], offset: int = 0) -> None:
 
 def tokenize_chunk(tokenizer, texts: list[str], max_length: int) -> TokenizedChunk:
     """Tokenize without padding; count the texts that had to be truncated to ``max_length``."""
+    engine = _truncating_engine(tokenizer, max_length)
+    if engine is not None:  # fast tokenizers: one pass, each encoding says whether it was cut
+        encode = getattr(engine, "encode_batch_fast", engine.encode_batch)
+        encodings = encode(texts)
+        return TokenizedChunk([e.ids for e in encodings], sum(1 for e in encodings if e.overflowing))
     # one extra token tells which texts are too long; only those are tokenized again, cut to max_length
     ids = tokenizer(
         texts,
@@ -93,6 +100,30 @@ def tokenize_chunk(tokenizer, texts: list[str], max_length: int) -> TokenizedChu
     return TokenizedChunk(ids, len(too_long))
 
 
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ENGINES_LOCK = threading.Lock()
+
+
+def _truncating_engine(tokenizer, max_length: int):
+    """A private copy of a fast tokenizer's engine that cuts at ``max_length`` and never pads, or
+    None for tokenizers without one. A copy, because the shared engine keeps whatever padding and
+    truncation its last caller set (and callers in other threads may set them at any time)."""
+    source = getattr(tokenizer, "backend_tokenizer", None)
+    if source is None or not hasattr(source, "to_str"):
+        return None
+    with _ENGINES_LOCK:
+        try:
+            engines = _ENGINES.setdefault(tokenizer, {})
+        except TypeError:  # not weak-referenceable: no cache, tokenize through the tokenizer
+            return None
+        if max_length not in engines:
+            engine = type(source).from_str(source.to_str())
+            engine.no_padding()
+            engine.enable_truncation(max_length, direction=getattr(tokenizer, "truncation_side", "right"))
+            engines[max_length] = engine
+        return engines[max_length]
+
+
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     width = max(len(r) for r in rows)
     input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
@@ -106,6 +137,16 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
 def _run_batches(
     runners: Sequence[BatchRunner], jobs: list[tuple[np.ndarray, np.ndarray]], progress: tqdm | None
 ) -> list[np.ndarray]:
+    run_many = getattr(runners[0], "run_many", None)
+    if len(runners) == 1 and run_many is not None:  # the runner schedules the whole chunk itself
+        lock = threading.Lock()
+
+        def advance(rows: int) -> None:
+            if progress is not None:
+                with lock:
+                    progress.update(rows)
+
+        return run_many(jobs, advance)
     if len(runners) == 1:
         outputs = []
         for input_ids, mask in jobs:
