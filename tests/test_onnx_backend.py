@@ -45,6 +45,12 @@ def test_int8_graph_stays_close_and_keeps_fp32_variant(model_copy):
     assert cosine(int8.encode_queries(TEXTS), torch_encoder.encode_queries(TEXTS)).min() > 0.98
     names = sorted(p.name for p in (model_copy / "retrievekit-onnx").glob("*.onnx"))
     assert names == ["shared-fp32.onnx", "shared-int8.onnx"]
+    onnx = pytest.importorskip("onnx")
+    ops = {
+        name: {n.op_type for n in onnx.load(str(model_copy / "retrievekit-onnx" / name)).graph.node} for name in names
+    }
+    assert "FastGelu" in ops["shared-int8.onnx"] and "Erf" not in ops["shared-int8.onnx"]  # tanh GELU in int8 only
+    assert "Erf" in ops["shared-fp32.onnx"] and "FastGelu" not in ops["shared-fp32.onnx"]
 
 
 def test_a_changed_model_is_never_served_by_a_stale_graph(model_copy):
