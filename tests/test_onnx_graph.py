@@ -107,3 +107,36 @@ def test_exact_gelu_becomes_fast_gelu_within_its_approximation(fp32_graph):
     exact, approximate = run(original, ids, mask), run(fast, ids, mask)
     assert 0 < np.abs(exact - approximate).max() < 1e-3
     assert approximate_gelu(fast) == 0
+
+
+def test_graphs_with_control_flow_are_left_as_they_are():
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["scores"], ["picked"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("picked", TensorProto.FLOAT, [1, 4, 4])],
+    )
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["x", "x"], ["scores"]),
+        helper.make_node("Add", ["scores", "mask_f"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["y"], axis=-1),
+        helper.make_node("If", ["flag"], ["z"], then_branch=branch, else_branch=branch),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "with_if",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, 4]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 4]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    before = model.SerializeToString()
+    assert drop_padding_mask(model) == 0 and approximate_gelu(model) == 0
+    assert model.SerializeToString() == before

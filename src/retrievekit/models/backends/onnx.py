@@ -96,6 +96,7 @@ class OnnxRunner:
             except ValueError as exc:  # beyond protobuf's 2 GB: every slice uses the one graph
                 logger.info("no unpadded variant of %s: %s", path.name, exc)
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
         self._pool_lock = threading.Lock()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -143,8 +144,9 @@ class OnnxRunner:
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
-            if self._pool is None:
+            if self._pool is None or self._pool_pid != os.getpid():  # a forked child has no pool threads
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="retrievekit-onnx")
+                self._pool_pid = os.getpid()
             return self._pool
 
 

@@ -10,7 +10,8 @@
   keep the exact function.
 
 Both match the graph's structure, not node names, and report how many places they changed (0 when
-the graph has no such pattern, which leaves it as it was).
+the graph has no such pattern, which leaves it as it was). Graphs with control flow (subgraphs, which
+can read outer values unseen by these passes) are left as they are.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def drop_padding_mask(model: Any) -> int:
     scores). An added bias with learned values (relative positions) is therefore never dropped.
     """
     graph = model.graph
+    if _has_subgraphs(graph):
+        return 0
     weights = {init.name for init in graph.initializer if int(np.prod(init.dims)) > 1}
     # value name -> (comes from the mask input, comes from anything else that varies); ONNX lists
     # nodes in topological order, so one pass sees every node's inputs before the node
@@ -76,6 +79,8 @@ def approximate_gelu(model: Any) -> int:
     from onnx import helper
 
     graph = model.graph
+    if _has_subgraphs(graph):
+        return 0
     producers = {out: node for node in graph.node for out in node.output}
     consumers = _consumers(graph.node)
     constants = _constants(graph)
@@ -122,6 +127,13 @@ def _erf_gelu_chain(erf, producers, consumers, constants):
         return None
     chain += [plus, times_x, half]
     return x, chain, half.output[0]
+
+
+def _has_subgraphs(graph) -> bool:
+    from onnx import AttributeProto
+
+    kinds = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
+    return any(attribute.type in kinds for node in graph.node for attribute in node.attribute)
 
 
 def _consumers(nodes: Iterable[Any]) -> dict[str, list[Any]]:
