@@ -115,6 +115,10 @@ def test_one_pass_tokenization_matches_the_tokenizer_and_leaves_it_as_it_was(tin
 
     assert tokenize_chunk(WithoutEngine(), texts, 8) == tokenize_chunk(tokenizer, texts, 8)
     assert (engine.padding, engine.truncation) == before
+    tokenizer.add_tokens(["sleephelps"])  # a token added later is used, not a stale copy's vocabulary
+    reference.add_tokens(["sleephelps"])
+    grown = ["sleephelps twice sleephelps"]
+    assert tokenize_chunk(tokenizer, grown, 64).input_ids == reference(grown)["input_ids"]
 
 
 def test_truncate_dim_and_precisions(tiny_bert_dir):

@@ -116,12 +116,14 @@ def _truncating_engine(tokenizer, max_length: int):
             engines = _ENGINES.setdefault(tokenizer, {})
         except TypeError:  # not weak-referenceable: no cache, tokenize through the tokenizer
             return None
-        if max_length not in engines:
+        side = getattr(tokenizer, "truncation_side", "right")
+        key = (max_length, side, source.get_vocab_size(with_added_tokens=True))  # added tokens: a new copy
+        if key not in engines:
             engine = type(source).from_str(source.to_str())
             engine.no_padding()
-            engine.enable_truncation(max_length, direction=getattr(tokenizer, "truncation_side", "right"))
-            engines[max_length] = engine
-        return engines[max_length]
+            engine.enable_truncation(max_length, direction=side)
+            engines[key] = engine
+        return engines[key]
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
