@@ -139,22 +139,21 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
 def _run_batches(
     runners: Sequence[BatchRunner], jobs: list[tuple[np.ndarray, np.ndarray]], progress: tqdm | None
 ) -> list[np.ndarray]:
+    lock = threading.Lock()
+
+    def advance(rows: int) -> None:  # called from worker threads too
+        if progress is not None:
+            with lock:
+                progress.update(rows)
+
     run_many = getattr(runners[0], "run_many", None)
     if len(runners) == 1 and run_many is not None:  # the runner schedules the whole chunk itself
-        lock = threading.Lock()
-
-        def advance(rows: int) -> None:
-            if progress is not None:
-                with lock:
-                    progress.update(rows)
-
         return run_many(jobs, advance)
     if len(runners) == 1:
         outputs = []
         for input_ids, mask in jobs:
             outputs.append(runners[0](input_ids, mask))
-            if progress is not None:
-                progress.update(len(input_ids))
+            advance(len(input_ids))
         return outputs
     # several devices: one thread per device pulls batches from a shared queue
     results: list[np.ndarray | None] = [None] * len(jobs)
@@ -162,7 +161,6 @@ def _run_batches(
     for index in range(len(jobs)):
         pending.put(index)
     errors: list[BaseException] = []
-    lock = threading.Lock()
 
     def worker(runner: BatchRunner) -> None:
         while not errors:
@@ -175,9 +173,7 @@ def _run_batches(
             except BaseException as exc:  # re-raised in the caller's thread
                 errors.append(exc)
                 return
-            if progress is not None:
-                with lock:
-                    progress.update(len(jobs[index][0]))
+            advance(len(jobs[index][0]))
 
     threads = [threading.Thread(target=worker, args=(runner,), daemon=True) for runner in runners]
     for thread in threads:
