@@ -93,7 +93,10 @@ def test_dataset_evaluation_writes_every_output_and_caches(toy_beir, tiny_encode
         and "ndcg@10" in record["metrics"]
         and set(record["timing"]) == {"encode", "index", "search"}
     )
-    assert set(record["compared"]) == {"bm25", "hybrid"}
+    assert [r["retriever"] for r in record["systems"]] == ["dense", "bm25", "hybrid"]
+    assert record["systems"][0]["metrics"] == record["metrics"]  # the first system also at the top level
+    assert [r["model"] is None for r in record["systems"]] == [False, True, False]
+    assert record["systems"][0]["significance"] is None and record["systems"][2]["significance"]["p_value"] >= 0
     lines = [json.loads(line) for line in (out / "per_query.jsonl").read_text().splitlines()]
     assert len(lines) == 12 and {"query_id", "retriever", "ndcg@10"} <= set(lines[0])
     assert (out / "results.md").read_text().count("\n| ") == 4  # header + three systems
@@ -129,7 +132,7 @@ def test_identical_ids_are_removed_and_counted(toy_beir, tiny_encoder, tmp_path)
 def test_bad_evaluation_inputs(toy_beir, tiny_encoder):
     with pytest.raises(DatasetNotFoundError, match=r"has no split 'dev' \(available: test, train\)"):
         evaluate_dataset(toy_beir, systems=["bm25"], split="dev")
-    with pytest.raises(ConfigError, match="need a model"):
+    with pytest.raises(ConfigError, match="needs a model"):
         evaluate_dataset(toy_beir, systems=["dense"])
     with pytest.raises(ConfigError, match="unknown retriever"):
         evaluate_dataset(toy_beir, systems=["colbert"])

@@ -8,6 +8,7 @@ import pytest
 
 from retrievekit import load_encoder
 from retrievekit.errors import ConfigError
+from retrievekit.models.encoding import TokenBatch
 
 pytest.importorskip("onnxruntime")
 
@@ -132,13 +133,13 @@ def test_runner_slices_by_token_budget_trims_padding_and_keeps_row_order(model_c
     right = _padded([3, 17, 9, 17, 1, 12, 5], 24, vocab)  # unsorted, ties, padding past the longest
     left = _padded([4, 11, 2], 11, vocab, left=True)  # left padding must not be trimmed away
     done: list[int] = []
-    outputs = runner.run_many([right, left], done.append)
+    outputs = runner.run_many([TokenBatch(*right), TokenBatch(*left)], done.append)
     for (ids, mask), output in zip((right, left), outputs, strict=True):
         reference = plain.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         np.testing.assert_allclose(output, reference, atol=1e-5)
     # 20-token slices: 17 | 17 | 12 | 9+5 | 3+1 for the first batch, 11 | 4+2 for the second
     assert sorted(done) == [1, 1, 1, 1, 2, 2, 2] and sum(done) == 10
-    np.testing.assert_allclose(runner(*right), outputs[0], atol=1e-6)
+    np.testing.assert_allclose(runner(TokenBatch(*right)), outputs[0], atol=1e-6)
 
 
 def test_runner_reports_a_failed_slice_in_the_caller_and_rejects_zero_workers(model_copy):
@@ -148,6 +149,8 @@ def test_runner_reports_a_failed_slice_in_the_caller_and_rejects_zero_workers(mo
     graph = model_copy / "retrievekit-onnx" / "shared-fp32.onnx"
     ids, mask = _padded([5, 3, 4], 5, 20)  # ids below any tiny vocabulary size
     with pytest.raises(Exception, match=r"(?i)input_ids|data type|INVALID_ARGUMENT"):
-        OnnxRunner(graph, workers=2, slice_tokens=5).run_many([(ids, mask), (ids.astype(np.int32), mask)])
+        OnnxRunner(graph, workers=2, slice_tokens=5).run_many(
+            [TokenBatch(ids, mask), TokenBatch(ids.astype(np.int32), mask)]
+        )
     with pytest.raises(ConfigError, match="workers"):
         OnnxRunner(graph, workers=0)

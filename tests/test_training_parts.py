@@ -13,7 +13,7 @@ import torch
 from retrievekit.data.beir import load_dataset
 from retrievekit.data.records import Corpus, Document
 from retrievekit.errors import ArtifactError, ConfigError, DataFormatError
-from retrievekit.index.base import Hits
+from retrievekit.hits import Hits
 from retrievekit.training.batches import DatasetBatchSampler, TrainingBatch, TrainingCollator, TrainingSet, text_hash
 from retrievekit.training.checkpoint_io import SafetensorsCheckpointIO
 from retrievekit.training.config import load_config

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from retrievekit.cli._model_options import load_from_options, model_options
 from retrievekit.cli._output import console, print_table
 from retrievekit.cli._variadic import ManyValues
+from retrievekit.evaluation.systems import registered_retrievers, spec_needs_model
+from retrievekit.index.registry import index_types
+
+if TYPE_CHECKING:
+    from retrievekit.evaluation.runner import Evaluation
+
+_RETRIEVERS = registered_retrievers()
 
 
 @click.command()
@@ -18,16 +27,16 @@ from retrievekit.cli._variadic import ManyValues
     "-r",
     "retrievers",
     cls=ManyValues,
-    choices=("dense", "bm25", "hybrid"),
-    help="Systems to compare: dense, bm25, hybrid (e.g. --retriever dense bm25 hybrid); the first is "
-    "the baseline of the significance tests. Default: dense.",
+    choices=tuple(_RETRIEVERS),
+    help="Systems to compare (e.g. --retriever dense bm25 hybrid); the first is the baseline of the "
+    "significance tests. Default: dense. " + "; ".join(f"{name}: {text}" for name, text in _RETRIEVERS.items()),
 )
 @click.option(
     "--index-type",
-    type=click.Choice(["flat", "hnsw", "ivfpq"]),
+    type=click.Choice(index_types("dense")),
     default="flat",
     show_default=True,
-    help="Index for the dense retriever.",
+    help="Index for the model's retriever.",
 )
 @click.option("--top-k", type=click.IntRange(1), default=1000, show_default=True, help="Results retrieved per query.")
 @click.option(
@@ -81,7 +90,7 @@ def evaluate(
     except ValueError:
         raise ConfigError(f"--k-values must be integers, got {' '.join(k_values)!r}") from None
     systems = list(retrievers) or ["dense"]
-    encoder = load_from_options(**model_kwargs) if any(s != "bm25" for s in systems) else None
+    encoder = load_from_options(**model_kwargs) if any(spec_needs_model(s) for s in systems) else None
     result = evaluate_dataset(
         dataset,
         split=split,
@@ -101,20 +110,12 @@ def evaluate(
         console.print(f"wrote {output}/results.json, results.md, per_query.jsonl, recall_at_k.png and runs")
 
 
-def print_evaluation(result) -> None:
-    """The comparison table every evaluating command prints."""
-    aggregate = result.systems[0].metrics.aggregate
-    metrics = [m for m in ("ndcg@10", "recall@100", "mrr@10", "map@10", "precision@10") if m in aggregate]
-    rows = []
-    for system in result.systems:
-        test = result.significance.get(system.retriever)
-        p_value = "—" if test is None else f"{test.p_value:.4f}{' *' if test.significant else ''}"
-        cached = "yes" if any(system.cached.values()) else "no"
-        values = (f"{system.metrics.aggregate[m]:.4f}" for m in metrics)
-        rows.append((system.retriever, *values, p_value, f"{sum(system.timing.values()):.1f}", cached))
-    runtime = result.settings["runtime"] or "bm25 only"
-    title = f"{result.dataset} {result.split}: {result.num_queries} queries, model {result.model or '-'} ({runtime})"
-    print_table(title, ["retriever", *metrics, "p vs first", "seconds", "cached"], rows)
+def print_evaluation(result: Evaluation) -> None:
+    """The comparison table every evaluating command prints (the same rows as ``results.md``)."""
+    from retrievekit.evaluation.report import results_table
+
+    table = results_table(result)
+    print_table(table.title, table.headers, table.rows)
     removed = sum(s.removed_identical for s in result.systems)
     state = "on" if result.settings["ignore_identical_ids"] else "off"
     console.print(f"ignore_identical_ids: {state} ({removed} results removed); peak RSS {result.peak_rss_mib:,.0f} MiB")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from retrievekit._optional import require
@@ -10,19 +11,31 @@ from retrievekit.artifacts import atomic_write_text
 from retrievekit.data.writers import write_jsonl, write_trec_run
 from retrievekit.evaluation.runner import Evaluation, SystemResult
 
-__all__ = ["TABLE_METRICS", "markdown_table", "results_json", "write_report"]
+__all__ = ["TABLE_METRICS", "ResultsTable", "markdown_table", "results_json", "results_table", "write_report"]
 
 TABLE_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@10", "precision@10")
 
 
+@dataclass(frozen=True)
+class ResultsTable:
+    """The one results table: what the CLI prints and what ``results.md`` holds."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+
+
 def results_json(evaluation: Evaluation, system: SystemResult) -> dict[str, object]:
     """The record for one system: dataset, split, retriever, model, metrics, num_queries, timing, ..."""
+    test = evaluation.significance.get(system.retriever)
     return {
         "dataset": evaluation.dataset,
         "split": evaluation.split,
         "retriever": system.retriever,
-        "model": evaluation.model if system.retriever != "bm25" else None,
+        "model": system.model,
+        "fingerprint": system.fingerprint,
         "metrics": system.metrics.aggregate,
+        "significance": vars(test) if test is not None else None,
         "num_queries": evaluation.num_queries,
         "timing": {key: round(value, 3) for key, value in system.timing.items()},
         "cached": system.cached,
@@ -40,20 +53,36 @@ def _table_metrics(evaluation: Evaluation) -> list[str]:
     return [m for m in TABLE_METRICS if m in available] or list(available)[:5]
 
 
-def markdown_table(evaluation: Evaluation) -> str:
+def results_table(evaluation: Evaluation) -> ResultsTable:
+    """Rows per system: metrics, the paired t-test p-value against the first (``*``: p < 0.05),
+    seconds spent and whether anything came from a cache."""
     metrics = _table_metrics(evaluation)
-    lines = [
-        f"{evaluation.dataset} ({evaluation.split}, {evaluation.num_queries} queries)",
-        "",
-        "| retriever | " + " | ".join(metrics) + " | p (vs first, paired t-test on ndcg@10) | seconds |",
-        "|---|" + "---:|" * (len(metrics) + 2),
-    ]
+    rows = []
     for system in evaluation.systems:
         test = evaluation.significance.get(system.retriever)
-        p = "—" if test is None else f"{test.p_value:.4f}{' *' if test.significant else ''}"
-        seconds = sum(system.timing.values())
-        values = " | ".join(f"{system.metrics.aggregate[m]:.4f}" for m in metrics)
-        lines.append(f"| {system.retriever} | {values} | {p} | {seconds:.1f} |")
+        p_value = "—" if test is None else f"{test.p_value:.4f}{' *' if test.significant else ''}"
+        cached = "yes" if any(system.cached.values()) else "no"
+        values = [f"{system.metrics.aggregate[m]:.4f}" for m in metrics]
+        rows.append([system.retriever, *values, p_value, f"{sum(system.timing.values()):.1f}", cached])
+    runtime = evaluation.settings.get("runtime") or "no model"
+    title = (
+        f"{evaluation.dataset} {evaluation.split}: {evaluation.num_queries} queries, "
+        f"model {evaluation.model or '-'} ({runtime})"
+    )
+    return ResultsTable(title, ["retriever", *metrics, "p vs first", "seconds", "cached"], rows)
+
+
+def markdown_table(evaluation: Evaluation) -> str:
+    table = results_table(evaluation)
+    lines = [
+        table.title,
+        "",
+        "| " + " | ".join(table.headers) + " |",
+        "|---|" + "---:|" * (len(table.headers) - 1),
+        *("| " + " | ".join(row) + " |" for row in table.rows),
+        "",
+        "p vs first: paired t-test on ndcg@10 against the first retriever (*: p < 0.05).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -85,17 +114,14 @@ def _plot_recall(evaluation: Evaluation, path: Path) -> None:
 
 
 def write_report(evaluation: Evaluation, directory: str | Path) -> Path:
-    """Write every output into ``directory``. ``results.json`` describes the first system and lists
-    the others under ``compared``; each system also gets ``<retriever>/results.json``."""
+    """Write every output into ``directory``. ``results.json`` lists every system under ``systems``
+    (and keeps the first system's record, ``metrics`` included, at the top level); each system also
+    gets ``<retriever>/results.json`` and ``<retriever>/run.trec``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     records = {s.retriever: results_json(evaluation, s) for s in evaluation.systems}
     primary = dict(records[evaluation.systems[0].retriever])
-    primary["compared"] = {
-        name: {"metrics": record["metrics"], "significance": vars(evaluation.significance[name])}
-        for name, record in records.items()
-        if name in evaluation.significance
-    }
+    primary["systems"] = list(records.values())
     atomic_write_text(directory / "results.json", json.dumps(primary, indent=2))
     for system in evaluation.systems:
         folder = directory / system.retriever

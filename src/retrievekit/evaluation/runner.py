@@ -1,8 +1,12 @@
-"""BEIR-style evaluation: retrieve for every judged query of a split, score with pytrec_eval.
+"""BEIR-style evaluation of any retriever or pipeline: retrieve for every judged query of a split,
+score with pytrec_eval.
 
-Steps, each a small function: load the split -> corpus embeddings (cached by model fingerprint,
-runtime and corpus hash) -> index -> search -> drop identical ids -> metrics -> compare. Runs are
-cached too (keyed by everything that shapes them), so a second evaluation re-encodes nothing.
+Steps, each a small function: load the split -> for each system (a registered name, a
+:class:`~retrievekit.evaluation.systems.RetrieverSpec` or a built
+:class:`~retrievekit.retrieval.Retriever`) find its cached run by fingerprint, or build it on the
+corpus (corpus embeddings cached per model) and search -> drop identical ids -> metrics -> compare.
+Runs are cached under the system's fingerprint and the data hashes, so a second evaluation
+re-encodes nothing.
 """
 
 from __future__ import annotations
@@ -14,29 +18,34 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from retrievekit.artifacts import fingerprint_files, fingerprint_json
-from retrievekit.data.beir import BeirDataset, RetrievalSplit, load_dataset
+from retrievekit.data.beir import RetrievalSplit, load_dataset
 from retrievekit.data.readers import read_trec_run
 from retrievekit.data.records import Run, ScoredDocument
 from retrievekit.data.writers import write_trec_run
-from retrievekit.embeddings import EmbeddingSet, encode_to_directory, load_embeddings
-from retrievekit.errors import ArtifactError, ConfigError, DataFormatError
+from retrievekit.errors import ConfigError, DataFormatError
 from retrievekit.evaluation.metrics import DEFAULT_K_VALUES, MetricsResult, compute_metrics
 from retrievekit.evaluation.significance import PairedTest, paired_t_test
-from retrievekit.index.base import index_class
-from retrievekit.index.bm25 import Bm25Index
-from retrievekit.index.build import default_metric, fill_index
-from retrievekit.models.dense import DenseEncoder
+from retrievekit.evaluation.systems import (
+    EvaluationCorpus,
+    FixedRetriever,
+    RetrieverSpec,
+    SpecOptions,
+    corpus_embeddings,
+    make_spec,
+    registered_retrievers,
+)
 from retrievekit.resolve import cache_dir
-from retrievekit.retrieval.fusion import fuse
-from retrievekit.retrieval.retriever import Retriever, run_from_hits
+from retrievekit.retrieval.base import Retriever, run_from_hits
+
+if TYPE_CHECKING:
+    from retrievekit.models.dense import DenseEncoder
 
 __all__ = [
-    "SYSTEMS",
     "Evaluation",
+    "System",
     "SystemResult",
     "corpus_embeddings",
     "evaluate",
@@ -46,7 +55,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SYSTEMS = ("dense", "bm25", "hybrid")
+_RUN_FORMAT = 3
+System = str | RetrieverSpec | Retriever
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class SystemResult:
     timing: dict[str, float]
     removed_identical: int = 0
     cached: dict[str, bool] = field(default_factory=dict)
+    model: str | None = None
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,7 @@ def evaluate(
     k_values: Sequence[int] = DEFAULT_K_VALUES,
     ignore_identical_ids: bool = True,
 ) -> SystemResult:
-    """Evaluate any retriever on a loaded split (no caching: the retriever is already built)."""
+    """Evaluate any retriever or pipeline on a loaded split (no caching: it is already built)."""
     started = time.perf_counter()
     run = run_from_hits(split.queries.ids, retriever.search(split.queries.texts(), top_k))
     search_s = time.perf_counter() - started
@@ -105,79 +117,29 @@ def evaluate(
         run, removed = remove_identical_ids(run)
     metrics = compute_metrics(split.qrels, run, k_values)
     return SystemResult(
-        getattr(retriever, "name", type(retriever).__name__), run, metrics, {"search": search_s}, removed
-    )
+        retriever.name, run, metrics, {"search": search_s}, removed, {}, FixedRetriever(retriever).model,
+        retriever.fingerprint,
+    )  # fmt: skip
 
 
-def corpus_embeddings(
-    encoder: DenseEncoder,
-    corpus_path: Path,
-    *,
-    cache_root: Path | None,
-    scratch: Path,
-    batch_size: int = 32,
-    corpus_hash: str | None = None,
-) -> tuple[EmbeddingSet, float, bool]:
-    """Encode a corpus once per (model, runtime, corpus): later calls load the cached vectors from
-    ``cache_root/embeddings``. Without a cache the vectors go to ``scratch``. Returns the vectors,
-    the seconds spent encoding and whether they came from the cache."""
-    corpus_hash = corpus_hash or fingerprint_files([corpus_path])
-    key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "corpus": corpus_hash})
-    if cache_root is None:
-        folder = scratch / "corpus"
-    else:
-        folder = cache_root / "embeddings" / key.removeprefix("sha256:")[:24]
-        if folder.is_dir():
-            try:
-                return load_embeddings(folder), 0.0, True
-            except ArtifactError as exc:
-                logger.warning("re-encoding: the cached embeddings in %s are unusable (%s)", folder, exc)
-    started = time.perf_counter()
-    embeddings = encode_to_directory(encoder, corpus_path, folder, side="documents", batch_size=batch_size)
-    return embeddings, time.perf_counter() - started, False
+class _RunCache:
+    """Runs stored as TREC files under ``root/runs``, keyed by system fingerprint and data hashes."""
 
+    def __init__(self, root: Path | None, queries_hash: str, top_k: int) -> None:
+        self.root, self.queries_hash, self.top_k = root, queries_hash, top_k
 
-class _Context:
-    """What the systems of one evaluation share: the split, the encoder, caches and timings."""
-
-    def __init__(
-        self,
-        beir: BeirDataset,
-        split: RetrievalSplit,
-        encoder: DenseEncoder | None,
-        *,
-        top_k: int,
-        index_type: str,
-        batch_size: int,
-        cache_root: Path | None,
-    ) -> None:
-        self.beir, self.split, self.encoder = beir, split, encoder
-        self.top_k, self.index_type, self.batch_size = top_k, index_type, batch_size
-        self.cache_root = cache_root
-        self.scratch = tempfile.TemporaryDirectory(prefix="retrievekit-eval-")
-        self.corpus_hash = fingerprint_files([beir.corpus_path])
-        self.queries_hash = fingerprint_files([beir.queries_path, beir.qrels_path(split.split)])
-        self.runs: dict[str, tuple[Run, dict[str, float], dict[str, bool]]] = {}
-
-    def run_key(self, system: str) -> str:
-        parts: dict[str, object] = {
-            "run_format": 2,
-            "system": system,
-            "corpus": self.corpus_hash,
-            "queries": self.queries_hash,
-            "top_k": self.top_k,
-        }
-        if system in ("dense", "hybrid"):
-            parts |= {"model": self.encoder.fingerprint, "runtime": self.encoder.runtime, "index": self.index_type}
-        if system in ("bm25", "hybrid"):
-            parts |= {"bm25": Bm25Index().config()}
-        return fingerprint_json(parts).removeprefix("sha256:")[:24]
-
-    def cached_run(self, system: str) -> Run | None:
-        if self.cache_root is None:
+    def _path(self, name: str, fingerprint: str) -> Path | None:
+        if self.root is None:
             return None
-        path = self.cache_root / "runs" / f"{system}-{self.run_key(system)}.trec"
-        if not path.is_file():
+        key = fingerprint_json(
+            {"run_format": _RUN_FORMAT, "system": fingerprint, "queries": self.queries_hash, "top_k": self.top_k}
+        )
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return self.root / "runs" / f"{safe}-{key.removeprefix('sha256:')[:24]}.trec"
+
+    def get(self, name: str, fingerprint: str) -> Run | None:
+        path = self._path(name, fingerprint)
+        if path is None or not path.is_file():
             return None
         try:
             return read_trec_run(path)
@@ -185,88 +147,42 @@ class _Context:
             logger.warning("ignoring a damaged cached run %s: %s", path, exc)
             return None
 
-    def store_run(self, system: str, run: Run) -> None:
-        if self.cache_root is not None:
-            write_trec_run(run, self.cache_root / "runs" / f"{system}-{self.run_key(system)}.trec", tag=system)
+    def put(self, name: str, fingerprint: str, run: Run) -> None:
+        path = self._path(name, fingerprint)
+        if path is not None:
+            write_trec_run(run, path, tag=name)
 
-    def corpus_embeddings(self) -> tuple[EmbeddingSet, float, bool]:
-        return corpus_embeddings(
-            self.encoder, self.beir.corpus_path, cache_root=self.cache_root, scratch=Path(self.scratch.name),
-            batch_size=self.batch_size, corpus_hash=self.corpus_hash,
-        )  # fmt: skip
 
-    def system_run(self, system: str) -> tuple[Run, dict[str, float], dict[str, bool]]:
-        if system in self.runs:
-            return self.runs[system]
-        cached = self.cached_run(system)
-        if cached is not None:
-            result = (cached, {"encode": 0.0, "index": 0.0, "search": 0.0}, {"run": True})
-        elif system == "dense":
-            result = self._dense()
-        elif system == "bm25":
-            result = self._bm25()
-        else:
-            result = self._hybrid()
-        if cached is None:
-            self.store_run(system, result[0])
-        self.runs[system] = result
-        return result
+def _as_spec(system: System, options: SpecOptions) -> RetrieverSpec:
+    if isinstance(system, RetrieverSpec):
+        return system
+    if isinstance(system, Retriever):
+        return FixedRetriever(system)
+    if isinstance(system, str):
+        return make_spec(system, options)
+    raise ConfigError(f"a system is a retriever name, a RetrieverSpec or a Retriever, not {type(system).__name__}")
 
-    def _dense(self) -> tuple[Run, dict[str, float], dict[str, bool]]:
-        if self.encoder is None:
-            raise ConfigError("the dense and hybrid retrievers need a model")
-        embeddings, encode_s, cached = self.corpus_embeddings()
-        started = time.perf_counter()
-        cls = index_class(self.index_type)
-        index = cls(self.encoder.dimension, default_metric(self.encoder), model_fingerprint=self.encoder.fingerprint)
-        fill_index(index, embeddings.ids, embeddings.vectors)
-        index_s = time.perf_counter() - started
-        started = time.perf_counter()
-        queries = self.encoder.encode_queries(self.split.queries.texts(), batch_size=self.batch_size)
-        query_s = time.perf_counter() - started
-        started = time.perf_counter()
-        run = run_from_hits(self.split.queries.ids, index.search(queries, self.top_k))
-        return (
-            run,
-            {"encode": encode_s + query_s, "index": index_s, "search": time.perf_counter() - started},
-            {"embeddings": cached},
-        )
 
-    def _bm25(self) -> tuple[Run, dict[str, float], dict[str, bool]]:
-        started = time.perf_counter()
-        index = Bm25Index()
-        corpus = self.split.corpus
-        index.add(corpus.ids, corpus.texts())
-        index_s = time.perf_counter() - started
-        started = time.perf_counter()
-        run = run_from_hits(self.split.queries.ids, index.search(self.split.queries.texts(), self.top_k))
-        return run, {"encode": 0.0, "index": index_s, "search": time.perf_counter() - started}, {}
-
-    def _hybrid(self) -> tuple[Run, dict[str, float], dict[str, bool]]:
-        from retrievekit.index.base import Hits
-
-        parts = [self.system_run("dense"), self.system_run("bm25")]
-        started = time.perf_counter()
-        fused = {}
-        for qid in self.split.queries.ids:
-            lists = [
-                Hits([d.doc_id for d in run[qid]], np.array([d.score for d in run[qid]]))
-                if qid in run
-                else Hits([], np.empty(0))
-                for run, _, _ in parts
-            ]
-            hits = fuse(lists, method="rrf", k=self.top_k)
-            fused[qid] = list(zip(hits.ids, hits.scores.tolist(), strict=True))
-        timing = {key: sum(t[key] for _, t, _ in parts) for key in ("encode", "index", "search")}
-        timing["search"] += time.perf_counter() - started
-        return Run(fused), timing, {}
+def _run_system(
+    spec: RetrieverSpec, corpus: EvaluationCorpus, cache: _RunCache, split: RetrievalSplit, top_k: int
+) -> tuple[Run, dict[str, float], dict[str, bool], str]:
+    fingerprint = spec.fingerprint(corpus)
+    cached = cache.get(spec.name, fingerprint)
+    if cached is not None:
+        return cached, {"encode": 0.0, "index": 0.0, "search": 0.0}, {"run": True}, fingerprint
+    built = corpus.build(spec)
+    started = time.perf_counter()
+    run = run_from_hits(split.queries.ids, built.retriever.search(split.queries.texts(), top_k))
+    timing = {"encode": 0.0, "index": 0.0, **built.timing, "search": time.perf_counter() - started}
+    cache.put(spec.name, fingerprint, run)
+    return run, timing, dict(built.cached), fingerprint
 
 
 def evaluate_dataset(
     dataset: str | Path,
     *,
     split: str = "test",
-    systems: Sequence[str] = ("dense",),
+    systems: Sequence[System] = ("dense",),
     encoder: DenseEncoder | None = None,
     index_type: str = "flat",
     top_k: int = 1000,
@@ -277,40 +193,40 @@ def evaluate_dataset(
     cache: bool = True,
     cache_root: Path | None = None,
 ) -> Evaluation:
-    """Evaluate several systems (``dense``, ``bm25``, ``hybrid`` = RRF of the two) on a BEIR split."""
-    unknown = [s for s in systems if s not in SYSTEMS]
-    if unknown or not systems:
-        raise ConfigError(f"unknown retriever(s) {unknown}; choose from {', '.join(SYSTEMS)}")
-    if len(set(systems)) != len(systems):
-        raise ConfigError(f"a retriever is listed twice: {list(systems)}")
-    if encoder is None and any(s in ("dense", "hybrid") for s in systems):
-        raise ConfigError("the dense and hybrid retrievers need a model")
+    """Evaluate several systems on a BEIR split and compare them with the first.
+
+    A system is a registered retriever name (``dense``, ``bm25``, ``hybrid`` = RRF of the two; see
+    :func:`~retrievekit.evaluation.systems.registered_retrievers`), built from ``encoder`` and
+    ``index_type``; a :class:`~retrievekit.evaluation.systems.RetrieverSpec`; or a built
+    :class:`~retrievekit.retrieval.Retriever` (a Pipeline too) whose index already holds the corpus.
+    """
+    if not systems:
+        raise ConfigError(f"no retriever to evaluate; choose from {', '.join(registered_retrievers())}")
+    options = SpecOptions(encoder=encoder, index_type=index_type)
+    specs = [_as_spec(s, options) for s in systems]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a retriever is listed twice: {names}")
     beir = load_dataset(dataset)
     loaded = beir.load(split, strict=strict)
     if not len(loaded.queries):
         raise DataFormatError(beir.qrels_path(split), "no judged query of this split has a text in the queries file")
     root = (cache_root or cache_dir() / "evaluation") if cache else None
-    context = _Context(
-        beir,
-        loaded,
-        encoder,
-        top_k=top_k,
-        index_type=index_type,
-        batch_size=batch_size,
-        cache_root=root,
-    )
+    queries_hash = fingerprint_files([beir.queries_path, beir.qrels_path(split)])
+    run_cache = _RunCache(root, queries_hash, top_k)
     results = []
-    try:
-        for system in systems:
-            run, timing, cached = context.system_run(system)
+    with tempfile.TemporaryDirectory(prefix="retrievekit-eval-") as scratch:
+        corpus = EvaluationCorpus(
+            loaded, beir.corpus_path, fingerprint_files([beir.corpus_path]), root, Path(scratch), batch_size
+        )
+        for spec in specs:
+            run, timing, cached, fingerprint = _run_system(spec, corpus, run_cache, loaded, top_k)
             removed = 0
             if ignore_identical_ids:
                 run, removed = remove_identical_ids(run)
             metrics = compute_metrics(loaded.qrels, run, k_values)
-            results.append(SystemResult(system, run, metrics, dict(timing), removed, dict(cached)))
-            logger.info("%s: ndcg@10 %.4f", system, metrics.aggregate.get("ndcg@10", float("nan")))
-    finally:
-        context.scratch.cleanup()
+            results.append(SystemResult(spec.name, run, metrics, timing, removed, cached, spec.model, fingerprint))
+            logger.info("%s: ndcg@10 %.4f", spec.name, metrics.aggregate.get("ndcg@10", float("nan")))
     primary_metric = "ndcg@10" if 10 in k_values else f"ndcg@{sorted(k_values)[0]}"
     significance = {
         r.retriever: paired_t_test(
@@ -319,16 +235,17 @@ def evaluate_dataset(
         for r in results[1:]
     }
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    runtimes = sorted({str(e.runtime) for s in specs if (e := getattr(s, "encoder", None)) is not None})
     settings = {
         "top_k": top_k,
         "k_values": sorted(set(k_values)),
         "index_type": index_type,
         "ignore_identical_ids": ignore_identical_ids,
-        "runtime": encoder.runtime if encoder else None,
+        "runtime": ", ".join(runtimes) or (encoder.runtime if encoder else None),
         "queries_without_judgements": loaded.unjudged_queries,
     }
     if loaded.unjudged_queries:
         logger.info("%d queries have no judgements in split %s and are not evaluated", loaded.unjudged_queries, split)
-    return Evaluation(
-        beir.name, split, encoder.name if encoder else None, results, significance, len(loaded.queries), settings, peak
-    )
+    models = [r.model for r in results if r.model]
+    model = encoder.name if encoder else (models[0] if models else None)
+    return Evaluation(beir.name, split, model, results, significance, len(loaded.queries), settings, peak)

@@ -1,7 +1,10 @@
-"""Indexes behind one interface: exact (the reference), FAISS HNSW and IVF-PQ, BM25 on bm25s."""
+"""Indexes behind one contract (:class:`Index`: add, remove, search, len, save, load), a registry of
+index types by family, and the exact index of each family as the oracle for its approximate ones."""
 
-from retrievekit.index.base import INDEX_KIND, METRICS, Hits, IdTable, Index, index_class, load_index
+from retrievekit.hits import Hits
+from retrievekit.index.base import INDEX_KIND, METRICS, IdTable, Index, load_index
 from retrievekit.index.exact import ExactIndex, top_k
+from retrievekit.index.registry import IndexType, index_class, index_type_info, index_types, register_index_type
 from retrievekit.index.vector import VectorIndex
 
 __all__ = [
@@ -11,8 +14,12 @@ __all__ = [
     "Hits",
     "IdTable",
     "Index",
+    "IndexType",
     "VectorIndex",
     "index_class",
+    "index_type_info",
+    "index_types",
     "load_index",
+    "register_index_type",
     "top_k",
 ]

@@ -1,8 +1,12 @@
-"""What every index shares: the result record, id bookkeeping, and the save/load contract.
+"""The index contract every family implements, id bookkeeping, and symmetric save/load.
 
-An index stores items under string ids and answers ``search(queries, k)`` with, per query, ids and
-scores best first. Positions inside an engine are integers; :class:`IdTable` maps them to ids and
-keeps removals as tombstones, so engines that cannot delete (HNSW, bm25s) still honour ``remove``.
+An index stores items under string ids and answers ``search(queries, k)`` with, per query, a
+:class:`~retrievekit.hits.Hits` (ids and scores, best first). ``Index[Items, Queries]`` declares the
+whole contract (``add``, ``remove``, ``search``, ``len``, ``save``, ``load``); each family fixes the
+two types (dense: vectors and query vectors; lexical: texts and query texts). Positions inside an
+engine are integers; :class:`IdTable` maps them to ids and keeps removals as tombstones, so engines
+that cannot delete (HNSW, bm25s) still honour ``remove``. ``search`` keeps no per-call state on the
+index, so several threads may search one index at once.
 """
 
 from __future__ import annotations
@@ -10,31 +14,24 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
 from retrievekit.artifacts import Manifest, atomic_directory, fingerprint_json, read_manifest, write_manifest
 from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.hits import Hits
+from retrievekit.index.registry import index_class
+from retrievekit.scoring import SIMILARITIES
 
-__all__ = ["INDEX_KIND", "METRICS", "Hits", "IdTable", "Index", "load_index"]
+__all__ = ["INDEX_KIND", "METRICS", "Hits", "IdTable", "Index", "index_class", "load_index"]
 
 INDEX_KIND = "index"
-METRICS = ("ip", "cosine", "l2")
+METRICS = (*SIMILARITIES, "ip")  # "ip" is accepted and stored as "dot"
 
-
-@dataclass(frozen=True)
-class Hits:
-    """One query's results, best first. For ``l2`` the score is the negated squared distance, so a
-    higher score is always better."""
-
-    ids: list[str]
-    scores: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ids)
+Items = TypeVar("Items")
+Queries = TypeVar("Queries")
 
 
 class IdTable:
@@ -45,6 +42,7 @@ class IdTable:
         self.alive = np.ones(len(self.ids), dtype=bool) if deleted is None else ~deleted
         self.position: dict[str, int] = {i: p for p, i in enumerate(self.ids) if self.alive[p]}
         self._array: np.ndarray | None = None
+        self.version = 0  # bumped by every change, so content fingerprints know when to recompute
 
     def lookup(self, positions: np.ndarray) -> list[str]:
         """The ids at ``positions`` (vectorised: one fancy-index instead of a Python loop)."""
@@ -87,6 +85,7 @@ class IdTable:
         self.ids.extend(ids)
         self.alive = np.concatenate([self.alive, np.ones(len(ids), dtype=bool)])
         self.position.update({i: start + n for n, i in enumerate(ids)})
+        self.version += 1
 
     def remove(self, ids: Iterable[str], *, missing_ok: bool = False) -> np.ndarray:
         """Tombstone ``ids``; return their positions."""
@@ -99,6 +98,7 @@ class IdTable:
             positions.append(self.position.pop(value))
         positions_array = np.asarray(positions, dtype=np.int64)
         self.alive[positions_array] = False
+        self.version += 1
         return positions_array
 
     def save(self, directory: Path) -> None:
@@ -114,10 +114,13 @@ class IdTable:
         return cls(ids, deleted)
 
 
-class Index(ABC):
-    """Base of every index. Subclasses store and score; this class owns ids, manifests and safety."""
+class Index(ABC, Generic[Items, Queries]):
+    """Base of every index. Subclasses store and score; this class owns ids, manifests and safety.
+
+    ``Items`` is what ``add`` stores (vectors, texts, ...), ``Queries`` what ``search`` takes."""
 
     index_type: ClassVar[str]
+    family: ClassVar[str] = "dense"
 
     def __init__(
         self,
@@ -131,9 +134,40 @@ class Index(ABC):
         self.model_name = model_name
         self.model_options = dict(model_options or {})
         self.titles: dict[str, str] = {}  # optional, for display: document id -> title
+        self._fingerprint: tuple[int, int, str] | None = None
 
     def __len__(self) -> int:
         return len(self.table)
+
+    @abstractmethod
+    def add(self, ids: Sequence[str], items: Items, *, upsert: bool = False) -> None:
+        """Store ``items`` under ``ids``; an existing id is an error unless ``upsert=True`` replaces it."""
+
+    @abstractmethod
+    def search(self, queries: Queries, k: int = 10) -> list[Hits]:
+        """Per query, at most ``k`` results, best first."""
+
+    @abstractmethod
+    def _payload_digest(self) -> str:
+        """A hash of the stored items (for :meth:`fingerprint`)."""
+
+    def fingerprint(self) -> str:
+        """A hash of everything that shapes this index's results: type, config, ids, removals and
+        the stored items. Recomputed only after a change."""
+        key = (id(self.table), self.table.version)
+        if self._fingerprint is None or self._fingerprint[:2] != key:
+            digest = fingerprint_json(
+                {
+                    "index_type": self.index_type,
+                    "config": self.config(),
+                    "model": self.model_fingerprint,
+                    "ids": self.table.ids,
+                    "deleted": np.flatnonzero(~self.table.alive).tolist(),
+                    "items": self._payload_digest(),
+                }
+            )
+            self._fingerprint = (*key, digest)
+        return self._fingerprint[2]
 
     @abstractmethod
     def config(self) -> dict[str, Any]:
@@ -186,32 +220,21 @@ class Index(ABC):
             )
         return directory
 
-    family: ClassVar[str] = "dense"
+    @classmethod
+    def load(cls, directory: str | Path, *, mmap: bool = True) -> Index[Any, Any]:
+        """Load a saved index of this class (or any index, called on :class:`Index`)."""
+        index = load_index(directory, mmap=mmap)
+        if not isinstance(index, cls):
+            raise ArtifactError(f"{directory}: holds a {index.index_type} index, not a {cls.__name__}")
+        return index
 
     @classmethod
-    def _from_config(cls, config: dict[str, Any]) -> Index:
-        raise NotImplementedError
+    @abstractmethod
+    def _from_config(cls, config: dict[str, Any]) -> Index[Any, Any]:
+        """A new empty index from the config :meth:`config` returned."""
 
 
-_INDEX_TYPES: dict[str, str] = {
-    "flat": "retrievekit.index.exact:ExactIndex",
-    "hnsw": "retrievekit.index.faiss_index:HnswIndex",
-    "ivfpq": "retrievekit.index.faiss_index:IvfPqIndex",
-    "bm25": "retrievekit.index.bm25:Bm25Index",
-}
-
-
-def index_class(index_type: str) -> type[Index]:
-    """The class for an index type name (``flat``, ``hnsw``, ``ivfpq``, ``bm25``)."""
-    import importlib
-
-    if index_type not in _INDEX_TYPES:
-        raise ConfigError(f"unknown index type {index_type!r}; choose one of {', '.join(_INDEX_TYPES)}")
-    module, name = _INDEX_TYPES[index_type].split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def load_index(directory: str | Path, *, mmap: bool = True) -> Index:
+def load_index(directory: str | Path, *, mmap: bool = True) -> Index[Any, Any]:
     """Load any saved index; the manifest says which kind it is."""
     directory = Path(directory)
     manifest = read_manifest(directory, expected_kind=INDEX_KIND)

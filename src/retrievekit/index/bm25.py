@@ -10,13 +10,15 @@ from typing import Any
 import numpy as np
 
 from retrievekit._optional import require
+from retrievekit.artifacts import fingerprint_json
 from retrievekit.errors import ConfigError
-from retrievekit.index.base import Hits, Index
+from retrievekit.hits import Hits
+from retrievekit.index.base import Index
 
 __all__ = ["Bm25Index"]
 
 
-class Bm25Index(Index):
+class Bm25Index(Index[Sequence[str], Sequence[str]]):
     """A lexical index over texts. bm25s indexes a whole corpus at once, so ``add`` re-indexes the
     stored texts (fine for incremental additions of modest size); ``remove`` masks documents at search
     time without re-indexing. Scores match raw bm25s with the same settings."""
@@ -65,9 +67,9 @@ class Bm25Index(Index):
         bm25s = require("bm25s", extra="bm25", purpose="BM25 indexes")
         return bm25s.tokenize(list(texts), stopwords=self.stopwords, stemmer=self._stemmer(), show_progress=False)
 
-    def add(self, ids: Sequence[str], texts: Sequence[str], *, upsert: bool = False) -> None:
+    def add(self, ids: Sequence[str], items: Sequence[str], *, upsert: bool = False) -> None:
         """Add documents (their full text: title and body) under ``ids``."""
-        ids, texts = list(ids), list(texts)
+        ids, texts = list(ids), list(items)
         if len(ids) != len(texts):
             raise ConfigError(f"{len(ids)} ids for {len(texts)} texts")
         for position, text in enumerate(texts):
@@ -92,7 +94,7 @@ class Bm25Index(Index):
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
         if len(self) == 0:
-            return [Hits([], np.empty(0, dtype=np.float32)) for _ in queries]
+            return [Hits.empty() for _ in queries]
         k = min(k, len(self))
         mask = self.table.alive.astype(np.float32) if self.table.has_tombstones else None
         tokens = self._tokenize(queries)
@@ -102,6 +104,9 @@ class Bm25Index(Index):
             keep = row_scores > 0
             results.append(Hits(self.table.lookup(row_positions[keep]), row_scores[keep].astype(np.float32)))
         return results
+
+    def _payload_digest(self) -> str:
+        return fingerprint_json(self._texts)
 
     def _save_payload(self, directory: Path) -> None:
         self._engine.save(str(directory / "bm25s"), show_progress=False)

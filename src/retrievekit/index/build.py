@@ -12,9 +12,11 @@ import numpy as np
 from retrievekit.data.beir import collection_file
 from retrievekit.data.readers import iter_documents
 from retrievekit.errors import ConfigError
-from retrievekit.index.base import Index, index_class
+from retrievekit.index.base import Index
+from retrievekit.index.registry import index_class
 from retrievekit.index.vector import VectorIndex
 from retrievekit.models.dense import DenseEncoder
+from retrievekit.scoring import canonical_similarity
 
 __all__ = ["build_index", "default_metric", "fill_index"]
 
@@ -23,10 +25,11 @@ _ADD_ROWS = 65536
 
 
 def default_metric(encoder: DenseEncoder) -> str:
-    """Inner product for normalised or dot-product models (cosine there is the same ranking, cheaper)."""
-    if encoder.similarity == "cosine" and not encoder.normalizes:
-        return "cosine"
-    return "ip"
+    """The model's similarity, with ``dot`` for normalised cosine models (the same ranking, cheaper)."""
+    similarity = canonical_similarity(encoder.similarity)
+    if similarity == "cosine" and encoder.normalizes:
+        return "dot"
+    return similarity
 
 
 def _model_reference(encoder: DenseEncoder) -> str:

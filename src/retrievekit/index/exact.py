@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from retrievekit.index.vector import VectorIndex
+from retrievekit.scoring import dot
 
 __all__ = ["ExactIndex", "top_k"]
 
@@ -36,7 +38,7 @@ class ExactIndex(VectorIndex):
     index_type = "flat"
 
     def __init__(
-        self, dimension: int, metric: str = "ip", *, chunk_size: int = 65536, query_batch: int = 256, **kwargs: Any
+        self, dimension: int, metric: str = "dot", *, chunk_size: int = 65536, query_batch: int = 256, **kwargs: Any
     ) -> None:
         super().__init__(dimension, metric, **kwargs)
         self.chunk_size = chunk_size
@@ -66,7 +68,7 @@ class ExactIndex(VectorIndex):
             run_positions = np.full((len(q), 0), -1, dtype=np.int64)
             for start in range(0, len(self._vectors), self.chunk_size):
                 chunk = self._vectors[start : start + self.chunk_size]
-                scores = q @ chunk.T
+                scores = dot(q, chunk)
                 if self.metric == "l2":  # -||q - d||^2 = 2 q.d - ||d||^2 - ||q||^2
                     scores = 2 * scores - self._sq_norms[start : start + len(chunk)]
                 if alive is not None:
@@ -82,6 +84,12 @@ class ExactIndex(VectorIndex):
             best_scores[q_start : q_start + len(q), : run_scores.shape[1]] = run_scores
             best_positions[q_start : q_start + len(q), : run_positions.shape[1]] = run_positions
         return best_scores, best_positions
+
+    def _payload_digest(self) -> str:
+        digest = hashlib.sha256()
+        for start in range(0, len(self._vectors), self.chunk_size):
+            digest.update(np.ascontiguousarray(self._vectors[start : start + self.chunk_size]).tobytes())
+        return digest.hexdigest()
 
     def _save_payload(self, directory: Path) -> None:
         np.save(directory / "vectors.npy", np.asarray(self._vectors), allow_pickle=False)

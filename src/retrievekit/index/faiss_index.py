@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ class _FaissIndex(VectorIndex):
     """FAISS holds the vectors at positions 0..n-1; ids and tombstones live in the id table.
     Removed positions are filtered inside FAISS with an id selector, so ``k`` results still come back."""
 
-    def __init__(self, dimension: int, metric: str = "ip", **kwargs: Any) -> None:
+    def __init__(self, dimension: int, metric: str = "dot", **kwargs: Any) -> None:
         super().__init__(dimension, metric, **kwargs)
         self._index = None
 
@@ -52,13 +53,20 @@ class _FaissIndex(VectorIndex):
     def _search_vectors(self, queries: np.ndarray, k: int, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
         params = self._search_params(alive)
+        bitmap = None
         if alive is not None:
-            # keep the bitmap alive for the duration of the search (FAISS only holds a pointer)
-            self._bitmap = np.packbits(alive, bitorder="little")
-            params.sel = faiss.IDSelectorBitmap(len(alive), faiss.swig_ptr(self._bitmap))
+            # a local: FAISS holds only a pointer, and this call's bitmap must not be another thread's
+            bitmap = np.packbits(alive, bitorder="little")
+            params.sel = faiss.IDSelectorBitmap(len(alive), faiss.swig_ptr(bitmap))
         distances, positions = self._index.search(queries, k, params=params)
+        del bitmap  # alive until the search returned
         scores = -distances if self.metric == "l2" else distances
         return scores, positions.astype(np.int64)
+
+    def _payload_digest(self) -> str:
+        if self._index is None:
+            return ""
+        return hashlib.sha256(_faiss().serialize_index(self._index).tobytes()).hexdigest()
 
     def _save_payload(self, directory: Path) -> None:
         _faiss().write_index(self._index, str(directory / _FILE))
@@ -82,7 +90,7 @@ class HnswIndex(_FaissIndex):
     def __init__(
         self,
         dimension: int,
-        metric: str = "ip",
+        metric: str = "dot",
         *,
         M: int = 32,
         ef_construction: int = 200,
@@ -124,7 +132,7 @@ class IvfPqIndex(_FaissIndex):
     def __init__(
         self,
         dimension: int,
-        metric: str = "ip",
+        metric: str = "dot",
         *,
         nlist: int = 1024,
         m: int = 48,

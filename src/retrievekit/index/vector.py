@@ -9,18 +9,23 @@ from typing import Any
 import numpy as np
 
 from retrievekit.errors import ConfigError
-from retrievekit.index.base import METRICS, Hits, Index
+from retrievekit.hits import Hits
+from retrievekit.index.base import Index
+from retrievekit.scoring import canonical_similarity
 
 __all__ = ["VectorIndex"]
 
 
-class VectorIndex(Index):
-    """An index over vectors. ``cosine`` normalises vectors on the way in, then scores by inner product."""
+class VectorIndex(Index[np.ndarray, np.ndarray]):
+    """An index over vectors. ``metric`` is a similarity of :mod:`retrievekit.scoring` (``dot``, also
+    spelt ``ip``; ``cosine``; ``l2``). ``cosine`` normalises vectors on the way in, then scores by dot
+    product."""
 
-    def __init__(self, dimension: int, metric: str = "ip", **kwargs: Any) -> None:
+    family = "dense"
+
+    def __init__(self, dimension: int, metric: str = "dot", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if metric not in METRICS:
-            raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        metric = canonical_similarity(metric)
         if dimension < 1:
             raise ConfigError(f"dimension must be positive, got {dimension}")
         self.dimension = dimension
@@ -42,10 +47,11 @@ class VectorIndex(Index):
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
 
-    def add(self, ids: Sequence[str], vectors: np.ndarray, *, upsert: bool = False) -> None:
-        """Add vectors under ``ids``. An existing id is an error unless ``upsert=True`` replaces it."""
+    def add(self, ids: Sequence[str], items: np.ndarray, *, upsert: bool = False) -> None:
+        """Add vectors ``(n, dimension)`` under ``ids``. An existing id is an error unless ``upsert=True``
+        replaces it."""
         ids = list(ids)
-        vectors = self._prepare(vectors, "vectors")
+        vectors = self._prepare(items, "vectors")
         if len(ids) != len(vectors):
             raise ConfigError(f"{len(ids)} ids for {len(vectors)} vectors")
         if not ids:
@@ -60,7 +66,7 @@ class VectorIndex(Index):
             raise ConfigError(f"k must be at least 1, got {k}")
         queries = self._prepare(queries, "query vectors")
         if len(self) == 0:
-            return [Hits([], np.empty(0, dtype=np.float32)) for _ in range(len(queries))]
+            return [Hits.empty() for _ in range(len(queries))]
         k = min(k, len(self))
         alive = self.table.alive if self.table.has_tombstones else None
         scores, positions = self._search_vectors(queries, k, alive)

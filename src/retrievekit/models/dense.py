@@ -13,7 +13,7 @@ import numpy as np
 
 from retrievekit.artifacts import Manifest, atomic_directory, fingerprint_json, write_manifest
 from retrievekit.errors import ConfigError
-from retrievekit.models.encoding import BatchRunner, EncodeStats, encode_chunks
+from retrievekit.models.encoding import BatchRunner, ChunkOutput, EncodeStats, encode_chunks
 from retrievekit.models.npy_stream import NpyStreamWriter
 from retrievekit.models.spec import EncoderSpec
 from retrievekit.models.tower import Tower
@@ -54,6 +54,12 @@ class EncodedFile:
     count: int
     dimension: int
     stats: EncodeStats
+
+
+def _dense(output: ChunkOutput) -> np.ndarray:
+    if not isinstance(output, np.ndarray):
+        raise TypeError(f"a dense tower produced {type(output).__name__}, not a matrix")
+    return output
 
 
 class DenseEncoder:
@@ -172,7 +178,7 @@ class DenseEncoder:
             return np.empty((0, truncate_dim or self.dimension), dtype=np.float32)
         stats = EncodeStats()
         chunks = self._chunks(texts, side, batch_size, max_tokens, max_length, show_progress, len(texts), stats)
-        embeddings = np.concatenate([self._finish(c, normalize, truncate_dim) for c in chunks])
+        embeddings = np.concatenate([self._finish(_dense(c), normalize, truncate_dim) for c in chunks])
         stats.report(self._effective_max_length(side, max_length))
         return quantize(embeddings, precision, calibration)
 
@@ -204,7 +210,7 @@ class DenseEncoder:
         chunks = self._chunks(texts, side, batch_size, max_tokens, max_length, show_progress, total, stats, chunk_size)
         with NpyStreamWriter(path, dim) as writer:
             for chunk in chunks:
-                writer.append(self._finish(chunk, normalize, truncate_dim))
+                writer.append(self._finish(_dense(chunk), normalize, truncate_dim))
         stats.report(self._effective_max_length(side, max_length))
         return EncodedFile(Path(path), writer.count, dim, stats)
 

@@ -1,8 +1,12 @@
-"""The encoding engine shared by every backend: check texts, tokenize, batch by length, run, reorder.
+"""The encoding engine shared by every backend and every family: check texts, tokenize (single
+texts or query-document pairs), batch by length, run, and assemble the head's output in input order.
 
 Texts are processed in chunks (``chunk_size`` texts at a time), so an iterator of any length is
 encoded with bounded memory; within a chunk, batches are sorted by token length and padded only to
-their own longest text. Results always come back in input order.
+their own longest text. A runner (torch or ONNX Runtime, :data:`BatchRunner`) maps a padded
+:class:`TokenBatch` to the head's raw output; :func:`assemble` turns the batches' outputs into the
+family's record: a float32 matrix (``dense``), :class:`~retrievekit.outputs.MultiVectors`
+(``multivector``), :class:`~retrievekit.outputs.SparseVectors` (``sparse``) or scores (``score``).
 """
 
 from __future__ import annotations
@@ -14,19 +18,61 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from retrievekit.errors import ConfigError
 from retrievekit.models.batching import plan_batches
+from retrievekit.outputs import OUTPUT_KINDS, MultiVectors, OutputKind, SparseVectors
 
-__all__ = ["BatchRunner", "EncodeStats", "TokenizedChunk", "check_texts", "encode_chunks", "tokenize_chunk"]
+__all__ = [
+    "TRUNCATION_STRATEGIES",
+    "BatchRunner",
+    "ChunkOutput",
+    "EncodeStats",
+    "TokenBatch",
+    "TokenizedChunk",
+    "assemble",
+    "check_pairs",
+    "check_texts",
+    "encode_chunks",
+    "encode_pair_chunks",
+    "pad_batch",
+    "tokenize_chunk",
+    "tokenize_pairs",
+]
 
 logger = logging.getLogger(__name__)
 
-# (input_ids, attention_mask) int64 arrays -> float32 (batch, dim) embeddings. A runner may also
-# offer ``run_many(batches, on_rows)`` to schedule all the batches of a chunk at once (the onnx one does).
-BatchRunner = Callable[[np.ndarray, np.ndarray], np.ndarray]
+TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """A padded batch: ``(n, width)`` int64 ids and mask (1 = real token), and the segment ids of
+    text pairs (``None`` for single texts)."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def rows(self, rows: np.ndarray, width: int | None = None) -> TokenBatch:
+        """The rows ``rows``, cut to the first ``width`` columns when given."""
+        cut = slice(None, width)
+        types = None if self.token_type_ids is None else self.token_type_ids[rows, cut]
+        return TokenBatch(self.input_ids[rows, cut], self.attention_mask[rows, cut], types)
+
+
+# A padded batch -> the head's raw output for it: (n, dim) dense, (n, width, dim) per-token,
+# (n, vocab) sparse weights or (n,) / (n, labels) scores. A runner may also offer
+# ``run_many(batches, on_rows)`` to schedule all the batches of a chunk at once (the onnx one does).
+BatchRunner = Callable[[TokenBatch], np.ndarray]
+ChunkOutput = np.ndarray | MultiVectors | SparseVectors
 
 
 @dataclass
@@ -54,8 +100,11 @@ class EncodeStats:
 
 @dataclass(frozen=True)
 class TokenizedChunk:
+    """Unpadded token ids of a chunk, how many texts (or pairs) were truncated, and segment ids for pairs."""
+
     input_ids: list[list[int]]
     truncated: int
+    token_type_ids: list[list[int]] | None = None
 
     @property
     def lengths(self) -> list[int]:
@@ -69,7 +118,45 @@ def check_texts(texts: Sequence[object], offset: int = 0) -> None:
             raise TypeError(f"text at position {offset + position} is {type(text).__name__}, expected str")
 
 
-def tokenize_chunk(tokenizer, texts: list[str], max_length: int) -> TokenizedChunk:
+def check_pairs(pairs: Sequence[object], offset: int = 0) -> None:
+    """Raise ``TypeError`` naming the position of the first item that is not a pair of strings."""
+    for position, pair in enumerate(pairs):
+        if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            raise TypeError(f"pair at position {offset + position} is not a (str, str) pair: {pair!r:.80}")
+
+
+def tokenize_pairs(
+    tokenizer: Any,
+    firsts: list[str],
+    seconds: list[str],
+    max_length: int,
+    truncation: str = "longest_first",
+) -> TokenizedChunk:
+    """Tokenize text pairs (query first) as ``[CLS] a [SEP] b [SEP]`` with segment ids, cut to
+    ``max_length`` by ``truncation`` (``longest_first``: tokens come off the longer text first);
+    count the pairs that had to be cut.
+
+    The count comes from one untruncated pass over the lengths, so it is exact for every tokenizer.
+    """
+    if truncation not in TRUNCATION_STRATEGIES:
+        raise ConfigError(f"truncation must be one of {', '.join(TRUNCATION_STRATEGIES)}, got {truncation!r}")
+    if len(firsts) != len(seconds):
+        raise ConfigError(f"{len(firsts)} first texts for {len(seconds)} second texts")
+    full = tokenizer(firsts, seconds, truncation=False, padding=False, return_attention_mask=False, verbose=False)
+    too_long = sum(1 for row in full["input_ids"] if len(row) > max_length)
+    encoded = tokenizer(
+        firsts,
+        seconds,
+        truncation=truncation,
+        max_length=max_length,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=True,
+    )
+    return TokenizedChunk(list(encoded["input_ids"]), too_long, list(encoded["token_type_ids"]))
+
+
+def tokenize_chunk(tokenizer: Any, texts: list[str], max_length: int) -> TokenizedChunk:
     """Tokenize without padding; count the texts that had to be truncated to ``max_length``."""
     engine = _truncating_engine(tokenizer, max_length)
     if engine is not None:  # fast tokenizers: one pass, each encoding says whether it was cut
@@ -104,7 +191,7 @@ _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ENGINES_LOCK = threading.Lock()
 
 
-def _truncating_engine(tokenizer, max_length: int):
+def _truncating_engine(tokenizer: Any, max_length: int) -> Any:
     """A private copy of a fast tokenizer's engine that cuts at ``max_length`` and never pads, or
     None for tokenizers without one. A copy, because the shared engine keeps whatever padding and
     truncation its last caller set (and callers in other threads may set them at any time)."""
@@ -126,19 +213,65 @@ def _truncating_engine(tokenizer, max_length: int):
         return engines[key]
 
 
-def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows)
+def pad_batch(
+    rows: Sequence[Sequence[int]], pad_id: int, token_types: Sequence[Sequence[int]] | None = None
+) -> TokenBatch:
+    """Right-pad token rows to the longest one (the one padding used by encoding and training).
+
+    >>> batch = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    >>> batch.input_ids.tolist(), batch.attention_mask.tolist()
+    ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
+    """
+    width = max((len(r) for r in rows), default=0)
     input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
+    types = None if token_types is None else np.zeros((len(rows), width), dtype=np.int64)
     for i, row in enumerate(rows):
         input_ids[i, : len(row)] = row
         mask[i, : len(row)] = 1
-    return input_ids, mask
+        if types is not None and token_types is not None:
+            types[i, : len(row)] = token_types[i]
+    return TokenBatch(input_ids, mask, types)
 
 
-def _run_batches(
-    runners: Sequence[BatchRunner], jobs: list[tuple[np.ndarray, np.ndarray]], progress: tqdm | None
-) -> list[np.ndarray]:
+def assemble(
+    kind: OutputKind,
+    batches: Sequence[np.ndarray],
+    jobs: Sequence[TokenBatch],
+    outputs: Sequence[np.ndarray],
+    count: int,
+) -> ChunkOutput:
+    """Put the outputs of length-sorted batches back in input order as ``kind``'s record.
+
+    ``batches[i]`` holds the input positions of ``jobs[i]``, whose runner output is ``outputs[i]``.
+
+    >>> jobs = [pad_batch([[1, 2]], 0), pad_batch([[3]], 0)]
+    >>> out = [np.array([[[1.0], [2.0]]]), np.array([[[3.0]]])]
+    >>> mv = assemble("multivector", [np.array([1]), np.array([0])], jobs, out, 2)
+    >>> [row.ravel().tolist() for row in mv]
+    [[3.0], [1.0, 2.0]]
+    """
+    if kind not in OUTPUT_KINDS:
+        raise ConfigError(f"unknown output kind {kind!r}; choose one of {', '.join(OUTPUT_KINDS)}")
+    if kind == "multivector":
+        rows: list[np.ndarray] = [np.empty((0, 0), np.float32)] * count
+        for batch, job, output in zip(batches, jobs, outputs, strict=True):
+            lengths = job.attention_mask.sum(axis=1)
+            for position, row, length in zip(batch, output, lengths, strict=True):
+                rows[int(position)] = row[: int(length)]
+        return MultiVectors.from_list(rows, outputs[0].shape[-1] if outputs else 0)
+    first = outputs[0]
+    result = np.empty((count, *first.shape[1:]), dtype=np.float32)
+    for batch, output in zip(batches, outputs, strict=True):
+        result[batch] = output
+    if kind == "sparse":
+        return SparseVectors.from_dense(result)
+    if kind == "score" and result.ndim == 2 and result.shape[1] == 1:
+        return result[:, 0]
+    return result
+
+
+def _run_batches(runners: Sequence[BatchRunner], jobs: list[TokenBatch], progress: tqdm | None) -> list[np.ndarray]:
     lock = threading.Lock()
 
     def advance(rows: int) -> None:  # called from worker threads too
@@ -151,9 +284,9 @@ def _run_batches(
         return run_many(jobs, advance)
     if len(runners) == 1:
         outputs = []
-        for input_ids, mask in jobs:
-            outputs.append(runners[0](input_ids, mask))
-            advance(len(input_ids))
+        for job in jobs:
+            outputs.append(runners[0](job))
+            advance(len(job))
         return outputs
     # several devices: one thread per device pulls batches from a shared queue
     results: list[np.ndarray | None] = [None] * len(jobs)
@@ -169,11 +302,11 @@ def _run_batches(
             except queue.Empty:
                 return
             try:
-                results[index] = runner(*jobs[index])
+                results[index] = runner(jobs[index])
             except BaseException as exc:  # re-raised in the caller's thread
                 errors.append(exc)
                 return
-            advance(len(jobs[index][0]))
+            advance(len(jobs[index]))
 
     threads = [threading.Thread(target=worker, args=(runner,), daemon=True) for runner in runners]
     for thread in threads:
@@ -185,10 +318,35 @@ def _run_batches(
     return [r for r in results if r is not None]
 
 
+def _run_tokenized(
+    tokenized: TokenizedChunk,
+    runners: Sequence[BatchRunner],
+    *,
+    pad_id: int,
+    batch_size: int,
+    max_tokens: int | None,
+    output: OutputKind,
+    progress: tqdm | None,
+) -> ChunkOutput:
+    lengths = tokenized.lengths
+    batches = plan_batches(lengths, batch_size, max_tokens)
+    types = tokenized.token_type_ids
+    jobs = [
+        pad_batch([tokenized.input_ids[i] for i in batch], pad_id, None if types is None else [types[i] for i in batch])
+        for batch in batches
+    ]
+    outputs = _run_batches(runners, jobs, progress)
+    return assemble(output, batches, jobs, outputs, len(lengths))
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+
+
 def encode_chunks(
     texts: Iterable[str],
     *,
-    tokenizer,
+    tokenizer: Any,
     runners: Sequence[BatchRunner],
     max_length: int,
     batch_size: int,
@@ -200,10 +358,10 @@ def encode_chunks(
     total: int | None = None,
     stats: EncodeStats | None = None,
     description: str = "Encoding",
-) -> Iterator[np.ndarray]:
-    """Yield float32 embeddings chunk by chunk, each chunk in input order."""
+    output: OutputKind = "dense",
+) -> Iterator[ChunkOutput]:
+    """Yield the head's output chunk by chunk (``output`` says which record), each chunk in input order."""
     stats = stats if stats is not None else EncodeStats()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     iterator = iter(texts)
     progress = tqdm(total=total, desc=description, unit="text", disable=not show_progress, leave=False)
     try:
@@ -215,18 +373,50 @@ def encode_chunks(
             if lowercase:
                 prepared = [t.lower() for t in prepared]
             tokenized = tokenize_chunk(tokenizer, prepared, max_length)
-            lengths = tokenized.lengths
             stats.texts += len(chunk)
             stats.truncated += tokenized.truncated
-            stats.tokens += sum(lengths)
-            batches = plan_batches(lengths, batch_size, max_tokens)
-            jobs = [_pad([tokenized.input_ids[i] for i in batch], pad_id) for batch in batches]
-            outputs = _run_batches(runners, jobs, progress)
-            dim = outputs[0].shape[1]
-            embeddings = np.empty((len(chunk), dim), dtype=np.float32)
-            for batch, output in zip(batches, outputs, strict=True):
-                embeddings[batch] = output
+            stats.tokens += sum(tokenized.lengths)
+            yield _run_tokenized(
+                tokenized, runners, pad_id=_pad_id(tokenizer), batch_size=batch_size, max_tokens=max_tokens,
+                output=output, progress=progress,
+            )  # fmt: skip
             offset += len(chunk)
-            yield embeddings
+    finally:
+        progress.close()
+
+
+def encode_pair_chunks(
+    pairs: Iterable[tuple[str, str]],
+    *,
+    tokenizer: Any,
+    runners: Sequence[BatchRunner],
+    max_length: int,
+    batch_size: int,
+    truncation: str = "longest_first",
+    max_tokens: int | None = None,
+    chunk_size: int = 8192,
+    show_progress: bool = False,
+    total: int | None = None,
+    stats: EncodeStats | None = None,
+    description: str = "Scoring pairs",
+    output: OutputKind = "score",
+) -> Iterator[ChunkOutput]:
+    """Like :func:`encode_chunks` for ``(query, document)`` pairs, tokenized together with segment ids."""
+    stats = stats if stats is not None else EncodeStats()
+    iterator = iter(pairs)
+    progress = tqdm(total=total, desc=description, unit="pair", disable=not show_progress, leave=False)
+    try:
+        offset = 0
+        while chunk := list(itertools.islice(iterator, chunk_size)):
+            check_pairs(chunk, offset)
+            tokenized = tokenize_pairs(tokenizer, [a for a, _ in chunk], [b for _, b in chunk], max_length, truncation)
+            stats.texts += len(chunk)
+            stats.truncated += tokenized.truncated
+            stats.tokens += sum(tokenized.lengths)
+            yield _run_tokenized(
+                tokenized, runners, pad_id=_pad_id(tokenizer), batch_size=batch_size, max_tokens=max_tokens,
+                output=output, progress=progress,
+            )  # fmt: skip
+            offset += len(chunk)
     finally:
         progress.close()

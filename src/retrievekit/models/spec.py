@@ -10,12 +10,22 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from retrievekit.errors import ArtifactError, ConfigError
-from retrievekit.models.modules.pooling import POOLING_MODES
 
-__all__ = ["EncoderSpec", "TowerSpec", "spec_from_hf_directory", "spec_from_sentence_transformers"]
+__all__ = [
+    "POOLING_MODES",
+    "EncoderSpec",
+    "PoolingMode",
+    "TowerSpec",
+    "spec_from_hf_directory",
+    "spec_from_sentence_transformers",
+]
+
+# plain names, no torch: the pooling itself is in models/modules/pooling.py
+PoolingMode = Literal["cls", "mean", "max", "last_token", "mean_sqrt_len"]
+POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
 
 # sentence-transformers' pooling names (old boolean keys and new mode strings) to ours
 _ST_POOLING = {

@@ -1,7 +1,9 @@
-"""A tower: tokenizer + transformer backbone + pooling + projections + optional normalisation.
+"""A tower: tokenizer + transformer backbone + a head (:mod:`retrievekit.models.heads`).
 
-Towers are built from a :class:`~retrievekit.models.spec.TowerSpec` and saved back in the
-sentence-transformers folder layout, so the same files serve retrievekit and sentence-transformers.
+The backbone gives token states; the head turns them into the family's output (a pooled vector for
+dense towers, per-token vectors, sparse weights or a pair score). Dense towers are built from a
+:class:`~retrievekit.models.spec.TowerSpec` and saved back in the sentence-transformers folder
+layout, so the same files serve retrievekit and sentence-transformers.
 """
 
 from __future__ import annotations
@@ -9,18 +11,24 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from retrievekit.errors import ArtifactError
-from retrievekit.models.modules.pooling import pool
+from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.models.heads import BackboneStates, Head, PoolingHead
 from retrievekit.models.modules.projection import Projection
 from retrievekit.models.spec import TowerSpec
 
-__all__ = ["SavedTower", "Tower", "load_tower"]
+__all__ = ["BACKBONE_CLASSES", "SavedTower", "Tower", "load_backbone", "load_tower"]
+
+# which transformers class loads the backbone a head reads from; chosen here, never named by a file
+BACKBONE_CLASSES: dict[str, str] = {
+    "hidden": "AutoModel",
+    "masked_lm_logits": "AutoModelForMaskedLM",
+    "classification_logits": "AutoModelForSequenceClassification",
+}
 
 # ours -> sentence-transformers' legacy boolean pooling keys (read by every sentence-transformers version)
 _ST_POOLING_KEYS = {
@@ -41,15 +49,35 @@ class SavedTower(NamedTuple):
 
 
 class Tower(nn.Module):
-    """Maps token ids to one embedding per text."""
+    """Maps token ids to the head's output: ``backbone -> token states -> head``.
 
-    def __init__(self, spec: TowerSpec, backbone: nn.Module, tokenizer, projections: list[Projection]) -> None:
+    ``head`` defaults to the dense :class:`PoolingHead` the spec describes (``projections`` then
+    become its projection layers)."""
+
+    def __init__(
+        self,
+        spec: TowerSpec,
+        backbone: nn.Module,
+        tokenizer: Any,
+        projections: list[Projection] | None = None,
+        *,
+        head: Head | None = None,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.backbone = backbone
         self.tokenizer = tokenizer
-        self.projections = nn.ModuleList(projections)
+        if head is None:
+            head = PoolingHead(spec.pooling, list(projections or []), normalize=spec.normalize)
+        elif projections:
+            raise ConfigError("pass projections inside the head, not beside it")
+        self.head = head
         self._accepts_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
+
+    @property
+    def projections(self) -> nn.ModuleList:
+        """The dense head's projection layers (empty for other heads)."""
+        return self.head.projections if isinstance(self.head, PoolingHead) else nn.ModuleList()
 
     @property
     def max_length(self) -> int:
@@ -60,8 +88,12 @@ class Tower(nn.Module):
 
     @property
     def dimension(self) -> int:
+        """Width of a dense or per-token output vector."""
         if len(self.projections):
-            return self.projections[-1].out_features
+            return int(self.projections[-1].out_features)
+        projection = getattr(self.head, "projection", None)
+        if isinstance(projection, nn.Linear):
+            return int(projection.out_features)
         return int(self.backbone.config.hidden_size)
 
     def digest(self) -> str:
@@ -69,30 +101,36 @@ class Tower(nn.Module):
         whatever folder layout it was loaded from."""
         digest = hashlib.sha256()
         for name, tensor in sorted(self.state_dict().items()):
-            digest.update(name.encode())
+            digest.update(name.removeprefix("head.").encode())  # the names before heads existed
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
+
+    def token_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The backbone output the head reads: last hidden states ``(B, L, H)`` or logits."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self._accepts_token_types:
+            inputs["token_type_ids"] = token_type_ids
+        output = self.backbone(**inputs)
+        states: torch.Tensor = output.last_hidden_state if self.head.states == "hidden" else output.logits
+        return states
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and self._accepts_token_types:
-            inputs["token_type_ids"] = token_type_ids
-        hidden = self.backbone(**inputs).last_hidden_state
-        embeddings = pool(hidden, attention_mask, self.spec.pooling)
-        for projection in self.projections:
-            embeddings = projection(embeddings)
-        if self.spec.normalize:
-            embeddings = F.normalize(embeddings, p=2, dim=-1)
-        return embeddings
+        output: torch.Tensor = self.head(self.token_states(input_ids, attention_mask, token_type_ids), attention_mask)
+        return output
 
     def save(self, root: Path, prefix: str = "") -> SavedTower:
-        """Write this tower under ``root`` in sentence-transformers layout; return the paths used.
+        """Write this dense tower under ``root`` in sentence-transformers layout; return the paths used.
 
         With ``prefix`` (two-tower models) the module folders are named ``{prefix}_{i}_{Module}``, the
         names sentence-transformers' Router gives them.
         """
+
+        if not isinstance(self.head, PoolingHead):
+            raise ConfigError(f"{type(self.head).__name__} towers are saved by their family, not as a dense tower")
 
         def folder(index: int, name: str) -> str:
             return f"{prefix}_{index}_{name}" if prefix else ("" if index == 0 else f"{index}_{name}")
@@ -131,21 +169,35 @@ class Tower(nn.Module):
         return SavedTower(spec, tuple(layout))
 
 
-def load_tower(root: Path, spec: TowerSpec, *, trust_remote_code: bool = False) -> Tower:
-    """Build a tower from the files under ``root`` that ``spec`` points to (safetensors weights only)."""
-    from transformers import AutoModel, AutoTokenizer
+def load_backbone(
+    directory: Path, *, states: BackboneStates = "hidden", trust_remote_code: bool = False
+) -> tuple[nn.Module, Any]:
+    """The tokenizer and the transformers model under ``directory`` (safetensors weights only), of
+    the class that gives the ``states`` a head reads (:data:`BACKBONE_CLASSES`)."""
+    import transformers
 
-    backbone_dir = root / spec.backbone
-    if not (backbone_dir / "config.json").is_file():
-        raise ArtifactError(f"{backbone_dir}: no config.json for the transformer backbone")
-    if not any(backbone_dir.glob("*.safetensors")):
+    if not (directory / "config.json").is_file():
+        raise ArtifactError(f"{directory}: no config.json for the transformer backbone")
+    if not any(directory.glob("*.safetensors")):
         raise ArtifactError(
-            f"{backbone_dir}: no .safetensors weights. retrievekit never unpickles pytorch_model.bin; "
+            f"{directory}: no .safetensors weights. retrievekit never unpickles pytorch_model.bin; "
             "convert the model to safetensors first"
         )
-    tokenizer = AutoTokenizer.from_pretrained(backbone_dir, trust_remote_code=trust_remote_code)
-    backbone = AutoModel.from_pretrained(backbone_dir, trust_remote_code=trust_remote_code, use_safetensors=True)
+    model_class = getattr(transformers, BACKBONE_CLASSES[states])
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    backbone = model_class.from_pretrained(directory, trust_remote_code=trust_remote_code, use_safetensors=True)
     backbone.eval()
+    return backbone, tokenizer
+
+
+def load_tower(root: Path, spec: TowerSpec, *, head: Head | None = None, trust_remote_code: bool = False) -> Tower:
+    """Build a tower from the files under ``root`` that ``spec`` points to. Without ``head``, the
+    dense head the spec describes (its projections loaded from their folders)."""
+    states: BackboneStates = head.states if head is not None else "hidden"
+    backbone, tokenizer = load_backbone(root / spec.backbone, states=states, trust_remote_code=trust_remote_code)
+    if head is not None:
+        head.eval()
+        return Tower(spec, backbone, tokenizer, head=head)
     projections = [Projection.load(root / rel) for rel in spec.projections]
     for projection in projections:
         projection.eval()

@@ -1,13 +1,17 @@
-"""Retrieval: retrievers (dense, BM25, hybrid) and fusion of ranked lists."""
+"""Retrieval: the Retriever / Reranker / Pipeline contracts, retrievers over indexes, and fusion."""
 
+from retrievekit.retrieval.base import Pipeline, Reranker, Retriever, run_from_hits
 from retrievekit.retrieval.fusion import FUSIONS, fuse, reciprocal_rank_fusion, weighted_score_fusion
-from retrievekit.retrieval.retriever import Bm25Retriever, DenseRetriever, HybridRetriever, Retriever, run_from_hits
+from retrievekit.retrieval.retriever import Bm25Retriever, DenseReranker, DenseRetriever, HybridRetriever
 
 __all__ = [
     "FUSIONS",
     "Bm25Retriever",
+    "DenseReranker",
     "DenseRetriever",
     "HybridRetriever",
+    "Pipeline",
+    "Reranker",
     "Retriever",
     "fuse",
     "reciprocal_rank_fusion",

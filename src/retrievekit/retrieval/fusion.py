@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from retrievekit.errors import ConfigError
-from retrievekit.index.base import Hits
+from retrievekit.hits import Hits
 
 __all__ = ["FUSIONS", "fuse", "reciprocal_rank_fusion", "weighted_score_fusion"]
 

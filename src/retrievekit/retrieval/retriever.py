@@ -1,45 +1,29 @@
-"""Retrievers: something that turns query texts into ranked ids. Dense (encoder + vector index),
-BM25, and hybrids that fuse several retrievers."""
+"""Retrievers over an index: dense (encoder + vector index) and BM25; the hybrid is a
+:class:`~retrievekit.retrieval.base.Pipeline` of several; :class:`DenseReranker` re-scores any
+first stage's candidates with a dense model."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from retrievekit.data.records import Queries, Run, ScoredDocument
+import numpy as np
+
+from retrievekit.artifacts import fingerprint_json
 from retrievekit.errors import ConfigError
-from retrievekit.index.base import Hits
+from retrievekit.hits import Hits
 from retrievekit.index.bm25 import Bm25Index
 from retrievekit.index.vector import VectorIndex
-from retrievekit.models.dense import DenseEncoder
-from retrievekit.retrieval.fusion import FUSIONS, fuse
+from retrievekit.retrieval.base import Pipeline, Reranker, Retriever, run_from_hits
+from retrievekit.scoring import canonical_similarity, similarity_matrix
 
-__all__ = ["Bm25Retriever", "DenseRetriever", "HybridRetriever", "Retriever", "run_from_hits"]
+if TYPE_CHECKING:
+    from retrievekit.models.dense import DenseEncoder
 
-
-@runtime_checkable
-class Retriever(Protocol):
-    name: str
-
-    def search(self, queries: Sequence[str], k: int = 10) -> list[Hits]: ...
+__all__ = ["Bm25Retriever", "DenseReranker", "DenseRetriever", "HybridRetriever", "Retriever", "run_from_hits"]
 
 
-def run_from_hits(query_ids: Sequence[str], hits: Sequence[Hits]) -> Run:
-    return Run(
-        {
-            qid: [ScoredDocument(d, float(s)) for d, s in zip(h.ids, h.scores, strict=True)]
-            for qid, h in zip(query_ids, hits, strict=True)
-        }
-    )
-
-
-class _RunMixin:
-    def retrieve(self, queries: Queries, k: int = 100) -> Run:
-        """Search every query of a :class:`Queries` collection; the result is a :class:`Run`."""
-        return run_from_hits(queries.ids, self.search(queries.texts(), k))
-
-
-class DenseRetriever(_RunMixin):
+class DenseRetriever(Retriever):
     """An encoder plus a vector index built with the same model (checked by fingerprint unless ``force``)."""
 
     def __init__(
@@ -51,28 +35,46 @@ class DenseRetriever(_RunMixin):
         batch_size: int = 64,
         name: str = "dense",
     ) -> None:
-        if encoder.dimension != index.dimension and not force:
+        if encoder.dimension != index.dimension:
             raise ConfigError(
                 f"the encoder makes {encoder.dimension}-d vectors but the index holds {index.dimension}-d ones"
             )
         index.check_model(encoder.fingerprint, force=force)
         self.encoder, self.index, self.batch_size, self.name = encoder, index, batch_size, name
 
-    def search(self, queries: Sequence[str], k: int = 10) -> list[Hits]:
-        return self.index.search(self.encoder.encode_queries(list(queries), batch_size=self.batch_size), k)
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_json(
+            {
+                "retriever": "dense",
+                "model": self.encoder.fingerprint,
+                "runtime": self.encoder.runtime,
+                "index": self.index.fingerprint(),
+            }
+        )
+
+    def _search(self, queries: list[str], k: int) -> list[Hits]:
+        return self.index.search(self.encoder.encode_queries(queries, batch_size=self.batch_size), k)
 
 
-class Bm25Retriever(_RunMixin):
+class Bm25Retriever(Retriever):
+    """Query texts against a :class:`~retrievekit.index.bm25.Bm25Index`."""
+
     def __init__(self, index: Bm25Index, *, name: str = "bm25") -> None:
         self.index, self.name = index, name
 
-    def search(self, queries: Sequence[str], k: int = 10) -> list[Hits]:
-        return self.index.search(list(queries), k)
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_json({"retriever": "bm25", "index": self.index.fingerprint()})
+
+    def _search(self, queries: list[str], k: int) -> list[Hits]:
+        return self.index.search(queries, k)
 
 
-class HybridRetriever(_RunMixin):
-    """Fuse several retrievers per query: ``fusion="rrf"`` (reciprocal rank fusion) or ``"weighted"``
-    (per-query min-max normalised scores, weighted sum). Each retriever contributes its top ``depth``."""
+class HybridRetriever(Pipeline):
+    """Several retrievers fused per query (a :class:`Pipeline` without a reranker, at least two
+    retrievers): ``fusion="rrf"`` (reciprocal rank fusion) or ``"weighted"`` (per-query min-max
+    normalised scores, weighted sum). Each retriever contributes its top ``max(k, depth)``."""
 
     def __init__(
         self,
@@ -86,21 +88,40 @@ class HybridRetriever(_RunMixin):
     ) -> None:
         if len(retrievers) < 2:
             raise ConfigError("a hybrid needs at least two retrievers")
-        if fusion not in FUSIONS:
-            raise ConfigError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
-        self.retrievers, self.fusion, self.weights, self.depth, self.rrf_k, self.name = (
-            list(retrievers),
-            fusion,
-            weights,
-            depth,
-            rrf_k,
-            name,
+        super().__init__(retrievers, fusion=fusion, weights=weights, depth=depth, rrf_k=rrf_k, name=name)
+
+
+class DenseReranker(Reranker):
+    """Re-scores candidates by the model's similarity between the query and each candidate's text
+    (``documents`` maps ids to the text to encode: title and body, as indexed)."""
+
+    def __init__(
+        self, encoder: DenseEncoder, documents: Mapping[str, str], *, batch_size: int = 64, name: str = "dense-rerank"
+    ) -> None:
+        self.encoder, self.documents, self.batch_size, self.name = encoder, documents, batch_size, name
+        self.similarity = canonical_similarity(encoder.similarity)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_json(
+            {"reranker": "dense", "model": self.encoder.fingerprint, "runtime": self.encoder.runtime}
         )
 
-    def search(self, queries: Sequence[str], k: int = 10) -> list[Hits]:
-        queries = list(queries)
-        per_retriever = [r.search(queries, max(k, self.depth)) for r in self.retrievers]
-        return [
-            fuse([lists[i] for lists in per_retriever], method=self.fusion, k=k, weights=self.weights, rrf_k=self.rrf_k)
-            for i in range(len(queries))
-        ]
+    def _rerank(self, queries: list[str], hits: list[Hits], k: int) -> list[Hits]:
+        missing = [d for h in hits for d in h.ids if d not in self.documents]
+        if missing:
+            raise ConfigError(f"{len(missing)} candidate id(s) have no text to rerank with (first: {missing[0]!r})")
+        query_vectors = self.encoder.encode_queries(queries, batch_size=self.batch_size)
+        unique = sorted({d for h in hits for d in h.ids})
+        vectors = self.encoder.encode_documents([self.documents[d] for d in unique], batch_size=self.batch_size)
+        row = {d: i for i, d in enumerate(unique)}
+        results = []
+        for query_vector, candidates in zip(query_vectors, hits, strict=True):
+            if not len(candidates):
+                results.append(Hits.empty())
+                continue
+            rows = vectors[[row[d] for d in candidates.ids]]
+            scores = similarity_matrix(query_vector[None, :], rows, self.similarity)[0]
+            order = np.argsort(-scores, kind="stable")[:k]
+            results.append(Hits([candidates.ids[i] for i in order], scores[order].astype(np.float32)))
+        return results

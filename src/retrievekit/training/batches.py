@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from retrievekit.errors import ConfigError
+from retrievekit.models.encoding import pad_batch, tokenize_chunk
 from retrievekit.training.data import TrainingExample
 
 __all__ = [
@@ -232,11 +233,9 @@ class TrainingCollator:
     def _tokenize(self, tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        encoded = tokenizer(
-            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-            return_token_type_ids=False,
-        )  # fmt: skip
-        return encoded["input_ids"], encoded["attention_mask"]
+        tokenized = tokenize_chunk(tokenizer, texts, max_length)  # the encoding engine's own steps
+        batch = pad_batch(tokenized.input_ids, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        return torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
 
     def __call__(self, samples: list[SampledExample]) -> TrainingBatch:
         queries = [(s.prompt if s.prompt is not None else self.query_prompt) + s.query for s in samples]

@@ -19,7 +19,7 @@ import numpy as np
 from retrievekit.artifacts import atomic_write_lines
 from retrievekit.data.records import Corpus
 from retrievekit.errors import ConfigError
-from retrievekit.index.base import Hits
+from retrievekit.hits import Hits
 from retrievekit.retrieval.retriever import Retriever
 from retrievekit.training.batches import text_hash
 from retrievekit.training.data import TrainingExample

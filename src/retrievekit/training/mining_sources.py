@@ -22,7 +22,7 @@ def dense_corpus_retriever(
     """An exact-search retriever over a corpus file, its vectors from evaluation's cache
     (``cache_root``, default ``~/.cache/retrievekit/evaluation``) or encoded into it. Returns the
     retriever and whether the vectors came from the cache."""
-    from retrievekit.evaluation.runner import corpus_embeddings
+    from retrievekit.evaluation.systems import corpus_embeddings
     from retrievekit.index.build import default_metric, fill_index
     from retrievekit.index.exact import ExactIndex
     from retrievekit.resolve import cache_dir

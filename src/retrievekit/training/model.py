@@ -3,40 +3,35 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from retrievekit.models.dense import DenseEncoder
+from retrievekit.scoring import pairwise_scores, similarity_matrix
 from retrievekit.training.batches import TrainingBatch
 
-__all__ = ["BiEncoderModel", "similarity_matrix"]
-
-
-def similarity_matrix(queries: torch.Tensor, documents: torch.Tensor, similarity: str) -> torch.Tensor:
-    """``(Q, D)`` scores: inner products, of unit vectors when ``similarity == "cosine"``.
-
-    >>> q = torch.tensor([[3.0, 4.0]]); d = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
-    >>> similarity_matrix(q, d, "dot").tolist(), similarity_matrix(q, d, "cosine").tolist()
-    ([[3.0, 8.0]], [[0.6000000238418579, 0.800000011920929]])
-    """
-    if similarity == "cosine":
-        queries, documents = F.normalize(queries, dim=-1), F.normalize(documents, dim=-1)
-    return queries @ documents.T
+__all__ = ["BiEncoderModel", "candidate_scores", "similarity_matrix"]
 
 
 def candidate_scores(
     queries: torch.Tensor, documents: torch.Tensor, num_negatives: int, similarity: str
 ) -> torch.Tensor:
     """``(B, 1 + k)`` scores of each query against its own positive then its own ``k`` negatives,
-    for documents laid out as in :class:`~retrievekit.training.batches.TrainingBatch`."""
+    for documents laid out as in :class:`~retrievekit.training.batches.TrainingBatch`.
+
+    >>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]]); d = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0], [5.0, 4.0]])
+    >>> candidate_scores(q, d, 1, "dot").tolist()
+    [[2.0, 1.0], [3.0, 4.0]]
+    """
     size = queries.shape[0]
-    if similarity == "cosine":
-        queries, documents = F.normalize(queries, dim=-1), F.normalize(documents, dim=-1)
-    positives = (queries * documents[:size]).sum(-1, keepdim=True)
+    positives = pairwise_scores(queries, documents[:size], similarity)[:, None]
     if not num_negatives:
         return positives
     negatives = documents[size:].view(size, num_negatives, -1)
-    return torch.cat([positives, torch.einsum("bd,bkd->bk", queries, negatives)], dim=1)
+    repeated = queries[:, None, :].expand_as(negatives)
+    scores = pairwise_scores(
+        repeated.reshape(-1, queries.shape[1]), negatives.reshape(-1, queries.shape[1]), similarity
+    )
+    return torch.cat([positives, scores.view(size, num_negatives)], dim=1)
 
 
 class BiEncoderModel(nn.Module):

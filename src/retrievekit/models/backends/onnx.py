@@ -34,7 +34,8 @@ from retrievekit._optional import require
 from retrievekit.artifacts import Manifest, atomic_directory, read_manifest, write_manifest
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.backends.onnx_graph import approximate_gelu, drop_padding_mask
-from retrievekit.models.encoding import BatchRunner
+from retrievekit.models.batching import plan_batches
+from retrievekit.models.encoding import BatchRunner, TokenBatch
 from retrievekit.resolve import cache_dir
 
 if TYPE_CHECKING:
@@ -99,23 +100,24 @@ class OnnxRunner:
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.run_many([(input_ids, attention_mask)])[0]
+    def __call__(self, batch: TokenBatch) -> np.ndarray:
+        return self.run_many([batch])[0]
 
-    def run_many(
-        self, batches: Sequence[tuple[np.ndarray, np.ndarray]], on_rows: Callable[[int], None] | None = None
-    ) -> list[np.ndarray]:
-        """Embed several padded batches; ``on_rows(n)`` is called as each slice of ``n`` rows is done."""
-        slices = [(b, rows) for b, (_, mask) in enumerate(batches) for rows in self._slices(mask)]
+    def run_many(self, batches: Sequence[TokenBatch], on_rows: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        """Run several padded batches; ``on_rows(n)`` is called as each slice of ``n`` rows is done.
+        Per-token outputs of a slice cut to its own width are padded back to the batch's width."""
+        for batch in batches:
+            if batch.token_type_ids is not None and batch.token_type_ids.any():
+                raise ConfigError("this ONNX graph takes single texts; text pairs need the torch backend")
+        slices = [(b, rows) for b, batch in enumerate(batches) for rows in self._slices(batch.attention_mask)]
         outputs: list[np.ndarray | None] = [None] * len(batches)
 
         def run(index: int) -> tuple[int, np.ndarray, np.ndarray]:
             b, rows = slices[index]
-            input_ids, mask = batches[b]
-            width = int(mask[rows].sum(axis=1).max(initial=1))
-            ids, mask = input_ids[rows], mask[rows]
-            if not mask[:, width:].any():  # right padding beyond the slice's longest text: drop it
-                ids, mask = ids[:, :width], mask[:, :width]
+            full_mask = batches[b].attention_mask
+            width = int(full_mask[rows].sum(axis=1).max(initial=1))
+            cut = batches[b].rows(rows, None if full_mask[rows][:, width:].any() else width)  # drop right padding
+            ids, mask = cut.input_ids, cut.attention_mask
             session = self.unpadded_session if mask.all() else self.session
             result = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
             if on_rows is not None:
@@ -127,20 +129,24 @@ class OnnxRunner:
         else:
             done = self._executor().map(run, range(len(slices)))
         for b, rows, result in done:
-            if outputs[b] is None:
-                outputs[b] = np.empty((len(batches[b][0]), result.shape[1]), dtype=np.float32)
-            outputs[b][rows] = result
+            target = outputs[b]
+            if target is None:
+                shape = (len(batches[b]), *result.shape[1:])
+                if result.ndim == 3:  # per-token output: the batch's full width, zeros past each slice
+                    shape = (len(batches[b]), batches[b].attention_mask.shape[1], result.shape[2])
+                target = outputs[b] = np.zeros(shape, dtype=np.float32)
+            if result.ndim == 3:
+                target[rows, : result.shape[1]] = result
+            else:
+                target[rows] = result
         return [o if o is not None else np.empty((0, 0), dtype=np.float32) for o in outputs]
 
     def _slices(self, mask: np.ndarray) -> Iterator[np.ndarray]:
-        """Row groups of about ``slice_tokens`` padded tokens, texts of similar length together."""
+        """Row groups of about ``slice_tokens`` padded tokens, texts of similar length together (the
+        engine's own batching, with the token budget as the only limit)."""
         lengths = mask.sum(axis=1)
-        order = np.argsort(-lengths, kind="stable")
-        start = 0
-        while start < len(order):
-            count = max(1, self.slice_tokens // max(int(lengths[order[start]]), 1))
-            yield np.sort(order[start : start + count])
-            start += count
+        for rows in plan_batches(lengths.tolist(), batch_size=max(len(lengths), 1), max_tokens=self.slice_tokens):
+            yield np.sort(rows)
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:

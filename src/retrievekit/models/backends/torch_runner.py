@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from retrievekit.errors import ConfigError
+from retrievekit.models.encoding import TokenBatch
 from retrievekit.models.tower import Tower
 
 __all__ = ["TorchRunner", "parse_devices"]
@@ -33,7 +34,7 @@ def parse_devices(device: str | list[str] | None) -> list[torch.device]:
 
 
 class TorchRunner:
-    """Callable ``(input_ids, attention_mask) -> float32 embeddings`` for one tower on one device."""
+    """Callable ``TokenBatch -> float32 head output`` for one tower on one device."""
 
     def __init__(self, tower: Tower, device: torch.device, dtype: str = "float32") -> None:
         if dtype not in _DTYPES:
@@ -45,9 +46,13 @@ class TorchRunner:
         self.autocast = dtype != "float32"
         self.dtype = _DTYPES[dtype]
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        ids = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
-        mask = torch.from_numpy(attention_mask).to(self.device, non_blocking=True)
+    def __call__(self, batch: TokenBatch) -> np.ndarray:
+        ids = torch.from_numpy(batch.input_ids).to(self.device, non_blocking=True)
+        mask = torch.from_numpy(batch.attention_mask).to(self.device, non_blocking=True)
+        types = None
+        if batch.token_type_ids is not None:
+            types = torch.from_numpy(batch.token_type_ids).to(self.device, non_blocking=True)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
-            out = self.tower(ids, mask)
-        return out.float().cpu().numpy()
+            out = self.tower(ids, mask, types)
+        result: np.ndarray = out.float().cpu().numpy()  # activations (sigmoid, ...) go after this, in float32
+        return result

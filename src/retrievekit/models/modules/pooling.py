@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import torch
 
-__all__ = ["POOLING_MODES", "PoolingMode", "pool"]
+from retrievekit.models.spec import POOLING_MODES, PoolingMode
 
-PoolingMode = Literal["cls", "mean", "max", "last_token", "mean_sqrt_len"]
-POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
+__all__ = ["POOLING_MODES", "PoolingMode", "pool"]
 
 
 def pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:

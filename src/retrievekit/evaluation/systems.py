@@ -1,0 +1,331 @@
+"""What an evaluation runs: retriever specs, built against the evaluated corpus, and their registry.
+
+A :class:`RetrieverSpec` says how to build a :class:`~retrievekit.retrieval.Retriever` for a corpus
+and gives a fingerprint of everything that shapes its results *before* it is built, so a cached run
+is found without encoding or indexing anything. :class:`EvaluationCorpus` is what specs build from:
+the corpus, its hash, and corpus embeddings cached per model fingerprint and runtime (for every
+family that encodes documents). The CLI turns ``--retriever NAME`` into specs through
+:func:`make_spec`; a new family registers its spec with :func:`register_retriever` and nothing in
+the runner, report or CLI changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from retrievekit.artifacts import fingerprint_files, fingerprint_json
+from retrievekit.data.beir import RetrievalSplit
+from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.index.registry import index_class, index_type_info
+from retrievekit.retrieval.base import Pipeline, Retriever
+
+if TYPE_CHECKING:
+    from retrievekit.embeddings import EmbeddingSet
+    from retrievekit.models.dense import DenseEncoder
+
+__all__ = [
+    "Bm25Spec",
+    "BuiltRetriever",
+    "DenseSpec",
+    "EvaluationCorpus",
+    "FixedRetriever",
+    "PipelineSpec",
+    "RetrieverSpec",
+    "SpecOptions",
+    "corpus_embeddings",
+    "make_spec",
+    "register_retriever",
+    "registered_retrievers",
+    "spec_needs_model",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def corpus_embeddings(
+    encoder: DenseEncoder,
+    corpus_path: Path,
+    *,
+    cache_root: Path | None,
+    scratch: Path,
+    batch_size: int = 32,
+    corpus_hash: str | None = None,
+) -> tuple[EmbeddingSet, float, bool]:
+    """Encode a corpus once per (model, runtime, corpus): later calls load the cached vectors from
+    ``cache_root/embeddings``. Without a cache the vectors go to ``scratch``. Returns the vectors,
+    the seconds spent encoding and whether they came from the cache."""
+    from retrievekit.embeddings import encode_to_directory, load_embeddings
+
+    corpus_hash = corpus_hash or fingerprint_files([corpus_path])
+    key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "corpus": corpus_hash})
+    folder = scratch / key.removeprefix("sha256:")[:24]
+    if cache_root is not None:
+        folder = cache_root / "embeddings" / key.removeprefix("sha256:")[:24]
+        if folder.is_dir():
+            try:
+                return load_embeddings(folder), 0.0, True
+            except ArtifactError as exc:
+                logger.warning("re-encoding: the cached embeddings in %s are unusable (%s)", folder, exc)
+    started = time.perf_counter()
+    embeddings = encode_to_directory(encoder, corpus_path, folder, side="documents", batch_size=batch_size)
+    return embeddings, time.perf_counter() - started, False
+
+
+@dataclass
+class EvaluationCorpus:
+    """The corpus an evaluation searches, with its content hash and the caches built on it."""
+
+    split: RetrievalSplit
+    corpus_path: Path
+    corpus_hash: str
+    cache_root: Path | None
+    scratch: Path
+    batch_size: int = 32
+    _embeddings: dict[str, tuple[EmbeddingSet, float, bool]] = field(default_factory=dict)
+    _built: dict[str, BuiltRetriever] = field(default_factory=dict)
+
+    def embeddings(self, encoder: DenseEncoder) -> tuple[EmbeddingSet, float, bool]:
+        """:func:`corpus_embeddings` of this corpus, once per evaluation."""
+        key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime})
+        if key not in self._embeddings:
+            self._embeddings[key] = corpus_embeddings(
+                encoder, self.corpus_path, cache_root=self.cache_root, scratch=self.scratch,
+                batch_size=self.batch_size, corpus_hash=self.corpus_hash,
+            )  # fmt: skip
+        return self._embeddings[key]
+
+    def build(self, spec: RetrieverSpec) -> BuiltRetriever:
+        """``spec`` built once per evaluation (a hybrid reuses the members built before it)."""
+        key = spec.fingerprint(self)
+        if key not in self._built:
+            self._built[key] = spec.build(self)
+        return self._built[key]
+
+
+@dataclass(frozen=True)
+class BuiltRetriever:
+    """A retriever ready to search, with the seconds its building took and what came from caches."""
+
+    retriever: Retriever
+    timing: dict[str, float]
+    cached: dict[str, bool] = field(default_factory=dict)
+
+
+class RetrieverSpec(ABC):
+    """How to build one evaluated system for a corpus."""
+
+    name: str
+    model: str | None = None  # the model named in reports (None: no model, e.g. BM25)
+
+    @abstractmethod
+    def fingerprint(self, corpus: EvaluationCorpus) -> str:
+        """Everything that shapes this system's results on ``corpus``, known before building it."""
+
+    @abstractmethod
+    def build(self, corpus: EvaluationCorpus) -> BuiltRetriever: ...
+
+
+class DenseSpec(RetrieverSpec):
+    """A dense encoder over a vector index of any registered dense type."""
+
+    def __init__(
+        self, encoder: DenseEncoder, *, index_type: str = "flat", index_params: dict[str, Any] | None = None,
+        name: str = "dense",
+    ) -> None:  # fmt: skip
+        if index_type_info(index_type).family != "dense":
+            raise ConfigError(f"index type {index_type!r} is not a dense index; choose a dense one for {name}")
+        self.encoder, self.index_type, self.index_params, self.name = (
+            encoder,
+            index_type,
+            dict(index_params or {}),
+            name,
+        )
+        self.model = encoder.name
+
+    def fingerprint(self, corpus: EvaluationCorpus) -> str:
+        return fingerprint_json(
+            {
+                "retriever": "dense",
+                "model": self.encoder.fingerprint,
+                "runtime": self.encoder.runtime,
+                "index": self.index_type,
+                "params": self.index_params,
+                "corpus": corpus.corpus_hash,
+            }
+        )
+
+    def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
+        from retrievekit.index.build import default_metric, fill_index
+        from retrievekit.index.vector import VectorIndex
+        from retrievekit.retrieval.retriever import DenseRetriever
+
+        embeddings, encode_s, cached = corpus.embeddings(self.encoder)
+        started = time.perf_counter()
+        index = index_class(self.index_type)(
+            self.encoder.dimension, default_metric(self.encoder), model_fingerprint=self.encoder.fingerprint,
+            **self.index_params,
+        )  # fmt: skip
+        if not isinstance(index, VectorIndex):
+            raise ConfigError(f"index type {self.index_type!r} does not store vectors")
+        fill_index(index, embeddings.ids, embeddings.vectors)
+        retriever = DenseRetriever(self.encoder, index, batch_size=corpus.batch_size, name=self.name)
+        return BuiltRetriever(
+            retriever, {"encode": encode_s, "index": time.perf_counter() - started}, {"embeddings": cached}
+        )
+
+
+class Bm25Spec(RetrieverSpec):
+    """BM25 (bm25s) over the corpus's title + text."""
+
+    def __init__(self, *, params: dict[str, Any] | None = None, name: str = "bm25") -> None:
+        from retrievekit.index.bm25 import Bm25Index
+
+        self.params, self.name = dict(params or {}), name
+        self._config = Bm25Index(**self.params).config()
+
+    def fingerprint(self, corpus: EvaluationCorpus) -> str:
+        return fingerprint_json({"retriever": "bm25", "bm25": self._config, "corpus": corpus.corpus_hash})
+
+    def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
+        from retrievekit.index.bm25 import Bm25Index
+        from retrievekit.retrieval.retriever import Bm25Retriever
+
+        started = time.perf_counter()
+        index = Bm25Index(**self.params)
+        index.add(corpus.split.corpus.ids, corpus.split.corpus.texts())
+        return BuiltRetriever(Bm25Retriever(index, name=self.name), {"index": time.perf_counter() - started})
+
+
+class PipelineSpec(RetrieverSpec):
+    """Members fused by a :class:`~retrievekit.retrieval.Pipeline` (the hybrid: dense + BM25, RRF).
+    ``depth`` None: each member contributes as many results as the evaluation asks for."""
+
+    def __init__(
+        self,
+        members: Sequence[RetrieverSpec],
+        *,
+        fusion: str = "rrf",
+        weights: Sequence[float] | None = None,
+        rrf_k: int = 60,
+        depth: int | None = None,
+        name: str = "hybrid",
+    ) -> None:
+        if len(members) < 2:
+            raise ConfigError(f"{name} needs at least two member retrievers")
+        self.members, self.fusion, self.weights, self.rrf_k, self.depth, self.name = (
+            list(members), fusion, None if weights is None else list(weights), rrf_k, depth, name,
+        )  # fmt: skip
+        models = {m.model for m in self.members if m.model}
+        self.model = ", ".join(sorted(models)) or None
+
+    def fingerprint(self, corpus: EvaluationCorpus) -> str:
+        return fingerprint_json(
+            {
+                "pipeline": [m.fingerprint(corpus) for m in self.members],
+                "fusion": self.fusion,
+                "weights": self.weights,
+                "rrf_k": self.rrf_k,
+                "depth": self.depth,
+            }
+        )
+
+    def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
+        built = [corpus.build(m) for m in self.members]
+        pipeline = Pipeline(
+            [b.retriever for b in built], fusion=self.fusion, weights=self.weights, rrf_k=self.rrf_k,
+            depth=self.depth or 1, name=self.name,
+        )  # fmt: skip
+        timing: dict[str, float] = {}
+        for member in built:
+            for key, value in member.timing.items():
+                timing[key] = timing.get(key, 0.0) + value
+        return BuiltRetriever(pipeline, timing, {k: v for b in built for k, v in b.cached.items()})
+
+
+class FixedRetriever(RetrieverSpec):
+    """An already built retriever (its index holds the corpus): its own fingerprint keys the cache."""
+
+    def __init__(self, retriever: Retriever, *, model: str | None = None) -> None:
+        self.retriever, self.name = retriever, retriever.name
+        encoder = getattr(retriever, "encoder", None)
+        self.model = model if model is not None else getattr(encoder, "name", None)
+
+    def fingerprint(self, corpus: EvaluationCorpus) -> str:
+        return self.retriever.fingerprint
+
+    def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
+        return BuiltRetriever(self.retriever, {})
+
+
+@dataclass(frozen=True)
+class SpecOptions:
+    """What the CLI (or a caller) knows when it turns retriever names into specs."""
+
+    encoder: DenseEncoder | None = None
+    index_type: str | None = None
+    index_params: dict[str, Any] = field(default_factory=dict)
+    fusion: str = "rrf"
+
+
+@dataclass(frozen=True)
+class _Registration:
+    factory: Callable[[SpecOptions], RetrieverSpec]
+    needs_model: bool
+    description: str
+
+
+_REGISTRY: dict[str, _Registration] = {}
+
+
+def register_retriever(
+    name: str, factory: Callable[[SpecOptions], RetrieverSpec], *, needs_model: bool, description: str = ""
+) -> None:
+    """Make ``--retriever NAME`` (and ``systems=[NAME]``) build ``factory(options)``."""
+    _REGISTRY[name] = _Registration(factory, needs_model, description)
+
+
+def registered_retrievers() -> dict[str, str]:
+    """Name -> description of every registered retriever."""
+    return {name: entry.description for name, entry in _REGISTRY.items()}
+
+
+def spec_needs_model(name: str) -> bool:
+    return _registration(name).needs_model
+
+
+def _registration(name: str) -> _Registration:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown retriever {name!r}; choose from {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def make_spec(name: str, options: SpecOptions) -> RetrieverSpec:
+    """The spec registered under ``name``, built from ``options``."""
+    entry = _registration(name)
+    if entry.needs_model and options.encoder is None:
+        raise ConfigError(f"the {name} retriever needs a model (--model)")
+    return entry.factory(options)
+
+
+def _dense(options: SpecOptions) -> RetrieverSpec:
+    assert options.encoder is not None
+    return DenseSpec(options.encoder, index_type=options.index_type or "flat", index_params=options.index_params)
+
+
+def _bm25(options: SpecOptions) -> RetrieverSpec:
+    return Bm25Spec()
+
+
+def _hybrid(options: SpecOptions) -> RetrieverSpec:
+    return PipelineSpec([_dense(options), _bm25(options)], fusion=options.fusion, name="hybrid")
+
+
+register_retriever("dense", _dense, needs_model=True, description="the model over a dense index (--index-type)")
+register_retriever("bm25", _bm25, needs_model=False, description="BM25 (bm25s, English stemming and stopwords)")
+register_retriever("hybrid", _hybrid, needs_model=True, description="dense + BM25, reciprocal rank fusion")

@@ -1,0 +1,122 @@
+"""Heads: what turns a backbone's token states into a family's output.
+
+The encoder engine runs ``backbone -> head`` for every family; a head declares which backbone output
+it reads (``states``: the last hidden states, or the logits of a masked-LM or classification model)
+and what it produces (``output``, one of :data:`~retrievekit.outputs.OUTPUT_KINDS`):
+
+- :class:`PoolingHead` -> ``dense``: one vector per text (pooling, projections, normalisation);
+- :class:`TokenVectorsHead` -> ``multivector``: one vector per token (projection, L2 normalisation);
+  padding positions are zero;
+- :class:`SpladeHead` -> ``sparse``: vocabulary-sized weights, ``log(1 + relu(logits))`` pooled by max or sum;
+- :class:`ScoreHead` -> ``score``: the logits of a sequence-classification model, one row per text pair.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retrievekit.errors import ConfigError
+from retrievekit.models.modules.pooling import pool
+from retrievekit.models.modules.projection import Projection
+from retrievekit.outputs import OutputKind
+
+__all__ = ["BackboneStates", "Head", "PoolingHead", "ScoreHead", "SpladeHead", "TokenVectorsHead"]
+
+# what a head reads from the backbone: the base model's last hidden states, or a task model's logits
+BackboneStates = Literal["hidden", "masked_lm_logits", "classification_logits"]
+
+
+class Head(nn.Module):
+    """Base of every head: ``forward(states, attention_mask) -> output tensor``."""
+
+    output: ClassVar[OutputKind]
+    states: ClassVar[BackboneStates] = "hidden"
+
+    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PoolingHead(Head):
+    """``(B, L, H)`` -> ``(B, d)``: pooling, then projections, then optional L2 normalisation.
+
+    >>> head = PoolingHead("mean", [], normalize=True)
+    >>> head(torch.tensor([[[3.0, 0.0], [0.0, 4.0], [9.0, 9.0]]]), torch.tensor([[1, 1, 0]])).tolist()
+    [[0.6000000238418579, 0.800000011920929]]
+    """
+
+    output = "dense"
+
+    def __init__(self, pooling: str, projections: list[Projection], *, normalize: bool) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.projections = nn.ModuleList(projections)
+        self.normalize = normalize
+
+    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        embeddings = pool(states, attention_mask, self.pooling)
+        for projection in self.projections:
+            embeddings = projection(embeddings)
+        if self.normalize:
+            embeddings = F.normalize(embeddings, p=2, dim=-1)
+        return embeddings
+
+
+class TokenVectorsHead(Head):
+    """``(B, L, H)`` -> ``(B, L, d)``: an optional linear projection (ColBERT's, no bias), then L2
+    normalisation of each token vector; padding positions come out as zeros.
+
+    >>> head = TokenVectorsHead(None)
+    >>> head(torch.tensor([[[3.0, 4.0], [1.0, 0.0]]]), torch.tensor([[1, 0]])).tolist()
+    [[[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]]
+    """
+
+    output = "multivector"
+
+    def __init__(self, projection: nn.Linear | None, *, normalize: bool = True) -> None:
+        super().__init__()
+        self.projection = projection
+        self.normalize = normalize
+
+    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        vectors = self.projection(states) if self.projection is not None else states
+        if self.normalize:
+            vectors = F.normalize(vectors, p=2, dim=-1)
+        return vectors * attention_mask.unsqueeze(-1).to(vectors.dtype)
+
+
+class SpladeHead(Head):
+    """``(B, L, V)`` masked-LM logits -> ``(B, V)`` weights ``pool_t log(1 + relu(logit_t))`` over the
+    real tokens (``pooling`` ``max`` as SPLADE v2+, or ``sum``).
+
+    >>> logits = torch.tensor([[[0.0, 1.0, -2.0], [3.0, 0.5, 0.0], [9.0, 9.0, 9.0]]])
+    >>> [round(w, 4) for w in SpladeHead("max")(logits, torch.tensor([[1, 1, 0]]))[0].tolist()]
+    [1.3863, 0.6931, 0.0]
+    """
+
+    output = "sparse"
+    states = "masked_lm_logits"
+
+    def __init__(self, pooling: str = "max") -> None:
+        super().__init__()
+        if pooling not in ("max", "sum"):
+            raise ConfigError(f"SPLADE pooling must be 'max' or 'sum', got {pooling!r}")
+        self.pooling = pooling
+
+    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        weights = torch.log1p(torch.relu(states)) * attention_mask.unsqueeze(-1).to(states.dtype)
+        return weights.amax(dim=1) if self.pooling == "max" else weights.sum(dim=1)
+
+
+class ScoreHead(Head):
+    """``(B, labels)`` classification logits, passed through (activations are the reranker's choice,
+    applied in float32 after the model)."""
+
+    output = "score"
+    states = "classification_logits"
+
+    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return states

@@ -1,0 +1,166 @@
+"""The retrieval contracts: :class:`Retriever` (queries -> ranked ids), :class:`Reranker` (queries and
+candidates -> re-scored candidates) and :class:`Pipeline` (retrievers -> fusion -> optional
+reranker), itself a retriever. Every retriever and reranker has a ``name`` and a ``fingerprint`` of
+everything that shapes its results, which is what evaluation caches key on."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from retrievekit.artifacts import fingerprint_json
+from retrievekit.data.records import Queries, Run, ScoredDocument
+from retrievekit.errors import ConfigError
+from retrievekit.hits import Hits
+from retrievekit.retrieval.fusion import FUSIONS, fuse
+
+__all__ = ["Pipeline", "Reranker", "Retriever", "run_from_hits"]
+
+
+def run_from_hits(query_ids: Sequence[str], hits: Sequence[Hits]) -> Run:
+    """A :class:`Run` from per-query hits, in the order of ``query_ids``."""
+    if len(query_ids) != len(hits):
+        raise ConfigError(f"{len(query_ids)} query ids for {len(hits)} result lists")
+    return Run(
+        {
+            qid: [ScoredDocument(d, float(s)) for d, s in zip(h.ids, h.scores, strict=True)]
+            for qid, h in zip(query_ids, hits, strict=True)
+        }
+    )
+
+
+def _check_queries(queries: Sequence[str]) -> list[str]:
+    if isinstance(queries, str):
+        raise TypeError("pass a list of query strings, not a single string")
+    queries = list(queries)
+    for position, query in enumerate(queries):
+        if not isinstance(query, str):
+            raise TypeError(f"query at position {position} is {type(query).__name__}, expected str")
+    return queries
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
+
+
+class Retriever(ABC):
+    """Turns query texts into ranked document ids. Subclasses implement :meth:`_search` and
+    :attr:`fingerprint`; :meth:`search` checks the input once for all of them."""
+
+    name: str = "retriever"
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A hash of everything that shapes the results (model, index contents and settings)."""
+
+    def search(self, queries: Sequence[str], k: int = 10) -> list[Hits]:
+        """Per query, at most ``k`` results, best first."""
+        _check_k(k)
+        return self._search(_check_queries(queries), k)
+
+    @abstractmethod
+    def _search(self, queries: list[str], k: int) -> list[Hits]: ...
+
+    def retrieve(self, queries: Queries, k: int = 100) -> Run:
+        """Search every query of a :class:`Queries` collection; the result is a :class:`Run`."""
+        return run_from_hits(queries.ids, self.search(queries.texts(), k))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class Reranker(ABC):
+    """Re-scores the candidates of a first stage: cross-encoders, MaxSim, entity linkers, ..."""
+
+    name: str = "reranker"
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str: ...
+
+    def rerank(self, queries: Sequence[str], hits: Sequence[Hits], k: int = 10) -> list[Hits]:
+        """For each query, its candidates re-scored, at most ``k``, best first."""
+        _check_k(k)
+        queries = _check_queries(queries)
+        if len(queries) != len(hits):
+            raise ConfigError(f"{len(queries)} queries for {len(hits)} candidate lists")
+        return self._rerank(queries, list(hits), k)
+
+    @abstractmethod
+    def _rerank(self, queries: list[str], hits: list[Hits], k: int) -> list[Hits]: ...
+
+
+class Pipeline(Retriever):
+    """One or several retrievers -> fusion -> optional reranker, usable wherever a retriever is.
+
+    Each retriever contributes its top ``max(k, depth)``; several lists are fused per query by
+    ``fusion`` (``rrf``: reciprocal rank fusion, ``weighted``: per-query min-max normalised scores,
+    weighted sum); the reranker, when given, re-scores the first ``rerank_top_k`` fused results and
+    the pipeline returns its top ``k``.
+    """
+
+    def __init__(
+        self,
+        retrievers: Sequence[Retriever],
+        *,
+        fusion: str = "rrf",
+        weights: Sequence[float] | None = None,
+        depth: int = 100,
+        rrf_k: int = 60,
+        reranker: Reranker | None = None,
+        rerank_top_k: int = 100,
+        name: str | None = None,
+    ) -> None:
+        retrievers = list(retrievers)
+        if not retrievers:
+            raise ConfigError("a pipeline needs at least one retriever")
+        if len(retrievers) == 1 and reranker is None:
+            raise ConfigError("a pipeline of one retriever needs a reranker (or use the retriever itself)")
+        if fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+        if weights is not None and len(weights) != len(retrievers):
+            raise ConfigError(f"{len(weights)} weights for {len(retrievers)} retrievers")
+        _check_k(depth)
+        _check_k(rerank_top_k)
+        self.retrievers = retrievers
+        self.fusion, self.weights, self.depth, self.rrf_k = (
+            fusion,
+            None if weights is None else list(weights),
+            depth,
+            rrf_k,
+        )
+        self.reranker, self.rerank_top_k = reranker, rerank_top_k
+        default = "+".join(r.name for r in retrievers) + (f">{reranker.name}" if reranker else "")
+        self.name = name or default
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_json(
+            {
+                "pipeline": [r.fingerprint for r in self.retrievers],
+                "fusion": self.fusion,
+                "weights": self.weights,
+                "depth": self.depth,
+                "rrf_k": self.rrf_k,
+                "reranker": self.reranker.fingerprint if self.reranker else None,
+                "rerank_top_k": self.rerank_top_k,
+            }
+        )
+
+    def _search(self, queries: list[str], k: int) -> list[Hits]:
+        wanted = max(k, self.rerank_top_k) if self.reranker else k
+        per_retriever = [r.search(queries, max(wanted, self.depth)) for r in self.retrievers]
+        if len(per_retriever) == 1:
+            candidates = [hits.top(wanted) for hits in per_retriever[0]]
+        else:
+            candidates = [
+                fuse([lists[i] for lists in per_retriever], method=self.fusion, k=wanted, weights=self.weights,
+                     rrf_k=self.rrf_k)
+                for i in range(len(queries))
+            ]  # fmt: skip
+        if self.reranker is None:
+            return candidates
+        reranked = self.reranker.rerank(queries, [c.top(self.rerank_top_k) for c in candidates], k)
+        return [hits.top(k) for hits in reranked]

@@ -1,0 +1,207 @@
+"""Scoring functions: pure functions shared by indexes, retrievers, rerankers and training.
+
+Every function takes NumPy arrays or torch tensors and answers in the same kind (torch is imported
+only when a tensor is passed in). Higher is always better: ``l2`` is the negated squared distance.
+
+Similarity names follow sentence-transformers (``dot``, ``cosine``, ``euclidean``); ``ip`` (FAISS's
+"inner product") and ``l2`` are accepted spellings and :func:`canonical_similarity` maps them to one
+name, so models, indexes and losses never disagree about what a name means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from retrievekit.errors import ConfigError
+
+__all__ = [
+    "SIMILARITIES",
+    "canonical_similarity",
+    "cosine",
+    "dot",
+    "l2",
+    "maxsim",
+    "maxsim_ragged",
+    "pairwise_scores",
+    "similarity_matrix",
+    "sparse_dot",
+]
+
+SIMILARITIES = ("dot", "cosine", "l2")
+_ALIASES = {"ip": "dot", "inner_product": "dot", "dot_product": "dot", "euclidean": "l2", "cos_sim": "cosine"}
+
+Array = Any  # numpy.ndarray or torch.Tensor: each function returns the kind it was given
+
+
+def canonical_similarity(name: str) -> str:
+    """The one name of a similarity.
+
+    >>> canonical_similarity("ip"), canonical_similarity("cosine"), canonical_similarity("euclidean")
+    ('dot', 'cosine', 'l2')
+    """
+    resolved = _ALIASES.get(name, name)
+    if resolved not in SIMILARITIES:
+        raise ConfigError(f"unknown similarity {name!r}; choose one of {', '.join(SIMILARITIES)} (or ip, euclidean)")
+    return resolved
+
+
+def _is_torch(x: Array) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def _unit(x: Array) -> Array:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    if _is_torch(x):
+        import torch.nn.functional as F
+
+        return F.normalize(x, p=2, dim=-1)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _squared_norms(x: Array) -> Array:
+    return (x * x).sum(-1)
+
+
+def dot(a: Array, b: Array) -> Array:
+    """``(n, m)`` inner products of the rows of ``a`` and ``b``.
+
+    >>> dot(np.array([[3.0, 4.0]]), np.array([[1.0, 0.0], [0.0, 2.0]])).tolist()
+    [[3.0, 8.0]]
+    """
+    return a @ b.T
+
+
+def cosine(a: Array, b: Array) -> Array:
+    """``(n, m)`` cosine similarities.
+
+    >>> cosine(np.array([[3.0, 4.0]]), np.array([[1.0, 0.0], [0.0, 2.0]])).round(6).tolist()
+    [[0.6, 0.8]]
+    """
+    return _unit(a) @ _unit(b).T
+
+
+def l2(a: Array, b: Array) -> Array:
+    """``(n, m)`` negated squared Euclidean distances (higher is closer).
+
+    >>> l2(np.array([[0.0, 0.0]]), np.array([[3.0, 4.0], [1.0, 0.0]])).tolist()
+    [[-25.0, -1.0]]
+    """
+    return 2 * (a @ b.T) - _squared_norms(a)[:, None] - _squared_norms(b)[None, :]
+
+
+_MATRIX = {"dot": dot, "cosine": cosine, "l2": l2}
+
+
+def similarity_matrix(a: Array, b: Array, similarity: str) -> Array:
+    """``(n, m)`` scores of every row of ``a`` against every row of ``b`` under ``similarity``.
+
+    >>> similarity_matrix(np.array([[1.0, 1.0]]), np.array([[2.0, 0.0]]), "ip").tolist()
+    [[2.0]]
+    """
+    return _MATRIX[canonical_similarity(similarity)](a, b)
+
+
+def pairwise_scores(a: Array, b: Array, similarity: str) -> Array:
+    """``(n,)`` scores of row ``i`` of ``a`` against row ``i`` of ``b``.
+
+    >>> pairwise_scores(np.array([[1.0, 2.0], [0.0, 1.0]]), np.array([[3.0, 1.0], [0.0, 3.0]]), "dot").tolist()
+    [5.0, 3.0]
+    """
+    similarity = canonical_similarity(similarity)
+    if similarity == "cosine":
+        a, b = _unit(a), _unit(b)
+    if similarity == "l2":
+        return -_squared_norms(a - b)
+    return (a * b).sum(-1)
+
+
+def maxsim(
+    queries: Array, documents: Array, query_mask: Array | None = None, document_mask: Array | None = None
+) -> Array:
+    """Late-interaction scores over padded batches: for each query token its best document token,
+    summed over query tokens (ColBERT's MaxSim). ``queries`` ``(Q, Lq, d)``, ``documents``
+    ``(D, Ld, d)``; masks ``(Q, Lq)`` / ``(D, Ld)`` mark real tokens (padding never counts).
+    Returns ``(Q, D)``.
+
+    >>> q = np.array([[[1.0, 0.0], [0.0, 1.0]]])                      # one query, two tokens
+    >>> d = np.array([[[1.0, 0.0], [0.5, 0.5]], [[0.0, 2.0], [9.0, 9.0]]])
+    >>> maxsim(q, d).tolist()                                        # doc 0: 1 + 0.5; doc 1: 9 + 9
+    [[1.5, 18.0]]
+    >>> maxsim(q, d, document_mask=np.array([[1, 1], [1, 0]])).tolist()  # doc 1's 2nd token is padding
+    [[1.5, 2.0]]
+    """
+    torch_mode = _is_torch(queries)
+    if torch_mode:
+        import torch
+
+        token_scores = torch.einsum("qid,pjd->qpij", queries, documents)
+    else:
+        token_scores = np.einsum("qid,pjd->qpij", queries, documents)
+    if document_mask is not None:
+        hidden = document_mask[None, :, None, :] == 0
+        token_scores = (
+            token_scores.masked_fill(hidden, float("-inf")) if torch_mode else np.where(hidden, -np.inf, token_scores)
+        )
+    best = token_scores.amax(-1) if torch_mode else token_scores.max(-1)
+    if document_mask is not None:  # a document with no token at all contributes nothing
+        best = best.clamp(min=-1e30) if torch_mode else np.maximum(best, -1e30)
+        empty = document_mask.sum(-1) == 0
+        best = best.masked_fill(empty[None, :, None], 0.0) if torch_mode else np.where(empty[None, :, None], 0.0, best)
+    if query_mask is not None:
+        best = best * query_mask[:, None, :].to(best.dtype) if torch_mode else best * query_mask[:, None, :]
+    return best.sum(-1)
+
+
+def maxsim_ragged(query: np.ndarray, documents: Sequence[np.ndarray]) -> np.ndarray:
+    """MaxSim of one query ``(Lq, d)`` against documents of any lengths ``[(Ld_i, d), ...]``; ``(D,)``.
+
+    >>> q = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> maxsim_ragged(q, [np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([[0.0, 2.0]])]).tolist()
+    [1.5, 2.0]
+    """
+    if not len(documents):
+        return np.empty(0, dtype=np.float32)
+    lengths = np.fromiter((len(d) for d in documents), dtype=np.int64, count=len(documents))
+    stacked = np.concatenate(list(documents)) if lengths.sum() else np.empty((0, query.shape[1]), dtype=query.dtype)
+    token_scores = stacked @ query.T  # (sum Ld, Lq)
+    scores = np.zeros(len(documents), dtype=np.result_type(query, stacked))
+    present = lengths > 0
+    if present.any():
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[present]
+        scores[present] = np.maximum.reduceat(token_scores, starts, axis=0).sum(axis=1)
+    return scores
+
+
+def sparse_dot(
+    query_indices: Sequence[np.ndarray],
+    query_values: Sequence[np.ndarray],
+    document_indptr: np.ndarray,
+    document_indices: np.ndarray,
+    document_values: np.ndarray,
+) -> np.ndarray:
+    """Dot products of sparse queries (one ``(indices, values)`` pair each) with CSR documents;
+    ``(Q, D)`` dense scores.
+
+    >>> indptr, indices, values = np.array([0, 2, 3]), np.array([1, 5, 5]), np.array([2.0, 1.0, 4.0])
+    >>> sparse_dot([np.array([5, 7])], [np.array([0.5, 3.0])], indptr, indices, values).tolist()
+    [[0.5, 2.0]]
+    """
+    num_documents = len(document_indptr) - 1
+    scores = np.zeros((len(query_indices), num_documents), dtype=np.float32)
+    if not len(document_indices):
+        return scores
+    owner = np.repeat(np.arange(num_documents), np.diff(document_indptr))
+    for row, (terms, weights) in enumerate(zip(query_indices, query_values, strict=True)):
+        if not len(terms):
+            continue
+        order = np.argsort(terms)
+        terms, weights = np.asarray(terms)[order], np.asarray(weights, dtype=np.float32)[order]
+        slot = np.searchsorted(terms, document_indices)
+        slot = np.minimum(slot, len(terms) - 1)
+        hit = terms[slot] == document_indices
+        np.add.at(scores[row], owner[hit], weights[slot[hit]] * document_values[hit])
+    return scores
