@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import click
 
-from retrievekit.models.modules.pooling import POOLING_MODES
+from retrievekit.models.spec import POOLING_MODES
 
 
 def model_options(command: Callable) -> Callable:

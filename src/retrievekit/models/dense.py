@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import numpy as np
 
@@ -16,8 +16,10 @@ from retrievekit.errors import ConfigError
 from retrievekit.models.encoding import BatchRunner, ChunkOutput, EncodeStats, encode_chunks
 from retrievekit.models.npy_stream import NpyStreamWriter
 from retrievekit.models.spec import EncoderSpec
-from retrievekit.models.tower import Tower
 from retrievekit.quantization import PRECISIONS, Int8Calibration, quantize
+
+if TYPE_CHECKING:
+    from retrievekit.models.tower import Tower
 
 __all__ = ["DENSE_KIND", "DenseEncoder", "EncodeOptions", "EncodedFile"]
 

@@ -14,7 +14,6 @@ from retrievekit.artifacts import MANIFEST_NAME, read_manifest
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.dense import DENSE_KIND, DenseEncoder
 from retrievekit.models.spec import EncoderSpec, spec_from_hf_directory, spec_from_sentence_transformers
-from retrievekit.models.tower import load_tower
 from retrievekit.resolve import resolve_model
 
 __all__ = ["load_encoder", "read_encoder_spec"]
@@ -84,6 +83,8 @@ def load_encoder(
             document_prompt=spec.document_prompt if document_prompt is None else document_prompt,
         )
         fingerprint = None
+    from retrievekit.models.tower import load_tower
+
     query_tower = load_tower(root, spec.query, trust_remote_code=trust_remote_code)
     document_tower = (
         query_tower if spec.shared else load_tower(root, spec.document, trust_remote_code=trust_remote_code)
