@@ -81,8 +81,7 @@ def test_bad_inputs(tiny_bert_dir, caplog):
         encoder.encode_documents(["fine", None])
     with pytest.raises(TypeError, match="text at position 0 is int"):
         encoder.encode_queries([3])
-    with pytest.raises(TypeError, match="not a single string"):
-        encoder.encode_queries("one string")
+    assert encoder.encode_queries("one string").shape == (32,)  # a single string: one 1-d vector
     with caplog.at_level(logging.WARNING):
         out = encoder.encode_documents(["", "x", "", "word " * 200])
     assert out.shape == (4, 32) and np.isfinite(out).all()
@@ -128,11 +127,16 @@ def test_truncate_dim_and_precisions(tiny_bert_dir):
     assert short.shape == (4, 8)
     np.testing.assert_allclose(short, full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True), atol=1e-6)
     assert encoder.encode_documents(TEXTS, precision="float16").dtype == np.float16
+    with pytest.raises(ConfigError, match="calibration"):  # never ranges fitted on the texts at hand
+        encoder.encode_documents(TEXTS, precision="int8")
+    encoder.calibrate(TEXTS)
     codes = encoder.encode_documents(TEXTS, precision="int8")
     assert codes.dtype == np.int8 and codes.min() == -128 and codes.max() == 127
-    bits = encoder.encode_documents(TEXTS, precision="binary")
+    bits = encoder.encode_documents(TEXTS, precision="ubinary")
     assert bits.shape == (4, 4) and bits.dtype == np.uint8
     np.testing.assert_array_equal(np.unpackbits(bits, axis=1), (full > 0).astype(np.uint8))
+    signed = encoder.encode_documents(TEXTS, precision="binary")
+    np.testing.assert_array_equal(signed.astype(np.int16) + 128, bits)
     with pytest.raises(ConfigError, match="truncate_dim must be between 1 and 32"):
         encoder.encode_documents(TEXTS, truncate_dim=64)
 
@@ -237,3 +241,41 @@ def test_minilm_matches_sentence_transformers(minilm, minilm_dir):
     ours = minilm.encode_documents(texts, batch_size=4)
     assert np.abs(ours - st.encode(texts, batch_size=4)).max() < 1e-5
     assert minilm.dimension == 384 and minilm.max_length == 256 and minilm.normalizes
+
+
+def test_sentence_transformers_habits(tiny_bert_dir, tmp_path):
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True, device="cpu")
+    query = encoder.encode_query("how do proteins fold")
+    documents = encoder.encode_document(TEXTS)
+    assert query.shape == (32,) and documents.shape == (4, 32)
+    np.testing.assert_allclose(encoder.encode_queries(["how do proteins fold"])[0], query, atol=1e-6)
+    scores = encoder.similarity(query, documents)
+    assert scores.shape == (1, 4)
+    np.testing.assert_allclose(scores[0], documents @ query, atol=1e-5)  # cosine of unit vectors
+    assert encoder.similarity_fn_name == "cosine"
+    # int8 codes of a single text use the stored ranges, the same for queries and documents
+    encoder.calibrate(TEXTS * 3)
+    one = encoder.encode_documents(["some text"], precision="int8")
+    assert one.shape == (1, 32) and len(np.unique(one)) > 2  # not all -128, as ranges fitted on one text gave
+    np.testing.assert_array_equal(
+        encoder.encode_queries([TEXTS[0]], precision="int8"), encoder.encode_documents([TEXTS[0]], precision="int8")
+    )
+    saved = load_encoder(encoder.save(tmp_path / "calibrated"), device="cpu")
+    assert saved.calibration is not None
+    np.testing.assert_array_equal(saved.calibration.ranges, encoder.calibration.ranges)
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
+def test_precisions_equal_sentence_transformers(precision):
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    from retrievekit.quantization import Int8Calibration, quantize
+
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(200, 16)).astype(np.float32)
+    queries = rng.normal(size=(5, 16)).astype(np.float32) * 1.5  # some values beyond the ranges
+    calibration = Int8Calibration.fit(corpus)
+    expected = quantize_embeddings(queries, precision=precision, ranges=calibration.ranges)
+    ours = quantize(queries, precision, calibration)
+    assert ours.dtype == expected.dtype
+    np.testing.assert_array_equal(ours, expected)

@@ -18,7 +18,7 @@ from retrievekit.data.beir import collection_file
 from retrievekit.data.readers import iter_documents, iter_queries
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.dense import DenseEncoder
-from retrievekit.quantization import PRECISIONS, Int8Calibration, quantize
+from retrievekit.quantization import PRECISIONS, SCALAR_PRECISIONS, Int8Calibration, quantize
 
 __all__ = ["EMBEDDINGS_KIND", "EmbeddingSet", "encode_to_directory", "load_embeddings"]
 
@@ -91,7 +91,7 @@ def encode_to_directory(
             truncate_dim=truncate_dim,
             show_progress=show_progress,
         )
-        calibration = _convert_precision(raw, precision)
+        calibration = _convert_precision(raw, precision, encoder.calibration if truncate_dim is None else None)
         if calibration is not None:
             calibration.save(staging / "calibration.npy")
         (staging / "ids.json").write_text(json.dumps(ids, ensure_ascii=False))
@@ -102,7 +102,7 @@ def encode_to_directory(
             "count": encoded.count,
             "dimension": encoded.dimension,
             "precision": precision,
-            "similarity": encoder.similarity,
+            "similarity": encoder.similarity_fn_name,
             "normalized": encoder.normalizes,
             "backend": encoder.backend,
             "max_length": encoder.max_length if max_length is None else min(max_length, encoder.max_length),
@@ -125,13 +125,14 @@ def encode_to_directory(
     return load_embeddings(output)
 
 
-def _convert_precision(path: Path, precision: str) -> Int8Calibration | None:
-    """Rewrite a float32 ``.npy`` in place at a lower precision, chunk by chunk."""
+def _convert_precision(path: Path, precision: str, stored: Int8Calibration | None) -> Int8Calibration | None:
+    """Rewrite a float32 ``.npy`` in place at a lower precision, chunk by chunk. Scalar codes use the
+    model's ``stored`` ranges, or ranges fitted on the whole file (saved beside the codes)."""
     if precision == "float32":
         return None
     source = np.load(path, mmap_mode="r")
-    calibration = None
-    if precision == "int8":
+    calibration = stored if precision in SCALAR_PRECISIONS else None
+    if precision in SCALAR_PRECISIONS and calibration is None:
         lower = np.full(source.shape[1], np.inf, dtype=np.float32)
         upper = np.full(source.shape[1], -np.inf, dtype=np.float32)
         for start in range(0, len(source), _CONVERT_ROWS):

@@ -36,7 +36,7 @@ def info(**model_kwargs) -> None:
         )
     console.print(f"[bold]{encoder.name}[/bold]  {encoder.source}  ({spec.source_format} format)")
     console.print(
-        f"dimension {encoder.dimension}, similarity {encoder.similarity}, "
+        f"dimension {encoder.dimension}, similarity {encoder.similarity_fn_name}, "
         f"{'shared tower' if spec.shared else 'two towers'}, backend {encoder.backend}"
     )
     print_table("Towers", ["side", "pooling", "normalize", "max length", "projections", "prompt"], rows)

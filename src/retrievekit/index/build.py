@@ -26,7 +26,7 @@ _ADD_ROWS = 65536
 
 def default_metric(encoder: DenseEncoder) -> str:
     """The model's similarity, with ``dot`` for normalised cosine models (the same ranking, cheaper)."""
-    similarity = canonical_similarity(encoder.similarity)
+    similarity = canonical_similarity(encoder.similarity_fn_name)
     if similarity == "cosine" and encoder.normalizes:
         return "dot"
     return similarity

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -17,15 +17,17 @@ from retrievekit.models.encoding import BatchRunner, ChunkOutput, EncodeStats, e
 from retrievekit.models.npy_stream import NpyStreamWriter
 from retrievekit.models.spec import EncoderSpec
 from retrievekit.quantization import PRECISIONS, Int8Calibration, quantize
+from retrievekit.scoring import similarity_matrix
 
 if TYPE_CHECKING:
     from retrievekit.models.tower import Tower
 
-__all__ = ["DENSE_KIND", "DenseEncoder", "EncodeOptions", "EncodedFile"]
+__all__ = ["CALIBRATION_FILE", "DENSE_KIND", "DenseEncoder", "EncodeOptions", "EncodedFile"]
 
 logger = logging.getLogger(__name__)
 
 DENSE_KIND = "dense_encoder"
+CALIBRATION_FILE = "int8_calibration.npy"  # the int8/uint8 ranges of a calibrated model, (2, dim)
 _SIDES = ("queries", "documents")
 
 
@@ -35,7 +37,8 @@ class EncodeOptions(TypedDict, total=False):
     ``batch_size`` (32); ``max_tokens``: a padded-token budget per batch; ``max_length``: at most the
     model's; ``normalize``: None keeps the model's choice; ``truncate_dim``: Matryoshka, keep the first
     dimensions (re-normalised when the model normalises); ``precision``: float32 | float16 | int8 |
-    binary; ``calibration``: the int8 ranges (fitted on these texts when absent); ``show_progress``.
+    uint8 | binary | ubinary (sentence-transformers' names and formulas); ``calibration``: the
+    int8/uint8 ranges (default: the model's own, from :meth:`DenseEncoder.calibrate`); ``show_progress``.
     """
 
     batch_size: int
@@ -93,6 +96,7 @@ class DenseEncoder:
         self.source = source
         self._fingerprint = fingerprint
         self.runtime = runtime or backend  # e.g. "torch-float32", "onnx-int8": what caches of vectors key on
+        self.calibration: Int8Calibration | None = None  # int8/uint8 ranges, from calibrate() or the saved model
 
     # ---- description -------------------------------------------------------------------------
     @property
@@ -104,8 +108,19 @@ class DenseEncoder:
         return self.document_tower.max_length
 
     @property
-    def similarity(self) -> str:
+    def similarity_fn_name(self) -> str:
+        """The similarity the model was trained with (``cosine`` or ``dot``), as sentence-transformers names it."""
         return self.spec.similarity
+
+    def similarity(self, a: Any, b: Any) -> Any:
+        """``(n, m)`` scores of every row of ``a`` against every row of ``b`` with the model's
+        similarity (NumPy arrays or torch tensors; 1-d inputs count as one row).
+
+        As sentence-transformers' ``model.similarity``: ``model.similarity(model.encode_query(q),
+        model.encode_document(docs))``."""
+        a = a[None, :] if a.ndim == 1 else a
+        b = b[None, :] if b.ndim == 1 else b
+        return similarity_matrix(a, b, self.similarity_fn_name)
 
     @property
     def normalizes(self) -> bool:
@@ -145,21 +160,38 @@ class DenseEncoder:
         )
 
     # ---- encoding ----------------------------------------------------------------------------
-    def encode_queries(self, texts: Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
-        """Encode queries (with the query prompt) into a ``(len(texts), dim)`` array.
+    def encode_queries(self, texts: str | Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
+        """Encode queries (with the query prompt) into a ``(len(texts), dim)`` array; a single string
+        gives one ``(dim,)`` vector.
 
         Options: see :class:`EncodeOptions`."""
         return self._encode(texts, "queries", **options)
 
-    def encode_documents(self, texts: Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
-        """Encode documents (with the document prompt) into a ``(len(texts), dim)`` array.
+    def encode_documents(self, texts: str | Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
+        """Encode documents (with the document prompt) into a ``(len(texts), dim)`` array; a single
+        string gives one ``(dim,)`` vector.
 
         Options: see :class:`EncodeOptions`."""
         return self._encode(texts, "documents", **options)
 
+    def encode_query(self, texts: str | Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
+        """sentence-transformers' name for :meth:`encode_queries`."""
+        return self._encode(texts, "queries", **options)
+
+    def encode_document(self, texts: str | Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
+        """sentence-transformers' name for :meth:`encode_documents`."""
+        return self._encode(texts, "documents", **options)
+
+    def calibrate(self, texts: Sequence[str], **options: Unpack[EncodeOptions]) -> Int8Calibration:
+        """Fit the ``int8``/``uint8`` ranges on documents (a representative sample of the corpus) and
+        keep them with the model: later ``precision="int8"`` calls on either side use them, and
+        :meth:`save` stores them."""
+        self.calibration = Int8Calibration.fit(self._encode(texts, "documents", **(options | {"precision": "float32"})))
+        return self.calibration
+
     def _encode(
         self,
-        texts: Sequence[str],
+        texts: str | Sequence[str],
         side: str,
         *,
         batch_size: int = 32,
@@ -173,7 +205,12 @@ class DenseEncoder:
     ) -> np.ndarray:
         """Encode one side; the options are described on :class:`EncodeOptions`."""
         if isinstance(texts, str):
-            raise TypeError("pass a list of strings, not a single string")
+            single: np.ndarray = self._encode(
+                [texts], side, batch_size=batch_size, max_tokens=max_tokens, max_length=max_length,
+                normalize=normalize, truncate_dim=truncate_dim, precision=precision, calibration=calibration,
+                show_progress=show_progress,
+            )  # fmt: skip
+            return single[0]
         texts = list(texts)
         self._check_options(precision, truncate_dim)
         if not texts:
@@ -182,7 +219,7 @@ class DenseEncoder:
         chunks = self._chunks(texts, side, batch_size, max_tokens, max_length, show_progress, len(texts), stats)
         embeddings = np.concatenate([self._finish(_dense(c), normalize, truncate_dim) for c in chunks])
         stats.report(self._effective_max_length(side, max_length))
-        return quantize(embeddings, precision, calibration)
+        return quantize(embeddings, precision, calibration or self.calibration)
 
     def encode_to_npy(
         self,
@@ -294,6 +331,8 @@ class DenseEncoder:
                 extra=self.spec.extra,
             )
             write_sentence_transformers_files(staging, spec, layouts)
+            if self.calibration is not None:
+                self.calibration.save(staging / CALIBRATION_FILE)
             write_manifest(
                 staging,
                 Manifest(
@@ -321,7 +360,7 @@ class DenseEncoder:
             if id(tower) not in replicas:
                 replicas[id(tower)] = [tower if i == 0 else copy.deepcopy(tower) for i in range(len(devices))]
             runners[side] = [TorchRunner(t, d, dtype) for t, d in zip(replicas[id(tower)], devices, strict=True)]
-        return DenseEncoder(
+        copy_ = DenseEncoder(
             self.spec,
             self.query_tower,
             self.document_tower,
@@ -332,3 +371,5 @@ class DenseEncoder:
             source=self.source,
             runtime=f"torch-{dtype}",
         )
+        copy_.calibration = self.calibration
+        return copy_

@@ -9,12 +9,17 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retrievekit.artifacts import MANIFEST_NAME, read_manifest
 from retrievekit.errors import ArtifactError, ConfigError
-from retrievekit.models.dense import DENSE_KIND, DenseEncoder
+from retrievekit.models.dense import CALIBRATION_FILE, DENSE_KIND, DenseEncoder
 from retrievekit.models.spec import EncoderSpec, spec_from_hf_directory, spec_from_sentence_transformers
+from retrievekit.quantization import Int8Calibration
 from retrievekit.resolve import resolve_model
+
+if TYPE_CHECKING:
+    from retrievekit.models.tower import Tower
 
 __all__ = ["load_encoder", "read_encoder_spec"]
 
@@ -89,7 +94,27 @@ def load_encoder(
     document_tower = (
         query_tower if spec.shared else load_tower(root, spec.document, trust_remote_code=trust_remote_code)
     )
-    name = str(name_or_path)
+    encoder = _build(
+        spec, query_tower, document_tower, str(name_or_path), fingerprint, root, backend, device, dtype, quantize
+    )
+    calibration = root / CALIBRATION_FILE
+    if calibration.is_file():
+        encoder.calibration = Int8Calibration.load(calibration)
+    return encoder
+
+
+def _build(
+    spec: EncoderSpec,
+    query_tower: Tower,
+    document_tower: Tower,
+    name: str,
+    fingerprint: str | None,
+    root: Path,
+    backend: str,
+    device: str | list[str] | None,
+    dtype: str,
+    quantize: str | None,
+) -> DenseEncoder:
     if backend == "torch":
         from retrievekit.models.backends.torch_runner import parse_devices
 

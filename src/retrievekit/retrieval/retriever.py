@@ -99,7 +99,7 @@ class DenseReranker(Reranker):
         self, encoder: DenseEncoder, documents: Mapping[str, str], *, batch_size: int = 64, name: str = "dense-rerank"
     ) -> None:
         self.encoder, self.documents, self.batch_size, self.name = encoder, documents, batch_size, name
-        self.similarity = canonical_similarity(encoder.similarity)
+        self.similarity = canonical_similarity(encoder.similarity_fn_name)
 
     @property
     def fingerprint(self) -> str:

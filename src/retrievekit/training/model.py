@@ -42,7 +42,7 @@ class BiEncoderModel(nn.Module):
         self.encoder = encoder
         self.query_tower = encoder.query_tower
         self.document_tower = encoder.document_tower  # the same module when shared: parameters() lists it once
-        self.similarity = encoder.similarity
+        self.similarity = encoder.similarity_fn_name
         for tower in (self.query_tower, self.document_tower):
             pooler = getattr(tower.backbone, "pooler", None)  # BERT's pooler: never used by our pooling
             if isinstance(pooler, nn.Module):
