@@ -134,25 +134,26 @@ def maxsim(
     >>> maxsim(q, d, document_mask=np.array([[1, 1], [1, 0]])).tolist()  # doc 1's 2nd token is padding
     [[1.5, 2.0]]
     """
-    torch_mode = _is_torch(queries)
-    if torch_mode:
+    if _is_torch(queries):
         import torch
 
-        token_scores = torch.einsum("qid,pjd->qpij", queries, documents)
-    else:
-        token_scores = np.einsum("qid,pjd->qpij", queries, documents)
+        token_scores: Any = torch.einsum("qid,pjd->qpij", queries, documents)
+        if document_mask is not None:
+            token_scores = token_scores.masked_fill(document_mask[None, :, None, :] == 0, float("-inf"))
+        best: Any = token_scores.amax(-1)
+        if document_mask is not None:  # a document with no token at all contributes nothing
+            best = best.masked_fill((document_mask.sum(-1) == 0)[None, :, None], 0.0)
+        if query_mask is not None:
+            best = best * query_mask[:, None, :].to(best.dtype)
+        return best.sum(-1)
+    token_scores = np.einsum("qid,pjd->qpij", queries, documents)
     if document_mask is not None:
-        hidden = document_mask[None, :, None, :] == 0
-        token_scores = (
-            token_scores.masked_fill(hidden, float("-inf")) if torch_mode else np.where(hidden, -np.inf, token_scores)
-        )
-    best = token_scores.amax(-1) if torch_mode else token_scores.max(-1)
-    if document_mask is not None:  # a document with no token at all contributes nothing
-        best = best.clamp(min=-1e30) if torch_mode else np.maximum(best, -1e30)
-        empty = document_mask.sum(-1) == 0
-        best = best.masked_fill(empty[None, :, None], 0.0) if torch_mode else np.where(empty[None, :, None], 0.0, best)
+        token_scores = np.where(document_mask[None, :, None, :] == 0, -np.inf, token_scores)
+    best = token_scores.max(-1) if token_scores.shape[-1] else np.zeros(token_scores.shape[:-1])
+    if document_mask is not None:
+        best = np.where((document_mask.sum(-1) == 0)[None, :, None], 0.0, best)
     if query_mask is not None:
-        best = best * query_mask[:, None, :].to(best.dtype) if torch_mode else best * query_mask[:, None, :]
+        best = best * query_mask[:, None, :]
     return best.sum(-1)
 
 

@@ -49,7 +49,8 @@ def search(index_dir, query_texts, queries_file, k, output, as_json, model, back
     from retrievekit.errors import ConfigError
     from retrievekit.index import load_index
     from retrievekit.index.bm25 import Bm25Index
-    from retrievekit.retrieval import Bm25Retriever, DenseRetriever, run_from_hits
+    from retrievekit.index.vector import VectorIndex
+    from retrievekit.retrieval import Bm25Retriever, DenseRetriever, Retriever, run_from_hits
 
     if bool(query_texts) == bool(queries_file):
         raise click.UsageError("give either --query (one or more) or --queries FILE")
@@ -59,8 +60,11 @@ def search(index_dir, query_texts, queries_file, k, output, as_json, model, back
     else:
         ids, texts = [str(i) for i in range(1, len(query_texts) + 1)], list(query_texts)
     index = load_index(index_dir)
+    retriever: Retriever
     if isinstance(index, Bm25Index):
         retriever = Bm25Retriever(index)
+    elif not isinstance(index, VectorIndex):
+        raise ConfigError(f"{index_dir}: searching a {index.index_type} index is not supported by this command yet")
     else:
         from retrievekit.models import load_encoder
 

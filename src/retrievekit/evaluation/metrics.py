@@ -57,7 +57,7 @@ def compute_metrics(
         raise ConfigError(f"unknown metric families {sorted(unknown)}; choose from {', '.join(METRIC_FAMILIES)}")
     judged = qrels.to_dict()
     scores = run.to_dict()
-    results = {qid: {} for qid in judged}
+    results: dict[str, dict[str, float]] = {qid: {} for qid in judged}
     trec = [f"{_TREC_MEASURE[f]}.{','.join(map(str, k_values))}" for f in families if f in _TREC_MEASURE]
     if trec:
         evaluator = pytrec_eval.RelevanceEvaluator(judged, set(trec))

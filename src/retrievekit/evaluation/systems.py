@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from retrievekit.artifacts import fingerprint_files, fingerprint_json
 from retrievekit.data.beir import RetrievalSplit
 from retrievekit.errors import ArtifactError, ConfigError
-from retrievekit.index.registry import index_class, index_type_info
+from retrievekit.index.registry import index_type_info
 from retrievekit.retrieval.base import Pipeline, Retriever
 
 if TYPE_CHECKING:
@@ -161,18 +161,15 @@ class DenseSpec(RetrieverSpec):
         )
 
     def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
-        from retrievekit.index.build import default_metric, fill_index
-        from retrievekit.index.vector import VectorIndex
+        from retrievekit.index.build import default_metric, fill_index, vector_index
         from retrievekit.retrieval.retriever import DenseRetriever
 
         embeddings, encode_s, cached = corpus.embeddings(self.encoder)
         started = time.perf_counter()
-        index = index_class(self.index_type)(
-            self.encoder.dimension, default_metric(self.encoder), model_fingerprint=self.encoder.fingerprint,
-            **self.index_params,
+        index = vector_index(
+            self.index_type, self.encoder.dimension, default_metric(self.encoder),
+            model_fingerprint=self.encoder.fingerprint, **self.index_params,
         )  # fmt: skip
-        if not isinstance(index, VectorIndex):
-            raise ConfigError(f"index type {self.index_type!r} does not store vectors")
         fill_index(index, embeddings.ids, embeddings.vectors)
         retriever = DenseRetriever(self.encoder, index, batch_size=corpus.batch_size, name=self.name)
         return BuiltRetriever(

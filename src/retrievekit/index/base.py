@@ -66,7 +66,12 @@ class IdTable:
         """Validate ids for ``add``: non-empty strings, no repeats, and no existing id unless ``upsert``."""
         if len(set(ids)) != len(ids):
             seen: set[str] = set()
-            duplicate = next(i for i in ids if i in seen or seen.add(i))
+            duplicate = ""
+            for value in ids:
+                if value in seen:
+                    duplicate = value
+                    break
+                seen.add(value)
             raise ConfigError(f"id {duplicate!r} appears twice in one add()")
         for value in ids:
             if not isinstance(value, str) or not value:

@@ -39,8 +39,8 @@ class Bm25Index(Index[Sequence[str], Sequence[str]]):
         super().__init__(**kwargs)
         self.k1, self.b, self.method, self.stopwords, self.stemmer_language = k1, b, method, stopwords, stemmer
         self._texts: list[str] = []
-        self._engine = None
-        self._stemmer_instance = None
+        self._engine: Any = None  # a bm25s.BM25 (untyped)
+        self._stemmer_instance: Any = None
 
     def config(self) -> dict[str, Any]:
         return {

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,12 +14,14 @@ from retrievekit.data.beir import collection_file
 from retrievekit.data.readers import iter_documents
 from retrievekit.errors import ConfigError
 from retrievekit.index.base import Index
-from retrievekit.index.registry import index_class
+from retrievekit.index.registry import index_class, index_type_info, index_types
 from retrievekit.index.vector import VectorIndex
-from retrievekit.models.dense import DenseEncoder
 from retrievekit.scoring import canonical_similarity
 
-__all__ = ["build_index", "default_metric", "fill_index"]
+__all__ = ["build_index", "default_metric", "fill_index", "vector_index"]
+
+if TYPE_CHECKING:
+    from retrievekit.models.dense import DenseEncoder
 
 logger = logging.getLogger(__name__)
 _ADD_ROWS = 65536
@@ -47,6 +50,74 @@ def fill_index(index: VectorIndex, ids: list[str], vectors: np.ndarray, *, train
         index.add(ids[start : start + _ADD_ROWS], np.asarray(vectors[start : start + _ADD_ROWS]))
 
 
+def vector_index(
+    index_type: str, dimension: int, metric: str, *, model_fingerprint: str | None = None, **options: Any
+) -> VectorIndex:
+    """A new empty vector index of a registered dense type."""
+    cls = index_class(index_type)
+    if not issubclass(cls, VectorIndex):
+        raise ConfigError(f"index type {index_type!r} does not store vectors; choose one of {index_types('dense')}")
+    return cls(dimension, metric, model_fingerprint=model_fingerprint, **options)
+
+
+def _build_lexical(path: Path, index_type: str, params: dict[str, Any], titles: dict[str, str], **_: Any) -> Index:
+    index = index_class(index_type)(**params)
+    ids, texts = [], []
+    for doc in iter_documents(path):
+        ids.append(doc.id)
+        texts.append(doc.full_text)
+        if doc.title:
+            titles[doc.id] = doc.title
+    index.add(ids, texts)
+    return index
+
+
+def _build_dense(
+    path: Path,
+    index_type: str,
+    params: dict[str, Any],
+    titles: dict[str, str],
+    *,
+    encoder: DenseEncoder | None,
+    metric: str | None,
+    batch_size: int,
+    show_progress: bool,
+) -> Index:
+    if encoder is None:
+        raise ConfigError(f"a {index_type} index needs a model to encode the corpus")
+    index = vector_index(
+        index_type,
+        encoder.dimension,
+        metric or default_metric(encoder),
+        model_fingerprint=encoder.fingerprint,
+        model_name=_model_reference(encoder),
+        model_options=encoder.load_options(),
+        **params,
+    )
+    ids: list[str] = []
+
+    def documents() -> Iterator[str]:
+        for doc in iter_documents(path):
+            ids.append(doc.id)
+            if doc.title:
+                titles[doc.id] = doc.title
+            yield doc.full_text
+
+    with tempfile.TemporaryDirectory(prefix="retrievekit-index-") as scratch:
+        encoded = encoder.encode_to_npy(
+            documents(), Path(scratch) / "vectors.npy", side="documents", batch_size=batch_size,
+            show_progress=show_progress,
+        )  # fmt: skip
+        vectors = np.load(encoded.path, mmap_mode="r")
+        fill_index(index, ids, vectors)
+        del vectors
+    return index
+
+
+# how each index family is filled from a corpus file; a new family adds its builder here
+_BUILDERS: dict[str, Callable[..., Index]] = {"lexical": _build_lexical, "dense": _build_dense}
+
+
 def build_index(
     source: str | Path,
     index_type: str,
@@ -59,51 +130,15 @@ def build_index(
     params: dict[str, Any] | None = None,
 ) -> Index:
     """Index every document of ``source``; save to ``output`` when given. Titles are kept for display."""
-    cls = index_class(index_type)
+    family = index_type_info(index_type).family
+    if family not in _BUILDERS:
+        raise ConfigError(f"building a {family} index ({index_type}) from a corpus is not supported yet")
     path = collection_file(source, "documents")
-    params = dict(params or {})
     titles: dict[str, str] = {}
-    if index_type == "bm25":
-        index = cls(**params)
-        ids, texts = [], []
-        for doc in iter_documents(path):
-            ids.append(doc.id)
-            texts.append(doc.full_text)
-            if doc.title:
-                titles[doc.id] = doc.title
-        index.add(ids, texts)
-    else:
-        if encoder is None:
-            raise ConfigError(f"a {index_type} index needs a model to encode the corpus")
-        index = cls(
-            encoder.dimension,
-            metric or default_metric(encoder),
-            model_fingerprint=encoder.fingerprint,
-            model_name=_model_reference(encoder),
-            model_options=encoder.load_options(),
-            **params,
-        )
-        assert isinstance(index, VectorIndex)
-        ids = []
-
-        def texts():
-            for doc in iter_documents(path):
-                ids.append(doc.id)
-                if doc.title:
-                    titles[doc.id] = doc.title
-                yield doc.full_text
-
-        with tempfile.TemporaryDirectory(prefix="retrievekit-index-") as scratch:
-            encoded = encoder.encode_to_npy(
-                texts(),
-                Path(scratch) / "vectors.npy",
-                side="documents",
-                batch_size=batch_size,
-                show_progress=show_progress,
-            )
-            vectors = np.load(encoded.path, mmap_mode="r")
-            fill_index(index, ids, vectors)
-            del vectors
+    index = _BUILDERS[family](
+        path, index_type, dict(params or {}), titles, encoder=encoder, metric=metric, batch_size=batch_size,
+        show_progress=show_progress,
+    )  # fmt: skip
     index.titles = titles
     if output is not None:
         index.save(output)

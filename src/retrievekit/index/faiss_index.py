@@ -27,7 +27,7 @@ class _FaissIndex(VectorIndex):
 
     def __init__(self, dimension: int, metric: str = "dot", **kwargs: Any) -> None:
         super().__init__(dimension, metric, **kwargs)
-        self._index = None
+        self._index: Any = None  # a faiss.Index (faiss ships no type information)
 
     @property
     def _faiss_metric(self) -> int:

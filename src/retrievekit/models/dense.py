@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
@@ -80,7 +80,7 @@ class DenseEncoder:
         query_tower: Tower,
         document_tower: Tower,
         *,
-        runners: dict[str, Sequence[BatchRunner]],
+        runners: Mapping[str, Sequence[BatchRunner]],
         name: str = "",
         fingerprint: str | None = None,
         backend: str = "torch",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import numpy as np
 
@@ -40,18 +41,20 @@ class NpyStreamWriter:
         self.dim = dim
         self.count = 0
         self._tmp = staging_sibling(self.path, "partial")
-        self._handle = None
+        self._handle: BinaryIO | None = None
 
     def __enter__(self) -> NpyStreamWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tidy_dead_staging(self.path)
-        self._handle = self._tmp.open("wb")
-        self._handle.write(_header(0, self.dim))
+        self._handle = handle = self._tmp.open("wb")
+        handle.write(_header(0, self.dim))
         return self
 
     def append(self, rows: np.ndarray) -> None:
         if rows.ndim != 2 or rows.shape[1] != self.dim:
             raise ValueError(f"expected rows of dimension {self.dim}, got shape {rows.shape}")
+        if self._handle is None:
+            raise ValueError("append() outside the writer's with block")
         self._handle.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
         self.count += len(rows)
 
@@ -59,6 +62,8 @@ class NpyStreamWriter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         handle, self._handle = self._handle, None
+        if handle is None:
+            return
         try:
             if exc_type is None:
                 handle.seek(0)

@@ -168,8 +168,10 @@ def _tower_from_modules(root: Path, modules: list[tuple[str, str]]) -> TowerSpec
 
 def spec_from_sentence_transformers(root: Path) -> EncoderSpec:
     """Read a sentence-transformers folder (``modules.json``, optionally a Router/Asym) into a spec."""
-    entries = _read_json(root / "modules.json")
-    modules = [(str(e["type"]).rsplit(".", 1)[-1], e.get("path", "")) for e in entries]
+    entries: Any = _read_json(root / "modules.json")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "type" in e for e in entries):
+        raise ArtifactError(f"{root / 'modules.json'}: expected a list of modules, each with a 'type'")
+    modules = [(str(e["type"]).rsplit(".", 1)[-1], str(e.get("path", ""))) for e in entries]
     st_config = (
         _read_json(root / "config_sentence_transformers.json")
         if (root / "config_sentence_transformers.json").is_file()

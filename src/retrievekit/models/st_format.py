@@ -43,8 +43,8 @@ def write_sentence_transformers_files(
         if (root / "sentence_bert_config.json").exists() is False:
             raise FileNotFoundError("the shared tower's backbone must be saved at the root")
         return
-    types = {}
-    structure = {}
+    types: dict[str, str] = {}
+    structure: dict[str, list[str]] = {}
     for route in ("query", "document"):
         structure[route] = []
         for kind, path in layouts[route]:

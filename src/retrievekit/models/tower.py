@@ -65,7 +65,7 @@ class Tower(nn.Module):
     ) -> None:
         super().__init__()
         self.spec = spec
-        self.backbone = backbone
+        self.backbone: Any = backbone  # a transformers PreTrainedModel (config, save_pretrained, ...)
         self.tokenizer = tokenizer
         if head is None:
             head = PoolingHead(spec.pooling, list(projections or []), normalize=spec.normalize)
@@ -81,16 +81,17 @@ class Tower(nn.Module):
 
     @property
     def max_length(self) -> int:
-        limit = self.spec.max_length or getattr(self.tokenizer, "model_max_length", 512)
+        limit = int(self.spec.max_length or getattr(self.tokenizer, "model_max_length", 512) or 512)
         positions = getattr(self.backbone.config, "max_position_embeddings", None)
         limit = min(limit, 10**6)
-        return min(limit, positions) if positions else limit
+        return min(limit, int(positions)) if positions else limit
 
     @property
     def dimension(self) -> int:
         """Width of a dense or per-token output vector."""
         if len(self.projections):
-            return int(self.projections[-1].out_features)
+            last: Any = self.projections[-1]
+            return int(last.out_features)
         projection = getattr(self.head, "projection", None)
         if isinstance(projection, nn.Linear):
             return int(projection.out_features)
@@ -149,6 +150,7 @@ class Tower(nn.Module):
         pooling_config.update({key: self.spec.pooling == mode for mode, key in _ST_POOLING_KEYS.items()})
         (root / pooling_dir / "config.json").write_text(json.dumps(pooling_config, indent=2))
         projection_dirs = []
+        projection: Any
         for offset, projection in enumerate(self.projections):
             rel = folder(2 + offset, "Dense")
             projection.save(root / rel)

@@ -174,7 +174,7 @@ class TrainingSet(Dataset):
                 else None
             )
         else:
-            others = rng.choice(len(examples), size=k, replace=True) if k else []
+            others: Sequence[int] = rng.choice(len(examples), size=k, replace=True).tolist() if k else []
             negatives = tuple(examples[int(i)].positives[0] for i in others)
             scores = None if k else (example.positive_scores[p],) if example.positive_scores is not None else None
         return SampledExample(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
 import torch
 from torch import nn
@@ -79,12 +81,14 @@ class RetrievalTrainingModule(pl.LightningModule):
             self._loader.batch_sampler.mark_trained(self.current_epoch, batch_idx + 1)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch.size)
         if isinstance(getattr(self.loss, "log_scale", None), nn.Parameter):
-            self.log("train/temperature", self.loss.temperature, on_step=True, on_epoch=False, batch_size=batch.size)
+            temperature: Any = self.loss.temperature
+            self.log("train/temperature", temperature, on_step=True, on_epoch=False, batch_size=batch.size)
         return loss
 
     def configure_optimizers(self):
         config = self.optimizer_config
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, parameter in self.named_parameters():
             if parameter.requires_grad:
                 (no_decay if any(n in name for n in _NO_DECAY) else decay).append(parameter)

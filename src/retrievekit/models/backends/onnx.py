@@ -124,6 +124,7 @@ class OnnxRunner:
                 on_rows(len(rows))
             return b, rows, result
 
+        done: Iterator[tuple[int, np.ndarray, np.ndarray]]
         if self.workers == 1 or len(slices) == 1:
             done = map(run, range(len(slices)))
         else:
