@@ -195,10 +195,22 @@ def test_early_stopping_after_patience_evaluations_without_gain(tmp_path, tiny_b
     assert result.steps == 3 and result.best_dev is not None
 
 
-def test_gradient_checkpointing_gives_the_same_training(tmp_path, tiny_bert_dir):
+def test_gradient_checkpointing_gives_the_same_training(tmp_path, tiny_bert_dir, monkeypatch):
+    from retrievekit.training.model import BiEncoderModel
+
+    switched_on: list[bool] = []
+    enable = BiEncoderModel.gradient_checkpointing_enable
+
+    def spy(self):  # the trainer must call it, and it must really switch checkpointing on
+        enable(self)
+        switched_on.append(all(t.backbone.is_gradient_checkpointing for t in (self.query_tower, self.document_tower)))
+
+    monkeypatch.setattr(BiEncoderModel, "gradient_checkpointing_enable", spy)
     data = _toy_rows(tmp_path / "toy.jsonl")
     plain = train(_config(tmp_path / "a", tiny_bert_dir, data, epochs=1))
+    assert switched_on == []
     checkpointed = train(_config(tmp_path / "b", tiny_bert_dir, data, epochs=1, gradient_checkpointing=True))
+    assert switched_on == [True]
     a, b = _weights(plain.model_dir), _weights(checkpointed.model_dir)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 

@@ -200,8 +200,8 @@ class Bm25Spec(RetrieverSpec):
 
 
 class PipelineSpec(RetrieverSpec):
-    """Members fused by a :class:`~retrievekit.retrieval.Pipeline` (the hybrid: dense + BM25, RRF).
-    ``depth`` None: each member contributes as many results as the evaluation asks for."""
+    """Members fused by a :class:`~retrievekit.retrieval.Pipeline` (the hybrid: dense + BM25, RRF),
+    with the pipeline's defaults: each member contributes its top ``max(top_k, depth)``."""
 
     def __init__(
         self,
@@ -210,7 +210,7 @@ class PipelineSpec(RetrieverSpec):
         fusion: str = "rrf",
         weights: Sequence[float] | None = None,
         rrf_k: int = 60,
-        depth: int | None = None,
+        depth: int = 100,
         name: str = "hybrid",
     ) -> None:
         if len(members) < 2:
@@ -236,7 +236,7 @@ class PipelineSpec(RetrieverSpec):
         built = [corpus.build(m) for m in self.members]
         pipeline = Pipeline(
             [b.retriever for b in built], fusion=self.fusion, weights=self.weights, rrf_k=self.rrf_k,
-            depth=self.depth or 1, name=self.name,
+            depth=self.depth, name=self.name,
         )  # fmt: skip
         timing: dict[str, float] = {}
         for member in built:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,14 @@ class _FaissIndex(VectorIndex):
     def _payload_digest(self) -> str:
         if self._index is None:
             return ""
-        return hashlib.sha256(_faiss().serialize_index(self._index).tobytes()).hexdigest()
+        digest = hashlib.sha256()
+        for part in self._stored_parts():
+            digest.update(np.ascontiguousarray(part).tobytes())
+        return digest.hexdigest()
+
+    def _stored_parts(self) -> Iterator[np.ndarray]:
+        """What decides every score, as arrays that do not depend on how the index was loaded."""
+        yield self._index.reconstruct_n(0, self._index.ntotal)
 
     def _save_payload(self, directory: Path) -> None:
         _faiss().write_index(self._index, str(directory / _FILE))
@@ -175,6 +183,18 @@ class IvfPqIndex(_FaissIndex):
     def _ensure(self, vectors: np.ndarray) -> None:
         if self._index is None or not self._index.is_trained:
             self.train(vectors)
+
+    def _stored_parts(self) -> Iterator[np.ndarray]:
+        faiss = _faiss()
+        index = self._index
+        yield index.quantizer.reconstruct_n(0, index.nlist)
+        yield faiss.vector_to_array(index.pq.centroids)
+        lists = index.invlists
+        for number in range(index.nlist):
+            size = lists.list_size(number)
+            if size:
+                yield faiss.rev_swig_ptr(lists.get_ids(number), size).copy()
+                yield faiss.rev_swig_ptr(lists.get_codes(number), size * lists.code_size).copy()
 
     def _search_params(self, alive: np.ndarray | None):
         params = _faiss().SearchParametersIVF()

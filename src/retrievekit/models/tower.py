@@ -198,9 +198,6 @@ def load_tower(root: Path, spec: TowerSpec, *, head: Head | None = None, trust_r
     states: BackboneStates = head.states if head is not None else "hidden"
     backbone, tokenizer = load_backbone(root / spec.backbone, states=states, trust_remote_code=trust_remote_code)
     if head is not None:
-        head.eval()
-        return Tower(spec, backbone, tokenizer, head=head)
+        return Tower(spec, backbone, tokenizer, head=head).eval()
     projections = [Projection.load(root / rel) for rel in spec.projections]
-    for projection in projections:
-        projection.eval()
-    return Tower(spec, backbone, tokenizer, projections)
+    return Tower(spec, backbone, tokenizer, projections).eval()  # inference mode until a trainer says otherwise

@@ -173,15 +173,18 @@ def _export_tower(tower: Tower, path: Path) -> None:
             self.inner = inner
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.inner(input_ids, attention_mask)
+            output: torch.Tensor = self.inner(input_ids, attention_mask)
+            return output
 
     example = torch.ones(2, 8, dtype=torch.long)
     was_device = next(tower.parameters()).device
+    modes = {module: module.training for module in tower.modules()}
     tower.to("cpu").eval()
+    graph = _Graph(tower).eval()  # the exporter puts the wrapper back in its mode, and with it the tower
     with warnings.catch_warnings(), _plain_attention(tower):
         warnings.simplefilter("ignore")  # the exporter's tracer warnings say nothing actionable here
         torch.onnx.export(
-            _Graph(tower),
+            graph,
             (example, example),
             str(path),
             input_names=["input_ids", "attention_mask"],
@@ -195,6 +198,8 @@ def _export_tower(tower: Tower, path: Path) -> None:
             dynamo=False,
         )
     tower.to(was_device)
+    for module, training in modes.items():  # exactly the modes it had (a fresh wrapper trains by default)
+        module.training = training
 
 
 @contextmanager
