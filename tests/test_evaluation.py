@@ -209,3 +209,13 @@ def test_no_cache_reads_and_writes_nothing(toy_beir, tiny_encoder, tmp_path):
     result = evaluate_dataset(toy_beir, systems=["dense", "hybrid"], encoder=tiny_encoder, cache=False, top_k=6)
     assert result.systems[0].cached == {"embeddings": False}
     assert not (tmp_path / "cache").exists()  # RETRIEVEKIT_CACHE points here in tests
+
+
+def test_run_cache_keys_on_the_system_fingerprint_not_its_name(toy_beir, tiny_bert_dir, tiny_bert_dir_b, tmp_path):
+    options = {"systems": ["dense"], "top_k": 6, "k_values": [1, 3], "cache_root": tmp_path / "cache"}
+    first = evaluate_dataset(toy_beir, encoder=load_encoder(tiny_bert_dir, pooling="mean", device="cpu"), **options)
+    other_model = load_encoder(tiny_bert_dir_b, pooling="mean", device="cpu")
+    second = evaluate_dataset(toy_beir, encoder=other_model, **options)
+    assert not second.systems[0].cached.get("run") and second.systems[0].fingerprint != first.systems[0].fingerprint
+    assert second.systems[0].run.to_dict() != first.systems[0].run.to_dict()
+    assert evaluate_dataset(toy_beir, encoder=other_model, **options).systems[0].cached == {"run": True}
