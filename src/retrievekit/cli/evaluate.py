@@ -75,8 +75,10 @@ def evaluate(
 ) -> None:
     """Evaluate retrievers on a BEIR split and print nDCG, Recall, MRR, MAP and Precision.
 
-    Corpus embeddings and runs are cached (~/.cache/retrievekit/evaluation), keyed by the model
-    fingerprint, the data hashes and the settings: a repeated evaluation encodes nothing.
+    Each --retriever name is a registered system (see the list under --retriever), built on the
+    dataset's corpus. Corpus embeddings are cached per model and runtime, runs per retriever
+    fingerprint (model, index type and settings) and data hashes, in ~/.cache/retrievekit/evaluation:
+    a repeated evaluation encodes nothing.
 
     \b
     Example:
