@@ -141,3 +141,25 @@ def test_import_and_help_load_neither_torch_nor_transformers():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "evaluate" in result.stdout
+
+
+def test_ragged_and_sparse_outputs_save_and_load_checked(tmp_path):
+    import json
+
+    from retrievekit.errors import ArtifactError
+
+    rows = [np.arange(6, dtype=np.float32).reshape(2, 3), np.zeros((0, 3), np.float32), np.ones((1, 3), np.float32)]
+    multi = MultiVectors.from_list(rows)
+    loaded = MultiVectors.load(multi.save(tmp_path / "mv"))
+    assert [r.tolist() for r in loaded] == [r.tolist() for r in rows]
+    sparse = SparseVectors.from_dense(np.array([[0, 1.5, 0], [2.0, 0, 0]], dtype=np.float32))
+    again = SparseVectors.load(sparse.save(tmp_path / "sv"))
+    np.testing.assert_array_equal(again.to_dense(), sparse.to_dense())
+    manifest = json.loads((tmp_path / "sv" / "manifest.json").read_text())
+    manifest["config"]["vocab_size"] = 1  # a term id beyond the vocabulary
+    (tmp_path / "sv" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="outside the vocabulary"):
+        SparseVectors.load(tmp_path / "sv")
+    np.save(tmp_path / "mv" / "offsets.npy", np.array([0, 1], dtype=np.int64))  # fewer rows than the manifest
+    with pytest.raises(ArtifactError, match="do not match"):
+        MultiVectors.load(tmp_path / "mv")

@@ -9,11 +9,42 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from pathlib import Path
+from typing import Any, Literal, get_args
 
 import numpy as np
 
+from retrievekit.artifacts import Manifest, atomic_directory, fingerprint_json, read_manifest, write_manifest
+from retrievekit.errors import ArtifactError
+
 __all__ = ["OUTPUT_KINDS", "MultiVectors", "OutputKind", "SparseVectors"]
+
+MULTIVECTORS_KIND = "multivectors"
+SPARSE_VECTORS_KIND = "sparse_vectors"
+
+
+def _save_arrays(directory: str | Path, kind: str, arrays: dict[str, np.ndarray], config: dict[str, int]) -> Path:
+    """``.npy`` files (no pickle) and a manifest, written atomically."""
+    with atomic_directory(directory) as staging:
+        for name, array in arrays.items():
+            np.save(staging / f"{name}.npy", array, allow_pickle=False)
+        write_manifest(staging, Manifest(kind=kind, family=None, config=config, fingerprint=fingerprint_json(config)))
+    return Path(directory)
+
+
+def _load_arrays(
+    directory: str | Path, kind: str, names: Sequence[str], mmap: bool
+) -> tuple[dict[str, np.ndarray], dict]:
+    manifest = read_manifest(directory, expected_kind=kind)
+    arrays = {}
+    for name in names:
+        path = Path(directory) / f"{name}.npy"
+        try:
+            arrays[name] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{path}: unreadable ({exc})") from exc
+    return arrays, manifest.config
+
 
 OutputKind = Literal["dense", "multivector", "sparse", "score"]
 OUTPUT_KINDS: tuple[str, ...] = get_args(OutputKind)
@@ -90,6 +121,24 @@ class MultiVectors:
         """The rows at ``rows``, in that order."""
         return MultiVectors.from_list([self[int(i)] for i in rows], self.dimension)
 
+    def save(self, directory: str | Path) -> Path:
+        """``vectors.npy`` + ``offsets.npy`` + manifest, atomically."""
+        config = {"count": len(self), "tokens": len(self.vectors), "dimension": self.dimension}
+        return _save_arrays(directory, MULTIVECTORS_KIND, {"vectors": self.vectors, "offsets": self.offsets}, config)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, mmap: bool = True) -> MultiVectors:
+        """Load what :meth:`save` wrote (vectors memory-mapped), checked against the manifest."""
+        arrays, config = _load_arrays(directory, MULTIVECTORS_KIND, ("vectors", "offsets"), mmap)
+        vectors, offsets = arrays["vectors"], np.asarray(arrays["offsets"])
+        expected = (config.get("tokens"), config.get("dimension"))
+        if vectors.shape != expected or len(offsets) != config.get("count", -2) + 1:
+            raise ArtifactError(f"{directory}: the arrays do not match the manifest's counts")
+        try:
+            return cls(vectors, offsets)
+        except ValueError as exc:
+            raise ArtifactError(f"{directory}: {exc}") from exc
+
 
 @dataclass(frozen=True)
 class SparseVectors:
@@ -158,6 +207,27 @@ class SparseVectors:
         indices = np.concatenate([idx for idx, _ in pieces]) if pieces else np.empty(0, np.int32)
         values = np.concatenate([val for _, val in pieces]) if pieces else np.empty(0, np.float32)
         return SparseVectors(indptr, indices.astype(np.int32), values.astype(np.float32), self.vocab_size)
+
+    def save(self, directory: str | Path) -> Path:
+        """``indptr.npy`` + ``indices.npy`` + ``values.npy`` + manifest, atomically."""
+        config = {"count": len(self), "nnz": len(self.indices), "vocab_size": self.vocab_size}
+        arrays = {"indptr": self.indptr, "indices": self.indices, "values": self.values}
+        return _save_arrays(directory, SPARSE_VECTORS_KIND, arrays, config)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, mmap: bool = True) -> SparseVectors:
+        """Load what :meth:`save` wrote, checked against the manifest (counts, vocabulary range)."""
+        arrays, config = _load_arrays(directory, SPARSE_VECTORS_KIND, ("indptr", "indices", "values"), mmap)
+        indptr, indices = np.asarray(arrays["indptr"]), arrays["indices"]
+        vocab_size = int(config.get("vocab_size", 0))
+        if len(indptr) != config.get("count", -2) + 1 or len(indices) != config.get("nnz"):
+            raise ArtifactError(f"{directory}: the arrays do not match the manifest's counts")
+        if len(indices) and (int(np.min(indices)) < 0 or int(np.max(indices)) >= vocab_size):
+            raise ArtifactError(f"{directory}: a term id lies outside the vocabulary of {vocab_size}")
+        try:
+            return cls(indptr, indices, arrays["values"], vocab_size)
+        except ValueError as exc:
+            raise ArtifactError(f"{directory}: {exc}") from exc
 
     def to_dense(self) -> np.ndarray:
         dense = np.zeros((len(self), self.vocab_size), dtype=np.float32)

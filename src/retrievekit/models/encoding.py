@@ -343,6 +343,43 @@ def _pad_id(tokenizer: Any) -> int:
     return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
 
 
+def _encode_items(
+    items: Iterable[Any],
+    *,
+    check: Callable[[Sequence[Any], int], None],
+    tokenize: Callable[[list[Any]], TokenizedChunk],
+    tokenizer: Any,
+    runners: Sequence[BatchRunner],
+    batch_size: int,
+    max_tokens: int | None,
+    chunk_size: int,
+    show_progress: bool,
+    total: int | None,
+    stats: EncodeStats,
+    description: str,
+    unit: str,
+    output: OutputKind,
+) -> Iterator[ChunkOutput]:
+    """The chunk loop every kind of input shares: check, tokenize, count, run, assemble."""
+    iterator = iter(items)
+    progress = tqdm(total=total, desc=description, unit=unit, disable=not show_progress, leave=False)
+    try:
+        offset = 0
+        while chunk := list(itertools.islice(iterator, chunk_size)):
+            check(chunk, offset)
+            tokenized = tokenize(chunk)
+            stats.texts += len(chunk)
+            stats.truncated += tokenized.truncated
+            stats.tokens += sum(tokenized.lengths)
+            yield _run_tokenized(
+                tokenized, runners, pad_id=_pad_id(tokenizer), batch_size=batch_size, max_tokens=max_tokens,
+                output=output, progress=progress,
+            )  # fmt: skip
+            offset += len(chunk)
+    finally:
+        progress.close()
+
+
 def encode_chunks(
     texts: Iterable[str],
     *,
@@ -362,27 +399,19 @@ def encode_chunks(
 ) -> Iterator[ChunkOutput]:
     """Yield the head's output chunk by chunk (``output`` says which record), each chunk in input order."""
     stats = stats if stats is not None else EncodeStats()
-    iterator = iter(texts)
-    progress = tqdm(total=total, desc=description, unit="text", disable=not show_progress, leave=False)
-    try:
-        offset = 0
-        while chunk := list(itertools.islice(iterator, chunk_size)):
-            check_texts(chunk, offset)
-            stats.empty += sum(1 for t in chunk if not t)
-            prepared = [prompt + t for t in chunk] if prompt else chunk
-            if lowercase:
-                prepared = [t.lower() for t in prepared]
-            tokenized = tokenize_chunk(tokenizer, prepared, max_length)
-            stats.texts += len(chunk)
-            stats.truncated += tokenized.truncated
-            stats.tokens += sum(tokenized.lengths)
-            yield _run_tokenized(
-                tokenized, runners, pad_id=_pad_id(tokenizer), batch_size=batch_size, max_tokens=max_tokens,
-                output=output, progress=progress,
-            )  # fmt: skip
-            offset += len(chunk)
-    finally:
-        progress.close()
+
+    def tokenize(chunk: list[str]) -> TokenizedChunk:
+        stats.empty += sum(1 for t in chunk if not t)
+        prepared = [prompt + t for t in chunk] if prompt else chunk
+        if lowercase:
+            prepared = [t.lower() for t in prepared]
+        return tokenize_chunk(tokenizer, prepared, max_length)
+
+    return _encode_items(
+        texts, check=check_texts, tokenize=tokenize, tokenizer=tokenizer, runners=runners, batch_size=batch_size,
+        max_tokens=max_tokens, chunk_size=chunk_size, show_progress=show_progress, total=total, stats=stats,
+        description=description, unit="text", output=output,
+    )  # fmt: skip
 
 
 def encode_pair_chunks(
@@ -402,21 +431,12 @@ def encode_pair_chunks(
     output: OutputKind = "score",
 ) -> Iterator[ChunkOutput]:
     """Like :func:`encode_chunks` for ``(query, document)`` pairs, tokenized together with segment ids."""
-    stats = stats if stats is not None else EncodeStats()
-    iterator = iter(pairs)
-    progress = tqdm(total=total, desc=description, unit="pair", disable=not show_progress, leave=False)
-    try:
-        offset = 0
-        while chunk := list(itertools.islice(iterator, chunk_size)):
-            check_pairs(chunk, offset)
-            tokenized = tokenize_pairs(tokenizer, [a for a, _ in chunk], [b for _, b in chunk], max_length, truncation)
-            stats.texts += len(chunk)
-            stats.truncated += tokenized.truncated
-            stats.tokens += sum(tokenized.lengths)
-            yield _run_tokenized(
-                tokenized, runners, pad_id=_pad_id(tokenizer), batch_size=batch_size, max_tokens=max_tokens,
-                output=output, progress=progress,
-            )  # fmt: skip
-            offset += len(chunk)
-    finally:
-        progress.close()
+
+    def tokenize(chunk: list[tuple[str, str]]) -> TokenizedChunk:
+        return tokenize_pairs(tokenizer, [a for a, _ in chunk], [b for _, b in chunk], max_length, truncation)
+
+    return _encode_items(
+        pairs, check=check_pairs, tokenize=tokenize, tokenizer=tokenizer, runners=runners, batch_size=batch_size,
+        max_tokens=max_tokens, chunk_size=chunk_size, show_progress=show_progress, total=total,
+        stats=stats if stats is not None else EncodeStats(), description=description, unit="pair", output=output,
+    )  # fmt: skip
