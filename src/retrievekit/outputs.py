@@ -34,7 +34,7 @@ def _save_arrays(directory: str | Path, kind: str, arrays: dict[str, np.ndarray]
 
 def _load_arrays(
     directory: str | Path, kind: str, names: Sequence[str], mmap: bool
-) -> tuple[dict[str, np.ndarray], dict]:
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     manifest = read_manifest(directory, expected_kind=kind)
     arrays = {}
     for name in names:
