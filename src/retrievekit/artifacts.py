@@ -33,6 +33,7 @@ __all__ = [
     "MANIFEST_NAME",
     "Manifest",
     "atomic_directory",
+    "atomic_file",
     "atomic_write_lines",
     "atomic_write_text",
     "fingerprint_files",
@@ -169,24 +170,38 @@ def tidy_dead_staging(target: Path) -> None:
             sibling.unlink(missing_ok=True)
 
 
-def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> Path:
-    """Write lines (each followed by a newline) through a temporary sibling and a rename,
-    so readers never see half a file and an interrupted write leaves the old file intact."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling to write ``path``'s new content into; on success it is renamed into
+    place, so readers never see half a file and an interrupted write leaves the old file intact.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "plot.bin"
+    >>> with atomic_file(target) as tmp:
+    ...     _ = tmp.write_bytes(b"png")
+    >>> target.read_bytes()
+    b'png'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tidy_dead_staging(path)
     tmp = staging_sibling(path, "tmp")
     try:
-        with tmp.open("w", encoding="utf-8", newline="\n") as handle:
-            for line in lines:
-                handle.write(line)
-                handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> Path:
+    """Write lines (each followed by a newline) atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as handle:
+        for line in lines:
+            handle.write(line)
+            handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

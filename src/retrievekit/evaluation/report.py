@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrievekit._optional import require
-from retrievekit.artifacts import atomic_write_text
+from retrievekit.artifacts import atomic_file, atomic_write_text
 from retrievekit.data.writers import write_jsonl, write_trec_run
 from retrievekit.evaluation.runner import Evaluation, SystemResult
 
@@ -107,10 +107,9 @@ def _plot_recall(evaluation: Evaluation, path: Path) -> None:
     axis.set_title(f"{evaluation.dataset} {evaluation.split}: Recall@k")
     axis.legend()
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp)
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png")
     plt.close(figure)
-    tmp.replace(path)
 
 
 def write_report(evaluation: Evaluation, directory: str | Path) -> Path:
