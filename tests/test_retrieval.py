@@ -90,6 +90,8 @@ def test_cli_index_build_and_search_round_trip(toy_beir, tiny_bert_dir, tmp_path
             "search",
             "--index",
             str(tmp_path / "flat"),
+            "--model",
+            str(tiny_bert_dir),  # outside the index: the caller names it; the index's pooling still applies
             "--queries",
             str(toy_beir / "queries.jsonl"),
             "-k",
@@ -103,8 +105,14 @@ def test_cli_index_build_and_search_round_trip(toy_beir, tiny_bert_dir, tmp_path
     run = read_trec_run(run_file)
     assert len(run) == 6 and all(len(run[q]) == 3 for q in run)
     assert run_file.read_text().splitlines()[0].split()[1:4:2] == ["Q0", "1"]
-    # a dense index remembers its model: search needed no --model
+    # an index cannot choose a model outside itself: the error says what to pass
+    from retrievekit.cli.main import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["search", "--index", str(tmp_path / "hnsw"), "-q", "sleep and memory"])
+    assert stopped.value.code == 2
     result = runner.invoke(
-        cli, ["search", "--index", str(tmp_path / "hnsw"), "-q", "sleep and memory"], catch_exceptions=False
-    )
+        cli, ["search", "--index", str(tmp_path / "hnsw"), "-m", str(tiny_bert_dir), "-q", "sleep"],
+        catch_exceptions=False,
+    )  # fmt: skip
     assert result.exit_code == 0 and "1." in result.output

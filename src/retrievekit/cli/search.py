@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -36,8 +37,19 @@ from retrievekit.cli._output import console
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (torch backend).")
 @click.option("--force", is_flag=True, help="Search even if the query model differs from the index's model.")
-def search(index_dir, query_texts, queries_file, k, output, as_json, model, backend, device, force) -> None:
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Allow model code shipped with the model (off by default; an index can never switch it on).",
+)
+def search(
+    index_dir, query_texts, queries_file, k, output, as_json, model, backend, device, force, trust_remote_code
+) -> None:
     """Search an index with query texts and print ids, scores and titles, or write a TREC run.
+
+    A dense index remembers its model: the bundled MiniLM or a model saved inside the index folder
+    is loaded as recorded; a model elsewhere must be named with --model (an index someone hands you
+    cannot choose what runs). Recorded options are limited to pooling, normalisation, length and prompts.
 
     \b
     Examples:
@@ -68,11 +80,15 @@ def search(index_dir, query_texts, queries_file, k, output, as_json, model, back
     else:
         from retrievekit.models import load_encoder
 
-        name = model or index.model_name
-        if not name:
-            raise ConfigError(f"{index_dir} does not record its model; pass --model")
-        options = {} if model else index.model_options
-        retriever = DenseRetriever(load_encoder(name, backend=backend, device=device, **options), index, force=force)
+        from retrievekit.trust import check_artifact_model_options, recorded_model
+
+        recorded = index.model_name
+        name = model or recorded_model(recorded, Path(index_dir))
+        same = model is None or (isinstance(recorded, str) and _same_model(model, recorded))
+        # the recorded options (allow-listed) describe how the recorded model was loaded
+        options = check_artifact_model_options(index.model_options, Path(index_dir) / "manifest.json") if same else {}
+        encoder = load_encoder(name, backend=backend, device=device, trust_remote_code=trust_remote_code, **options)
+        retriever = DenseRetriever(encoder, index, force=force)
     hits = retriever.search(texts, k)
     if output:
         write_trec_run(run_from_hits(ids, hits), output)
@@ -97,3 +113,9 @@ def search(index_dir, query_texts, queries_file, k, output, as_json, model, back
         console.print(f"[bold]{qid}[/bold]: {text}")
         for rank, (doc, score) in enumerate(zip(result.ids, result.scores, strict=True), start=1):
             console.print(f"  {rank:>3}. {score:9.4f}  {doc}  {index.titles.get(doc, '')[:90]}")
+
+
+def _same_model(named: str, recorded: str) -> bool:
+    if named == recorded:
+        return True
+    return Path(named).exists() and Path(recorded).exists() and Path(named).resolve() == Path(recorded).resolve()
