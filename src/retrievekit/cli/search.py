@@ -79,7 +79,6 @@ def search(
         raise ConfigError(f"{index_dir}: searching a {index.index_type} index is not supported by this command yet")
     else:
         from retrievekit.models import load_encoder
-
         from retrievekit.trust import check_artifact_model_options, recorded_model
 
         recorded = index.model_name
