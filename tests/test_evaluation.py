@@ -127,6 +127,26 @@ def test_identical_ids_are_removed_and_counted(toy_beir, tiny_encoder, tmp_path)
     assert all(d.doc_id != "q1" for d in result.systems[0].run["q1"])
     kept = evaluate_dataset(toy_beir, systems=["bm25"], top_k=7, k_values=[1], cache=False, ignore_identical_ids=False)
     assert kept.systems[0].run["q1"][0].doc_id == "q1"
+    assert result.systems[0].removed_relevant == 0  # q1 is not judged relevant for q1: nothing real lost
+
+
+def test_removed_identical_ids_that_are_judged_relevant_are_reported(toy_beir, tmp_path):
+    """Cranfield-style numbering: document "q1" is a real answer to query "q1"."""
+    from click.testing import CliRunner
+
+    from retrievekit.cli.main import cli
+
+    (toy_beir / "corpus.jsonl").write_text(
+        (toy_beir / "corpus.jsonl").read_text() + '{"_id": "q1", "text": "how proteins fold"}\n'
+    )
+    (toy_beir / "qrels" / "test.tsv").write_text((toy_beir / "qrels" / "test.tsv").read_text() + "q1\tq1\t1\n")
+    result = evaluate_dataset(toy_beir, systems=["bm25"], top_k=7, k_values=[1], cache=False)
+    assert result.systems[0].removed_identical == 1 and result.systems[0].removed_relevant == 1
+    args = ["evaluate", "-d", str(toy_beir), "-r", "bm25", "--no-cache", "--top-k", "7", "-o", str(tmp_path / "o")]
+    outcome = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert "1 removed result(s) were judged relevant" in outcome.output and "--keep-identical-ids" in outcome.output
+    record = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert record["ignore_identical_ids"] == {"enabled": True, "removed": 1, "removed_judged_relevant": 1}
 
 
 def test_bad_evaluation_inputs(toy_beir, tiny_encoder):

@@ -55,7 +55,9 @@ _RETRIEVERS = registered_retrievers()
 @click.option(
     "--keep-identical-ids",
     is_flag=True,
-    help="Keep documents whose id equals the query id (removed by default, as BEIR does).",
+    help="Keep documents whose id equals the query id. They are removed by default, as BEIR does for "
+    "collections where queries are also documents (ArguAna, Quora); use this flag for collections that "
+    "number queries and documents separately (Cranfield, CISI, NPL), where such a document is a real answer.",
 )
 @click.option("--no-cache", is_flag=True, help="Neither read nor write cached embeddings and runs.")
 @click.option("--no-strict", is_flag=True, help="Warn about qrels naming unknown documents/queries instead of failing.")
@@ -121,6 +123,13 @@ def print_evaluation(result: Evaluation) -> None:
     removed = sum(s.removed_identical for s in result.systems)
     state = "on" if result.settings["ignore_identical_ids"] else "off"
     console.print(f"ignore_identical_ids: {state} ({removed} results removed); peak RSS {result.peak_rss_mib:,.0f} MiB")
+    relevant = max((s.removed_relevant for s in result.systems), default=0)
+    if relevant:
+        console.print(
+            f"[yellow]warning:[/yellow] {relevant} removed result(s) were judged relevant for their own query: "
+            "this collection numbers queries and documents separately (Cranfield, CISI, NPL style), so BEIR's "
+            "rule drops real answers; rerun with --keep-identical-ids"
+        )
     unjudged = result.settings["queries_without_judgements"]
     if unjudged:
         console.print(

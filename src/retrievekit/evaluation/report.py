@@ -42,6 +42,7 @@ def results_json(evaluation: Evaluation, system: SystemResult) -> dict[str, obje
         "ignore_identical_ids": {
             "enabled": evaluation.settings["ignore_identical_ids"],
             "removed": system.removed_identical,
+            "removed_judged_relevant": system.removed_relevant,
         },
         "settings": evaluation.settings,
         "peak_rss_mib": round(evaluation.peak_rss_mib, 1),

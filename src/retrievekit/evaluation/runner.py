@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from retrievekit.artifacts import fingerprint_files, fingerprint_json
 from retrievekit.data.beir import RetrievalSplit, load_dataset
 from retrievekit.data.readers import read_trec_run
-from retrievekit.data.records import Run, ScoredDocument
+from retrievekit.data.records import Qrels, Run, ScoredDocument
 from retrievekit.data.writers import write_trec_run
 from retrievekit.errors import ConfigError, DataFormatError
 from retrievekit.evaluation.metrics import DEFAULT_K_VALUES, MetricsResult, compute_metrics
@@ -71,6 +71,17 @@ class SystemResult:
     cached: dict[str, bool] = field(default_factory=dict)
     model: str | None = None
     fingerprint: str | None = None
+    removed_relevant: int = 0  # removed identical-id results that the qrels judge relevant
+
+
+def _drop_identical(run: Run, qrels: Qrels, enabled: bool) -> tuple[Run, int, int]:
+    """BEIR's rule (when ``enabled``), with a count of the removed results that were judged relevant:
+    on collections that number queries and documents separately those are real answers."""
+    if not enabled:
+        return run, 0, 0
+    judged_relevant = sum(1 for qid in run if qid in qrels.relevant(qid) and any(d.doc_id == qid for d in run[qid]))
+    kept, removed = remove_identical_ids(run)
+    return kept, removed, judged_relevant
 
 
 @dataclass(frozen=True)
@@ -112,13 +123,11 @@ def evaluate(
     started = time.perf_counter()
     run = run_from_hits(split.queries.ids, retriever.search(split.queries.texts(), top_k))
     search_s = time.perf_counter() - started
-    removed = 0
-    if ignore_identical_ids:
-        run, removed = remove_identical_ids(run)
+    run, removed, removed_relevant = _drop_identical(run, split.qrels, ignore_identical_ids)
     metrics = compute_metrics(split.qrels, run, k_values)
     return SystemResult(
         retriever.name, run, metrics, {"search": search_s}, removed, {}, FixedRetriever(retriever).model,
-        retriever.fingerprint,
+        retriever.fingerprint, removed_relevant,
     )  # fmt: skip
 
 
@@ -221,11 +230,13 @@ def evaluate_dataset(
         )
         for spec in specs:
             run, timing, cached, fingerprint = _run_system(spec, corpus, run_cache, loaded, top_k)
-            removed = 0
-            if ignore_identical_ids:
-                run, removed = remove_identical_ids(run)
+            run, removed, removed_relevant = _drop_identical(run, loaded.qrels, ignore_identical_ids)
             metrics = compute_metrics(loaded.qrels, run, k_values)
-            results.append(SystemResult(spec.name, run, metrics, timing, removed, cached, spec.model, fingerprint))
+            results.append(
+                SystemResult(
+                    spec.name, run, metrics, timing, removed, cached, spec.model, fingerprint, removed_relevant
+                )
+            )
             logger.info("%s: ndcg@10 %.4f", spec.name, metrics.aggregate.get("ndcg@10", float("nan")))
     primary_metric = "ndcg@10" if 10 in k_values else f"ndcg@{sorted(k_values)[0]}"
     significance = {
