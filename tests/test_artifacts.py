@@ -44,7 +44,7 @@ def test_failed_save_keeps_previous_artifact(tmp_path):
         (staging / "data.txt").write_text("half of version 2")
         raise RuntimeError("disk full")
     assert (target / "data.txt").read_text() == "version 1"
-    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]  # the partial sibling is cleaned up
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".artifact.lock", "artifact"]  # partial sibling removed
     with pytest.raises(ArtifactError, match="already exists"), atomic_directory(target, overwrite=False):
         pass
 
@@ -78,7 +78,7 @@ def test_killed_save_keeps_previous_artifact(tmp_path):
     with atomic_directory(target) as staging:  # a later save still works, and tidies the dead one's folder
         (staging / "data.txt").write_text("version 3")
     assert (target / "data.txt").read_text() == "version 3"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".artifact.")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".artifact.") and p.suffix != ".lock"] == []
 
 
 def test_a_previous_version_moved_aside_by_a_dead_save_is_put_back(tmp_path):

@@ -36,6 +36,7 @@ __all__ = [
     "atomic_file",
     "atomic_write_lines",
     "atomic_write_text",
+    "directory_lock",
     "fingerprint_files",
     "fingerprint_json",
     "read_manifest",
@@ -210,6 +211,35 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 @contextlib.contextmanager
+def directory_lock(target: str | Path, *, exclusive: bool) -> Iterator[None]:
+    """An advisory lock on ``target`` through the sibling file ``.NAME.lock`` (``flock``): saves take
+    it exclusively while they swap a new version in, loaders take it shared while they open the
+    files, so two processes saving one folder take turns and a reader always sees a whole version.
+    Where ``fcntl`` does not exist (Windows) it does nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    target = Path(target)
+    if not target.parent.is_dir():
+        yield
+        return
+    lock_path = target.with_name(f".{target.name}.lock")
+    try:
+        handle = lock_path.open("a")
+    except OSError:  # a read-only location: nobody can be saving there through us
+        yield
+        return
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def atomic_directory(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Build a directory in a temporary sibling, then move it into place in one rename.
 
@@ -232,7 +262,8 @@ def atomic_directory(target: str | Path, *, overwrite: bool = True) -> Iterator[
     if target.exists() and not target.is_dir():
         raise ArtifactError(f"{target} exists and is not a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tidy_dead_staging(target)
+    with directory_lock(target, exclusive=True):
+        tidy_dead_staging(target)
     staging = staging_sibling(target, "partial")
     staging.mkdir()
     try:
@@ -240,16 +271,18 @@ def atomic_directory(target: str | Path, *, overwrite: bool = True) -> Iterator[
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    backup = staging_sibling(target, "old")
-    had_previous = target.exists()
-    if had_previous:
-        os.replace(target, backup)
-    try:
-        os.replace(staging, target)
-    except BaseException:
+    # the swap is serialised with other saves and with readers (see directory_lock)
+    with directory_lock(target, exclusive=True):
+        backup = staging_sibling(target, "old")
+        had_previous = target.exists()
         if had_previous:
-            os.replace(backup, target)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if had_previous:
-        shutil.rmtree(backup, ignore_errors=True)
+            os.replace(target, backup)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            if had_previous:
+                os.replace(backup, target)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if had_previous:
+            shutil.rmtree(backup, ignore_errors=True)

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from retrievekit.artifacts import Manifest, atomic_directory, fingerprint_files, read_manifest, write_manifest
+from retrievekit.artifacts import (
+    Manifest,
+    atomic_directory,
+    directory_lock,
+    fingerprint_files,
+    read_manifest,
+    write_manifest,
+)
 from retrievekit.data.beir import collection_file
 from retrievekit.data.readers import iter_documents, iter_queries
 from retrievekit.errors import ArtifactError, ConfigError
@@ -155,6 +162,11 @@ def _convert_precision(path: Path, precision: str, stored: Int8Calibration | Non
 def load_embeddings(directory: str | Path, *, mmap: bool = True) -> EmbeddingSet:
     """Load saved embeddings (memory-mapped by default)."""
     directory = Path(directory)
+    with directory_lock(directory, exclusive=False):
+        return _load_embeddings(directory, mmap)
+
+
+def _load_embeddings(directory: Path, mmap: bool) -> EmbeddingSet:
     manifest = read_manifest(directory, expected_kind=EMBEDDINGS_KIND)
     try:
         ids = json.loads((directory / "ids.json").read_text(encoding="utf-8"))

@@ -11,21 +11,30 @@ index, so several threads may search one index at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from retrievekit.artifacts import Manifest, atomic_directory, fingerprint_json, read_manifest, write_manifest
+from retrievekit.artifacts import (
+    Manifest,
+    atomic_directory,
+    directory_lock,
+    fingerprint_json,
+    read_manifest,
+    write_manifest,
+)
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.hits import Hits
 from retrievekit.index.registry import index_class
 from retrievekit.scoring import SIMILARITIES
 
-__all__ = ["INDEX_KIND", "METRICS", "Hits", "IdTable", "Index", "index_class", "load_index"]
+__all__ = ["INDEX_KIND", "METRICS", "Hits", "IdTable", "Index", "ReadWriteLock", "index_class", "load_index"]
 
 INDEX_KIND = "index"
 METRICS = (*SIMILARITIES, "ip")  # "ip" is accepted and stored as "dot"
@@ -119,6 +128,51 @@ class IdTable:
         return cls(ids, deleted)
 
 
+class ReadWriteLock:
+    """Many readers or one writer: searches share it, ``add`` and ``remove`` take it alone (FAISS's
+    HNSW crashes when one thread adds while another searches). A waiting writer goes first, so a
+    stream of searches cannot starve an ``add``.
+
+    >>> lock = ReadWriteLock()
+    >>> with lock.reading(), lock.reading():
+    ...     pass
+    >>> with lock.writing():
+    ...     pass
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._waiting_writers = 0
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._writing and not self._waiting_writers)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._readers -= 1
+                self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._condition:
+            self._waiting_writers += 1
+            self._condition.wait_for(lambda: not self._writing and self._readers == 0)
+            self._waiting_writers -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._writing = False
+                self._condition.notify_all()
+
+
 class Index(ABC, Generic[Items, Queries]):
     """Base of every index. Subclasses store and score; this class owns ids, manifests and safety.
 
@@ -140,6 +194,7 @@ class Index(ABC, Generic[Items, Queries]):
         self.model_options = dict(model_options or {})
         self.titles: dict[str, str] = {}  # optional, for display: document id -> title
         self._fingerprint: tuple[int, int, str] | None = None
+        self.lock = ReadWriteLock()  # searches read, add/remove write
 
     def __len__(self) -> int:
         return len(self.table)
@@ -186,7 +241,8 @@ class Index(ABC, Generic[Items, Queries]):
 
     def remove(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
         """Remove items by id; return how many were removed."""
-        return len(self.table.remove(ids, missing_ok=missing_ok))
+        with self.lock.writing():
+            return len(self.table.remove(ids, missing_ok=missing_ok))
 
     def check_model(self, fingerprint: str | None, *, force: bool = False) -> None:
         """Raise unless ``fingerprint`` is the model that produced this index's vectors."""
@@ -240,7 +296,13 @@ class Index(ABC, Generic[Items, Queries]):
 
 
 def load_index(directory: str | Path, *, mmap: bool = True) -> Index[Any, Any]:
-    """Load any saved index; the manifest says which kind it is."""
+    """Load any saved index; the manifest says which kind it is. Waits while another process swaps
+    in a new version of the same folder, so it always reads one whole version."""
+    with directory_lock(directory, exclusive=False):
+        return _load_index(Path(directory), mmap=mmap)
+
+
+def _load_index(directory: Path, *, mmap: bool) -> Index[Any, Any]:
     directory = Path(directory)
     manifest = read_manifest(directory, expected_kind=INDEX_KIND)
     config = dict(manifest.config)

@@ -75,11 +75,12 @@ class Bm25Index(Index[Sequence[str], Sequence[str]]):
         for position, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text at position {position} is {type(text).__name__}, expected str")
-        self.table.check_new(ids, upsert=upsert)
-        all_texts = self._texts + texts
-        self._engine = self._index_texts(all_texts)
-        self._texts = all_texts
-        self.table.append(ids)
+        with self.lock.writing():
+            self.table.check_new(ids, upsert=upsert)
+            all_texts = self._texts + texts
+            self._engine = self._index_texts(all_texts)
+            self._texts = all_texts
+            self.table.append(ids)
 
     def _index_texts(self, texts: list[str]):
         bm25s = require("bm25s", extra="bm25", purpose="BM25 indexes")
@@ -93,16 +94,17 @@ class Bm25Index(Index[Sequence[str], Sequence[str]]):
             raise TypeError("pass a list of query strings, not a single string")
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
-        if len(self) == 0:
-            return [Hits.empty() for _ in queries]
-        k = min(k, len(self))
-        mask = self.table.alive.astype(np.float32) if self.table.has_tombstones else None
         tokens = self._tokenize(queries)
-        positions, scores = self._engine.retrieve(tokens, k=k, show_progress=False, weight_mask=mask, n_threads=1)
-        results = []
-        for row_positions, row_scores in zip(positions, scores, strict=True):
-            keep = row_scores > 0
-            results.append(Hits(self.table.lookup(row_positions[keep]), row_scores[keep].astype(np.float32)))
+        with self.lock.reading():
+            if len(self) == 0:
+                return [Hits.empty() for _ in queries]
+            k = min(k, len(self))
+            mask = self.table.alive.astype(np.float32) if self.table.has_tombstones else None
+            positions, scores = self._engine.retrieve(tokens, k=k, show_progress=False, weight_mask=mask, n_threads=1)
+            results = []
+            for row_positions, row_scores in zip(positions, scores, strict=True):
+                keep = row_scores > 0
+                results.append(Hits(self.table.lookup(row_positions[keep]), row_scores[keep].astype(np.float32)))
         return results
 
     def _payload_digest(self) -> str:

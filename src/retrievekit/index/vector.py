@@ -56,20 +56,22 @@ class VectorIndex(Index[np.ndarray, np.ndarray]):
             raise ConfigError(f"{len(ids)} ids for {len(vectors)} vectors")
         if not ids:
             return
-        self.table.check_new(ids, upsert=upsert)
-        self._add_vectors(vectors, self.table.capacity)
-        self.table.append(ids)
+        with self.lock.writing():
+            self.table.check_new(ids, upsert=upsert)
+            self._add_vectors(vectors, self.table.capacity)
+            self.table.append(ids)
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[Hits]:
         """Per query, at most ``k`` (id, score) pairs, best first. ``k`` above the size returns all items."""
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
         queries = self._prepare(queries, "query vectors")
-        if len(self) == 0:
-            return [Hits.empty() for _ in range(len(queries))]
-        k = min(k, len(self))
-        alive = self.table.alive if self.table.has_tombstones else None
-        scores, positions = self._search_vectors(queries, k, alive)
+        with self.lock.reading():
+            if len(self) == 0:
+                return [Hits.empty() for _ in range(len(queries))]
+            k = min(k, len(self))
+            alive = self.table.alive.copy() if self.table.has_tombstones else None
+            scores, positions = self._search_vectors(queries, k, alive)
         results = []
         for row_scores, row_positions in zip(scores, positions, strict=True):
             keep = row_positions >= 0
