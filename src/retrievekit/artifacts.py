@@ -257,12 +257,12 @@ def atomic_directory(target: str | Path, *, overwrite: bool = True) -> Iterator[
     'hello'
     """
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise ArtifactError(f"{target} already exists; pass overwrite=True to replace it")
-    if target.exists() and not target.is_dir():
-        raise ArtifactError(f"{target} exists and is not a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with directory_lock(target, exclusive=True):
+    with directory_lock(target, exclusive=True):  # another save may be swapping its version in
+        if target.exists() and not overwrite:
+            raise ArtifactError(f"{target} already exists; pass overwrite=True to replace it")
+        if target.exists() and not target.is_dir():
+            raise ArtifactError(f"{target} exists and is not a directory")
         tidy_dead_staging(target)
     staging = staging_sibling(target, "partial")
     staging.mkdir()
