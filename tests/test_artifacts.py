@@ -118,3 +118,23 @@ def test_files_written_through_a_staging_sibling_tidy_a_dead_writer_s_leftovers(
     half_written.write_text("half")
     atomic_write_text(text, "whole")
     assert text.read_text() == "whole\n" and not half_written.exists()
+
+
+def test_scratch_folders_of_killed_runs_are_removed_by_the_next_run(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from retrievekit.artifacts import _HOST, scratch_directory
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f"retrievekit-eval-{_HOST}-{int(dead.stdout)}-abcd"
+    alive = tmp_path / f"retrievekit-eval-{_HOST}-{os.getppid()}-efgh"  # a running process's: kept
+    other = tmp_path / f"retrievekit-index-{_HOST}-{int(dead.stdout)}-ijkl"  # another purpose: its own run tidies
+    for folder in (killed, alive, other):
+        (folder / "corpus").mkdir(parents=True)
+    with scratch_directory("eval") as scratch:
+        assert scratch.parent == tmp_path and scratch.is_dir()
+        assert not killed.exists() and alive.exists() and other.exists()
+    assert not scratch.exists()

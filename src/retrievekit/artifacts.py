@@ -40,6 +40,7 @@ __all__ = [
     "fingerprint_files",
     "fingerprint_json",
     "read_manifest",
+    "scratch_directory",
     "write_manifest",
 ]
 
@@ -169,6 +170,27 @@ def tidy_dead_staging(target: Path) -> None:
             shutil.rmtree(sibling, ignore_errors=True)
         else:
             sibling.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def scratch_directory(purpose: str) -> Iterator[Path]:
+    """A temporary folder ``retrievekit-PURPOSE-HOST-PID-XXXX`` in the system's temp dir, removed on
+    exit; the folders of the same purpose left by killed processes on this host go first.
+
+    >>> with scratch_directory("doctest") as folder:
+    ...     folder.is_dir()
+    True
+    """
+    import tempfile
+
+    root = Path(tempfile.gettempdir())
+    pattern = re.compile(rf"retrievekit-{re.escape(purpose)}-{_HOST}-(\d+)-.+")
+    for leftover in root.glob(f"retrievekit-{purpose}-{_HOST}-*"):
+        found = pattern.fullmatch(leftover.name)
+        if found and int(found.group(1)) != os.getpid() and not _process_alive(int(found.group(1))):
+            shutil.rmtree(leftover, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"retrievekit-{purpose}-{_HOST}-{os.getpid()}-") as folder:
+        yield Path(folder)
 
 
 @contextlib.contextmanager

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import logging
 import resource
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retrievekit.artifacts import fingerprint_files, fingerprint_json
+from retrievekit.artifacts import fingerprint_files, fingerprint_json, scratch_directory
 from retrievekit.data.beir import RetrievalSplit, load_dataset
 from retrievekit.data.readers import read_trec_run
 from retrievekit.data.records import Qrels, Run, ScoredDocument
@@ -224,9 +223,9 @@ def evaluate_dataset(
     queries_hash = fingerprint_files([beir.queries_path, beir.qrels_path(split)])
     run_cache = _RunCache(root, queries_hash, top_k)
     results = []
-    with tempfile.TemporaryDirectory(prefix="retrievekit-eval-") as scratch:
+    with scratch_directory("eval") as scratch:
         corpus = EvaluationCorpus(
-            loaded, beir.corpus_path, fingerprint_files([beir.corpus_path]), root, Path(scratch), batch_size
+            loaded, beir.corpus_path, fingerprint_files([beir.corpus_path]), root, scratch, batch_size
         )
         for spec in specs:
             run, timing, cached, fingerprint = _run_system(spec, corpus, run_cache, loaded, top_k)

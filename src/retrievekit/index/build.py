@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from retrievekit.artifacts import scratch_directory
 from retrievekit.data.beir import collection_file
 from retrievekit.data.readers import iter_documents
 from retrievekit.errors import ConfigError
@@ -103,9 +103,9 @@ def _build_dense(
                 titles[doc.id] = doc.title
             yield doc.full_text
 
-    with tempfile.TemporaryDirectory(prefix="retrievekit-index-") as scratch:
+    with scratch_directory("index") as scratch:
         encoded = encoder.encode_to_npy(
-            documents(), Path(scratch) / "vectors.npy", side="documents", batch_size=batch_size,
+            documents(), scratch / "vectors.npy", side="documents", batch_size=batch_size,
             show_progress=show_progress,
         )  # fmt: skip
         vectors = np.load(encoded.path, mmap_mode="r")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
+from retrievekit.artifacts import scratch_directory
 from retrievekit.data.beir import collection_file, load_dataset
 from retrievekit.data.readers import read_corpus
 from retrievekit.data.records import Corpus
@@ -28,9 +28,9 @@ def dense_corpus_retriever(
     from retrievekit.resolve import cache_dir
 
     index = ExactIndex(encoder.dimension, default_metric(encoder), model_fingerprint=encoder.fingerprint)
-    with tempfile.TemporaryDirectory(prefix="retrievekit-mine-") as scratch:
+    with scratch_directory("mine") as scratch:
         vectors, _, cached = corpus_embeddings(
-            encoder, corpus_path, cache_root=cache_root or cache_dir() / "evaluation", scratch=Path(scratch),
+            encoder, corpus_path, cache_root=cache_root or cache_dir() / "evaluation", scratch=scratch,
             batch_size=batch_size,
         )  # fmt: skip
         fill_index(index, vectors.ids, vectors.vectors)
