@@ -36,6 +36,7 @@ __all__ = [
     "atomic_file",
     "atomic_write_lines",
     "atomic_write_text",
+    "check_contained",
     "directory_lock",
     "fingerprint_files",
     "fingerprint_json",
@@ -170,6 +171,24 @@ def tidy_dead_staging(target: Path) -> None:
             shutil.rmtree(sibling, ignore_errors=True)
         else:
             sibling.unlink(missing_ok=True)
+
+
+def check_contained(directory: str | Path) -> None:
+    """Refuse a saved folder in which a file or folder is a link that leads outside it: an artifact's
+    payload is read from the artifact, never from wherever a link points.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> (folder / "ok.npy").write_bytes(b"")
+    0
+    >>> check_contained(folder)
+    """
+    root = Path(directory).resolve()
+    for path in Path(directory).rglob("*"):
+        if path.is_symlink():
+            target = path.resolve()
+            if target != root and root not in target.parents:
+                raise ArtifactError(f"{path}: a link to {target}, outside the artifact; copy the file in instead")
 
 
 @contextlib.contextmanager

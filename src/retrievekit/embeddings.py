@@ -16,6 +16,7 @@ import numpy as np
 from retrievekit.artifacts import (
     Manifest,
     atomic_directory,
+    check_contained,
     directory_lock,
     fingerprint_files,
     read_manifest,
@@ -168,6 +169,7 @@ def load_embeddings(directory: str | Path, *, mmap: bool = True) -> EmbeddingSet
 
 def _load_embeddings(directory: Path, mmap: bool) -> EmbeddingSet:
     manifest = read_manifest(directory, expected_kind=EMBEDDINGS_KIND)
+    check_contained(directory)
     try:
         ids = json.loads((directory / "ids.json").read_text(encoding="utf-8"))
         vectors = np.load(directory / "embeddings.npy", mmap_mode="r" if mmap else None, allow_pickle=False)

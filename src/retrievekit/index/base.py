@@ -24,6 +24,7 @@ import numpy as np
 from retrievekit.artifacts import (
     Manifest,
     atomic_directory,
+    check_contained,
     directory_lock,
     fingerprint_json,
     read_manifest,
@@ -34,7 +35,17 @@ from retrievekit.hits import Hits
 from retrievekit.index.registry import index_class
 from retrievekit.scoring import SIMILARITIES
 
-__all__ = ["INDEX_KIND", "METRICS", "Hits", "IdTable", "Index", "ReadWriteLock", "index_class", "load_index"]
+__all__ = [
+    "INDEX_KIND",
+    "METRICS",
+    "Hits",
+    "IdTable",
+    "Index",
+    "ReadWriteLock",
+    "check_count",
+    "index_class",
+    "load_index",
+]
 
 INDEX_KIND = "index"
 METRICS = (*SIMILARITIES, "ip")  # "ip" is accepted and stored as "dot"
@@ -122,10 +133,32 @@ class IdTable:
     @classmethod
     def load(cls, directory: Path) -> IdTable:
         ids = json.loads((directory / "ids.json").read_text(encoding="utf-8"))
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise ArtifactError(f"{directory / 'ids.json'}: expected a list of non-empty string ids")
         deleted = np.load(directory / "deleted.npy", allow_pickle=False)
-        if len(deleted) != len(ids):
-            raise ArtifactError(f"{directory}: {len(ids)} ids but {len(deleted)} tombstone flags")
+        if deleted.dtype != np.bool_ or deleted.shape != (len(ids),):
+            raise ArtifactError(f"{directory}: {len(ids)} ids but tombstone flags of shape {deleted.shape}")
+        alive = [i for i, gone in zip(ids, deleted.tolist(), strict=True) if not gone]
+        if len(set(alive)) != len(alive):
+            raise ArtifactError(f"{directory / 'ids.json'}: an id appears twice")
         return cls(ids, deleted)
+
+
+def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` if it is an integer in range (not a bool or a float), else :class:`ConfigError`.
+
+    >>> check_count("M", 32)
+    32
+    >>> check_count("query_batch", -1)
+    Traceback (most recent call last):
+    ...
+    retrievekit.errors.ConfigError: query_batch must be an integer >= 1, got -1
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value!r}")
+    return int(value)
 
 
 class ReadWriteLock:
@@ -289,6 +322,9 @@ class Index(ABC, Generic[Items, Queries]):
             raise ArtifactError(f"{directory}: holds a {index.index_type} index, not a {cls.__name__}")
         return index
 
+    def _check_payload(self, directory: Path) -> None:
+        """Raise :class:`ArtifactError` unless the loaded payload agrees with the ids and config."""
+
     @classmethod
     @abstractmethod
     def _from_config(cls, config: dict[str, Any]) -> Index[Any, Any]:
@@ -303,18 +339,35 @@ def load_index(directory: str | Path, *, mmap: bool = True) -> Index[Any, Any]:
 
 
 def _load_index(directory: Path, *, mmap: bool) -> Index[Any, Any]:
-    directory = Path(directory)
     manifest = read_manifest(directory, expected_kind=INDEX_KIND)
+    check_contained(directory)
     config = dict(manifest.config)
-    cls = index_class(config.pop("index_type"))
-    size = config.pop("size")
-    model, fingerprint, options = config.pop("model"), config.pop("model_fingerprint"), config.pop("model_options", {})
-    index = cls._from_config(config)
+    try:
+        cls = index_class(str(config.pop("index_type")))
+        size = config.pop("size")
+        model, fingerprint = config.pop("model", None), config.pop("model_fingerprint", None)
+        options = config.pop("model_options", {})
+        index = cls._from_config(config)
+    except KeyError as exc:
+        raise ArtifactError(f"{directory / 'manifest.json'}: the index config lacks {exc}") from None
+    except (TypeError, ValueError) as exc:  # unknown keys, values out of range (ConfigError is a ValueError)
+        raise ArtifactError(f"{directory / 'manifest.json'}: invalid index config: {exc}") from None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ArtifactError(f"{directory / 'manifest.json'}: size must be a count, got {size!r}")
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise ArtifactError(f"{directory / 'manifest.json'}: model_fingerprint must be a string")
     index.model_name, index.model_fingerprint, index.model_options = model, fingerprint, options
-    index.table = IdTable.load(directory)
-    index._load_payload(directory, mmap=mmap)
-    if (directory / "titles.json").is_file():
-        index.titles = json.loads((directory / "titles.json").read_text(encoding="utf-8"))
+    try:
+        index.table = IdTable.load(directory)
+        index._load_payload(directory, mmap=mmap)
+        if (directory / "titles.json").is_file():
+            titles = json.loads((directory / "titles.json").read_text(encoding="utf-8"))
+            if not isinstance(titles, dict):
+                raise ArtifactError(f"{directory / 'titles.json'}: expected an object of id -> title")
+            index.titles = titles
+    except (OSError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{directory}: unreadable index payload ({exc})") from None
     if len(index) != size:
         raise ArtifactError(f"{directory}: the manifest says {size} items, the files hold {len(index)}")
+    index._check_payload(directory)
     return index

@@ -11,11 +11,13 @@ import numpy as np
 
 from retrievekit._optional import require
 from retrievekit.artifacts import fingerprint_json
-from retrievekit.errors import ConfigError
+from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.hits import Hits
 from retrievekit.index.base import Index
 
 __all__ = ["Bm25Index"]
+
+_METHODS = ("robertson", "lucene", "bm25l", "bm25+", "atire")  # bm25s' variants
 
 
 class Bm25Index(Index[Sequence[str], Sequence[str]]):
@@ -37,6 +39,12 @@ class Bm25Index(Index[Sequence[str], Sequence[str]]):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if isinstance(k1, bool) or not isinstance(k1, int | float) or not 0 <= k1 <= 100:
+            raise ConfigError(f"k1 must be a number between 0 and 100, got {k1!r}")
+        if isinstance(b, bool) or not isinstance(b, int | float) or not 0 <= b <= 1:
+            raise ConfigError(f"b must be a number between 0 and 1, got {b!r}")
+        if method not in _METHODS:
+            raise ConfigError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
         self.k1, self.b, self.method, self.stopwords, self.stemmer_language = k1, b, method, stopwords, stemmer
         self._texts: list[str] = []
         self._engine: Any = None  # a bm25s.BM25 (untyped)
@@ -109,6 +117,15 @@ class Bm25Index(Index[Sequence[str], Sequence[str]]):
 
     def _payload_digest(self) -> str:
         return fingerprint_json(self._texts)
+
+    def _check_payload(self, directory: Path) -> None:
+        if len(self._texts) != self.table.capacity or not all(isinstance(t, str) for t in self._texts):
+            raise ArtifactError(
+                f"{directory / 'texts.json'}: holds {len(self._texts)} texts for {self.table.capacity} ids"
+            )
+        stored = int(getattr(self._engine, "scores", {}).get("num_docs", self.table.capacity))
+        if stored != self.table.capacity:
+            raise ArtifactError(f"{directory / 'bm25s'}: indexes {stored} documents for {self.table.capacity} ids")
 
     def _save_payload(self, directory: Path) -> None:
         self._engine.save(str(directory / "bm25s"), show_progress=False)

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from retrievekit.errors import ArtifactError
+from retrievekit.index.base import check_count
 from retrievekit.index.vector import VectorIndex
 from retrievekit.scoring import dot
 
@@ -41,8 +43,8 @@ class ExactIndex(VectorIndex):
         self, dimension: int, metric: str = "dot", *, chunk_size: int = 65536, query_batch: int = 256, **kwargs: Any
     ) -> None:
         super().__init__(dimension, metric, **kwargs)
-        self.chunk_size = chunk_size
-        self.query_batch = query_batch
+        self.chunk_size = check_count("chunk_size", chunk_size)
+        self.query_batch = check_count("query_batch", query_batch)
         self._vectors = np.empty((0, dimension), dtype=np.float32)
         self._sq_norms = np.empty(0, dtype=np.float32)
 
@@ -93,6 +95,18 @@ class ExactIndex(VectorIndex):
 
     def _save_payload(self, directory: Path) -> None:
         np.save(directory / "vectors.npy", np.asarray(self._vectors), allow_pickle=False)
+
+    def _check_payload(self, directory: Path) -> None:
+        vectors = self._vectors
+        expected = (self.table.capacity, self.dimension)
+        if vectors.dtype != np.float32 or vectors.shape != expected:
+            raise ArtifactError(
+                f"{directory / 'vectors.npy'}: holds {vectors.dtype} vectors of shape {vectors.shape}, "
+                f"the ids and config say float32 {expected}"
+            )
+        for start in range(0, len(vectors), self.chunk_size):
+            if not np.isfinite(vectors[start : start + self.chunk_size]).all():
+                raise ArtifactError(f"{directory / 'vectors.npy'}: NaN or infinite values from row {start} on")
 
     def _load_payload(self, directory: Path, *, mmap: bool) -> None:
         self._vectors = np.load(directory / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False)

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from retrievekit._optional import require
-from retrievekit.errors import ConfigError
+from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.index.base import check_count
 from retrievekit.index.vector import VectorIndex
 
 __all__ = ["HnswIndex", "IvfPqIndex"]
@@ -76,6 +77,14 @@ class _FaissIndex(VectorIndex):
         """What decides every score, as arrays that do not depend on how the index was loaded."""
         yield self._index.reconstruct_n(0, self._index.ntotal)
 
+    def _check_payload(self, directory: Path) -> None:
+        stored = (int(self._index.ntotal), int(self._index.d))
+        if stored != (self.table.capacity, self.dimension):
+            raise ArtifactError(
+                f"{directory / _FILE}: holds {stored[0]} vectors of dimension {stored[1]}, the ids and config "
+                f"say {self.table.capacity} of dimension {self.dimension}"
+            )
+
     def _save_payload(self, directory: Path) -> None:
         _faiss().write_index(self._index, str(directory / _FILE))
 
@@ -106,7 +115,9 @@ class HnswIndex(_FaissIndex):
         **kwargs: Any,
     ) -> None:
         super().__init__(dimension, metric, **kwargs)
-        self.M, self.ef_construction, self.ef_search = M, ef_construction, ef_search
+        self.M = check_count("M", M, 2)
+        self.ef_construction = check_count("ef_construction", ef_construction)
+        self.ef_search = check_count("ef_search", ef_search)
 
     def config(self) -> dict[str, Any]:
         return super().config() | {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
@@ -149,6 +160,8 @@ class IvfPqIndex(_FaissIndex):
         **kwargs: Any,
     ) -> None:
         super().__init__(dimension, metric, **kwargs)
+        nlist, m = check_count("nlist", nlist), check_count("m", m)
+        nbits, nprobe = check_count("nbits", nbits, 1, 16), check_count("nprobe", nprobe)
         if dimension % m:
             raise ConfigError(f"m={m} sub-quantisers must divide the dimension {dimension}")
         self.nlist, self.m, self.nbits, self.nprobe = nlist, m, nbits, nprobe

@@ -10,7 +10,7 @@ import numpy as np
 
 from retrievekit.errors import ConfigError
 from retrievekit.hits import Hits
-from retrievekit.index.base import Index
+from retrievekit.index.base import Index, check_count
 from retrievekit.scoring import canonical_similarity
 
 __all__ = ["VectorIndex"]
@@ -26,9 +26,7 @@ class VectorIndex(Index[np.ndarray, np.ndarray]):
     def __init__(self, dimension: int, metric: str = "dot", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         metric = canonical_similarity(metric)
-        if dimension < 1:
-            raise ConfigError(f"dimension must be positive, got {dimension}")
-        self.dimension = dimension
+        self.dimension = check_count("dimension", dimension)
         self.metric = metric
 
     def config(self) -> dict[str, Any]:
