@@ -87,7 +87,7 @@ def test_tsv_corpus_and_queries(tmp_path):
     assert [(d.id, d.text, d.title) for d in corpus] == [("d1", "some text", "Title"), ("d2", "more", "")]
     queries = read_queries(write(tmp_path / "q.tsv", "q1\twhat is it\n"))
     assert queries["q1"].text == "what is it"
-    with pytest.raises(DataFormatError, match=r"q2.tsv:1: expected at least 2 tab-separated fields"):
+    with pytest.raises(DataFormatError, match=r"q2.tsv:1: expected 2 tab-separated fields"):
         read_queries(write(tmp_path / "q2.tsv", "lonely\n"))
 
 
@@ -97,7 +97,7 @@ def test_beir_and_trec_qrels(tmp_path):
     assert beir.to_dict() == trec.to_dict() == {"q1": {"d1": 1, "d2": 2}, "q2": {"d1": 0}}
     assert beir.relevant("q1") == {"d1", "d2"} and beir.relevant("q2") == set()
     assert beir.num_pairs == 3
-    with pytest.raises(DataFormatError, match=r"bad.tsv:2: relevance grade 'high' is not a number"):
+    with pytest.raises(DataFormatError, match=r"bad.tsv:2: relevance grade 'high' is not an integer"):
         read_qrels(write(tmp_path / "bad.tsv", "query-id\tcorpus-id\tscore\nq1\td1\thigh\n"))
     with pytest.raises(DataFormatError, match=r"twice.tsv:2: pair \('q1', 'd1'\) is judged twice"):
         read_qrels(write(tmp_path / "twice.tsv", "q1\td1\t1\nq1\td1\t1\n"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import warnings
@@ -71,3 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     except (RetrievekitError, TypeError) as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
+    except OSError as exc:  # a full disk, a missing permission: one line, and the saves are atomic
+        where = f"{exc.filename}: " if exc.filename else ""
+        advice = "; nothing was replaced: saves are atomic, the previous files are intact" if exc.errno in (
+            errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS) else ""  # fmt: skip
+        click.secho(f"error: {where}{exc.strerror or exc}{advice}", fg="red", err=True)
+        sys.exit(1)

@@ -8,11 +8,13 @@ Nothing is silently skipped: blank lines are the only lines ignored.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from retrievekit.data.records import Corpus, Document, Qrels, Queries, Query, Run, ScoredDocument
+from retrievekit.data.records import Corpus, Document, Qrels, Queries, Query, Run, ScoredDocument, id_problem
 from retrievekit.errors import DataFormatError
 
 __all__ = [
@@ -59,12 +61,37 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each JSON object line."""
     for number, line in iter_lines(path):
         try:
-            value = json.loads(line)
+            value = json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise DataFormatError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", number) from None
+        except ValueError as exc:  # a repeated key or NaN/Infinity
+            raise DataFormatError(path, str(exc), number) from None
         if not isinstance(value, dict):
             raise DataFormatError(path, f"expected a JSON object, found {type(value).__name__}", number)
         yield number, value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON value")
+
+
+def checked_id(path: Path, number: int, value: str, what: str = "id") -> str:
+    """``value`` if it can serve as an id (see :func:`~retrievekit.data.records.id_problem`)."""
+    problem = id_problem(value)
+    if problem == "is empty":
+        raise DataFormatError(path, f"{what} is empty", number)
+    if problem:
+        raise DataFormatError(path, f"{what} {value!r:.60} {problem}", number)
+    return value
 
 
 def _string_field(path: Path, number: int, row: dict[str, Any], key: str, *, required: bool) -> str:
@@ -73,12 +100,12 @@ def _string_field(path: Path, number: int, row: dict[str, Any], key: str, *, req
         if required:
             raise DataFormatError(path, f"missing field {key!r}", number)
         return ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and key == "_id":
-        return str(value)  # BEIR files sometimes carry numeric ids
+    if isinstance(value, int) and not isinstance(value, bool) and key == "_id":
+        value = str(value)  # BEIR files sometimes carry numeric ids
     if not isinstance(value, str):
         raise DataFormatError(path, f"field {key!r} must be a string, found {type(value).__name__}", number)
-    if key == "_id" and not value.strip():
-        raise DataFormatError(path, "field '_id' is empty", number)
+    if key == "_id":
+        return checked_id(path, number, value, "field '_id'")
     return value
 
 
@@ -86,11 +113,15 @@ def _is_tsv(path: Path) -> bool:
     return path.suffix.lower() in {".tsv", ".tab"}
 
 
-def _tsv_rows(path: Path, min_fields: int, what: str) -> Iterator[tuple[int, list[str]]]:
+def _tsv_rows(path: Path, min_fields: int, max_fields: int, what: str) -> Iterator[tuple[int, list[str]]]:
     for number, line in iter_lines(path):
         fields = line.split("\t")
-        if len(fields) < min_fields:
-            raise DataFormatError(path, f"expected at least {min_fields} tab-separated fields ({what})", number)
+        if not min_fields <= len(fields) <= max_fields:
+            expected = f"{min_fields}" if min_fields == max_fields else f"{min_fields} to {max_fields}"
+            raise DataFormatError(
+                path, f"expected {expected} tab-separated fields ({what}), found {len(fields)}", number
+            )
+        checked_id(path, number, fields[0].strip())
         yield number, fields
 
 
@@ -102,7 +133,10 @@ def iter_documents(path: str | Path) -> Iterator[Document]:
     path = Path(path)
     first_line: dict[str, int] = {}
     if _is_tsv(path):
-        rows = ((n, Document(f[0], f[1], f[2] if len(f) > 2 else "")) for n, f in _tsv_rows(path, 2, "id, text"))
+        rows = (
+            (n, Document(f[0].strip(), f[1], f[2] if len(f) > 2 else ""))
+            for n, f in _tsv_rows(path, 2, 3, "id, text, title")
+        )
         rows = ((n, d) for n, d in rows if not (n == 1 and d.id in {"id", "_id", "doc_id", "docid"}))
     else:
         rows = (
@@ -130,7 +164,7 @@ def iter_queries(path: str | Path) -> Iterator[Query]:
     path = Path(path)
     first_line: dict[str, int] = {}
     if _is_tsv(path):
-        rows = ((n, Query(f[0], f[1])) for n, f in _tsv_rows(path, 2, "id, text"))
+        rows = ((n, Query(f[0].strip(), f[1])) for n, f in _tsv_rows(path, 2, 2, "id, text"))
         rows = ((n, q) for n, q in rows if not (n == 1 and q.id in {"id", "_id", "query_id", "qid"}))
     else:
         rows = (
@@ -160,17 +194,19 @@ def read_queries(path: str | Path) -> Queries:
     return Queries(iter_queries(path))
 
 
+_GRADE = re.compile(r"[+-]?\d+(\.0*)?")
+MAX_GRADE = 1000
+
+
 def _parse_grade(path: Path, number: int, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        try:
-            as_float = float(value)
-        except ValueError:
-            raise DataFormatError(path, f"relevance grade {value!r} is not a number", number) from None
-        if not as_float.is_integer():
-            raise DataFormatError(path, f"relevance grade {value!r} is not an integer", number) from None
-        return int(as_float)
+    """An integer grade (``2``, ``-2``, ``1.0``). Negative grades (TREC marks spam with -2) mean
+    non-relevant, as in trec_eval; |grade| above :data:`MAX_GRADE` is refused."""
+    if not _GRADE.fullmatch(value):
+        raise DataFormatError(path, f"relevance grade {value!r} is not an integer", number)
+    grade = int(value.split(".")[0])
+    if abs(grade) > MAX_GRADE:
+        raise DataFormatError(path, f"relevance grade {value!r} is out of range (-{MAX_GRADE} to {MAX_GRADE})", number)
+    return grade
 
 
 def read_qrels(path: str | Path) -> Qrels:
@@ -199,6 +235,8 @@ def read_qrels(path: str | Path) -> Qrels:
         qid, doc_id, grade = (f.strip() for f in fields)
         if not qid or not doc_id:
             raise DataFormatError(path, "empty query or document id", number)
+        checked_id(path, number, qid, "query id")
+        checked_id(path, number, doc_id, "document id")
         docs = judgements.setdefault(qid, {})
         if doc_id in docs:
             raise DataFormatError(path, f"pair ({qid!r}, {doc_id!r}) is judged twice", number)
@@ -221,6 +259,8 @@ def read_trec_run(path: str | Path) -> Run:
             value = float(score)
         except ValueError:
             raise DataFormatError(path, f"rank {rank!r} or score {score!r} is not a number", number) from None
+        if not math.isfinite(value):
+            raise DataFormatError(path, f"score {score!r} is not a finite number", number)
         if doc_id in seen.setdefault(qid, set()):
             raise DataFormatError(path, f"document {doc_id!r} appears twice for query {qid!r}", number)
         seen[qid].add(doc_id)

@@ -6,7 +6,37 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Corpus", "Document", "Qrels", "Queries", "Query", "Run", "ScoredDocument"]
+__all__ = [
+    "Corpus",
+    "Document",
+    "Qrels",
+    "Queries",
+    "Query",
+    "Run",
+    "ScoredDocument",
+    "id_problem",
+]
+
+
+def id_problem(value: str) -> str | None:
+    """What makes ``value`` unusable as a document or query id, or None. Ids are written to TREC runs
+    (whitespace separated) and JSON (UTF-8), so they may hold no whitespace or control characters,
+    and no lone surrogates.
+
+    >>> id_problem("doc-1"), id_problem("a b"), id_problem("")
+    (None, 'contains whitespace', 'is empty')
+    """
+    if not value.strip():
+        return "is empty"
+    if any(c.isspace() for c in value):
+        return "contains whitespace"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "contains a control character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (invalid Unicode)"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

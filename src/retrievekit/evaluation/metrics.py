@@ -55,7 +55,8 @@ def compute_metrics(
     unknown = set(families) - set(METRIC_FAMILIES)
     if unknown:
         raise ConfigError(f"unknown metric families {sorted(unknown)}; choose from {', '.join(METRIC_FAMILIES)}")
-    judged = qrels.to_dict()
+    # negative grades (TREC's -2 for spam) mean non-relevant, as in trec_eval; pytrec_eval crashes on them
+    judged = {qid: {doc: max(grade, 0) for doc, grade in docs.items()} for qid, docs in qrels.to_dict().items()}
     scores = run.to_dict()
     results: dict[str, dict[str, float]] = {qid: {} for qid in judged}
     trec = [f"{_TREC_MEASURE[f]}.{','.join(map(str, k_values))}" for f in families if f in _TREC_MEASURE]

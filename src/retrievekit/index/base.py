@@ -30,6 +30,7 @@ from retrievekit.artifacts import (
     read_manifest,
     write_manifest,
 )
+from retrievekit.data.records import id_problem
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.hits import Hits
 from retrievekit.index.registry import index_class
@@ -94,8 +95,11 @@ class IdTable:
                 seen.add(value)
             raise ConfigError(f"id {duplicate!r} appears twice in one add()")
         for value in ids:
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"ids must be non-empty strings, got {value!r}")
+            if not isinstance(value, str):
+                raise ConfigError(f"ids must be strings, got {value!r}")
+            problem = id_problem(value)
+            if problem:
+                raise ConfigError(f"id {value!r:.60} {problem}; ids are written to TREC runs and JSON")
         existing = [i for i in ids if i in self.position]
         if existing and not upsert:
             raise ConfigError(

@@ -90,10 +90,16 @@ class Bm25Index(Index[Sequence[str], Sequence[str]]):
             self._texts = all_texts
             self.table.append(ids)
 
-    def _index_texts(self, texts: list[str]):
+    def _index_texts(self, texts: list[str]) -> Any:
         bm25s = require("bm25s", extra="bm25", purpose="BM25 indexes")
+        tokens = self._tokenize(texts)
+        if not tokens.vocab:  # bm25s fails on an empty vocabulary
+            raise ConfigError(
+                f"none of the {len(texts)} documents has a term left after stopword removal; "
+                "build the index without stopwords (--no-stopwords) or check the texts"
+            )
         engine = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
-        engine.index(self._tokenize(texts), show_progress=False)
+        engine.index(tokens, show_progress=False)
         return engine
 
     def search(self, queries: Sequence[str], k: int = 10) -> list[Hits]:

@@ -267,6 +267,10 @@ class DenseEncoder:
         if max_length is not None:
             if max_length < 2:
                 raise ConfigError(f"max_length must be at least 2, got {max_length}")
+            if max_length > limit:
+                logger.warning(
+                    "max_length %d is above the model's limit of %d tokens: capped to %d", max_length, limit, limit
+                )
             limit = min(limit, max_length)
         return limit
 

@@ -7,6 +7,8 @@ A YAML file has one section per component (``model``, ``data``, ``loss``, ``opti
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -165,14 +167,40 @@ def _coerce(section: str, name: str, value: Any) -> Any:
         if origin is list:
             return [str(v) for v in (value if isinstance(value, list | tuple) else [value])]
         if base is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
+            return _as_bool(value)
+        if base is int:
+            return _as_int(value)
+        if base is float:
+            return _as_float(value)
         return base(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{section}.{name}: cannot read {value!r} as {getattr(base, '__name__', base)}") from None
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise ValueError(value)
+
+
+def _as_int(value: Any) -> int:
+    """Integers only: ``3.9`` or ``true`` where a count is meant is an error, not 3 or 1."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        return int(value)
+    raise ValueError(value)
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
 
 
 def _build(sections: dict[str, dict[str, Any]]) -> TrainConfig:
@@ -192,6 +220,32 @@ def _build(sections: dict[str, dict[str, Any]]) -> TrainConfig:
 
 
 def _check(config: TrainConfig) -> None:
+    data, loss, optimizer, run = config.data, config.loss, config.optimizer, config.run
+    minimums = {
+        "query_max_length": (data.query_max_length, 2),
+        "document_max_length": (data.document_max_length, 2),
+        "mini_batch_size": (loss.mini_batch_size, 1),
+        "accumulate_grad_batches": (optimizer.accumulate_grad_batches, 1),
+        "log_every": (run.log_every, 1),
+        "num_nodes": (run.num_nodes, 1),
+        "eval_batch_size": (config.evaluation.eval_batch_size, 1),
+        "patience": (config.evaluation.patience, 0),
+        "eval_every": (config.evaluation.eval_every, 0),
+    }
+    for name, (value, minimum) in minimums.items():
+        if value is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if optimizer.learning_rate < 0:
+        raise ConfigError(f"learning_rate must be 0 or more, got {optimizer.learning_rate}")
+    positives = {
+        "temperature": loss.temperature,
+        "teacher_temperature": loss.teacher_temperature,
+    }
+    for name, number in positives.items():
+        if not number > 0:
+            raise ConfigError(f"{name} must be a positive number, got {number}")
+    if optimizer.weight_decay < 0 or optimizer.max_grad_norm < 0:
+        raise ConfigError("weight_decay and max_grad_norm must be 0 or more")
     if config.data.batch_size < 1:
         raise ConfigError("batch_size must be at least 1")
     if config.data.num_negatives < 0:
@@ -204,6 +258,17 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError("checkpoint_every must be at least 1 step")
 
 
+def _read_text(path: Path) -> str:
+    """UTF-8 (with or without a byte-order mark), or UTF-16 with its mark, as editors on Windows save it."""
+    raw = path.read_bytes()
+    try:
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return raw.decode("utf-16")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 or UTF-16 text (byte {exc.start}); save it as UTF-8") from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults, then the YAML file (sections as in :class:`TrainConfig`), then flat overrides."""
     sections: dict[str, Any] = {}
@@ -214,7 +279,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            loaded = yaml.safe_load(_read_text(path)) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
         if not isinstance(loaded, dict):
