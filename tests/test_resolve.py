@@ -83,3 +83,36 @@ def test_models_by_alias_path_and_offline_hub_id(minilm_dir, tiny_bert_dir):
         resolve_model("BAAI/bge-small-en-v1.5")
     with pytest.raises(ModelNotFoundError, match="no such model directory"):
         resolve_model("./does/not/exist")
+
+
+def test_archive_limits(zip_server, tmp_path, monkeypatch):
+    import stat
+
+    from retrievekit import resolve as resolve_module
+    from retrievekit.resolve import safe_extract
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    served = tmp_path / "served"  # the fixture's folder: files written here are served
+    with zipfile.ZipFile(served / "bomb.zip", "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("bomb/corpus.jsonl", b"0" * (20 * 1024 * 1024))  # 20 MB of zeros: ~20 KB zipped
+    with pytest.raises(DatasetNotFoundError, match=r"expands beyond .* refusing a zip bomb"):
+        resolve_dataset("bomb", base_url=zip_server)
+    assert not (tmp_path / "cache" / "datasets" / "bomb").exists()
+    with pytest.raises(DatasetNotFoundError, match="not a dataset name"):
+        resolve_dataset("..%2Fetc", base_url=zip_server)
+
+    link = tmp_path / "link.zip"
+    with zipfile.ZipFile(link, "w") as bundle:
+        info = zipfile.ZipInfo("toy/corpus.jsonl")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        bundle.writestr(info, "/etc/passwd")
+    with zipfile.ZipFile(link) as bundle, pytest.raises(DatasetNotFoundError, match="symbolic link"):
+        safe_extract(bundle, tmp_path / "out1", source="link.zip", compressed_bytes=link.stat().st_size)
+    plain = served / "toyset.zip"
+    with zipfile.ZipFile(plain) as bundle:
+        bundle.infolist()[0].compress_type = 99
+        with pytest.raises(DatasetNotFoundError, match="unknown compression method"):
+            safe_extract(bundle, tmp_path / "out2", source="x.zip", compressed_bytes=plain.stat().st_size)
+    monkeypatch.setattr(resolve_module, "MAX_ARCHIVE_FILES", 2)
+    with zipfile.ZipFile(plain) as bundle, pytest.raises(DatasetNotFoundError, match="entries \\(limit 2\\)"):
+        safe_extract(bundle, tmp_path / "out3", source="x.zip", compressed_bytes=plain.stat().st_size)

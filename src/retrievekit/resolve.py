@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -85,8 +88,58 @@ def resolve_dataset(name_or_path: str | Path, *, download: bool = True, base_url
     return _download_beir(name, cached, base_url or os.environ.get("RETRIEVEKIT_BEIR_URL", BEIR_BASE_URL))
 
 
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# limits on what an archive may expand to: BEIR's largest (MS MARCO) is ~3 GB from a 1 GB zip
+MAX_EXPANDED_BYTES = 64 * 1024**3
+MAX_EXPANSION_RATIO = 100
+MAX_ARCHIVE_FILES = 10_000
+_KNOWN_COMPRESSION = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+
+def safe_extract(bundle: zipfile.ZipFile, root: Path, *, source: str, compressed_bytes: int) -> None:
+    """Extract ``bundle`` under ``root`` within limits: no absolute or climbing paths (zip slip), no
+    symlink entries, no unknown compression methods, at most :data:`MAX_ARCHIVE_FILES` files and
+    ``min(MAX_EXPANDED_BYTES, MAX_EXPANSION_RATIO x the archive)`` bytes, counted as they are written
+    (the sizes a zip declares can lie)."""
+    members = bundle.infolist()
+    if len(members) > MAX_ARCHIVE_FILES:
+        raise DatasetNotFoundError(
+            f"{source}: the archive holds {len(members):,} entries (limit {MAX_ARCHIVE_FILES:,})"
+        )
+    budget = min(MAX_EXPANDED_BYTES, MAX_EXPANSION_RATIO * max(compressed_bytes, 1))
+    base = root.resolve()
+    for member in members:
+        target = (root / member.filename).resolve()
+        if not target.is_relative_to(base) or member.filename.startswith(("/", "\\")):
+            raise DatasetNotFoundError(f"{source}: the archive holds an unsafe path {member.filename!r}")
+        if stat.S_ISLNK(member.external_attr >> 16):
+            raise DatasetNotFoundError(f"{source}: the archive holds a symbolic link {member.filename!r}")
+        if member.compress_type not in _KNOWN_COMPRESSION:
+            raise DatasetNotFoundError(
+                f"{source}: {member.filename!r} uses an unknown compression method ({member.compress_type})"
+            )
+    written = 0
+    for member in members:
+        target = root / member.filename
+        if member.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with bundle.open(member) as source_file, target.open("wb") as out:
+            while chunk := source_file.read(1 << 20):
+                written += len(chunk)
+                if written > budget:
+                    raise DatasetNotFoundError(
+                        f"{source}: the archive expands beyond {budget:,} bytes "
+                        f"({MAX_EXPANSION_RATIO}x its {compressed_bytes:,} bytes); refusing a zip bomb"
+                    )
+                out.write(chunk)
+
+
 def _download_beir(name: str, target: Path, base_url: str) -> Path:
-    url = f"{base_url.rstrip('/')}/{name}.zip"
+    if not _DATASET_NAME.fullmatch(name):
+        raise DatasetNotFoundError(f"{name!r} is not a dataset name (letters, digits, '.', '_' and '-')")
+    url = f"{base_url.rstrip('/')}/{urllib.parse.quote(name, safe='')}.zip"
     logger.info("downloading %s", url)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
@@ -99,14 +152,10 @@ def _download_beir(name: str, target: Path, base_url: str) -> Path:
                 f"dataset {name!r} is not available locally and downloading {url} failed ({exc}). "
                 "On an offline machine, pass a BEIR folder path or set RETRIEVEKIT_DATASETS"
             ) from exc
+        root = Path(scratch) / "unpacked"
         try:
             with zipfile.ZipFile(archive) as bundle:
-                root = Path(scratch) / "unpacked"
-                for member in bundle.namelist():  # refuse absolute paths and '..' (zip slip)
-                    resolved = (root / member).resolve()
-                    if not resolved.is_relative_to(root.resolve()):
-                        raise DatasetNotFoundError(f"{url}: the archive holds an unsafe path {member!r}")
-                bundle.extractall(root)
+                safe_extract(bundle, root, source=url, compressed_bytes=archive.stat().st_size)
         except zipfile.BadZipFile as exc:
             raise DatasetNotFoundError(f"{url} did not return a zip archive ({exc})") from exc
         found = next((p for p in [root / name, root, *root.rglob("*")] if _looks_like_beir(p)), None)
