@@ -38,6 +38,7 @@ __all__ = [
     "atomic_write_text",
     "check_contained",
     "directory_lock",
+    "files_digest",
     "fingerprint_files",
     "fingerprint_json",
     "read_manifest",
@@ -131,6 +132,45 @@ def fingerprint_files(paths: Iterable[str | Path], *, extra: Any = None) -> str:
     if extra is not None:
         digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return "sha256:" + digest.hexdigest()
+
+
+def _file_sha256(path: Path, cache: dict[str, list[Any]]) -> str:
+    """sha256 of one file, reused while its size and modification time stay the same."""
+    info = path.stat()
+    key = str(path.resolve())
+    known = cache.get(key)
+    if known is not None and known[:2] == [info.st_size, info.st_mtime_ns]:
+        return str(known[2])
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    cache[key] = [info.st_size, info.st_mtime_ns, digest.hexdigest()]
+    return digest.hexdigest()
+
+
+def files_digest(root: str | Path, paths: Iterable[str | Path], *, cache_file: Path | None = None) -> str:
+    """A hash of files by their path relative to ``root`` and their contents. Each file's hash is kept
+    in ``cache_file`` (JSON) by size and modification time, so verifying a large model again is cheap.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "w.bin").write_bytes(b"abc")
+    >>> files_digest(folder, [folder / "w.bin"]) == files_digest(folder, [folder / "w.bin"])
+    True
+    """
+    root = Path(root)
+    cache: dict[str, list[Any]] = {}
+    if cache_file is not None and cache_file.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(cache_file.read_text(encoding="utf-8"))
+            cache = loaded if isinstance(loaded, dict) else {}
+    before = dict(cache)
+    parts = sorted((Path(p).relative_to(root).as_posix(), _file_sha256(Path(p), cache)) for p in paths)
+    if cache_file is not None and cache != before:
+        with contextlib.suppress(OSError):  # a read-only cache only costs time
+            atomic_write_text(cache_file, json.dumps(cache))
+    return fingerprint_json(parts)
 
 
 def fingerprint_json(value: Any) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 
-from retrievekit.artifacts import Manifest, atomic_directory, fingerprint_json, write_manifest
+from retrievekit.artifacts import Manifest, atomic_directory, files_digest, fingerprint_json, write_manifest
 from retrievekit.errors import ConfigError
 from retrievekit.models.encoding import BatchRunner, ChunkOutput, EncodeStats, encode_chunks
 from retrievekit.models.npy_stream import NpyStreamWriter
@@ -137,7 +137,13 @@ class DenseEncoder:
             for side in ("query", "document"):  # folder names do not change what the model computes
                 config[side].pop("backbone")
                 config[side].pop("projections")
-            self._fingerprint = fingerprint_json({"weights": [t.digest() for t in towers], "config": config})
+            self._fingerprint = fingerprint_json(
+                {
+                    "weights": [t.digest() for t in towers],
+                    "tokenizers": [t.tokenizer_digest() for t in towers],
+                    "config": config,
+                }
+            )
         return self._fingerprint
 
     def load_options(self) -> dict[str, object]:
@@ -337,13 +343,16 @@ class DenseEncoder:
             write_sentence_transformers_files(staging, spec, layouts)
             if self.calibration is not None:
                 self.calibration.save(staging / CALIBRATION_FILE)
+            from retrievekit.models.tower import model_files
+
+            files = files_digest(staging, model_files(staging))  # verified when the folder is loaded
             write_manifest(
                 staging,
                 Manifest(
                     kind=DENSE_KIND,
                     family="dense",
                     config=spec.to_dict()
-                    | {"dimension": self.dimension, "name": self.name}
+                    | {"dimension": self.dimension, "name": self.name, "files_digest": files}
                     | ({"training": training} if training else {}),
                     fingerprint=self.fingerprint,
                 ),

@@ -11,12 +11,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retrievekit.artifacts import MANIFEST_NAME, read_manifest
+from retrievekit.artifacts import MANIFEST_NAME, files_digest, read_manifest
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.dense import CALIBRATION_FILE, DENSE_KIND, DenseEncoder
 from retrievekit.models.spec import EncoderSpec, spec_from_hf_directory, spec_from_sentence_transformers
 from retrievekit.quantization import Int8Calibration
-from retrievekit.resolve import resolve_model
+from retrievekit.resolve import cache_dir, resolve_model
 
 if TYPE_CHECKING:
     from retrievekit.models.tower import Tower
@@ -29,10 +29,23 @@ logger = logging.getLogger(__name__)
 def read_encoder_spec(
     root: Path, *, pooling: str | None = None, normalize: bool | None = None
 ) -> tuple[EncoderSpec, str | None]:
-    """The spec a folder declares, and the fingerprint its manifest records (``None`` without one)."""
+    """The spec a folder declares, and its manifest's fingerprint once the files are verified against
+    the digest recorded at save (``None``: computed from the loaded weights and tokenizer)."""
     if (root / MANIFEST_NAME).is_file():
         manifest = read_manifest(root, expected_kind=DENSE_KIND)
-        config = {k: v for k, v in manifest.config.items() if k not in ("dimension", "name")}
+        config = {k: v for k, v in manifest.config.items() if k not in ("dimension", "name", "files_digest")}
+        recorded = manifest.config.get("files_digest")
+        if not isinstance(recorded, str):  # saved before files were recorded: trust nothing, compute
+            return EncoderSpec.from_dict(config), None
+        from retrievekit.models.tower import model_files
+
+        actual = files_digest(root, model_files(root), cache_file=cache_dir() / "file-digests.json")
+        if actual != recorded:
+            raise ArtifactError(
+                f"{root}: the weights, tokenizer or config files changed since the model was saved (their "
+                "digest differs from manifest.json's files_digest); re-save the model, or load it as "
+                "a sentence-transformers folder (without manifest.json) to fingerprint it afresh"
+            )
         return EncoderSpec.from_dict(config), manifest.fingerprint
     if (root / "modules.json").is_file():
         return spec_from_sentence_transformers(root), None

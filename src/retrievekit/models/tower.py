@@ -21,7 +21,16 @@ from retrievekit.models.heads import BackboneStates, Head, PoolingHead
 from retrievekit.models.modules.projection import Projection
 from retrievekit.models.spec import TowerSpec
 
-__all__ = ["BACKBONE_CLASSES", "SavedTower", "Tower", "load_backbone", "load_tower"]
+__all__ = [
+    "BACKBONE_CLASSES",
+    "TOKENIZER_FILES",
+    "SavedTower",
+    "Tower",
+    "load_backbone",
+    "load_tower",
+    "model_files",
+    "tokenizer_digest",
+]
 
 # which transformers class loads the backbone a head reads from; chosen here, never named by a file
 BACKBONE_CLASSES: dict[str, str] = {
@@ -97,6 +106,12 @@ class Tower(nn.Module):
             return int(projection.out_features)
         return int(self.backbone.config.hidden_size)
 
+    def tokenizer_digest(self) -> str:
+        """See :func:`tokenizer_digest` (computed once: tokenizers are not changed after loading)."""
+        if getattr(self, "_tokenizer_digest", None) is None:
+            self._tokenizer_digest = tokenizer_digest(self.tokenizer)
+        return str(self._tokenizer_digest)
+
     def digest(self) -> str:
         """A hash of every weight (backbone and projections): the same model gives the same digest
         whatever folder layout it was loaded from."""
@@ -171,6 +186,30 @@ class Tower(nn.Module):
         return SavedTower(spec, tuple(layout))
 
 
+# files without which a tokenizer cannot be rebuilt from a folder (one of them must be there)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """A hash of what the tokenizer does (its full serialisation for fast tokenizers: vocabulary,
+    added tokens, normaliser; the vocabulary and special tokens otherwise), so the fingerprint of a
+    model changes with its tokenizer as with its weights."""
+    engine = getattr(tokenizer, "backend_tokenizer", None)
+    if engine is not None and hasattr(engine, "to_str"):
+        content: Any = engine.to_str()
+    else:
+        content = sorted(tokenizer.get_vocab().items())
+    special = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
+    return hashlib.sha256(json.dumps([type(tokenizer).__name__, content, special]).encode()).hexdigest()
+
+
 def load_backbone(
     directory: Path, *, states: BackboneStates = "hidden", trust_remote_code: bool = False
 ) -> tuple[nn.Module, Any]:
@@ -184,6 +223,11 @@ def load_backbone(
         raise ArtifactError(
             f"{directory}: no .safetensors weights. retrievekit never unpickles pytorch_model.bin; "
             "convert the model to safetensors first"
+        )
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise ArtifactError(
+            f"{directory}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); a model is never "
+            "loaded with a fallback tokenizer. Save the tokenizer beside the weights"
         )
     model_class = getattr(transformers, BACKBONE_CLASSES[states])
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
@@ -201,3 +245,17 @@ def load_tower(root: Path, spec: TowerSpec, *, head: Head | None = None, trust_r
         return Tower(spec, backbone, tokenizer, head=head).eval()
     projections = [Projection.load(root / rel) for rel in spec.projections]
     return Tower(spec, backbone, tokenizer, projections).eval()  # inference mode until a trainer says otherwise
+
+
+def model_files(root: Path) -> list[Path]:
+    """The files that decide what a model folder computes: weights (safetensors, ``.npy``), configs
+    and tokenizer files; not the manifest, hidden files or exported ONNX graphs."""
+    suffixes = {".safetensors", ".json", ".txt", ".model", ".npy"}
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.is_file()
+        and path.suffix in suffixes
+        and path.name != "manifest.json"
+        and not any(part.startswith(".") or part == "retrievekit-onnx" for part in path.relative_to(root).parts)
+    )
