@@ -22,8 +22,9 @@ $(VENV)/.torch: | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	@touch $@
 
+# every extra a README example uses (training included), so each example runs after `make demo`
 $(VENV)/.installed-run: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e ".[onnx,faiss,bm25,eval]"
+	$(PY) -m pip install --quiet -e ".[onnx,faiss,bm25,eval,train]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch

@@ -67,7 +67,9 @@ def test_loss_falls_on_a_toy_task_and_the_model_loads_in_sentence_transformers(t
     losses = _losses(tmp_path / "out")
     assert result.steps == 12 and len(losses) == 12
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
-    assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
+    assert result.curves == tmp_path / "out" / "curves.png" and result.curves.stat().st_size > 1000
+    short = train(_config(tmp_path / "short", tiny_bert_dir, tmp_path / "toy.jsonl", log_every=50, max_steps=2))
+    assert short.curves is None and not (tmp_path / "short" / "out" / "curves.png").exists()  # nothing to plot
 
     manifest = json.loads((result.model_dir / "manifest.json").read_text())
     training = manifest["config"]["training"]

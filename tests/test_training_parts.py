@@ -314,3 +314,16 @@ def test_cached_infonce_gives_the_plain_loss_and_gradients(tiny_bert_dir, mode, 
     assert max((plain[n] - cached[n]).abs().max().item() for n in plain) < 1e-5
     with pytest.raises(ConfigError, match="gather"):
         CachedInfoNCELoss(model, gather_across_devices=True)
+
+
+def test_a_tensor_under_several_names_is_stored_once(tmp_path):
+    from retrievekit.training.checkpoint_io import SafetensorsCheckpointIO, encode_checkpoint
+
+    shared = torch.randn(4, 3)
+    checkpoint = {"state_dict": {"model.query_tower.w": shared, "model.document_tower.w": shared, "b": torch.ones(2)}}
+    _, tensors = encode_checkpoint(checkpoint)
+    assert len(tensors) == 2  # the shared tower's weight once
+    io = SafetensorsCheckpointIO()
+    io.save_checkpoint(checkpoint, tmp_path / "c.ckpt")
+    loaded = io.load_checkpoint(tmp_path / "c.ckpt")["state_dict"]
+    assert torch.equal(loaded["model.query_tower.w"], shared) and torch.equal(loaded["model.document_tower.w"], shared)

@@ -23,7 +23,7 @@ from retrievekit.artifacts import (
     write_manifest,
 )
 from retrievekit.data.beir import collection_file
-from retrievekit.data.readers import iter_documents, iter_queries
+from retrievekit.data.readers import count_records, iter_documents, iter_queries
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.dense import DenseEncoder
 from retrievekit.quantization import PRECISIONS, SCALAR_PRECISIONS, Int8Calibration, quantize
@@ -98,6 +98,7 @@ def encode_to_directory(
             max_length=max_length,
             truncate_dim=truncate_dim,
             show_progress=show_progress,
+            total=min(count_records(path), limit) if limit is not None else count_records(path),
         )
         calibration = _convert_precision(raw, precision, encoder.calibration if truncate_dim is None else None)
         if calibration is not None:

@@ -13,7 +13,7 @@ from retrievekit.index.base import METRICS
 
 @click.group()
 def index() -> None:
-    """Build and inspect persistent indexes (flat, hnsw, ivfpq, bm25)."""
+    """Build persistent indexes of any registered type (dense: flat, hnsw, ivfpq; lexical: bm25)."""
 
 
 @index.command("build")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import click
 
@@ -73,8 +72,9 @@ def _flag(name: str, field, section: str) -> Callable:
     if hint.startswith("bool"):
         return click.option(f"{flag}/--no-{name.replace('_', '-')}", name, default=None, help=text)
     if hint.startswith("list"):
-        return click.option(flag, name, multiple=True, help=text)
-    return click.option(flag, name, default=None, help=text)
+        return click.option(flag, name, multiple=True, help=text, metavar="TEXT")
+    metavar = {"int": "INTEGER", "float": "NUMBER"}.get(hint.split(" ")[0], "TEXT")
+    return click.option(flag, name, default=None, help=text, metavar=metavar)
 
 
 def _config_options(command: Callable) -> Callable:
@@ -128,7 +128,8 @@ def train(config_file: str | None, **flags: object) -> None:
     print_table("training finished", ["", "value"], rows)
     if result.resumed_from is not None:
         click.echo(f"resumed from {result.resumed_from}")
-    click.echo(f"model: {result.model_dir}  curves: {Path(config.run.output) / 'curves.png'}")
+    curves = f"  curves: {result.curves}" if result.curves else "  (too few logged steps for curves)"
+    click.echo(f"model: {result.model_dir}{curves}")
 
 
 @click.command("mine-negatives")

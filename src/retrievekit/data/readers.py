@@ -57,6 +57,20 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise DataFormatError(path, "the file is empty")
 
 
+def count_records(path: str | Path) -> int:
+    """About how many records a JSONL or TSV file holds (its non-blank lines, a TSV header not
+    counted), read as bytes without parsing: the total of a progress bar."""
+    path = Path(path)
+    count, first = 0, b""
+    with path.open("rb") as handle:
+        for raw in handle:
+            if raw.strip():
+                count += 1
+                first = first or raw
+    header = first.split(b"\t", 1)[0].strip().lower() in {b"id", b"_id", b"doc_id", b"docid", b"query_id", b"qid"}
+    return count - 1 if _is_tsv(path) and header else count
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each JSON object line."""
     for number, line in iter_lines(path):

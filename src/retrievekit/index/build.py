@@ -11,7 +11,7 @@ import numpy as np
 
 from retrievekit.artifacts import scratch_directory
 from retrievekit.data.beir import collection_file
-from retrievekit.data.readers import iter_documents
+from retrievekit.data.readers import count_records, iter_documents
 from retrievekit.errors import ConfigError
 from retrievekit.index.base import Index
 from retrievekit.index.registry import index_class, index_type_info, index_types
@@ -106,7 +106,7 @@ def _build_dense(
     with scratch_directory("index") as scratch:
         encoded = encoder.encode_to_npy(
             documents(), scratch / "vectors.npy", side="documents", batch_size=batch_size,
-            show_progress=show_progress,
+            show_progress=show_progress, total=count_records(path),
         )  # fmt: skip
         vectors = np.load(encoded.path, mmap_mode="r")
         fill_index(index, ids, vectors)

@@ -362,7 +362,8 @@ def _encode_items(
 ) -> Iterator[ChunkOutput]:
     """The chunk loop every kind of input shares: check, tokenize, count, run, assemble."""
     iterator = iter(items)
-    progress = tqdm(total=total, desc=description, unit=unit, disable=not show_progress, leave=False)
+    # with a total the bar shows rate and ETA and stays, complete, when done
+    progress = tqdm(total=total, desc=description, unit=unit, disable=not show_progress, leave=total is not None)
     try:
         offset = 0
         while chunk := list(itertools.islice(iterator, chunk_size)):

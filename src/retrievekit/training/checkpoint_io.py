@@ -30,12 +30,15 @@ def encode_checkpoint(value: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     {0: (1, 'a')}
     """
     tensors: dict[str, torch.Tensor] = {}
+    seen: dict[tuple[Any, ...], str] = {}  # one copy of a tensor that appears under several names
 
     def walk(item: Any, where: str) -> Any:
         if isinstance(item, torch.Tensor):
-            name = f"t{len(tensors)}"
-            tensors[name] = item.detach().cpu().contiguous().clone()
-            return {"__tensor__": name}
+            key = (item.device, item.data_ptr(), item.dtype, tuple(item.shape), tuple(item.stride()))
+            if key not in seen:
+                seen[key] = f"t{len(tensors)}"
+                tensors[seen[key]] = item.detach().cpu().contiguous().clone()
+            return {"__tensor__": seen[key]}
         if isinstance(item, dict):
             if all(isinstance(k, str) and not k.startswith("__") for k in item):
                 return {k: walk(v, f"{where}.{k}") for k, v in item.items()}

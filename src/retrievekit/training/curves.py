@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 from retrievekit._optional import require
+from retrievekit.artifacts import atomic_file
 
 __all__ = ["keep_earlier_log", "plot_curves", "read_log", "read_metrics_csv"]
 
@@ -77,6 +78,7 @@ def plot_curves(logs: str | Path, output: str | Path) -> Path:
     loss_axis.set_title("training curves")
     figure.tight_layout()
     output = Path(output)
-    figure.savefig(output)
+    with atomic_file(output) as tmp:
+        figure.savefig(tmp, format="png")
     plt.close(figure)
     return output

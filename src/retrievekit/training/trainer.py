@@ -16,6 +16,7 @@ import copy
 import json
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +54,7 @@ class TrainResult:
     final_loss: float | None
     best_dev: float | None
     resumed_from: Path | None
+    curves: Path | None = None  # curves.png, when a logged step gave something to plot
 
 
 def untie_towers(encoder: DenseEncoder) -> DenseEncoder:
@@ -75,6 +77,16 @@ def _devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+def _progress_bar(config: TrainConfig) -> list[Any]:
+    """A run bounded by steps gets a bar without an epoch count (Lightning's rich bar shows
+    'Epoch 0/-2' there, from max_epochs=-1)."""
+    if not config.run.progress or config.optimizer.max_steps < 1:
+        return []
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    return [TQDMProgressBar()]
+
+
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Fine-tune a dense encoder as ``config`` says; see the module docstring for the outputs.
 
@@ -84,7 +96,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     from retrievekit.training.callbacks import DevEvaluation, StepCheckpoint, Throughput
     from retrievekit.training.checkpoint_io import SafetensorsCheckpointIO, latest_checkpoint
-    from retrievekit.training.curves import keep_earlier_log, plot_curves
+    from retrievekit.training.curves import keep_earlier_log, plot_curves, read_log
     from retrievekit.training.module import RetrievalTrainingModule
 
     started = time.perf_counter()
@@ -148,6 +160,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     throughput = Throughput()
     all_callbacks: list = [
+        *_progress_bar(config),
         throughput,
         *callbacks,
         StepCheckpoint(dirpath=checkpoints, filename="{step}", every_n_train_steps=config.run.checkpoint_every,
@@ -173,7 +186,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         gradient_clip_val=config.optimizer.max_grad_norm or None,
         callbacks=all_callbacks,
         logger=CSVLogger(output, name="", version="logs"),
-        log_every_n_steps=config.run.log_every,
+        log_every_n_steps=config.run.log_every,  # shorter runs still log: metrics are logged on_step
         enable_progress_bar=config.run.progress,
         enable_model_summary=False,
         use_distributed_sampler=False,
@@ -187,14 +200,18 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         keep_earlier_log(output / "logs", resume_from)
     model.train()  # towers are loaded in eval mode; training uses dropout, as sentence-transformers does
     atomic_write_text(output / "train_config.json", json.dumps(record, indent=2, default=str) + "\n")
-    with retained_freed_memory(config.run.retain_memory):
+    with retained_freed_memory(config.run.retain_memory), warnings.catch_warnings():
+        # Lightning warns when an epoch has fewer batches than the logging interval; the loss is
+        # logged on every step (on_step=True), so nothing is lost and the warning only alarms
+        warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
         trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)
 
     model_dir = output / "model"
+    curves = None
     if trainer.is_global_zero:
         save_model(model_dir)
-        if (output / "logs" / "metrics.csv").is_file():
-            plot_curves(output / "logs", output / "curves.png")
+        if (output / "logs" / "metrics.csv").is_file() and read_log(output / "logs"):
+            curves = plot_curves(output / "logs", output / "curves.png")
     final_loss = trainer.callback_metrics.get("train/loss")
     return TrainResult(
         model_dir=model_dir,
@@ -208,4 +225,5 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         final_loss=float(final_loss) if final_loss is not None else None,
         best_dev=dev.best if dev else None,
         resumed_from=resume_from,
+        curves=curves,
     )
