@@ -116,3 +116,22 @@ def test_archive_limits(zip_server, tmp_path, monkeypatch):
     monkeypatch.setattr(resolve_module, "MAX_ARCHIVE_FILES", 2)
     with zipfile.ZipFile(plain) as bundle, pytest.raises(DatasetNotFoundError, match="entries \\(limit 2\\)"):
         safe_extract(bundle, tmp_path / "out3", source="x.zip", compressed_bytes=plain.stat().st_size)
+
+
+def test_downloads_are_checked_against_known_contents(zip_server, monkeypatch):
+    from retrievekit import resolve as resolve_module
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setitem(resolve_module.KNOWN_SIZES, "toyset", {"documents": 99})
+    with pytest.raises(DatasetNotFoundError, match="corpus.jsonl holds 6 records, toyset has 99"):
+        resolve_dataset("toyset", base_url=zip_server)
+
+
+def test_the_demo_offline_says_what_to_do(monkeypatch, capsys):
+    from retrievekit.cli.main import main
+
+    monkeypatch.delenv("RETRIEVEKIT_DATASETS", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        main(["demo"])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and "retrievekit data fetch scifact" in error and "RETRIEVEKIT_DATASETS" in error

@@ -82,8 +82,9 @@ def resolve_dataset(name_or_path: str | Path, *, download: bool = True, base_url
         return cached
     if not download or is_offline():
         raise DatasetNotFoundError(
-            f"dataset {name!r} not found (looked in {', '.join(searched)}); downloading is off. "
-            "Pass a BEIR folder path or add its parent folder to RETRIEVEKIT_DATASETS"
+            f"dataset {name!r} not found (looked in {', '.join(searched)}) and downloading is off (offline). "
+            f"Pass a BEIR folder path, add its parent folder to RETRIEVEKIT_DATASETS, or run "
+            f"'retrievekit data fetch {name}' on a machine with internet access and copy {cached} here"
         )
     return _download_beir(name, cached, base_url or os.environ.get("RETRIEVEKIT_BEIR_URL", BEIR_BASE_URL))
 
@@ -136,6 +137,39 @@ def safe_extract(bundle: zipfile.ZipFile, root: Path, *, source: str, compressed
                 out.write(chunk)
 
 
+def _fetch(url: str, archive: Path) -> None:
+    """Download with a progress bar (size and ETA when the server says the size), and check that
+    every announced byte arrived."""
+    from tqdm.auto import tqdm
+
+    with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response, archive.open("wb") as out:
+        announced = response.headers.get("Content-Length")
+        total = int(announced) if announced and announced.isdigit() else None
+        received = 0
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {archive.name}") as progress:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                received += len(chunk)
+                progress.update(len(chunk))
+    if total is not None and received != total:
+        raise DatasetNotFoundError(f"{url}: the download stopped after {received:,} of {total:,} bytes; try again")
+
+
+# what the public BEIR archives hold, checked after a download
+KNOWN_SIZES = {"scifact": {"documents": 5183, "queries": 1109}}
+
+
+def _check_known(name: str, folder: Path, source: str) -> None:
+    from retrievekit.data.readers import count_records
+
+    for side, file in (("documents", "corpus.jsonl"), ("queries", "queries.jsonl")):
+        expected = KNOWN_SIZES.get(name, {}).get(side)
+        if expected is not None and count_records(folder / file) != expected:
+            raise DatasetNotFoundError(
+                f"{source}: {file} holds {count_records(folder / file):,} records, {name} has {expected:,}"
+            )
+
+
 def _download_beir(name: str, target: Path, base_url: str) -> Path:
     if not _DATASET_NAME.fullmatch(name):
         raise DatasetNotFoundError(f"{name!r} is not a dataset name (letters, digits, '.', '_' and '-')")
@@ -145,8 +179,7 @@ def _download_beir(name: str, target: Path, base_url: str) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         archive = Path(scratch) / f"{name}.zip"
         try:
-            with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response, archive.open("wb") as out:
-                shutil.copyfileobj(response, out)
+            _fetch(url, archive)
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             raise DatasetNotFoundError(
                 f"dataset {name!r} is not available locally and downloading {url} failed ({exc}). "
@@ -161,6 +194,7 @@ def _download_beir(name: str, target: Path, base_url: str) -> Path:
         found = next((p for p in [root / name, root, *root.rglob("*")] if _looks_like_beir(p)), None)
         if found is None:
             raise DatasetNotFoundError(f"{url}: the archive holds no BEIR folder (corpus.jsonl, queries.jsonl)")
+        _check_known(name, found, url)
         with atomic_directory(target) as staging:
             for item in found.iterdir():
                 shutil.move(str(item), staging / item.name)

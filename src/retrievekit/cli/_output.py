@@ -13,7 +13,10 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    table = Table(title=title, title_justify="left")
+    """The title on its own line, never wrapped (a path in it stays whole), then the table."""
+    if title:
+        console.print(title, soft_wrap=True, highlight=False)
+    table = Table()
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i == 0 else "right")
     for row in rows:

@@ -20,15 +20,17 @@ def demo(dataset: str, model: str, output: str, examples: int) -> None:
     """Evaluate the bundled all-MiniLM-L6-v2 (dense, exact search), BM25 and their RRF hybrid on the
     SciFact test split, print the table, and write the full report.
 
-    Entirely offline: SciFact is found through $RETRIEVEKIT_DATASETS (the Makefile points it at
-    ../shared/data). The corpus embeddings are cached, so a second run takes seconds.
+    SciFact is found through $RETRIEVEKIT_DATASETS (the Makefile points it at ../shared/data) or the
+    cache; otherwise it is downloaded once from BEIR's public archive (progress bar, size and content
+    checks) and, offline, the error says what to do. The corpus embeddings are cached, so a second
+    run takes seconds.
     """
     from retrievekit.cli.evaluate import print_evaluation
     from retrievekit.data import load_dataset
     from retrievekit.evaluation import evaluate_dataset, write_report
     from retrievekit.models import load_encoder
 
-    beir = load_dataset(dataset, download=False)
+    beir = load_dataset(dataset)  # found locally, or fetched once from BEIR's public archive into the cache
     console.print(f"[bold]{beir.name}[/bold] from {beir.root}; model {model}")
     encoder = load_encoder(model)
     console.print(repr(encoder))
