@@ -123,7 +123,7 @@ def test_downloads_are_checked_against_known_contents(zip_server, monkeypatch):
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setitem(resolve_module.KNOWN_SIZES, "toyset", {"documents": 99})
-    with pytest.raises(DatasetNotFoundError, match="corpus.jsonl holds 6 records, toyset has 99"):
+    with pytest.raises(DatasetNotFoundError, match=r"corpus\.jsonl holds 6 records, toyset has 99"):
         resolve_dataset("toyset", base_url=zip_server)
 
 
