@@ -35,6 +35,12 @@ def main() -> None:
     parser.add_argument("--relative-margin", type=float, default=0.05)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--loss", default="cached_infonce", choices=["infonce", "cached_infonce"],
+        help="cached_infonce (GradCache): the same gradients as infonce, memory bounded by --mini-batch-size texts",
+    )  # fmt: skip
+    parser.add_argument("--mini-batch-size", type=int, default=16, help="texts per forward pass with cached_infonce")
+    parser.add_argument("--cache", type=Path, default=None, help="evaluation cache (default: OUTPUT/cache)")
     args = parser.parse_args()
 
     import numpy as np
@@ -53,7 +59,7 @@ def main() -> None:
 
     started = time.perf_counter()
     args.output.mkdir(parents=True, exist_ok=True)
-    cache = args.output / "cache"
+    cache = args.cache or args.output / "cache"
     beir = load_dataset(args.dataset, download=False)
     timings: dict[str, float] = {}
 
@@ -94,6 +100,8 @@ def main() -> None:
             "epochs": args.epochs,
             "warmup_ratio": 0.1,
             "temperature": 0.05,
+            "loss": args.loss,
+            "mini_batch_size": args.mini_batch_size,
             "seed": args.seed,
             "output": str(args.output / "train"),
             "checkpoint_every": 20,
@@ -104,7 +112,9 @@ def main() -> None:
     result = train(config)
     timings["train"] = result.wall_seconds
     print(
-        f"trained: {result.steps} steps, {result.examples} examples, {result.examples_per_second:.2f} ex/s", flush=True
+        f"trained: {result.steps} steps, {result.examples} examples, {result.examples_per_second:.2f} ex/s, "
+        f"peak RSS {result.peak_rss_mib / 1024:.2f} GiB",
+        flush=True,
     )
 
     # 4. after (torch backend, like before) + sentence-transformers round trip
@@ -129,6 +139,7 @@ def main() -> None:
         print(f"| {label} | {metrics['ndcg@10']:.4f} | {metrics['recall@100']:.4f} | {metrics['mrr@10']:.4f} |")
     print(f"\nnDCG@10 gain: {after['ndcg@10'] - before['ndcg@10']:+.4f}")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; total wall {wall:.0f}")
+    print(f"peak RSS by the end of training: {result.peak_rss_mib / 1024:.2f} GiB (loss {args.loss})")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     print(f"settings: {settings}")
     if st_diff is not None:
@@ -136,6 +147,7 @@ def main() -> None:
     summary = {
         "before": before, "after": after, "timings_s": timings, "wall_s": wall, "settings": settings,
         "steps": result.steps, "examples_per_second": result.examples_per_second, "mining": vars(report),
+        "train_peak_rss_mib": result.peak_rss_mib,
         "sentence_transformers_max_abs_diff": st_diff, "model_dir": str(result.model_dir),
     }  # fmt: skip
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

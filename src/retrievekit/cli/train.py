@@ -124,6 +124,7 @@ def train(config_file: str | None, **flags: object) -> None:
         ["final loss", f"{result.final_loss:.4f}" if result.final_loss is not None else "—"],
         ["best dev ndcg@10", f"{result.best_dev:.4f}" if result.best_dev is not None else "—"],
         ["wall seconds", f"{result.wall_seconds:.1f}"],
+        ["peak RSS", f"{result.peak_rss_mib / 1024:.2f} GiB"],
     ]
     print_table("training finished", ["", "value"], rows)
     if result.resumed_from is not None:

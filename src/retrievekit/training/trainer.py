@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import resource
 import time
 import warnings
 from collections.abc import Sequence
@@ -55,6 +56,7 @@ class TrainResult:
     best_dev: float | None
     resumed_from: Path | None
     curves: Path | None = None  # curves.png, when a logged step gave something to plot
+    peak_rss_mib: float = 0.0  # the process's peak resident memory by the end of training
 
 
 def untie_towers(encoder: DenseEncoder) -> DenseEncoder:
@@ -226,4 +228,5 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         best_dev=dev.best if dev else None,
         resumed_from=resume_from,
         curves=curves,
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
