@@ -52,7 +52,7 @@ _HELP = {
     "resume": "Continue from the newest checkpoint in OUTPUT when there is one.",
     "log_every": "Log the loss every N steps.",
     "progress": "Show a progress bar.",
-    "retain_memory": "Keep freed memory in the process (glibc): far fewer page faults, ~1.2x faster CPU steps; "
+    "retain_memory": "Keep freed memory in the process (glibc): far fewer page faults, faster CPU steps; "
     "the process holds its peak memory.",
     "dev_dataset": "BEIR dataset for dev evaluation (early stopping on ndcg@10).",
     "dev_split": "Split of the dev dataset.",

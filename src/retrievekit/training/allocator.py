@@ -2,9 +2,8 @@
 
 glibc's malloc serves every block above 128 KiB-32 MiB with a fresh ``mmap`` and returns it to the
 system on ``free``. A training step allocates and frees gigabytes of activations, so every step
-pays about a million page faults to get the same memory back (measured on all-MiniLM-L6-v2,
-32 x 256 tokens: 1.0M faults and 6.9 s per forward+backward; with the settings below 0.16M faults
-and 5.7 s). Raising the mmap and trim thresholds makes freed blocks stay in the heap for the next
+faults the same memory back in (figures in benchmarks/README.md). Raising the mmap and trim
+thresholds makes freed blocks stay in the heap for the next
 step. The cost: the process keeps its peak memory while training; :func:`retained_freed_memory`
 restores the defaults and hands the memory back to the system when training ends.
 """

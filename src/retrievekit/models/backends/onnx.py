@@ -51,9 +51,8 @@ _OPSET = 17
 # bump when the exported graph changes for the same weights, so cached exports are rebuilt
 _EXPORT_VERSION = 3
 _QUANTIZE_CHOICES = (None, "int8")
-# ONNX Runtime fusions that make this graph slower on the CPU: its SkipLayerNormalization kernel took
-# 0.59 ms for 256 x 384 values where the residual Add plus LayerNormalization it replaces take 0.1 ms
-# (one thread); without it a 256-token int8 run is 6% faster.
+# ONNX Runtime fusions that make this graph slower on the CPU: its SkipLayerNormalization kernel is
+# slower than the residual Add plus LayerNormalization it replaces (measurements: benchmarks/README.md).
 _SLOWER_FUSIONS = ["SkipLayerNormFusion"]
 
 
@@ -62,12 +61,12 @@ class OnnxRunner:
 
     Each batch is cut into slices of about ``slice_tokens`` tokens (one long text, or several short
     ones), each slice trimmed to its own longest text, and the slices are run by ``workers`` threads
-    (one per CPU core), each with one ONNX Runtime thread, on one shared session. On 2 cores with
-    SciFact documents this ran 10,150 tokens/s against 9,220 for one two-threaded run per 16 rows:
-    small single-threaded products keep their activations in each core's cache and no core waits
-    for the other between operators. :meth:`run_many` schedules the slices of many batches together,
-    so no worker idles at the end of each batch. Slices without padding (every long text, and short
-    texts of equal length) run on a second session of the same graph without the attention mask
+    (one per CPU core), each with one ONNX Runtime thread, on one shared session: small single-
+    threaded products keep their activations in each core's cache and no core waits for the other
+    between operators (measurements: benchmarks/README.md). :meth:`run_many` schedules the slices of
+    many batches together, so no worker idles at the end of each batch. Slices without padding
+    (every long text, and short texts of equal length) run on a second session of the same graph
+    without the attention mask
     (:func:`~retrievekit.models.backends.onnx_graph.drop_padding_mask`), which gives the same result.
     """
 

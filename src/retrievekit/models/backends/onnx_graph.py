@@ -2,11 +2,11 @@
 
 - :func:`drop_padding_mask`: the graph for inputs without padding. An additive attention mask is
   all zeros when every token is real, so the ``Add`` of the mask before each softmax (a pass over
-  batch x heads x length x length values, 3% of a 256-token int8 run) and the mask's construction
+  batch x heads x length x length values) and the mask's construction
   can go. Exact for unpadded input; the runner sends only such slices to this graph.
 - :func:`approximate_gelu`: GELU written as ``0.5 * x * (1 + erf(x / sqrt 2))`` becomes ONNX
-  Runtime's ``FastGelu`` (the tanh form, at most 4.7e-4 from the exact value): 2.7% of a 256-token int8
-  run on AVX2. Used for the int8 graph only, whose weights are approximate anyway; float32 graphs
+  Runtime's ``FastGelu`` (the tanh form, at most 4.7e-4 from the exact value). Used for the int8
+  graph only, whose weights are approximate anyway; float32 graphs
   keep the exact function.
 
 Both match the graph's structure, not node names, and report how many places they changed (0 when
