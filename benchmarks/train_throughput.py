@@ -10,13 +10,17 @@ batch is timed from its start to the end of its optimizer step; the first two st
 left out; examples/s = queries per second. Wall times (load model, fit, save) are printed too.
 Each trainer runs in its own fresh process (--repeats of each, in alternating order, so neither
 gains from running second); the parent prints the means and the ratios. --no-retain-memory runs
-retrievekit with glibc's default malloc settings (see retrievekit.training.allocator).
+retrievekit with glibc's default malloc settings (see retrievekit.training.allocator). The peer runs
+twice per repeat: with glibc's defaults, and with the same malloc settings retrievekit applies
+(given through glibc's MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ environment variables), so
+the comparison is made with and without the allocator setting on both sides.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -129,14 +133,19 @@ def main() -> None:
 
     if args.only:  # a child process: one trainer, one JSON line
         (run_ours if args.only == "retrievekit" else run_peer)()
-        print("RESULT " + json.dumps(results[args.only]))
+        print("RESULT " + json.dumps(results[args.only]))  # the parent names the run (with or without malloc env)
         return
-    names = ["retrievekit"] + ([] if args.skip_peer else ["sentence-transformers"])
+    # the malloc settings retrievekit's trainer applies itself, as environment variables for the peer
+    retained = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str((1 << 31) - 1)}
+    peers = {"sentence-transformers": {}, "sentence-transformers + retained malloc": retained}
+    names = ["retrievekit"] + ([] if args.skip_peer else list(peers))
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for repeat in range(args.repeats):
         for name in names if repeat % 2 else names[::-1]:
-            command = [sys.executable, __file__, "--only", name, *sys.argv[1:]]
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            only = "retrievekit" if name == "retrievekit" else "sentence-transformers"
+            command = [sys.executable, __file__, "--only", only, *sys.argv[1:]]
+            env = os.environ | peers.get(name, {})
+            done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
             line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
             runs[name].append(tuple(json.loads(line.removeprefix("RESULT "))))
             print(f"{name}: {runs[name][-1][0]:.2f} examples/s, {runs[name][-1][1]:.1f} s", flush=True)
