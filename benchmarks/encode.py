@@ -116,8 +116,9 @@ def main() -> None:
 
     for backend in backends:  # warm-up: first-call allocations, thread pools
         backend.encode(docs[: args.batch_size])
-    for _ in range(args.repeats):
-        for backend in backends:
+    for repeat in range(args.repeats):
+        # every backend once per round, the order reversed every other round: none always runs first
+        for backend in backends if repeat % 2 == 0 else backends[::-1]:
             with PeakRss() as rss:
                 started = time.perf_counter()
                 vectors = backend.encode(docs)
