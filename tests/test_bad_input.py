@@ -117,8 +117,12 @@ def test_training_config_values_are_checked(tmp_path, yaml_text, message):
     pytest.importorskip("yaml")
     from retrievekit.training.config import load_config
 
-    with pytest.raises(ConfigError, match=message):
-        load_config(_write(tmp_path / "train.yaml", yaml_text + "\n"))
+    with pytest.raises(ConfigError, match=rf"train\.yaml:3: {message}"):  # the file and the option's line
+        load_config(
+            _write(
+                tmp_path / "train.yaml", "# a training config\n" + yaml_text.replace(": {", ":\n  ").rstrip("}") + "\n"
+            )
+        )
 
 
 def test_a_utf16_yaml_config_loads(tmp_path):

@@ -269,6 +269,17 @@ def _read_text(path: Path) -> str:
         raise ConfigError(f"{path}: not UTF-8 or UTF-16 text (byte {exc.start}); save it as UTF-8") from None
 
 
+def _option_lines(yaml: Any, text: str) -> dict[str, int]:
+    """``{"section.option": line}`` (1-based) of every option in a YAML config, for error messages."""
+    lines: dict[str, int] = {}
+    root = yaml.compose(text)
+    for section_key, section in getattr(root, "value", []) if root is not None else []:
+        for key, _ in section.value if isinstance(section.value, list) else []:
+            lines[f"{section_key.value}.{key.value}"] = key.start_mark.line + 1
+            lines.setdefault(key.value, key.start_mark.line + 1)  # checks that name the option alone
+    return lines
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults, then the YAML file (sections as in :class:`TrainConfig`), then flat overrides."""
     sections: dict[str, Any] = {}
@@ -288,5 +299,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if unknown:
             raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; expected {', '.join(_SECTIONS)}")
         sections = loaded
+        try:
+            config = _build(sections)
+        except ConfigError as exc:  # name the file and the line of the offending option
+            line = _option_lines(yaml, _read_text(path)).get(str(exc).split(":", 1)[0].split(" ", 1)[0])
+            raise ConfigError(f"{path}:{line}: {exc}" if line else f"{path}: {exc}") from None
+        return config.updated(overrides) if overrides else config
     config = _build(sections)
     return config.updated(overrides) if overrides else config
