@@ -143,6 +143,7 @@ def test_a_capped_max_length_is_said(tiny_bert_dir, caplog):
     with caplog.at_level(logging.WARNING):
         encoder.encode_documents(["a text"], max_length=100000)
     assert "max_length 100000 is above the model's limit of 64 tokens: capped" in caplog.text
+    assert caplog.text.count("is above the model's limit") == 1  # said once per call
 
 
 def test_json_written_ids_round_trip(tmp_path):

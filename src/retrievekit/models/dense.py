@@ -222,9 +222,10 @@ class DenseEncoder:
         if not texts:
             return np.empty((0, truncate_dim or self.dimension), dtype=np.float32)
         stats = EncodeStats()
-        chunks = self._chunks(texts, side, batch_size, max_tokens, max_length, show_progress, len(texts), stats)
+        limit = self._effective_max_length(side, max_length)
+        chunks = self._chunks(texts, side, batch_size, max_tokens, limit, show_progress, len(texts), stats)
         embeddings = np.concatenate([self._finish(_dense(c), normalize, truncate_dim) for c in chunks])
-        stats.report(self._effective_max_length(side, max_length))
+        stats.report(limit)
         return quantize(embeddings, precision, calibration or self.calibration)
 
     def encode_to_npy(
@@ -252,11 +253,12 @@ class DenseEncoder:
         self._check_options("float32", truncate_dim)
         stats = EncodeStats()
         dim = truncate_dim or self.dimension
-        chunks = self._chunks(texts, side, batch_size, max_tokens, max_length, show_progress, total, stats, chunk_size)
+        limit = self._effective_max_length(side, max_length)
+        chunks = self._chunks(texts, side, batch_size, max_tokens, limit, show_progress, total, stats, chunk_size)
         with NpyStreamWriter(path, dim) as writer:
             for chunk in chunks:
                 writer.append(self._finish(_dense(chunk), normalize, truncate_dim))
-        stats.report(self._effective_max_length(side, max_length))
+        stats.report(limit)
         return EncodedFile(Path(path), writer.count, dim, stats)
 
     def _check_options(self, precision: str, truncate_dim: int | None) -> None:
@@ -280,13 +282,14 @@ class DenseEncoder:
             limit = min(limit, max_length)
         return limit
 
-    def _chunks(self, texts, side, batch_size, max_tokens, max_length, show_progress, total, stats, chunk_size=8192):
+    def _chunks(self, texts, side, batch_size, max_tokens, limit, show_progress, total, stats, chunk_size=8192):
+        """The engine over ``texts``; ``limit`` is the effective max length (:meth:`_effective_max_length`)."""
         tower = self._tower(side)
         return encode_chunks(
             texts,
             tokenizer=tower.tokenizer,
             runners=self._runners[side],
-            max_length=self._effective_max_length(side, max_length),
+            max_length=limit,
             batch_size=batch_size,
             max_tokens=max_tokens,
             chunk_size=chunk_size,
