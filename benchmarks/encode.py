@@ -5,7 +5,9 @@
 SciFact documents (title + text, the first --docs of the corpus), all-MiniLM-L6-v2 (bundled).
 Backends are run in turns, each --repeats times, and the best time of each is kept, so machine noise
 hits them alike. sentence-transformers' ONNX backends need `optimum-onnx[onnxruntime]` (which pins
-transformers < 4.58); without it they are reported as not measured.
+transformers < 4.58: run this under the environment `benchmarks/make_peer_env.sh` builds); without it
+they are reported as not measured. The peer's quantised build is the one for this CPU (avx512_vnni,
+avx512, avx2 or arm64).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _peer import export_st_quantized
 
 
 class PeakRss:
@@ -96,20 +99,20 @@ def main() -> None:
     ]
     peer_note = ""
     try:
-        from sentence_transformers import export_dynamic_quantized_onnx_model
-
         st_onnx = SentenceTransformer(str(peer_dir), device="cpu", backend="onnx")
-        export_dynamic_quantized_onnx_model(st_onnx, "avx2", str(peer_dir))
-        st_q8 = SentenceTransformer(
-            str(peer_dir), device="cpu", backend="onnx", model_kwargs={"file_name": "onnx/model_quint8_avx2.onnx"}
-        )
+        quantized = export_st_quantized(st_onnx, peer_dir)
+        st_q8 = SentenceTransformer(str(peer_dir), device="cpu", backend="onnx", model_kwargs={"file_name": quantized})
         for model in (st_onnx, st_q8):
             model.max_seq_length = args.max_length
         backends.insert(
             1, Backend("sentence-transformers onnx fp32", lambda x: st_onnx.encode(x, batch_size=args.batch_size))
         )
         backends.insert(
-            2, Backend("sentence-transformers onnx quint8 avx2", lambda x: st_q8.encode(x, batch_size=args.batch_size))
+            2,
+            Backend(
+                f"sentence-transformers onnx {Path(quantized).stem.removeprefix('model_')}",
+                lambda x: st_q8.encode(x, batch_size=args.batch_size),
+            ),
         )
     except Exception as exc:  # the peer's optional backend; its absence is reported, not hidden
         peer_note = f"sentence-transformers ONNX not measured: {type(exc).__name__}: {exc}"

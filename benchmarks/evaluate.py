@@ -5,8 +5,8 @@
 Same model (bundled all-MiniLM-L6-v2, max length 256), same data (SciFact test, documents as
 title + " " + text), same process. retrievekit runs cold (empty cache) with the torch backend and
 with the ONNX int8 backend, then warm (cached corpus embeddings and runs). The peer always encodes,
-with its torch backend and, where optimum is installed (the peer environment), its quantised ONNX
-backend (its fastest on a CPU). With --repeats N every cold evaluation runs N times, each round in
+with its torch backend and, where optimum is installed (the environment `benchmarks/make_peer_env.sh`
+builds), its quantised ONNX backend for this CPU (its fastest on a CPU). With --repeats N every cold evaluation runs N times, each round in
 the reverse order of the previous one; the best time of each is reported.
 """
 
@@ -17,6 +17,8 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from _peer import export_st_quantized, st_quantization_config
 
 
 def main() -> None:
@@ -63,11 +65,8 @@ def main() -> None:
         started = time.perf_counter()
         options = {}
         if backend == "onnx":
-            from sentence_transformers import export_dynamic_quantized_onnx_model
-
             plain = SentenceTransformer(str(model_dir), device="cpu", backend="onnx")
-            export_dynamic_quantized_onnx_model(plain, "avx2", str(model_dir))
-            options = {"model_kwargs": {"file_name": "onnx/model_quint8_avx2.onnx"}}
+            options = {"model_kwargs": {"file_name": export_st_quantized(plain, model_dir)}}
             started = time.perf_counter()  # the one-time export is not part of the evaluation either
         model = SentenceTransformer(str(model_dir), device="cpu", backend=backend, **options)
         evaluator = InformationRetrievalEvaluator(
@@ -105,7 +104,10 @@ def main() -> None:
             jobs.append(
                 (
                     "peer onnx",
-                    lambda: peer("sentence-transformers InformationRetrievalEvaluator (onnx quint8 avx2)", "onnx"),
+                    lambda: peer(
+                        f"sentence-transformers InformationRetrievalEvaluator (onnx int8 {st_quantization_config()})",
+                        "onnx",
+                    ),
                 )
             )
         except ImportError:

@@ -33,6 +33,7 @@ __all__ = [
     "ChunkOutput",
     "EncodeStats",
     "TokenBatch",
+    "TokenLayout",
     "TokenizedChunk",
     "assemble",
     "check_pairs",
@@ -51,21 +52,37 @@ TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
 
 @dataclass(frozen=True)
 class TokenBatch:
-    """A padded batch: ``(n, width)`` int64 ids and mask (1 = real token), and the segment ids of
-    text pairs (``None`` for single texts)."""
+    """A padded batch: ``(n, width)`` int64 ids and mask (1 = a token the model attends to), the
+    segment ids of text pairs (``None`` for single texts), and which positions' per-token outputs are
+    kept (``output_mask``; ``None``: the attended ones). The two masks differ for ColBERT: query
+    expansion tokens are kept but not attended to, punctuation in documents attended to but dropped."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
     token_type_ids: np.ndarray | None = None
+    output_mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def kept(self) -> np.ndarray:
+        """The positions whose per-token outputs are kept, as a boolean ``(n, width)`` array."""
+        return (self.attention_mask if self.output_mask is None else self.output_mask).astype(bool)
+
+    def used_width(self, rows: np.ndarray | slice = slice(None)) -> int:
+        """The columns ``rows`` need: up to the last position attended to or kept (rows are right-padded)."""
+        used = self.attention_mask[rows].astype(bool)
+        if self.output_mask is not None:
+            used |= self.output_mask[rows].astype(bool)
+        return int(used.sum(axis=1).max(initial=1))
 
     def rows(self, rows: np.ndarray, width: int | None = None) -> TokenBatch:
         """The rows ``rows``, cut to the first ``width`` columns when given."""
         cut = slice(None, width)
         types = None if self.token_type_ids is None else self.token_type_ids[rows, cut]
-        return TokenBatch(self.input_ids[rows, cut], self.attention_mask[rows, cut], types)
+        kept = None if self.output_mask is None else self.output_mask[rows, cut]
+        return TokenBatch(self.input_ids[rows, cut], self.attention_mask[rows, cut], types, kept)
 
 
 # A padded batch -> the head's raw output for it: (n, dim) dense, (n, width, dim) per-token,
@@ -100,15 +117,54 @@ class EncodeStats:
 
 @dataclass(frozen=True)
 class TokenizedChunk:
-    """Unpadded token ids of a chunk, how many texts (or pairs) were truncated, and segment ids for pairs."""
+    """Unpadded token ids of a chunk, how many texts (or pairs) were truncated, segment ids for pairs,
+    and how many leading tokens of each row the model attends to (``None``: all of them)."""
 
     input_ids: list[list[int]]
     truncated: int
     token_type_ids: list[list[int]] | None = None
+    attended: list[int] | None = None
 
     @property
     def lengths(self) -> list[int]:
         return [len(ids) for ids in self.input_ids]
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a family reshapes tokenized rows before the model sees them, and which outputs it drops.
+
+    ColBERT's: a marker token (``[Q]``/``[D]``) after the first token, queries padded to
+    ``expand_to`` tokens with ``expand_id`` (``[MASK]``), whose output vectors are kept while the model
+    does not attend to them (unless ``attend_expansion``); ``skip_ids`` (punctuation) are attended to,
+    but their per-token outputs are dropped.
+
+    >>> layout = TokenLayout(marker_id=1, expand_to=6, expand_id=9)
+    >>> chunk = layout.apply(TokenizedChunk([[101, 7, 102]], truncated=0))
+    >>> chunk.input_ids, chunk.attended
+    ([[101, 1, 7, 102, 9, 9]], [4])
+    """
+
+    marker_id: int | None = None
+    expand_to: int | None = None
+    expand_id: int = 0
+    attend_expansion: bool = False
+    skip_ids: tuple[int, ...] = ()
+
+    @property
+    def reserved(self) -> int:
+        """Tokens the layout adds to each row, to take off the tokenizer's length budget."""
+        return 0 if self.marker_id is None else 1
+
+    def apply(self, chunk: TokenizedChunk) -> TokenizedChunk:
+        rows = chunk.input_ids
+        if self.marker_id is not None:
+            rows = [[*row[:1], self.marker_id, *row[1:]] for row in rows]
+        attended = None
+        if self.expand_to is not None:
+            attended = [self.expand_to if self.attend_expansion else len(row) for row in rows]
+            rows = [row + [self.expand_id] * (self.expand_to - len(row)) for row in rows]
+        return TokenizedChunk(rows, chunk.truncated, chunk.token_type_ids, attended)
 
 
 def check_texts(texts: Sequence[object], offset: int = 0) -> None:
@@ -214,13 +270,23 @@ def _truncating_engine(tokenizer: Any, max_length: int) -> Any:
 
 
 def pad_batch(
-    rows: Sequence[Sequence[int]], pad_id: int, token_types: Sequence[Sequence[int]] | None = None
+    rows: Sequence[Sequence[int]],
+    pad_id: int,
+    token_types: Sequence[Sequence[int]] | None = None,
+    *,
+    attended: Sequence[int] | None = None,
+    skip_ids: Sequence[int] = (),
 ) -> TokenBatch:
     """Right-pad token rows to the longest one (the one padding used by encoding and training).
+
+    ``attended``: how many leading tokens of each row the model attends to (the rest of the row is
+    kept in the output); ``skip_ids``: tokens whose per-token outputs are dropped.
 
     >>> batch = pad_batch([[5, 6, 7], [8]], pad_id=0)
     >>> batch.input_ids.tolist(), batch.attention_mask.tolist()
     ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
+    >>> pad_batch([[5, 6, 7], [8]], pad_id=0, attended=[2, 1], skip_ids=[6]).output_mask.tolist()
+    [[1, 0, 1], [1, 0, 0]]
     """
     width = max((len(r) for r in rows), default=0)
     input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
@@ -228,10 +294,17 @@ def pad_batch(
     types = None if token_types is None else np.zeros((len(rows), width), dtype=np.int64)
     for i, row in enumerate(rows):
         input_ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
+        mask[i, : len(row) if attended is None else attended[i]] = 1
         if types is not None and token_types is not None:
             types[i, : len(row)] = token_types[i]
-    return TokenBatch(input_ids, mask, types)
+    output_mask = None
+    if attended is not None or len(skip_ids):
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        kept = np.arange(width)[None, :] < lengths[:, None]
+        if len(skip_ids):
+            kept &= ~np.isin(input_ids, np.asarray(skip_ids, dtype=np.int64))
+        output_mask = kept.astype(np.int64)
+    return TokenBatch(input_ids, mask, types, output_mask)
 
 
 def assemble(
@@ -256,9 +329,8 @@ def assemble(
     if kind == "multivector":
         rows: list[np.ndarray] = [np.empty((0, 0), np.float32)] * count
         for batch, job, output in zip(batches, jobs, outputs, strict=True):
-            lengths = job.attention_mask.sum(axis=1)
-            for position, row, length in zip(batch, output, lengths, strict=True):
-                rows[int(position)] = row[: int(length)]
+            for position, row, kept in zip(batch, output, job.kept, strict=True):
+                rows[int(position)] = row[kept]
         return MultiVectors.from_list(rows, outputs[0].shape[-1] if outputs else 0)
     first = outputs[0]
     result = np.empty((count, *first.shape[1:]), dtype=np.float32)
@@ -327,12 +399,19 @@ def _run_tokenized(
     max_tokens: int | None,
     output: OutputKind,
     progress: tqdm | None,
+    skip_ids: Sequence[int] = (),
 ) -> ChunkOutput:
     lengths = tokenized.lengths
     batches = plan_batches(lengths, batch_size, max_tokens)
-    types = tokenized.token_type_ids
+    types, attended = tokenized.token_type_ids, tokenized.attended
     jobs = [
-        pad_batch([tokenized.input_ids[i] for i in batch], pad_id, None if types is None else [types[i] for i in batch])
+        pad_batch(
+            [tokenized.input_ids[i] for i in batch],
+            pad_id,
+            None if types is None else [types[i] for i in batch],
+            attended=None if attended is None else [attended[i] for i in batch],
+            skip_ids=skip_ids,
+        )
         for batch in batches
     ]
     outputs = _run_batches(runners, jobs, progress)
@@ -359,6 +438,7 @@ def _encode_items(
     description: str,
     unit: str,
     output: OutputKind,
+    skip_ids: Sequence[int] = (),
 ) -> Iterator[ChunkOutput]:
     """The chunk loop every kind of input shares: check, tokenize, count, run, assemble."""
     iterator = iter(items)
@@ -374,7 +454,7 @@ def _encode_items(
             stats.tokens += sum(tokenized.lengths)
             yield _run_tokenized(
                 tokenized, runners, pad_id=_pad_id(tokenizer), batch_size=batch_size, max_tokens=max_tokens,
-                output=output, progress=progress,
+                output=output, progress=progress, skip_ids=skip_ids,
             )  # fmt: skip
             offset += len(chunk)
     finally:
@@ -397,21 +477,26 @@ def encode_chunks(
     stats: EncodeStats | None = None,
     description: str = "Encoding",
     output: OutputKind = "dense",
+    layout: TokenLayout | None = None,
 ) -> Iterator[ChunkOutput]:
-    """Yield the head's output chunk by chunk (``output`` says which record), each chunk in input order."""
+    """Yield the head's output chunk by chunk (``output`` says which record), each chunk in input order.
+
+    ``layout`` reshapes the tokenized rows (markers, query expansion) within ``max_length`` tokens
+    and names the token ids whose per-token outputs are dropped."""
     stats = stats if stats is not None else EncodeStats()
+    layout = layout or TokenLayout()
 
     def tokenize(chunk: list[str]) -> TokenizedChunk:
         stats.empty += sum(1 for t in chunk if not t)
         prepared = [prompt + t for t in chunk] if prompt else chunk
         if lowercase:
             prepared = [t.lower() for t in prepared]
-        return tokenize_chunk(tokenizer, prepared, max_length)
+        return layout.apply(tokenize_chunk(tokenizer, prepared, max_length - layout.reserved))
 
     return _encode_items(
         texts, check=check_texts, tokenize=tokenize, tokenizer=tokenizer, runners=runners, batch_size=batch_size,
         max_tokens=max_tokens, chunk_size=chunk_size, show_progress=show_progress, total=total, stats=stats,
-        description=description, unit="text", output=output,
+        description=description, unit="text", output=output, skip_ids=layout.skip_ids,
     )  # fmt: skip
 
 

@@ -6,7 +6,6 @@ and what it produces (``output``, one of :data:`~retrievekit.outputs.OUTPUT_KIND
 
 - :class:`PoolingHead` -> ``dense``: one vector per text (pooling, projections, normalisation);
 - :class:`TokenVectorsHead` -> ``multivector``: one vector per token (projection, L2 normalisation);
-  padding positions are zero;
 - :class:`SpladeHead` -> ``sparse``: vocabulary-sized weights, ``log(1 + relu(logits))`` pooled by max or sum;
 - :class:`ScoreHead` -> ``score``: the logits of a sequence-classification model, one row per text pair.
 """
@@ -66,12 +65,14 @@ class PoolingHead(Head):
 
 
 class TokenVectorsHead(Head):
-    """``(B, L, H)`` -> ``(B, L, d)``: an optional linear projection (ColBERT's, no bias), then L2
-    normalisation of each token vector; padding positions come out as zeros.
+    """``(B, L, H)`` -> ``(B, L, d)``: an optional linear projection (ColBERT's, usually without a
+    bias), then L2 normalisation of each token vector. Every position gets a vector, attended to or
+    not (ColBERT keeps those of query expansion tokens); which ones are kept is the engine's
+    output mask (:class:`~retrievekit.models.encoding.TokenBatch`), not the head's.
 
     >>> head = TokenVectorsHead(None)
     >>> head(torch.tensor([[[3.0, 4.0], [1.0, 0.0]]]), torch.tensor([[1, 0]])).tolist()
-    [[[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]]
+    [[[0.6000000238418579, 0.800000011920929], [1.0, 0.0]]]
     """
 
     output = "multivector"
@@ -85,7 +86,7 @@ class TokenVectorsHead(Head):
         vectors = self.projection(states) if self.projection is not None else states
         if self.normalize:
             vectors = F.normalize(vectors, p=2, dim=-1)
-        return vectors * attention_mask.unsqueeze(-1).to(vectors.dtype)
+        return vectors
 
 
 class SpladeHead(Head):

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retrievekit.artifacts import MANIFEST_NAME, files_digest, read_manifest
+from retrievekit.artifacts import MANIFEST_NAME, Manifest, files_digest, read_manifest
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.dense import CALIBRATION_FILE, DENSE_KIND, DenseEncoder
 from retrievekit.models.spec import EncoderSpec, spec_from_hf_directory, spec_from_sentence_transformers
@@ -21,7 +21,7 @@ from retrievekit.resolve import cache_dir, resolve_model
 if TYPE_CHECKING:
     from retrievekit.models.tower import Tower
 
-__all__ = ["load_encoder", "read_encoder_spec"]
+__all__ = ["load_encoder", "read_encoder_spec", "verified_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,24 +34,31 @@ def read_encoder_spec(
     if (root / MANIFEST_NAME).is_file():
         manifest = read_manifest(root, expected_kind=DENSE_KIND)
         config = {k: v for k, v in manifest.config.items() if k not in ("dimension", "name", "files_digest")}
-        recorded = manifest.config.get("files_digest")
-        if not isinstance(recorded, str):  # saved before files were recorded: trust nothing, compute
-            return EncoderSpec.from_dict(config), None
-        from retrievekit.models.tower import model_files
-
-        actual = files_digest(root, model_files(root), cache_file=cache_dir() / "file-digests.json")
-        if actual != recorded:
-            raise ArtifactError(
-                f"{root}: the weights, tokenizer or config files changed since the model was saved (their "
-                "digest differs from manifest.json's files_digest); re-save the model, or load it as "
-                "a sentence-transformers folder (without manifest.json) to fingerprint it afresh"
-            )
-        return EncoderSpec.from_dict(config), manifest.fingerprint
+        return EncoderSpec.from_dict(config), verified_fingerprint(root, manifest)
     if (root / "modules.json").is_file():
         return spec_from_sentence_transformers(root), None
     if (root / "config.json").is_file():
         return spec_from_hf_directory(root, pooling=pooling, normalize=bool(normalize)), None
     raise ArtifactError(f"{root}: not a model folder (no manifest.json, modules.json or config.json)")
+
+
+def verified_fingerprint(root: Path, manifest: Manifest) -> str | None:
+    """The manifest's fingerprint once the model files under ``root`` are checked against the digest
+    recorded at save; ``None`` (compute it from the loaded weights) for folders saved before digests
+    were recorded. Files changed since the save are an error."""
+    recorded = manifest.config.get("files_digest")
+    if not isinstance(recorded, str):
+        return None
+    from retrievekit.models.tower import model_files
+
+    actual = files_digest(root, model_files(root), cache_file=cache_dir() / "file-digests.json")
+    if actual != recorded:
+        raise ArtifactError(
+            f"{root}: the weights, tokenizer or config files changed since the model was saved (their "
+            "digest differs from manifest.json's files_digest); re-save the model, or load it without "
+            "manifest.json (as a sentence-transformers or PyLate folder) to fingerprint it afresh"
+        )
+    return manifest.fingerprint
 
 
 def load_encoder(

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from retrievekit.artifacts import MANIFEST_NAME, read_manifest
 from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.models.colbert_format import is_colbert_folder
 from retrievekit.resolve import resolve_model
 
 __all__ = ["Model", "ModelKind", "detect_model_kind", "load_model", "model_kinds", "register_model_kind"]
@@ -106,4 +107,11 @@ def _is_dense_layout(root: Path) -> bool:
     return (root / "modules.json").is_file() or bool(_read_json(root / "config.json"))
 
 
+# most specific layout first: a PyLate folder is also a sentence-transformers one
+register_model_kind(
+    "colbert_encoder",
+    "retrievekit.models.colbert:load_colbert",
+    family="multivector",
+    detect=is_colbert_folder,
+)
 register_model_kind("dense_encoder", "retrievekit.models.loading:load_encoder", family="dense", detect=_is_dense_layout)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -39,8 +39,19 @@ from retrievekit.models.encoding import BatchRunner, TokenBatch
 from retrievekit.resolve import cache_dir
 
 if TYPE_CHECKING:
-    from retrievekit.models.dense import DenseEncoder
     from retrievekit.models.tower import Tower
+
+
+class TowerModel(Protocol):
+    """What the exporter needs of a model: its towers (the same object when shared), name and fingerprint."""
+
+    name: str
+    query_tower: Tower
+    document_tower: Tower
+
+    @property
+    def fingerprint(self) -> str: ...
+
 
 __all__ = ["ONNX_KIND", "export_onnx", "onnx_runners"]
 
@@ -114,7 +125,7 @@ class OnnxRunner:
         def run(index: int) -> tuple[int, np.ndarray, np.ndarray]:
             b, rows = slices[index]
             full_mask = batches[b].attention_mask
-            width = int(full_mask[rows].sum(axis=1).max(initial=1))
+            width = batches[b].used_width(rows)
             cut = batches[b].rows(rows, None if full_mask[rows][:, width:].any() else width)  # drop right padding
             ids, mask = cut.input_ids, cut.attention_mask
             session = self.unpadded_session if mask.all() else self.session
@@ -276,13 +287,14 @@ def _export_folder(root: Path, fingerprint: str) -> Path:
     return cache_dir() / "onnx" / fingerprint.removeprefix("sha256:")[:16]
 
 
-def export_onnx(encoder: DenseEncoder, root: Path, *, quantize: str | None = "int8") -> dict[str, Path]:
+def export_onnx(encoder: TowerModel, root: Path, *, quantize: str | None = "int8") -> dict[str, Path]:
     """Export (or reuse the cached export of) each tower; return the graph path per side."""
     if quantize not in _QUANTIZE_CHOICES:
         raise ConfigError(f"quantize must be one of {_QUANTIZE_CHOICES}, got {quantize!r}")
     folder = _export_folder(root, encoder.fingerprint)
     towers = {"queries": encoder.query_tower, "documents": encoder.document_tower}
-    names = {side: ("shared" if encoder.spec.shared else side) for side in towers}
+    shared = encoder.query_tower is encoder.document_tower
+    names = {side: ("shared" if shared else side) for side in towers}
     variant = quantize or "fp32"
     wanted = {side: folder / f"{names[side]}-{variant}.onnx" for side in towers}
     same_model = _same_model(folder, encoder)
@@ -307,7 +319,7 @@ def export_onnx(encoder: DenseEncoder, root: Path, *, quantize: str | None = "in
             staging,
             Manifest(
                 kind=ONNX_KIND,
-                family="dense",
+                family="any",
                 config={"opset": _OPSET, "export_version": _EXPORT_VERSION, "graphs": variants},
                 fingerprint=encoder.fingerprint,
             ),
@@ -315,7 +327,7 @@ def export_onnx(encoder: DenseEncoder, root: Path, *, quantize: str | None = "in
     return wanted
 
 
-def _same_model(folder: Path, encoder: DenseEncoder) -> bool:
+def _same_model(folder: Path, encoder: TowerModel) -> bool:
     """True when ``folder`` holds an export of this very model by this exporter (a damaged manifest
     is reported and ignored)."""
     if not (folder / "manifest.json").is_file():
@@ -329,7 +341,7 @@ def _same_model(folder: Path, encoder: DenseEncoder) -> bool:
 
 
 def onnx_runners(
-    encoder: DenseEncoder, root: Path, *, quantize: str | None = "int8", workers: int | None = None
+    encoder: TowerModel, root: Path, *, quantize: str | None = "int8", workers: int | None = None
 ) -> dict[str, list[BatchRunner]]:
     """ONNX Runtime runners for both sides (one session when the tower is shared)."""
     paths = export_onnx(encoder, root, quantize=quantize)

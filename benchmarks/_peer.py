@@ -1,0 +1,37 @@
+"""What the benchmarks share about the peers: which of sentence-transformers' quantised ONNX
+builds is the fastest on this CPU."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+
+def st_quantization_config() -> str:
+    """The ``export_dynamic_quantized_onnx_model`` config for this CPU: its fastest one
+    (``avx512_vnni`` where the CPU has VNNI, then ``avx512``, ``avx2``; ``arm64`` on ARM)."""
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    try:
+        flags = next(
+            set(line.split(":", 1)[1].split())
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return "avx2"
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
+def export_st_quantized(model: object, folder: Path) -> str:
+    """Export sentence-transformers' dynamically quantised ONNX model for this CPU into ``folder``
+    (as ``export_dynamic_quantized_onnx_model`` names it: ``onnx/model_qint8_avx512_vnni.onnx``,
+    ``onnx/model_quint8_avx2.onnx``, ...) and return that file name, relative to ``folder``."""
+    from sentence_transformers import export_dynamic_quantized_onnx_model
+
+    config = st_quantization_config()
+    export_dynamic_quantized_onnx_model(model, config, str(folder))
+    (path,) = sorted((folder / "onnx").glob(f"model_*int8_{config}.onnx"))
+    return str(path.relative_to(folder))

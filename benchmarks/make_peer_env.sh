@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the peers' environment for the benchmarks: benchmarks/.venv-peer (or $PEER_VENV).
+#
+# The peers pin what the project does not: sentence-transformers' ONNX backend needs optimum-onnx,
+# which pins transformers < 4.58; PyLate pins sentence-transformers 5.3.0. Both sides of a
+# comparison run in one process, so this environment holds retrievekit (editable, from this
+# checkout) beside them:
+#
+#     benchmarks/make_peer_env.sh
+#     benchmarks/.venv-peer/bin/python benchmarks/encode.py
+#     benchmarks/.venv-peer/bin/python benchmarks/evaluate.py
+#
+# PyLate is installed without its hard pins on fast-plaid (whose wheels are built for another torch
+# and crash with the CPU torch here); its Stanford PLAID backend (`use_fast=False`) runs on the CPU.
+# Only package registries are used; no model weights or data are downloaded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${PEER_VENV:-benchmarks/.venv-peer}
+PYTHON=${PYTHON:-python3}
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
+"$VENV/bin/python" -m pip install --quiet -e ".[onnx,faiss,bm25,eval,train]" \
+    "sentence-transformers==5.3.0" "transformers>=4.57,<4.58" "optimum-onnx[onnxruntime]==0.1.0" \
+    "datasets>=2.20" "accelerate>=0.31" "pandas>=2.2.1" "ujson==5.12.0" "ninja" "scipy"
+"$VENV/bin/python" -m pip install --quiet --no-deps "pylate==1.6.0" "fastkmeans==0.5.0"
+"$VENV/bin/python" - <<'PY'
+import importlib.metadata as md
+for name in ("torch", "transformers", "sentence-transformers", "optimum-onnx", "onnxruntime", "pylate", "retrievekit"):
+    print(f"{name:>22} {md.version(name)}")
+PY
