@@ -86,3 +86,16 @@ def test_verification_is_cached_by_size_and_mtime(tiny_bert_dir, tmp_path, monke
     monkeypatch.setattr(artifacts, "_file_sha256", counting)
     load_encoder(saved)
     assert opened == []  # every file's hash came from the cache
+
+
+def test_tokenizer_digest_ignores_the_truncation_a_caller_set(tiny_bert_dir):
+    from transformers import AutoTokenizer
+
+    from retrievekit.models.tower import tokenizer_digest
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    before = tokenizer_digest(tokenizer)
+    tokenizer(["a cat"], truncation=True, max_length=5, padding="max_length")
+    assert tokenizer_digest(tokenizer) == before
+    tokenizer.add_tokens(["[Q] "])
+    assert tokenizer_digest(tokenizer) != before

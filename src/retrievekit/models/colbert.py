@@ -78,6 +78,7 @@ class ColbertEncoder:
         self.backend = backend
         self.runtime = runtime or backend
         self._fingerprint = fingerprint
+        self._lengths = {side: self._capped_length(side) for side in ("queries", "documents")}
         self._layouts = {side: self._layout(side) for side in ("queries", "documents")}
 
     # the exporter and the trainer see the one shared tower on both sides
@@ -153,7 +154,7 @@ class ColbertEncoder:
                 return TokenLayout(marker_id=marker)
             return TokenLayout(
                 marker_id=marker,
-                expand_to=c.query_length,
+                expand_to=self._lengths["queries"],
                 expand_id=self._expansion_id(),
                 attend_expansion=c.attend_to_expansion_tokens,
             )
@@ -203,7 +204,17 @@ class ColbertEncoder:
         return MultiVectors.concatenate(chunks) if chunks else MultiVectors.from_list([], self.dimension)
 
     def _length(self, side: str) -> int:
-        return self.config.query_length if side == "queries" else self.config.document_length
+        return self._lengths[side]
+
+    def _capped_length(self, side: str) -> int:
+        """The configured length, capped (with a warning) at the backbone's position embeddings."""
+        length = self.config.query_length if side == "queries" else self.config.document_length
+        positions = getattr(self.tower.backbone.config, "max_position_embeddings", None)
+        if isinstance(positions, int) and length > positions:
+            name = "query_length" if side == "queries" else "document_length"
+            logger.warning("%s=%d is more than the model's %d positions; using %d", name, length, positions, positions)
+            return positions
+        return length
 
     def encode_chunks(
         self,

@@ -199,11 +199,14 @@ TOKENIZER_FILES = (
 
 def tokenizer_digest(tokenizer: Any) -> str:
     """A hash of what the tokenizer does (its full serialisation for fast tokenizers: vocabulary,
-    added tokens, normaliser; the vocabulary and special tokens otherwise), so the fingerprint of a
-    model changes with its tokenizer as with its weights."""
+    added tokens, normaliser, but not the truncation and padding the last caller set; the vocabulary
+    and special tokens otherwise), so the fingerprint of a model changes with its tokenizer as with
+    its weights."""
     engine = getattr(tokenizer, "backend_tokenizer", None)
     if engine is not None and hasattr(engine, "to_str"):
-        content: Any = engine.to_str()
+        content: Any = json.loads(engine.to_str())
+        for setting in ("truncation", "padding"):  # what the last call asked for, not what the tokenizer is
+            content.pop(setting, None)
     else:
         content = sorted(tokenizer.get_vocab().items())
     special = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
