@@ -143,7 +143,7 @@ def test_unsupported_projection_and_modules_are_one_line_errors(colbert, tmp_pat
     (folder / "manifest.json").unlink()
     config = json.loads((folder / "1_Dense" / "config.json").read_text())
     (folder / "1_Dense" / "config.json").write_text(json.dumps(config | {"activation_function": "torch.nn.Tanh"}))
-    with pytest.raises(ArtifactError, match="activation 'torch.nn.Tanh' is not supported"):
+    with pytest.raises(ArtifactError, match=r"activation 'torch\.nn\.Tanh' is not supported"):
         load_colbert(folder)
     (folder / "1_Dense" / "config.json").write_text(json.dumps(config))
     modules = json.loads((folder / "modules.json").read_text())

@@ -24,6 +24,7 @@ __all__ = [
     "dot",
     "l2",
     "maxsim",
+    "maxsim_packed",
     "maxsim_ragged",
     "pairwise_scores",
     "similarity_matrix",
@@ -174,6 +175,31 @@ def maxsim_ragged(query: np.ndarray, documents: Sequence[np.ndarray]) -> np.ndar
     if present.any():
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[present]
         scores[present] = np.maximum.reduceat(token_scores, starts, axis=0).sum(axis=1)
+    return scores
+
+
+def maxsim_packed(
+    query_vectors: np.ndarray, query_offsets: np.ndarray, document_vectors: np.ndarray, document_offsets: np.ndarray
+) -> np.ndarray:
+    """MaxSim of every query against every document, both packed as token vectors plus offsets (the
+    layout of :class:`~retrievekit.outputs.MultiVectors`): one matrix product, then a max per
+    document and a sum per query. ``(Q, D)``; a text without tokens scores 0.
+
+    >>> q = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])            # query 0: 2 tokens, query 1: 1
+    >>> d = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 2.0]])            # doc 0: 2 tokens, doc 1: 1
+    >>> maxsim_packed(q, np.array([0, 2, 3]), d, np.array([0, 2, 3])).tolist()
+    [[1.5, 2.0], [1.0, 2.0]]
+    """
+    num_queries, num_documents = len(query_offsets) - 1, len(document_offsets) - 1
+    scores = np.zeros((num_queries, num_documents), dtype=np.float32)
+    query_present = np.diff(query_offsets) > 0
+    document_present = np.diff(document_offsets) > 0
+    if not query_present.any() or not document_present.any():
+        return scores
+    token_scores = document_vectors @ query_vectors.T  # (document tokens, query tokens)
+    best = np.maximum.reduceat(token_scores, document_offsets[:-1][document_present], axis=0)
+    per_query = np.add.reduceat(best, query_offsets[:-1][query_present], axis=1)
+    scores[np.ix_(query_present, document_present)] = per_query.T
     return scores
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "Hits",
     "IdTable",
     "Index",
+    "PositionalIndex",
     "ReadWriteLock",
     "check_count",
     "index_class",
@@ -333,6 +334,55 @@ class Index(ABC, Generic[Items, Queries]):
     @abstractmethod
     def _from_config(cls, config: dict[str, Any]) -> Index[Any, Any]:
         """A new empty index from the config :meth:`config` returned."""
+
+
+class PositionalIndex(Index[Items, Queries]):
+    """An index whose engine keeps items at integer positions and answers ``(scores, positions)``
+    matrices: ``add`` and ``search`` (ids, locks, upserts, tombstones) are written once here; an
+    engine implements :meth:`_prepare`, :meth:`_add_vectors` and :meth:`_search_vectors`."""
+
+    @abstractmethod
+    def _prepare(self, items: Any, what: str) -> Any:
+        """Checked, engine-ready items or queries (``len()`` gives their count); ``what`` names them in errors."""
+
+    @abstractmethod
+    def _add_vectors(self, vectors: Any, start: int) -> None:
+        """Store prepared items at positions ``start, start + 1, ...``."""
+
+    @abstractmethod
+    def _search_vectors(self, queries: Any, k: int, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(scores, positions)`` of shape (n, k), best first; position -1 pads missing slots.
+        ``alive`` (when not None) marks the positions that may be returned."""
+
+    def add(self, ids: Sequence[str], items: Items, *, upsert: bool = False) -> None:
+        """Add ``items`` under ``ids``. An existing id is an error unless ``upsert=True`` replaces it."""
+        ids = list(ids)
+        prepared = self._prepare(items, "items")
+        if len(ids) != len(prepared):
+            raise ConfigError(f"{len(ids)} ids for {len(prepared)} items")
+        if not ids:
+            return
+        with self.lock.writing():
+            self.table.check_new(ids, upsert=upsert)
+            self._add_vectors(prepared, self.table.capacity)
+            self.table.append(ids)
+
+    def search(self, queries: Queries, k: int = 10) -> list[Hits]:
+        """Per query, at most ``k`` (id, score) pairs, best first. ``k`` above the size returns all items."""
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        prepared = self._prepare(queries, "queries")
+        with self.lock.reading():
+            if len(self) == 0:
+                return [Hits.empty() for _ in range(len(prepared))]
+            k = min(k, len(self))
+            alive = self.table.alive.copy() if self.table.has_tombstones else None
+            scores, positions = self._search_vectors(prepared, k, alive)
+        results = []
+        for row_scores, row_positions in zip(scores, positions, strict=True):
+            keep = row_positions >= 0
+            results.append(Hits(self.table.lookup(row_positions[keep]), row_scores[keep].astype(np.float32)))
+        return results
 
 
 def load_index(directory: str | Path, *, mmap: bool = True) -> Index[Any, Any]:

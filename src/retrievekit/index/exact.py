@@ -13,7 +13,7 @@ from retrievekit.index.base import check_count
 from retrievekit.index.vector import VectorIndex
 from retrievekit.scoring import dot
 
-__all__ = ["ExactIndex", "top_k"]
+__all__ = ["ExactIndex", "merge_top_k", "top_k"]
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,6 +31,23 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     values = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-values, axis=1, kind="stable")
     return np.take_along_axis(values, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+def merge_top_k(
+    run_scores: np.ndarray, run_positions: np.ndarray, scores: np.ndarray, start: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A running top ``k`` (best first) updated with the scores of the next chunk, whose column 0 is
+    position ``start``: the one chunk-merge of every exact search.
+
+    >>> s, p = merge_top_k(np.empty((1, 0)), np.empty((1, 0), dtype=np.int64), np.array([[0.2, 0.7]]), 0, 2)
+    >>> merge_top_k(s, p, np.array([[0.5, 0.1]]), 2, 2)[1].tolist()
+    [[1, 2]]
+    """
+    values, columns = top_k(scores, k)
+    merged_scores = np.concatenate([run_scores, values], axis=1)
+    merged_positions = np.concatenate([run_positions, columns + start], axis=1)
+    best, order = top_k(merged_scores, k)
+    return best, np.take_along_axis(merged_positions, order, axis=1)
 
 
 class ExactIndex(VectorIndex):
@@ -75,11 +92,7 @@ class ExactIndex(VectorIndex):
                     scores = 2 * scores - self._sq_norms[start : start + len(chunk)]
                 if alive is not None:
                     scores[:, ~alive[start : start + len(chunk)]] = -np.inf
-                values, columns = top_k(scores, k)
-                merged_scores = np.concatenate([run_scores, values], axis=1)
-                merged_positions = np.concatenate([run_positions, columns + start], axis=1)
-                run_scores, order = top_k(merged_scores, k)
-                run_positions = np.take_along_axis(merged_positions, order, axis=1)
+                run_scores, run_positions = merge_top_k(run_scores, run_positions, scores, start, k)
             if self.metric == "l2":
                 run_scores = run_scores - np.einsum("ij,ij->i", q, q)[:, None]
             run_positions[~np.isfinite(run_scores)] = -1

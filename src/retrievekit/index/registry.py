@@ -79,3 +79,12 @@ register_index_type("flat", "retrievekit.index.exact:ExactIndex", family="dense"
 register_index_type("hnsw", "retrievekit.index.faiss_index:HnswIndex", family="dense", description="FAISS HNSW")
 register_index_type("ivfpq", "retrievekit.index.faiss_index:IvfPqIndex", family="dense", description="FAISS IVF-PQ")
 register_index_type("bm25", "retrievekit.index.bm25:Bm25Index", family="lexical", description="bm25s")
+register_index_type(
+    "multivector-flat",
+    "retrievekit.index.multivector:MultiVectorFlatIndex",
+    family="multivector",
+    description="exact MaxSim, chunked",
+)
+register_index_type(
+    "plaid", "retrievekit.index.plaid:PlaidIndex", family="multivector", description="PLAID, compressed, staged"
+)

@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retrievekit.artifacts import Manifest, atomic_directory, files_digest, fingerprint_json, read_manifest
-from retrievekit.artifacts import write_manifest
+from retrievekit.artifacts import (
+    Manifest,
+    atomic_directory,
+    files_digest,
+    fingerprint_json,
+    read_manifest,
+    write_manifest,
+)
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.colbert_format import (
     COLBERT_KIND,
@@ -192,7 +198,7 @@ class ColbertEncoder:
         self, texts: str | Sequence[str], side: str, batch_size: int, max_tokens: int | None, show_progress: bool
     ) -> MultiVectors | np.ndarray:
         if isinstance(texts, str):
-            return self._encode([texts], side, batch_size, max_tokens, show_progress)[0]  # type: ignore[index]
+            return self._encode([texts], side, batch_size, max_tokens, show_progress)[0]
         stats = EncodeStats()
         chunks = list(
             self.encode_chunks(
@@ -259,7 +265,7 @@ class ColbertEncoder:
         from retrievekit.models.tower import model_files
 
         directory = Path(directory)
-        projection = self.tower.head.projection
+        projection: Any = getattr(self.tower.head, "projection", None)
         with atomic_directory(directory, overwrite=overwrite) as staging:
             self.tower.backbone.save_pretrained(staging, safe_serialization=True)
             self.tower.tokenizer.save_pretrained(staging)
@@ -301,7 +307,9 @@ class ColbertEncoder:
             }
             if training:
                 config["training"] = training
-            write_manifest(staging, Manifest(kind=COLBERT_KIND, family="multivector", config=config, fingerprint=self.fingerprint))
+            write_manifest(
+                staging, Manifest(kind=COLBERT_KIND, family="multivector", config=config, fingerprint=self.fingerprint)
+            )
         logger.info("saved %s to %s", self.name or "ColBERT model", directory)
         return directory
 
@@ -384,9 +392,12 @@ def _tower(root: Path, projection: Any, config: ColbertConfig, trust_remote_code
     from retrievekit.models.tower import load_backbone
 
     backbone, tokenizer = load_backbone(root, trust_remote_code=trust_remote_code)
-    hidden = int(backbone.config.hidden_size)
+    model: Any = backbone  # a transformers model
+    hidden = int(model.config.hidden_size)
     if projection is not None and int(projection.in_features) != hidden:
-        raise ArtifactError(f"{root}: the projection takes {projection.in_features} inputs, the backbone gives {hidden}")
+        raise ArtifactError(
+            f"{root}: the projection takes {projection.in_features} inputs, the backbone gives {hidden}"
+        )
     spec = TowerSpec(backbone="", max_length=config.document_length)
     return Tower(spec, backbone, tokenizer, head=TokenVectorsHead(projection)).eval()
 
@@ -440,7 +451,7 @@ def load_colbert(
     as for dense encoders) or ``onnx`` (CPU; ``quantize="int8"`` or ``None``)."""
     root = resolve_model(name_or_path)
     tower, config, fingerprint = _read_folder(root, trust_remote_code)
-    overrides = {
+    overrides: dict[str, Any] = {
         key: value
         for key, value in (
             ("query_length", query_length),
@@ -472,10 +483,10 @@ def _with_backend(
 
         devices = parse_devices(device)
         replicas = [tower] + [_replica(tower) for _ in devices[1:]]
-        runners = [TorchRunner(t, d, dtype) for t, d in zip(replicas, devices, strict=True)]
+        torch_runners = [TorchRunner(t, d, dtype) for t, d in zip(replicas, devices, strict=True)]
         runtime = f"torch-{dtype}"
         return ColbertEncoder(
-            tower, config, runners=runners, name=name, source=root, runtime=runtime, fingerprint=fingerprint
+            tower, config, runners=torch_runners, name=name, source=root, runtime=runtime, fingerprint=fingerprint
         )
     if backend == "onnx":
         from retrievekit.models.backends.onnx import onnx_runners

@@ -46,8 +46,12 @@ class TowerModel(Protocol):
     """What the exporter needs of a model: its towers (the same object when shared), name and fingerprint."""
 
     name: str
-    query_tower: Tower
-    document_tower: Tower
+
+    @property
+    def query_tower(self) -> Tower: ...
+
+    @property
+    def document_tower(self) -> Tower: ...
 
     @property
     def fingerprint(self) -> str: ...
