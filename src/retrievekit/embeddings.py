@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -181,3 +182,64 @@ def _load_embeddings(directory: Path, mmap: bool) -> EmbeddingSet:
     calibration_path = directory / "calibration.npy"
     calibration = Int8Calibration.load(calibration_path) if calibration_path.is_file() else None
     return EmbeddingSet(ids, vectors, manifest, calibration)
+
+
+MULTIVECTOR_EMBEDDINGS_KIND = "multivector_embeddings"
+
+
+def encode_multivectors_to_directory(
+    encoder: Any,
+    source: str | Path,
+    output: str | Path,
+    *,
+    side: str = "documents",
+    batch_size: int = 32,
+    limit: int | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Encode texts with a ColBERT model into ``output``: ``vectors/`` (token vectors and per-text
+    offsets, :meth:`~retrievekit.outputs.MultiVectors.load` reads it), ``ids.json`` and a manifest.
+    Vectors are streamed to disk chunk by chunk. Returns the manifest's config."""
+    from retrievekit.models.encoding import EncodeStats
+    from retrievekit.outputs import MultiVectors
+
+    if side not in ("documents", "queries"):
+        raise ConfigError(f"side must be 'documents' or 'queries', got {side!r}")
+    path, records = _input_records(source, side)
+    if limit is not None:
+        import itertools
+
+        records = itertools.islice(records, limit)
+    ids: list[str] = []
+
+    def texts() -> Iterable[str]:
+        for record_id, text in records:
+            ids.append(record_id)
+            yield text
+
+    stats = EncodeStats()
+    total = min(count_records(path), limit) if limit is not None else count_records(path)
+    with atomic_directory(output) as staging:
+        chunks = encoder.encode_chunks(
+            texts(), side, batch_size=batch_size, show_progress=show_progress, total=total, stats=stats
+        )
+        vectors = MultiVectors.write_stream(staging / "vectors", chunks, encoder.dimension)
+        (staging / "ids.json").write_text(json.dumps(ids, ensure_ascii=False))
+        config = {
+            "model": encoder.name,
+            "model_fingerprint": encoder.fingerprint,
+            "side": side,
+            "count": len(vectors),
+            "token_vectors": len(vectors.vectors),
+            "dimension": encoder.dimension,
+            "backend": encoder.backend,
+            "source": str(path),
+            "limit": limit,
+            "stats": {"texts": stats.texts, "tokens": stats.tokens, "empty": stats.empty, "truncated": stats.truncated},
+        }
+        manifest = Manifest(
+            kind=MULTIVECTOR_EMBEDDINGS_KIND, family="multivector", config=config,
+            fingerprint=fingerprint_files([path], extra=config),
+        )  # fmt: skip
+        write_manifest(staging, manifest)
+    return config

@@ -7,7 +7,7 @@ as ``.npy`` files without pickle or Python lists of arrays.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -125,6 +125,25 @@ class MultiVectors:
         """``vectors.npy`` + ``offsets.npy`` + manifest, atomically."""
         config = {"count": len(self), "tokens": len(self.vectors), "dimension": self.dimension}
         return _save_arrays(directory, MULTIVECTORS_KIND, {"vectors": self.vectors, "offsets": self.offsets}, config)
+
+    @classmethod
+    def write_stream(cls, directory: str | Path, chunks: Iterable[MultiVectors], dimension: int) -> MultiVectors:
+        """Save chunks as one collection (the :meth:`save` layout) while they are produced, so a
+        corpus of any size is written with one chunk in memory; return it, memory-mapped."""
+        from retrievekit.models.npy_stream import NpyStreamWriter
+
+        with atomic_directory(directory) as staging:
+            lengths: list[np.ndarray] = []
+            with NpyStreamWriter(staging / "vectors.npy", dimension) as writer:
+                for chunk in chunks:
+                    writer.append(np.asarray(chunk.vectors, dtype=np.float32).reshape(-1, dimension))
+                    lengths.append(chunk.lengths)
+            offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]) if lengths else np.zeros(1)
+            np.save(staging / "offsets.npy", offsets.astype(np.int64), allow_pickle=False)
+            config = {"count": len(offsets) - 1, "tokens": int(offsets[-1]), "dimension": dimension}
+            digest = fingerprint_json(config)
+            write_manifest(staging, Manifest(kind=MULTIVECTORS_KIND, family=None, config=config, fingerprint=digest))
+        return cls.load(directory)
 
     @classmethod
     def load(cls, directory: str | Path, *, mmap: bool = True) -> MultiVectors:

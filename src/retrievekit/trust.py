@@ -39,30 +39,38 @@ def _text(value: Any) -> bool:
     return value is None or (isinstance(value, str) and len(value) <= 10_000)
 
 
-# the model options an artifact may record, each with its check
+# the model options an artifact may record, per model family, each with its check
 ARTIFACT_MODEL_OPTIONS = {
-    "pooling": _pooling,
-    "normalize": _flag,
-    "max_length": _length,
-    "query_prompt": _text,
-    "document_prompt": _text,
+    "dense": {
+        "pooling": _pooling,
+        "normalize": _flag,
+        "max_length": _length,
+        "query_prompt": _text,
+        "document_prompt": _text,
+    },
+    "multivector": {
+        "query_length": _length,
+        "document_length": _length,
+        "attend_to_expansion_tokens": _flag,
+    },
 }
 
 
-def check_artifact_model_options(options: Any, source: Path) -> dict[str, Any]:
-    """The model options recorded in ``source``, if every one is allowed and well-formed."""
+def check_artifact_model_options(options: Any, source: Path, family: str = "dense") -> dict[str, Any]:
+    """The model options recorded in ``source`` for a ``family`` model, if every one is allowed and
+    well-formed."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
         raise ArtifactError(f"{source}: model_options must be a JSON object, got {type(options).__name__}")
+    allowed = ARTIFACT_MODEL_OPTIONS.get(family, {})
     for key, value in options.items():
-        if key not in ARTIFACT_MODEL_OPTIONS:
+        if key not in allowed:
             advice = " (pass --trust-remote-code yourself if you trust the model)" if key == "trust_remote_code" else ""
             raise ArtifactError(
-                f"{source}: model option {key!r} may not come from a file; allowed: "
-                f"{', '.join(ARTIFACT_MODEL_OPTIONS)}{advice}"
+                f"{source}: model option {key!r} may not come from a file; allowed: {', '.join(allowed)}{advice}"
             )
-        if not ARTIFACT_MODEL_OPTIONS[key](value):
+        if not allowed[key](value):
             raise ArtifactError(f"{source}: model option {key!r} has an invalid value {value!r:.80}")
     return dict(options)
 

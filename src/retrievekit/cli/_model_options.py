@@ -71,7 +71,17 @@ def load_from_options(
     model: str, pooling, normalize, query_prompt, document_prompt, backend, device, dtype, trust_remote_code
 ):
     from retrievekit.models import load_encoder
+    from retrievekit.models.registry import detect_model_kind
+    from retrievekit.resolve import resolve_model
 
+    if detect_model_kind(resolve_model(model)) == "colbert_encoder":
+        from retrievekit.errors import ConfigError
+        from retrievekit.models.colbert import load_colbert
+
+        given = [n for n, v in (("--pooling", pooling), ("--normalize", normalize)) if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} do not apply to ColBERT models (one vector per token)")
+        return load_colbert(model, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     return load_encoder(
         model,
         pooling=pooling,

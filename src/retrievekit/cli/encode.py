@@ -25,7 +25,7 @@ from retrievekit.quantization import PRECISIONS
     "-o",
     required=True,
     type=click.Path(file_okay=False),
-    help="Folder to write embeddings.npy, ids.json and manifest.json into.",
+    help="Folder to write embeddings.npy (ColBERT models: vectors/), ids.json and manifest.json into.",
 )
 @click.option(
     "--side",
@@ -59,11 +59,36 @@ def encode(source, output, side, batch_size, max_length, truncate_dim, precision
     Example:
       retrievekit encode --model minilm --input scifact --output runs/scifact-minilm
     """
-    from retrievekit.embeddings import encode_to_directory
+    from retrievekit.embeddings import encode_multivectors_to_directory, encode_to_directory
 
     started = time.perf_counter()
     encoder = load_from_options(**model_kwargs)
     loaded = time.perf_counter()
+    if getattr(encoder, "family", "dense") == "multivector":
+        from retrievekit.errors import ConfigError
+
+        if max_length is not None or truncate_dim is not None or precision != "float32":
+            raise ConfigError(
+                "--max-length, --truncate-dim and --precision are for dense models; a ColBERT model's lengths "
+                "are its query_length and document_length"
+            )
+        config = encode_multivectors_to_directory(
+            encoder, source, output, side=side, batch_size=batch_size, limit=limit
+        )
+        elapsed = time.perf_counter() - loaded
+        stats = config["stats"]
+        rows = [
+            ("texts", stats["texts"]),
+            ("token vectors", f"{config['token_vectors']:,}"),
+            ("dimension", config["dimension"]),
+            ("tokens", stats["tokens"]),
+            ("truncated texts", stats["truncated"]),
+            ("texts/s", f"{stats['texts'] / max(elapsed, 1e-9):.1f}"),
+            ("encode s", f"{elapsed:.1f}"),
+        ]
+        print_table(f"Encoded {side} with {encoder.name} ({encoder.backend})", ["", "value"], rows)
+        console.print(f"wrote {output}/vectors (token vectors + offsets), ids.json, manifest.json")
+        return
     result = encode_to_directory(
         encoder,
         source,

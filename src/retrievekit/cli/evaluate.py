@@ -33,10 +33,9 @@ _RETRIEVERS = registered_retrievers()
 )
 @click.option(
     "--index-type",
-    type=click.Choice(index_types("dense")),
-    default="flat",
-    show_default=True,
-    help="Index for the model's retriever.",
+    type=click.Choice(index_types("dense") + index_types("multivector")),
+    default=None,
+    help="Index for the model's retriever (default: flat for dense models, plaid for ColBERT ones).",
 )
 @click.option("--top-k", type=click.IntRange(1), default=1000, show_default=True, help="Results retrieved per query.")
 @click.option(

@@ -13,7 +13,8 @@ from retrievekit.index.base import METRICS
 
 @click.group()
 def index() -> None:
-    """Build persistent indexes of any registered type (dense: flat, hnsw, ivfpq; lexical: bm25)."""
+    """Build persistent indexes of any registered type (dense: flat, hnsw, ivfpq; lexical: bm25;
+    ColBERT: multivector-flat, plaid)."""
 
 
 @index.command("build")
@@ -24,10 +25,11 @@ def index() -> None:
 @click.option(
     "--type",
     "index_type",
-    type=click.Choice(["flat", "hnsw", "ivfpq", "bm25"]),
+    type=click.Choice(["flat", "hnsw", "ivfpq", "bm25", "multivector-flat", "plaid"]),
     default="flat",
     show_default=True,
-    help="flat: exact; hnsw / ivfpq: FAISS ANN; bm25: lexical (no model).",
+    help="flat: exact; hnsw / ivfpq: FAISS ANN; bm25: lexical (no model); multivector-flat / plaid: for ColBERT "
+    "models (exact MaxSim / PLAID's compressed index).",
 )
 @click.option(
     "--output", "-o", required=True, type=click.Path(file_okay=False), help="Index folder to write (atomically)."
@@ -60,6 +62,31 @@ def index() -> None:
     help="PQ sub-quantisers (must divide the dimension).",
 )
 @click.option("--nbits", type=click.IntRange(1, 16), default=8, show_default=True, help="Bits per PQ code.")
+@click.option(
+    "--residual-bits",
+    type=click.Choice(["1", "2", "4"]),
+    default="2",
+    show_default=True,
+    help="PLAID: bits per dimension of each token's residual.",
+)
+@click.option(
+    "--centroids",
+    type=click.IntRange(1),
+    default=None,
+    help="PLAID: k-means centroids (default: 2^floor(log2(16 sqrt(tokens))), as ColBERT).",
+)
+@click.option(
+    "--ivf-probe",
+    type=click.IntRange(1),
+    default=None,
+    help="PLAID: centroids probed per query token (default: 8).",
+)
+@click.option(
+    "--full-scores",
+    type=click.IntRange(1),
+    default=None,
+    help="PLAID: candidates kept by the pruned approximate stage (default: PLAID's per-k setting).",
+)
 @click.option("--no-stem", is_flag=True, help="BM25: no stemming (default: English Snowball stemmer).")
 @click.option("--no-stopwords", is_flag=True, help="BM25: keep English stopwords.")
 def build(
@@ -75,6 +102,10 @@ def build(
     nprobe,
     pq_m,
     nbits,
+    residual_bits,
+    centroids,
+    ivf_probe,
+    full_scores,
     no_stem,
     no_stopwords,
     **model_kwargs,
@@ -85,6 +116,7 @@ def build(
     Examples:
       retrievekit index build --corpus scifact --type hnsw --output runs/scifact-hnsw
       retrievekit index build --corpus scifact --type bm25 --output runs/scifact-bm25
+      retrievekit index build --corpus scifact --model runs/colbert --type plaid --output runs/scifact-plaid
     """
     from retrievekit.index.build import build_index
 
@@ -93,7 +125,12 @@ def build(
         "ivfpq": {"nlist": nlist, "nprobe": nprobe, "m": pq_m, "nbits": nbits},
         "bm25": {"stemmer": None if no_stem else "english", "stopwords": None if no_stopwords else "en"},
         "flat": {},
-    }[index_type]
+        "multivector-flat": {},
+        "plaid": {
+            "nbits": int(residual_bits), "n_centroids": centroids, "n_ivf_probe": ivf_probe,
+            "n_full_scores": full_scores,
+        },
+    }[index_type]  # fmt: skip
     started = time.perf_counter()
     encoder = None if index_type == "bm25" else load_from_options(**model_kwargs)
     built = build_index(

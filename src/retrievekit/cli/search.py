@@ -33,7 +33,7 @@ from retrievekit.cli._output import console
     help="Write a TREC run (qid Q0 docid rank score tag) here instead of printing.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query.")
-@click.option("--model", "-m", default=None, help="Override the model the index remembers (dense indexes).")
+@click.option("--model", "-m", default=None, help="Override the model the index remembers (dense and ColBERT indexes).")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (torch backend).")
 @click.option("--force", is_flag=True, help="Search even if the query model differs from the index's model.")
@@ -47,9 +47,9 @@ def search(
 ) -> None:
     """Search an index with query texts and print ids, scores and titles, or write a TREC run.
 
-    A dense index remembers its model: the bundled MiniLM or a model saved inside the index folder
+    A dense or ColBERT index remembers its model: the bundled MiniLM or a model saved inside the index folder
     is loaded as recorded; a model elsewhere must be named with --model (an index someone hands you
-    cannot choose what runs). Recorded options are limited to pooling, normalisation, length and prompts.
+    cannot choose what runs). Recorded options are limited to pooling, normalisation, lengths and prompts.
 
     \b
     Examples:
@@ -61,8 +61,10 @@ def search(
     from retrievekit.errors import ConfigError
     from retrievekit.index import load_index
     from retrievekit.index.bm25 import Bm25Index
+    from retrievekit.index.multivector import MultiVectorIndex
     from retrievekit.index.vector import VectorIndex
     from retrievekit.retrieval import Bm25Retriever, DenseRetriever, Retriever, run_from_hits
+    from retrievekit.retrieval.retriever import MultiVectorRetriever
 
     if bool(query_texts) == bool(queries_file):
         raise click.UsageError("give either --query (one or more) or --queries FILE")
@@ -75,19 +77,26 @@ def search(
     retriever: Retriever
     if isinstance(index, Bm25Index):
         retriever = Bm25Retriever(index)
-    elif not isinstance(index, VectorIndex):
+    elif not isinstance(index, VectorIndex | MultiVectorIndex):
         raise ConfigError(f"{index_dir}: searching a {index.index_type} index is not supported by this command yet")
     else:
-        from retrievekit.models import load_encoder
         from retrievekit.trust import check_artifact_model_options, recorded_model
 
         recorded = index.model_name
         name = model or recorded_model(recorded, Path(index_dir))
         same = model is None or (isinstance(recorded, str) and _same_model(model, recorded))
         # the recorded options (allow-listed) describe how the recorded model was loaded
-        options = check_artifact_model_options(index.model_options, Path(index_dir) / "manifest.json") if same else {}
-        encoder = load_encoder(name, backend=backend, device=device, trust_remote_code=trust_remote_code, **options)
-        retriever = DenseRetriever(encoder, index, force=force)
+        manifest = Path(index_dir) / "manifest.json"
+        options = check_artifact_model_options(index.model_options, manifest, index.family) if same else {}
+        loading = {"backend": backend, "device": device, "trust_remote_code": trust_remote_code, **options}
+        if isinstance(index, MultiVectorIndex):
+            from retrievekit.models.colbert import load_colbert
+
+            retriever = MultiVectorRetriever(load_colbert(name, **loading), index, force=force)
+        else:
+            from retrievekit.models import load_encoder
+
+            retriever = DenseRetriever(load_encoder(name, **loading), index, force=force)
     hits = retriever.search(texts, k)
     if output:
         write_trec_run(run_from_hits(ids, hits), output)

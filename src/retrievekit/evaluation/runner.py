@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from retrievekit.artifacts import fingerprint_files, fingerprint_json, scratch_directory
 from retrievekit.data.beir import RetrievalSplit, load_dataset
@@ -40,7 +40,7 @@ from retrievekit.resolve import cache_dir
 from retrievekit.retrieval.base import Retriever, run_from_hits
 
 if TYPE_CHECKING:
-    from retrievekit.models.dense import DenseEncoder
+    pass
 
 __all__ = [
     "Evaluation",
@@ -191,8 +191,8 @@ def evaluate_dataset(
     *,
     split: str = "test",
     systems: Sequence[System] = ("dense",),
-    encoder: DenseEncoder | None = None,
-    index_type: str = "flat",
+    encoder: Any = None,
+    index_type: str | None = None,
     top_k: int = 1000,
     k_values: Sequence[int] = DEFAULT_K_VALUES,
     ignore_identical_ids: bool = True,
@@ -205,7 +205,8 @@ def evaluate_dataset(
 
     A system is a registered retriever name (``dense``, ``bm25``, ``hybrid`` = RRF of the two; see
     :func:`~retrievekit.evaluation.systems.registered_retrievers`), built from ``encoder`` and
-    ``index_type``; a :class:`~retrievekit.evaluation.systems.RetrieverSpec`; or a built
+    ``index_type`` (``None``: each family's default, ``flat`` for dense models and ``plaid`` for
+    ColBERT ones); a :class:`~retrievekit.evaluation.systems.RetrieverSpec`; or a built
     :class:`~retrievekit.retrieval.Retriever` (a Pipeline too) whose index already holds the corpus.
     """
     if not systems:

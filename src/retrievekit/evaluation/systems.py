@@ -35,6 +35,7 @@ __all__ = [
     "DenseSpec",
     "EvaluationCorpus",
     "FixedRetriever",
+    "MultiVectorSpec",
     "PipelineSpec",
     "RetrieverSpec",
     "SpecOptions",
@@ -177,6 +178,75 @@ class DenseSpec(RetrieverSpec):
         )
 
 
+class MultiVectorSpec(RetrieverSpec):
+    """A ColBERT model over a multi-vector index (``plaid`` by default, or ``multivector-flat``).
+    The corpus's token vectors are streamed to disk once per model, runtime and corpus (kept in the
+    evaluation cache when there is one), then indexed from there."""
+
+    def __init__(
+        self, encoder: Any, *, index_type: str = "plaid", index_params: dict[str, Any] | None = None,
+        name: str = "colbert",
+    ) -> None:  # fmt: skip
+        if index_type_info(index_type).family != "multivector":
+            raise ConfigError(
+                f"index type {index_type!r} is not a multi-vector index; choose plaid or multivector-flat"
+            )
+        if getattr(encoder, "family", "dense") != "multivector":
+            raise ConfigError(f"the {name} retriever needs a ColBERT model; {encoder.name!r} is not one")
+        self.encoder, self.index_type, self.index_params, self.name = (
+            encoder,
+            index_type,
+            dict(index_params or {}),
+            name,
+        )
+        self.model = encoder.name
+
+    def fingerprint(self, corpus: EvaluationCorpus) -> str:
+        return fingerprint_json(
+            {
+                "retriever": "multivector",
+                "model": self.encoder.fingerprint,
+                "runtime": self.encoder.runtime,
+                "index": self.index_type,
+                "params": self.index_params,
+                "corpus": corpus.corpus_hash,
+            }
+        )
+
+    def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
+        from retrievekit.index.registry import index_class
+        from retrievekit.outputs import MultiVectors
+        from retrievekit.retrieval.retriever import MultiVectorRetriever
+
+        key = fingerprint_json({"model": self.encoder.fingerprint, "runtime": self.encoder.runtime,
+                                "corpus": corpus.corpus_hash})  # fmt: skip
+        root = corpus.cache_root / "multivectors" if corpus.cache_root is not None else corpus.scratch
+        folder = root / key.removeprefix("sha256:")[:24]
+        started, cached = time.perf_counter(), folder.is_dir()
+        documents = corpus.split.corpus
+        if cached:
+            vectors = MultiVectors.load(folder)
+        else:
+            chunks = self.encoder.encode_chunks(
+                documents.texts(), "documents", batch_size=corpus.batch_size, show_progress=True, total=len(documents)
+            )
+            vectors = MultiVectors.write_stream(folder, chunks, self.encoder.dimension)
+        encode_s = 0.0 if cached else time.perf_counter() - started
+        started = time.perf_counter()
+        from retrievekit.index.multivector import MultiVectorIndex
+
+        index_type: Any = index_class(self.index_type)
+        index = index_type(self.encoder.dimension, **self.index_params)
+        if not isinstance(index, MultiVectorIndex):
+            raise ConfigError(f"{self.index_type} is not a multi-vector index")
+        index.model_fingerprint = self.encoder.fingerprint
+        index.add(documents.ids, vectors)
+        retriever = MultiVectorRetriever(self.encoder, index, batch_size=corpus.batch_size, name=self.name)
+        return BuiltRetriever(
+            retriever, {"encode": encode_s, "index": time.perf_counter() - started}, {"embeddings": cached}
+        )
+
+
 class Bm25Spec(RetrieverSpec):
     """BM25 (bm25s) over the corpus's title + text."""
 
@@ -264,7 +334,7 @@ class FixedRetriever(RetrieverSpec):
 class SpecOptions:
     """What the CLI (or a caller) knows when it turns retriever names into specs."""
 
-    encoder: DenseEncoder | None = None
+    encoder: Any = None  # the loaded model: a DenseEncoder, a ColbertEncoder, ...
     index_type: str | None = None
     index_params: dict[str, Any] = field(default_factory=dict)
     fusion: str = "rrf"
@@ -312,7 +382,15 @@ def make_spec(name: str, options: SpecOptions) -> RetrieverSpec:
 
 def _dense(options: SpecOptions) -> RetrieverSpec:
     assert options.encoder is not None
+    if getattr(options.encoder, "family", "dense") != "dense":
+        raise ConfigError(
+            f"the dense retriever needs a dense model; use --retriever colbert for {options.encoder.name}"
+        )
     return DenseSpec(options.encoder, index_type=options.index_type or "flat", index_params=options.index_params)
+
+
+def _colbert(options: SpecOptions) -> RetrieverSpec:
+    return MultiVectorSpec(options.encoder, index_type=options.index_type or "plaid", index_params=options.index_params)
 
 
 def _bm25(options: SpecOptions) -> RetrieverSpec:
@@ -325,4 +403,10 @@ def _hybrid(options: SpecOptions) -> RetrieverSpec:
 
 register_retriever("dense", _dense, needs_model=True, description="the model over a dense index (--index-type)")
 register_retriever("bm25", _bm25, needs_model=False, description="BM25 (bm25s, English stemming and stopwords)")
+register_retriever(
+    "colbert",
+    _colbert,
+    needs_model=True,
+    description="a ColBERT model, MaxSim over plaid (or --index-type multivector-flat)",
+)
 register_retriever("hybrid", _hybrid, needs_model=True, description="dense + BM25, reciprocal rank fusion")

@@ -35,7 +35,7 @@ def default_metric(encoder: DenseEncoder) -> str:
     return similarity
 
 
-def _model_reference(encoder: DenseEncoder) -> str:
+def _model_reference(encoder: Any) -> str:
     name = encoder.name
     return str(Path(name).resolve()) if name and Path(name).exists() else name
 
@@ -114,15 +114,63 @@ def _build_dense(
     return index
 
 
+def _build_multivector(
+    path: Path,
+    index_type: str,
+    params: dict[str, Any],
+    titles: dict[str, str],
+    *,
+    encoder: Any,
+    batch_size: int,
+    show_progress: bool,
+    **_: Any,
+) -> Index:
+    """Token vectors are streamed to a scratch file as they are encoded, then indexed from there
+    (memory-mapped), so the corpus's vectors are never all in memory at once."""
+    from retrievekit.index.multivector import MultiVectorIndex
+    from retrievekit.outputs import MultiVectors
+
+    if encoder is None or getattr(encoder, "family", None) != "multivector":
+        raise ConfigError(f"a {index_type} index needs a ColBERT model to encode the corpus")
+    cls: Any = index_class(index_type)
+    index = cls(
+        encoder.dimension, model_fingerprint=encoder.fingerprint, model_name=_model_reference(encoder),
+        model_options=encoder.load_options(), **params,
+    )  # fmt: skip
+    if not isinstance(index, MultiVectorIndex):
+        raise ConfigError(f"{index_type} is not a multi-vector index")
+    ids: list[str] = []
+
+    def documents() -> Iterator[str]:
+        for doc in iter_documents(path):
+            ids.append(doc.id)
+            if doc.title:
+                titles[doc.id] = doc.title
+            yield doc.full_text
+
+    with scratch_directory("index") as scratch:
+        chunks = encoder.encode_chunks(
+            documents(), "documents", batch_size=batch_size, show_progress=show_progress, total=count_records(path)
+        )
+        vectors = MultiVectors.write_stream(scratch / "vectors", chunks, encoder.dimension)
+        index.add(ids, vectors)
+        del vectors
+    return index
+
+
 # how each index family is filled from a corpus file; a new family adds its builder here
-_BUILDERS: dict[str, Callable[..., Index]] = {"lexical": _build_lexical, "dense": _build_dense}
+_BUILDERS: dict[str, Callable[..., Index]] = {
+    "lexical": _build_lexical,
+    "dense": _build_dense,
+    "multivector": _build_multivector,
+}
 
 
 def build_index(
     source: str | Path,
     index_type: str,
     *,
-    encoder: DenseEncoder | None = None,
+    encoder: Any = None,
     output: str | Path | None = None,
     metric: str | None = None,
     batch_size: int = 32,

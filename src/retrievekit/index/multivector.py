@@ -38,9 +38,12 @@ def as_multivectors(items: Any, dimension: int, what: str) -> MultiVectors:
         packed = MultiVectors.from_list(rows, dimension)
     if packed.vectors.shape[1] != dimension:
         raise ConfigError(f"{what} are {packed.vectors.shape[1]}-d token vectors; this index holds {dimension}-d ones")
-    vectors = np.ascontiguousarray(packed.vectors, dtype=np.float32)
-    if not np.isfinite(vectors).all():
-        raise ConfigError(f"{what} contain NaN or infinite values")
+    vectors = packed.vectors  # a float32 memory map stays one: a corpus need not fit in memory
+    if vectors.dtype != np.float32 or not vectors.flags.c_contiguous:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    for start in range(0, len(vectors), 1 << 16):
+        if not np.isfinite(vectors[start : start + (1 << 16)]).all():
+            raise ConfigError(f"{what} contain NaN or infinite values")
     return MultiVectors(vectors, packed.offsets.astype(np.int64))
 
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -171,6 +171,16 @@ class ColbertEncoder:
         return TokenLayout(marker_id=marker, skip_ids=tuple(skip))
 
     # ---- encoding ----------------------------------------------------------------------------
+    @overload
+    def encode_queries(  # type: ignore[overload-overlap]
+        self, texts: str, *, batch_size: int = ..., max_tokens: int | None = ..., show_progress: bool = ...
+    ) -> np.ndarray: ...
+
+    @overload
+    def encode_queries(
+        self, texts: Sequence[str], *, batch_size: int = ..., max_tokens: int | None = ..., show_progress: bool = ...
+    ) -> MultiVectors: ...
+
     def encode_queries(
         self, texts: str | Sequence[str], *, batch_size: int = 32, max_tokens: int | None = None,
         show_progress: bool = False,
@@ -178,6 +188,16 @@ class ColbertEncoder:
         """Encode queries: ``query_length`` vectors each with query expansion (the real tokens'
         otherwise). A single string gives one ``(tokens, dim)`` array."""
         return self._encode(texts, "queries", batch_size, max_tokens, show_progress)
+
+    @overload
+    def encode_documents(  # type: ignore[overload-overlap]
+        self, texts: str, *, batch_size: int = ..., max_tokens: int | None = ..., show_progress: bool = ...
+    ) -> np.ndarray: ...
+
+    @overload
+    def encode_documents(
+        self, texts: Sequence[str], *, batch_size: int = ..., max_tokens: int | None = ..., show_progress: bool = ...
+    ) -> MultiVectors: ...
 
     def encode_documents(
         self, texts: str | Sequence[str], *, batch_size: int = 32, max_tokens: int | None = None,

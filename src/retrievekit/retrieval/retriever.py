@@ -4,8 +4,9 @@ first stage's candidates with a dense model."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,12 +16,24 @@ from retrievekit.hits import Hits
 from retrievekit.index.bm25 import Bm25Index
 from retrievekit.index.vector import VectorIndex
 from retrievekit.retrieval.base import Pipeline, Reranker, Retriever, run_from_hits
-from retrievekit.scoring import canonical_similarity, similarity_matrix
+from retrievekit.scoring import canonical_similarity, maxsim_ragged, similarity_matrix
 
 if TYPE_CHECKING:
+    from retrievekit.index.multivector import MultiVectorIndex
+    from retrievekit.models.colbert import ColbertEncoder
     from retrievekit.models.dense import DenseEncoder
 
-__all__ = ["Bm25Retriever", "DenseReranker", "DenseRetriever", "HybridRetriever", "Retriever", "run_from_hits"]
+__all__ = [
+    "Bm25Retriever",
+    "DenseReranker",
+    "DenseRetriever",
+    "EncodedCandidatesReranker",
+    "HybridRetriever",
+    "MaxSimReranker",
+    "MultiVectorRetriever",
+    "Retriever",
+    "run_from_hits",
+]
 
 
 class DenseRetriever(Retriever):
@@ -91,21 +104,16 @@ class HybridRetriever(Pipeline):
         super().__init__(retrievers, fusion=fusion, weights=weights, depth=depth, rrf_k=rrf_k, name=name)
 
 
-class DenseReranker(Reranker):
-    """Re-scores candidates by the model's similarity between the query and each candidate's text
-    (``documents`` maps ids to the text to encode: title and body, as indexed)."""
+class EncodedCandidatesReranker(Reranker):
+    """Re-scores candidates by encoding the query and each candidate's text with ``encoder`` and
+    scoring the pair (``documents`` maps ids to the text to encode: title and body, as indexed).
+    A family says how a query's vectors score candidates' vectors in :meth:`_scores`."""
 
-    def __init__(
-        self, encoder: DenseEncoder, documents: Mapping[str, str], *, batch_size: int = 64, name: str = "dense-rerank"
-    ) -> None:
+    def __init__(self, encoder: Any, documents: Mapping[str, str], *, batch_size: int, name: str) -> None:
         self.encoder, self.documents, self.batch_size, self.name = encoder, documents, batch_size, name
-        self.similarity = canonical_similarity(encoder.similarity_fn_name)
 
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint_json(
-            {"reranker": "dense", "model": self.encoder.fingerprint, "runtime": self.encoder.runtime}
-        )
+    @abstractmethod
+    def _scores(self, query: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray: ...
 
     def _rerank(self, queries: list[str], hits: list[Hits], k: int) -> list[Hits]:
         missing = [d for h in hits for d in h.ids if d not in self.documents]
@@ -116,12 +124,80 @@ class DenseReranker(Reranker):
         vectors = self.encoder.encode_documents([self.documents[d] for d in unique], batch_size=self.batch_size)
         row = {d: i for i, d in enumerate(unique)}
         results = []
-        for query_vector, candidates in zip(query_vectors, hits, strict=True):
+        for query, candidates in zip(query_vectors, hits, strict=True):
             if not len(candidates):
                 results.append(Hits.empty())
                 continue
-            rows = vectors[[row[d] for d in candidates.ids]]
-            scores = similarity_matrix(query_vector[None, :], rows, self.similarity)[0]
+            scores = np.asarray(self._scores(query, [vectors[row[d]] for d in candidates.ids]))
             order = np.argsort(-scores, kind="stable")[:k]
             results.append(Hits([candidates.ids[i] for i in order], scores[order].astype(np.float32)))
         return results
+
+
+class DenseReranker(EncodedCandidatesReranker):
+    """Re-scores candidates by the dense model's similarity between the query and each candidate's text."""
+
+    def __init__(
+        self, encoder: DenseEncoder, documents: Mapping[str, str], *, batch_size: int = 64, name: str = "dense-rerank"
+    ) -> None:
+        super().__init__(encoder, documents, batch_size=batch_size, name=name)
+        self.similarity = canonical_similarity(encoder.similarity_fn_name)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_json(
+            {"reranker": "dense", "model": self.encoder.fingerprint, "runtime": self.encoder.runtime}
+        )
+
+    def _scores(self, query: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray:
+        scores: np.ndarray = similarity_matrix(query[None, :], np.stack(candidates), self.similarity)[0]
+        return scores
+
+
+class MultiVectorRetriever(Retriever):
+    """A ColBERT model over a multi-vector index (``multivector-flat`` or ``plaid``) built with it."""
+
+    def __init__(
+        self, encoder: ColbertEncoder, index: MultiVectorIndex, *, force: bool = False, batch_size: int = 32,
+        name: str = "colbert",
+    ) -> None:  # fmt: skip
+        if encoder.dimension != index.dimension:
+            raise ConfigError(
+                f"the model makes {encoder.dimension}-d token vectors but the index holds {index.dimension}-d ones"
+            )
+        index.check_model(encoder.fingerprint, force=force)
+        self.encoder, self.index, self.batch_size, self.name = encoder, index, batch_size, name
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_json(
+            {
+                "retriever": "multivector",
+                "model": self.encoder.fingerprint,
+                "runtime": self.encoder.runtime,
+                "index": self.index.fingerprint(),
+            }
+        )
+
+    def _search(self, queries: list[str], k: int) -> list[Hits]:
+        return self.index.search(self.encoder.encode_queries(queries, batch_size=self.batch_size), k)
+
+
+class MaxSimReranker(EncodedCandidatesReranker):
+    """Re-scores any first stage's candidates by MaxSim with a ColBERT model (PyLate's
+    ``rank.rerank``): queries and the candidates' texts are encoded, then scored exactly."""
+
+    def __init__(
+        self, encoder: ColbertEncoder, documents: Mapping[str, str], *, batch_size: int = 32,
+        name: str = "colbert-rerank",
+    ) -> None:  # fmt: skip
+        super().__init__(encoder, documents, batch_size=batch_size, name=name)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_json(
+            {"reranker": "maxsim", "model": self.encoder.fingerprint, "runtime": self.encoder.runtime}
+        )
+
+    def _scores(self, query: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray:
+        return maxsim_ragged(query, candidates)
