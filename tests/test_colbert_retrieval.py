@@ -27,8 +27,8 @@ pytest.importorskip("faiss")
 
 @pytest.fixture(scope="module")
 def colbert_dir(tiny_bert_dir, tmp_path_factory):
-    model = build_colbert(tiny_bert_dir, embedding_size=16, seed=1, config=ColbertConfig(query_length=12,
-                                                                                         document_length=48))  # fmt: skip
+    config = ColbertConfig(query_length=12, document_length=48)
+    model = build_colbert(tiny_bert_dir, embedding_size=16, seed=1, config=config)
     return model.save(tmp_path_factory.mktemp("colbert") / "model")
 
 
