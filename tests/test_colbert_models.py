@@ -252,3 +252,16 @@ def test_vectors_equal_pylates_own(colbert, tmp_path):
     assert_same(colbert.encode_queries(TEXTS), [reference[f"q{i}"] for i in range(len(TEXTS))])
     assert_same(colbert.encode_documents(TEXTS), [reference[f"d{i}"] for i in range(len(TEXTS))])
     assert sys.executable != _peer_python()
+
+
+def test_onnx_backend_gives_the_same_vectors(colbert, tmp_path):
+    pytest.importorskip("onnxruntime")
+    folder = colbert.save(tmp_path / "colbert")
+    exported = load_colbert(folder, backend="onnx", quantize=None)
+    for side in ("queries", "documents"):
+        ours, theirs = getattr(colbert, f"encode_{side}")(TEXTS), getattr(exported, f"encode_{side}")(TEXTS)
+        assert_same(theirs, list(ours), atol=1e-5)
+    int8 = load_colbert(folder, backend="onnx", quantize="int8").encode_documents(TEXTS)
+    reference = colbert.encode_documents(TEXTS)
+    assert (int8.lengths == reference.lengths).all()
+    assert np.sum(int8.vectors * reference.vectors, axis=1).min() > 0.99

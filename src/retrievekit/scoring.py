@@ -29,6 +29,7 @@ __all__ = [
     "pairwise_scores",
     "similarity_matrix",
     "sparse_dot",
+    "token_mask",
 ]
 
 SIMILARITIES = ("dot", "cosine", "l2")
@@ -97,21 +98,44 @@ def l2(a: Array, b: Array) -> Array:
 _MATRIX = {"dot": dot, "cosine": cosine, "l2": l2}
 
 
+def token_mask(x: Array) -> Array:
+    """``(n, L)`` True for the real tokens of padded token vectors ``(n, L, d)``: padding rows are all
+    zero (a real token vector, L2-normalised, never is).
+
+    >>> token_mask(np.array([[[0.6, 0.8], [0.0, 0.0]]])).tolist()
+    [[True, False]]
+    """
+    return (x != 0).any(-1)
+
+
 def similarity_matrix(a: Array, b: Array, similarity: str) -> Array:
-    """``(n, m)`` scores of every row of ``a`` against every row of ``b`` under ``similarity``.
+    """``(n, m)`` scores of every row of ``a`` against every row of ``b`` under ``similarity``; with
+    ``maxsim``, ``a`` and ``b`` are padded token vectors ``(n, La, d)`` / ``(m, Lb, d)`` whose
+    padding rows are zero (:func:`token_mask`).
 
     >>> similarity_matrix(np.array([[1.0, 1.0]]), np.array([[2.0, 0.0]]), "ip").tolist()
     [[2.0]]
+    >>> q = np.array([[[1.0, 0.0], [0.0, 1.0]]]); d = np.array([[[1.0, 0.0], [0.0, 0.0]], [[-1.0, 0.0], [0.0, 0.0]]])
+    >>> similarity_matrix(q, d, "maxsim").tolist()                  # doc 1: its padding row never wins a max
+    [[1.0, -1.0]]
     """
+    if similarity == "maxsim":
+        return maxsim(a, b, token_mask(a), token_mask(b))
     return _MATRIX[canonical_similarity(similarity)](a, b)
 
 
 def pairwise_scores(a: Array, b: Array, similarity: str) -> Array:
-    """``(n,)`` scores of row ``i`` of ``a`` against row ``i`` of ``b``.
+    """``(n,)`` scores of row ``i`` of ``a`` against row ``i`` of ``b`` (``maxsim``: padded token
+    vectors, as :func:`similarity_matrix` takes them).
 
     >>> pairwise_scores(np.array([[1.0, 2.0], [0.0, 1.0]]), np.array([[3.0, 1.0], [0.0, 3.0]]), "dot").tolist()
     [5.0, 3.0]
+    >>> q = np.array([[[1.0, 0.0]], [[0.0, 1.0]]]); d = np.array([[[0.5, 0.5], [1.0, 0.0]], [[0.0, 2.0], [0.0, 0.0]]])
+    >>> pairwise_scores(q, d, "maxsim").tolist()
+    [1.0, 2.0]
     """
+    if similarity == "maxsim":
+        return _pairwise_maxsim(a, b)
     similarity = canonical_similarity(similarity)
     if similarity == "cosine":
         a, b = _unit(a), _unit(b)
@@ -156,6 +180,21 @@ def maxsim(
     if query_mask is not None:
         best = best * query_mask[:, None, :]
     return best.sum(-1)
+
+
+def _pairwise_maxsim(queries: Array, documents: Array) -> Array:
+    query_mask, document_mask = token_mask(queries), token_mask(documents)
+    if _is_torch(queries):
+        import torch
+
+        token_scores: Any = torch.einsum("nid,njd->nij", queries, documents)
+        token_scores = token_scores.masked_fill(~document_mask[:, None, :], float("-inf"))
+        best: Any = token_scores.amax(-1).masked_fill(~document_mask.any(-1)[:, None], 0.0)
+        return (best * query_mask.to(best.dtype)).sum(-1)
+    token_scores = np.einsum("nid,njd->nij", queries, documents)
+    token_scores = np.where(document_mask[:, None, :], token_scores, -np.inf)
+    best = np.where(document_mask.any(-1)[:, None], token_scores.max(-1), 0.0)
+    return (best * query_mask).sum(-1)
 
 
 def maxsim_ragged(query: np.ndarray, documents: Sequence[np.ndarray]) -> np.ndarray:

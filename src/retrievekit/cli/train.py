@@ -14,6 +14,9 @@ from retrievekit.training.config import config_fields
 
 _HELP = {
     "model": "Model to start from: folder, 'minilm' or hub id.",
+    "kind": "auto (what the folder holds), dense, or colbert (a ColBERT model; any other encoder becomes a new "
+    "ColBERT with a random projection).",
+    "embedding_size": "Width of a new ColBERT model's token vectors.",
     "pooling": "Pooling for a plain Hugging Face folder (cls, mean, max, last_token).",
     "normalize": "L2-normalise embeddings (for a plain Hugging Face folder).",
     "separate_towers": "Untie a shared encoder into query and document towers (BET style).",

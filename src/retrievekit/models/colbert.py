@@ -232,6 +232,18 @@ class ColbertEncoder:
     def _length(self, side: str) -> int:
         return self._lengths[side]
 
+    def token_length(self, side: str) -> int:
+        """Tokens per query (``queries``) or at most per document (``documents``), markers included."""
+        return self._lengths[side]
+
+    def token_layout(self, side: str) -> TokenLayout:
+        """ColBERT's token layout for ``side`` (what training collators tokenise with too)."""
+        return self._layouts[side]
+
+    def retrained(self, tower: Tower, device: Any = "cpu") -> ColbertEncoder:
+        """A ColBERT encoder over ``tower`` (new weights, the same settings; a fresh fingerprint)."""
+        return _with_backend(tower, self.config, self.name, self.source, None, "torch", str(device), "float32", None)
+
     def _capped_length(self, side: str) -> int:
         """The configured length, capped (with a warning) at the backbone's position embeddings."""
         length = self.config.query_length if side == "queries" else self.config.document_length

@@ -43,6 +43,7 @@ __all__ = [
     "pad_batch",
     "tokenize_chunk",
     "tokenize_pairs",
+    "tokenize_with_layout",
 ]
 
 logger = logging.getLogger(__name__)
@@ -241,6 +242,15 @@ def tokenize_chunk(tokenizer: Any, texts: list[str], max_length: int) -> Tokeniz
         for i, row in zip(too_long, cut, strict=True):
             ids[i] = row
     return TokenizedChunk(ids, len(too_long))
+
+
+def tokenize_with_layout(
+    tokenizer: Any, texts: list[str], max_length: int, layout: TokenLayout | None = None
+) -> TokenizedChunk:
+    """Tokenize ``texts`` into rows of at most ``max_length`` tokens shaped by ``layout`` (its
+    markers taken off the budget): the one tokenisation of encoding and of training collators."""
+    layout = layout or TokenLayout()
+    return layout.apply(tokenize_chunk(tokenizer, texts, max_length - layout.reserved))
 
 
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -491,7 +501,7 @@ def encode_chunks(
         prepared = [prompt + t for t in chunk] if prompt else chunk
         if lowercase:
             prepared = [t.lower() for t in prepared]
-        return layout.apply(tokenize_chunk(tokenizer, prepared, max_length - layout.reserved))
+        return tokenize_with_layout(tokenizer, prepared, max_length, layout)
 
     return _encode_items(
         texts, check=check_texts, tokenize=tokenize, tokenizer=tokenizer, runners=runners, batch_size=batch_size,

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from retrievekit.errors import ConfigError
-from retrievekit.models.encoding import pad_batch, tokenize_chunk
+from retrievekit.models.encoding import TokenLayout, pad_batch, tokenize_with_layout
 from retrievekit.training.data import TrainingExample
 
 __all__ = [
@@ -202,6 +202,8 @@ class TrainingBatch:
     positive_hashes: torch.Tensor
     teacher_scores: torch.Tensor | None
     num_negatives: int
+    query_output_mask: torch.Tensor | None = None  # per-token families: the token vectors kept
+    document_output_mask: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -209,7 +211,11 @@ class TrainingBatch:
 
 
 class TrainingCollator:
-    """Applies prompts, tokenizes with padding to the batch's longest text, and builds a :class:`TrainingBatch`."""
+    """Applies prompts, tokenizes with padding to the batch's longest text, and builds a :class:`TrainingBatch`.
+
+    ``query_layout``/``document_layout``: a per-token family's token layout (ColBERT's markers,
+    query expansion, skiplist), the same the encoding engine applies; the batch then carries which
+    token vectors are kept (``*_output_mask``)."""
 
     def __init__(
         self,
@@ -221,7 +227,11 @@ class TrainingCollator:
         query_prompt: str = "",
         document_prompt: str = "",
         lowercase: bool = False,
+        query_layout: TokenLayout | None = None,
+        document_layout: TokenLayout | None = None,
     ) -> None:
+        self.query_layout = query_layout
+        self.document_layout = document_layout
         self.query_tokenizer = query_tokenizer
         self.document_tokenizer = document_tokenizer
         self.query_max_length = query_max_length
@@ -230,20 +240,29 @@ class TrainingCollator:
         self.document_prompt = document_prompt
         self.lowercase = lowercase
 
-    def _tokenize(self, tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tokenize(
+        self, tokenizer, texts: list[str], max_length: int, layout: TokenLayout | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        tokenized = tokenize_chunk(tokenizer, texts, max_length)  # the encoding engine's own steps
-        batch = pad_batch(tokenized.input_ids, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        return torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
+        tokenized = tokenize_with_layout(tokenizer, texts, max_length, layout)  # the encoding engine's own steps
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        batch = pad_batch(
+            tokenized.input_ids, pad_id, attended=tokenized.attended, skip_ids=layout.skip_ids if layout else ()
+        )
+        kept = None if batch.output_mask is None else torch.from_numpy(batch.output_mask)
+        if layout is not None and kept is None:
+            kept = torch.from_numpy(batch.attention_mask)
+        return torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask), kept
 
     def __call__(self, samples: list[SampledExample]) -> TrainingBatch:
         queries = [(s.prompt if s.prompt is not None else self.query_prompt) + s.query for s in samples]
         documents = [s.positive for s in samples] + [n for s in samples for n in s.negatives]
-        q_ids, q_mask = self._tokenize(self.query_tokenizer, queries, self.query_max_length)
-        d_ids, d_mask = self._tokenize(
-            self.document_tokenizer, [self.document_prompt + d for d in documents], self.document_max_length
-        )
+        q_ids, q_mask, q_kept = self._tokenize(self.query_tokenizer, queries, self.query_max_length, self.query_layout)
+        d_ids, d_mask, d_kept = self._tokenize(
+            self.document_tokenizer, [self.document_prompt + d for d in documents], self.document_max_length,
+            self.document_layout,
+        )  # fmt: skip
         width = max(len(s.positive_hashes) for s in samples)
         positive_hashes = [list(s.positive_hashes) + [s.positive_hashes[0]] * (width - len(s.positive_hashes))
                            for s in samples]  # fmt: skip
@@ -262,6 +281,8 @@ class TrainingCollator:
             positive_hashes=torch.tensor(positive_hashes, dtype=torch.int64),
             teacher_scores=teacher,
             num_negatives=counts.pop(),
+            query_output_mask=q_kept,
+            document_output_mask=d_kept,
         )
 
 

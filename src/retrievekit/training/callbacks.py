@@ -53,9 +53,11 @@ class DevEvaluation(pl.Callback):
         module.model.eval()
         try:
             encoder = module.model.export(module.device)
+            colbert = getattr(encoder, "family", "dense") == "multivector"
             result = evaluate_dataset(
                 self.dataset, split=self.split, encoder=encoder, batch_size=self.batch_size, cache=False,
-                k_values=(10, 100),
+                k_values=(10, 100), systems=["colbert" if colbert else "dense"],
+                index_type="multivector-flat" if colbert else None,
             )  # fmt: skip
         finally:
             module.model.train()

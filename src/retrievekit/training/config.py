@@ -34,10 +34,14 @@ __all__ = [
 @dataclass
 class ModelConfig:
     """``model``: name or folder to start from (``pooling``/``normalize`` are needed for a plain
-    Hugging Face folder); ``separate_towers``: untie a shared encoder into a
+    Hugging Face folder); ``kind``: ``auto`` (what the folder holds), ``dense``, or ``colbert`` (a
+    ColBERT folder as it is, any other encoder turned into a new ColBERT with an ``embedding_size``-wide
+    random projection, seeded by ``run.seed``); ``separate_towers``: untie a shared encoder into a
     query and a document tower (BET style); ``gradient_checkpointing``: trade compute for memory."""
 
     model: str = "minilm"
+    kind: str = "auto"
+    embedding_size: int = 128
     pooling: str | None = None
     normalize: bool | None = None
     separate_towers: bool = False
@@ -235,6 +239,10 @@ def _check(config: TrainConfig) -> None:
     for name, (value, minimum) in minimums.items():
         if value is not None and value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if config.model.kind not in ("auto", "dense", "colbert"):
+        raise ConfigError(f"kind must be auto, dense or colbert, got {config.model.kind!r}")
+    if config.model.embedding_size < 1:
+        raise ConfigError(f"embedding_size must be at least 1, got {config.model.embedding_size}")
     if optimizer.learning_rate < 0:
         raise ConfigError(f"learning_rate must be 0 or more, got {optimizer.learning_rate}")
     positives = {

@@ -170,25 +170,30 @@ class CachedInfoNCELoss(InfoNCELoss):
             raise ConfigError("the cached loss does not gather across devices; use the plain infonce loss")
         self.mini_batch_size = mini_batch_size
 
-    def _chunks(self, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _chunks(
+        self, ids: torch.Tensor, mask: torch.Tensor, kept: torch.Tensor | None
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         step = self.mini_batch_size
-        return [(ids[i : i + step], mask[i : i + step]) for i in range(0, ids.shape[0], step)]
+        return [
+            (ids[i : i + step], mask[i : i + step], None if kept is None else kept[i : i + step])
+            for i in range(0, ids.shape[0], step)
+        ]
 
-    def _embed_without_graph(self, tower, chunks) -> tuple[torch.Tensor, list[dict]]:
+    def _embed_without_graph(self, side: str, chunks) -> tuple[torch.Tensor, list[dict]]:
         states, outputs = [], []
         with torch.no_grad():
-            for ids, mask in chunks:
+            for ids, mask, kept in chunks:
                 states.append(_random_state())
-                outputs.append(tower(ids, mask))
+                outputs.append(self.model.encode(side, ids, mask, kept))
         return torch.cat(outputs), states
 
     def forward(self, batch: TrainingBatch) -> torch.Tensor:
         if not torch.is_grad_enabled():
             return super().forward(batch)
-        towers = (self.model.query_tower, self.model.document_tower)
+        towers = ("queries", "documents")
         chunks = (
-            self._chunks(batch.query_input_ids, batch.query_attention_mask),
-            self._chunks(batch.document_input_ids, batch.document_attention_mask),
+            self._chunks(batch.query_input_ids, batch.query_attention_mask, batch.query_output_mask),
+            self._chunks(batch.document_input_ids, batch.document_attention_mask, batch.document_output_mask),
         )
         embedded = [self._embed_without_graph(t, c) for t, c in zip(towers, chunks, strict=True)]
         leaves = [e.detach().requires_grad_() for e, _ in embedded]
@@ -204,10 +209,10 @@ class CachedInfoNCELoss(InfoNCELoss):
                 )
             for tower, tower_chunks, (_, states), gradient in zip(towers, chunks, embedded, gradients[:2], strict=True):
                 offset = 0
-                for (ids, mask), state in zip(tower_chunks, states, strict=True):
+                for (ids, mask, kept), state in zip(tower_chunks, states, strict=True):
                     with torch.random.fork_rng(devices=state["devices"]), torch.enable_grad():
                         _set_random_state(state)
-                        output = tower(ids, mask)
+                        output = self.model.encode(tower, ids, mask, kept)
                     piece = gradient[offset : offset + output.shape[0]]
                     offset += output.shape[0]
                     torch.autograd.backward(output, piece * grad_output)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from retrievekit.artifacts import scratch_directory
 from retrievekit.data.beir import collection_file, load_dataset
@@ -38,10 +39,11 @@ def dense_corpus_retriever(
 
 
 def mining_inputs(
-    data: str, corpus: str | None, encoder: DenseEncoder | None, *, batch_size: int = 32
+    data: str, corpus: str | None, encoder: Any, *, batch_size: int = 32
 ) -> tuple[list[TrainingExample], Corpus, Retriever]:
     """Load the examples (a file or ``DATASET[:SPLIT]``) and the corpus (``corpus`` or the
-    dataset's), and build a retriever over it: dense with ``encoder``, BM25 when it is None."""
+    dataset's), and build a retriever over it: dense with a dense ``encoder``, exact MaxSim with a
+    ColBERT one, BM25 when it is None."""
     _, examples = load_training_source(data)
     if corpus is not None:
         corpus_path = collection_file(corpus, "documents")
@@ -50,6 +52,12 @@ def mining_inputs(
     else:
         corpus_path = load_dataset(data.rpartition(":")[0] if ":" in data else data).corpus_path
     documents = read_corpus(corpus_path)
+    if encoder is not None and getattr(encoder, "family", "dense") == "multivector":
+        from retrievekit.index.build import build_index
+        from retrievekit.retrieval.retriever import MultiVectorRetriever
+
+        index = build_index(corpus_path, "multivector-flat", encoder=encoder, batch_size=batch_size)
+        return examples, documents, MultiVectorRetriever(encoder, index, batch_size=batch_size)  # type: ignore[arg-type]
     if encoder is not None:
         return examples, documents, dense_corpus_retriever(encoder, corpus_path, batch_size=batch_size)[0]
     from retrievekit.index.bm25 import Bm25Index

@@ -1,6 +1,8 @@
-"""The trainable view of a dense encoder: its towers as one ``nn.Module`` and its score function."""
+"""The trainable view of an encoder (dense or ColBERT): its towers as one ``nn.Module`` and its score function."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,18 +28,18 @@ def candidate_scores(
     positives = pairwise_scores(queries, documents[:size], similarity)[:, None]
     if not num_negatives:
         return positives
-    negatives = documents[size:].view(size, num_negatives, -1)
-    repeated = queries[:, None, :].expand_as(negatives)
-    scores = pairwise_scores(
-        repeated.reshape(-1, queries.shape[1]), negatives.reshape(-1, queries.shape[1]), similarity
-    )
+    # each query repeated once per negative (its token vectors too, for per-token scores)
+    negatives = documents[size:].reshape(size * num_negatives, *documents.shape[1:])
+    repeated = queries.repeat_interleave(num_negatives, dim=0)
+    scores = pairwise_scores(repeated, negatives, similarity)
     return torch.cat([positives, scores.view(size, num_negatives)], dim=1)
 
 
 class BiEncoderModel(nn.Module):
-    """The query and document towers of a :class:`DenseEncoder` (one module when shared)."""
+    """The query and document towers of a :class:`DenseEncoder` or a ColBERT encoder (one module when
+    shared), with the encoder's score function (``similarity``: dot, cosine, l2 or maxsim)."""
 
-    def __init__(self, encoder: DenseEncoder) -> None:
+    def __init__(self, encoder: Any) -> None:
         super().__init__()
         self.encoder = encoder
         self.query_tower = encoder.query_tower
@@ -48,16 +50,33 @@ class BiEncoderModel(nn.Module):
             if isinstance(pooler, nn.Module):
                 pooler.requires_grad_(False)  # DDP would otherwise wait for its gradients
 
+    def encode(
+        self, side: str, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One side's embeddings: ``(n, d)`` vectors, or ``(n, L, d)`` token vectors whose dropped
+        tokens (``output_mask`` 0: padding, ColBERT's punctuation) are zero, which is how MaxSim
+        (:func:`~retrievekit.scoring.token_mask`) tells them apart."""
+        tower = self.query_tower if side == "queries" else self.document_tower
+        output: torch.Tensor = tower(input_ids, attention_mask)
+        if output_mask is not None:
+            output = output * output_mask[..., None].to(output.dtype)
+        return output
+
     def encode_queries(self, batch: TrainingBatch) -> torch.Tensor:
-        return self.query_tower(batch.query_input_ids, batch.query_attention_mask)
+        return self.encode("queries", batch.query_input_ids, batch.query_attention_mask, batch.query_output_mask)
 
     def encode_documents(self, batch: TrainingBatch) -> torch.Tensor:
-        return self.document_tower(batch.document_input_ids, batch.document_attention_mask)
+        return self.encode(
+            "documents", batch.document_input_ids, batch.document_attention_mask, batch.document_output_mask
+        )
 
-    def export(self, device: torch.device | str = "cpu") -> DenseEncoder:
-        """A :class:`DenseEncoder` over the current weights (a fresh fingerprint: caches keyed on the
-        starting model do not apply), running on ``device``."""
+    def export(self, device: torch.device | str = "cpu") -> Any:
+        """The family's encoder over the current weights (a fresh fingerprint: caches keyed on the
+        starting model do not apply), running on ``device``: a :class:`DenseEncoder`, or a
+        :class:`~retrievekit.models.colbert.ColbertEncoder`."""
         source = self.encoder
+        if getattr(source, "family", "dense") == "multivector":
+            return source.retrained(self.document_tower, device)
         encoder = DenseEncoder(
             source.spec, self.query_tower, self.document_tower, runners={}, name=source.name, source=source.source
         )

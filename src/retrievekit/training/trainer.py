@@ -89,6 +89,61 @@ def _progress_bar(config: TrainConfig) -> list[Any]:
     return [TQDMProgressBar()]
 
 
+def _starting_model(config: TrainConfig) -> Any:
+    """The model ``config.model`` names: a dense encoder, or a ColBERT model (loaded, or built from
+    any encoder when ``kind`` is ``colbert``)."""
+    from retrievekit.models.colbert import build_colbert, load_colbert
+    from retrievekit.models.registry import detect_model_kind
+    from retrievekit.resolve import resolve_model
+
+    options = config.model
+    is_colbert = detect_model_kind(resolve_model(options.model)) == "colbert_encoder"
+    if options.kind == "dense" and is_colbert:
+        raise ConfigError(f"{options.model} is a ColBERT model; train it with kind: colbert (or auto)")
+    if is_colbert or options.kind == "colbert":
+        if options.pooling is not None or options.normalize is not None or options.separate_towers:
+            raise ConfigError("pooling, normalize and separate_towers are for dense models, not ColBERT ones")
+        if config.loss.gather_across_devices:
+            raise ConfigError("gather_across_devices is not supported for ColBERT models (token counts differ)")
+        trust = options.trust_remote_code
+        if is_colbert:
+            return load_colbert(options.model, device="cpu", trust_remote_code=trust)
+        return build_colbert(
+            options.model, embedding_size=options.embedding_size, seed=config.run.seed, device="cpu",
+            trust_remote_code=trust,
+        )  # fmt: skip
+    return load_encoder(
+        options.model, pooling=options.pooling, normalize=options.normalize,
+        trust_remote_code=options.trust_remote_code, device="cpu",
+    )  # fmt: skip
+
+
+def _collator(encoder: Any, config: TrainConfig) -> TrainingCollator:
+    """The family's collator: a dense model's lengths and prompts, or ColBERT's token layouts."""
+    if getattr(encoder, "family", "dense") == "multivector":
+        document_length = encoder.token_length("documents")
+        return TrainingCollator(
+            encoder.tower.tokenizer,
+            encoder.tower.tokenizer,
+            query_max_length=encoder.token_length("queries"),
+            document_max_length=min(config.data.document_max_length or document_length, document_length),
+            query_prompt=encoder.config.query_prompt,
+            document_prompt=encoder.config.document_prompt,
+            query_layout=encoder.token_layout("queries"),
+            document_layout=encoder.token_layout("documents"),
+        )
+    document_max_length = min(config.data.document_max_length or encoder.max_length, encoder.document_tower.max_length)
+    return TrainingCollator(
+        encoder.query_tower.tokenizer,
+        encoder.document_tower.tokenizer,
+        query_max_length=min(config.data.query_max_length, encoder.query_tower.max_length),
+        document_max_length=document_max_length,
+        query_prompt=encoder.spec.query_prompt,
+        document_prompt=encoder.spec.document_prompt,
+        lowercase=encoder.spec.document.do_lower_case,
+    )
+
+
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Fine-tune a dense encoder as ``config`` says; see the module docstring for the outputs.
 
@@ -117,10 +172,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         name, examples = load_training_source(source)
         datasets[f"{name}-{position}" if name in datasets else name] = examples  # two files may share a stem
     fingerprints = {name: _data_fingerprint(name, examples) for name, examples in datasets.items()}
-    encoder = load_encoder(
-        config.model.model, pooling=config.model.pooling, normalize=config.model.normalize,
-        trust_remote_code=config.model.trust_remote_code, device="cpu",
-    )  # fmt: skip
+    encoder = _starting_model(config)
     if config.model.separate_towers:
         encoder = untie_towers(encoder)
     model = BiEncoderModel(encoder)
@@ -136,16 +188,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         "mini_batch_size": config.loss.mini_batch_size,
     }
     loss = make_loss(config.loss.loss, model, **loss_options)
-    document_max_length = min(config.data.document_max_length or encoder.max_length, encoder.document_tower.max_length)
-    collator = TrainingCollator(
-        encoder.query_tower.tokenizer,
-        encoder.document_tower.tokenizer,
-        query_max_length=min(config.data.query_max_length, encoder.query_tower.max_length),
-        document_max_length=document_max_length,
-        query_prompt=encoder.spec.query_prompt,
-        document_prompt=encoder.spec.document_prompt,
-        lowercase=encoder.spec.document.do_lower_case,
-    )
+    collator = _collator(encoder, config)
     module = RetrievalTrainingModule(
         model,
         loss,
