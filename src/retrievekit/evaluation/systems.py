@@ -403,10 +403,10 @@ def _hybrid(options: SpecOptions) -> RetrieverSpec:
 
 register_retriever("dense", _dense, needs_model=True, description="the model over a dense index (--index-type)")
 register_retriever("bm25", _bm25, needs_model=False, description="BM25 (bm25s, English stemming and stopwords)")
+register_retriever("hybrid", _hybrid, needs_model=True, description="dense + BM25, reciprocal rank fusion")
 register_retriever(
     "colbert",
     _colbert,
     needs_model=True,
     description="a ColBERT model, MaxSim over plaid (or --index-type multivector-flat)",
 )
-register_retriever("hybrid", _hybrid, needs_model=True, description="dense + BM25, reciprocal rank fusion")
