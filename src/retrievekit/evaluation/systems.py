@@ -28,6 +28,7 @@ from retrievekit.retrieval.base import Pipeline, Retriever
 if TYPE_CHECKING:
     from retrievekit.embeddings import EmbeddingSet
     from retrievekit.models.dense import DenseEncoder
+    from retrievekit.outputs import MultiVectors
 
 __all__ = [
     "Bm25Spec",
@@ -40,6 +41,7 @@ __all__ = [
     "RetrieverSpec",
     "SpecOptions",
     "corpus_embeddings",
+    "corpus_token_vectors",
     "make_spec",
     "register_retriever",
     "registered_retrievers",
@@ -78,6 +80,39 @@ def corpus_embeddings(
     return embeddings, time.perf_counter() - started, False
 
 
+def corpus_token_vectors(
+    encoder: Any,
+    corpus_path: Path,
+    *,
+    cache_root: Path | None,
+    scratch: Path,
+    batch_size: int = 32,
+    corpus_hash: str | None = None,
+) -> tuple[MultiVectors, float, bool]:
+    """A ColBERT model's token vectors of a corpus, streamed to disk once per (model, runtime,
+    corpus): later calls load them (memory-mapped) from ``cache_root/multivectors``. Returns the
+    vectors, the seconds spent encoding and whether they came from the cache."""
+    from retrievekit.data.readers import count_records, iter_documents
+    from retrievekit.outputs import MultiVectors
+
+    corpus_hash = corpus_hash or fingerprint_files([corpus_path])
+    key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "corpus": corpus_hash})
+    root = cache_root / "multivectors" if cache_root is not None else scratch
+    folder = root / key.removeprefix("sha256:")[:24]
+    if folder.is_dir():
+        try:
+            return MultiVectors.load(folder), 0.0, True
+        except ArtifactError as exc:
+            logger.warning("re-encoding: the cached token vectors in %s are unusable (%s)", folder, exc)
+    started = time.perf_counter()
+    chunks = encoder.encode_chunks(
+        (d.full_text for d in iter_documents(corpus_path)), "documents", batch_size=batch_size, show_progress=True,
+        total=count_records(corpus_path),
+    )  # fmt: skip
+    vectors = MultiVectors.write_stream(folder, chunks, encoder.dimension)
+    return vectors, time.perf_counter() - started, False
+
+
 @dataclass
 class EvaluationCorpus:
     """The corpus an evaluation searches, with its content hash and the caches built on it."""
@@ -89,6 +124,7 @@ class EvaluationCorpus:
     scratch: Path
     batch_size: int = 32
     _embeddings: dict[str, tuple[EmbeddingSet, float, bool]] = field(default_factory=dict)
+    _token_vectors: dict[str, tuple[MultiVectors, float, bool]] = field(default_factory=dict)
     _built: dict[str, BuiltRetriever] = field(default_factory=dict)
 
     def embeddings(self, encoder: DenseEncoder) -> tuple[EmbeddingSet, float, bool]:
@@ -100,6 +136,16 @@ class EvaluationCorpus:
                 batch_size=self.batch_size, corpus_hash=self.corpus_hash,
             )  # fmt: skip
         return self._embeddings[key]
+
+    def token_vectors(self, encoder: Any) -> tuple[MultiVectors, float, bool]:
+        """:func:`corpus_token_vectors` of this corpus, once per evaluation."""
+        key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "tokens": True})
+        if key not in self._token_vectors:
+            self._token_vectors[key] = corpus_token_vectors(
+                encoder, self.corpus_path, cache_root=self.cache_root, scratch=self.scratch,
+                batch_size=self.batch_size, corpus_hash=self.corpus_hash,
+            )  # fmt: skip
+        return self._token_vectors[key]
 
     def build(self, spec: RetrieverSpec) -> BuiltRetriever:
         """``spec`` built once per evaluation (a hybrid reuses the members built before it)."""
@@ -215,23 +261,12 @@ class MultiVectorSpec(RetrieverSpec):
 
     def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
         from retrievekit.index.registry import index_class
-        from retrievekit.outputs import MultiVectors
         from retrievekit.retrieval.retriever import MultiVectorRetriever
 
-        key = fingerprint_json({"model": self.encoder.fingerprint, "runtime": self.encoder.runtime,
-                                "corpus": corpus.corpus_hash})  # fmt: skip
-        root = corpus.cache_root / "multivectors" if corpus.cache_root is not None else corpus.scratch
-        folder = root / key.removeprefix("sha256:")[:24]
-        started, cached = time.perf_counter(), folder.is_dir()
+        vectors, encode_s, cached = corpus.token_vectors(self.encoder)
         documents = corpus.split.corpus
-        if cached:
-            vectors = MultiVectors.load(folder)
-        else:
-            chunks = self.encoder.encode_chunks(
-                documents.texts(), "documents", batch_size=corpus.batch_size, show_progress=True, total=len(documents)
-            )
-            vectors = MultiVectors.write_stream(folder, chunks, self.encoder.dimension)
-        encode_s = 0.0 if cached else time.perf_counter() - started
+        if len(vectors) != len(documents):
+            raise ArtifactError(f"{len(vectors)} cached token-vector rows for {len(documents)} documents")
         started = time.perf_counter()
         from retrievekit.index.multivector import MultiVectorIndex
 
