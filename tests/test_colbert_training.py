@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from tests.test_training import TOPICS, _CrashAt, _toy_rows, _weights
+from tests.test_training import _config as dense_config
 
 from retrievekit.models.colbert import ColbertEncoder, load_colbert
 from retrievekit.scoring import maxsim, similarity_matrix
@@ -20,13 +21,9 @@ pytest.importorskip("lightning")
 
 
 def _config(tmp_path: Path, model: Path, data: Path, **overrides):
-    values = {
-        "model": str(model), "kind": "colbert", "embedding_size": 16, "data": [str(data)], "batch_size": 4,
-        "num_negatives": 1, "learning_rate": 5e-3, "warmup_ratio": 0.0, "epochs": 6, "output": str(tmp_path / "out"),
-        "checkpoint_every": 2, "log_every": 1, "progress": False, "seed": 3,
-    }  # fmt: skip
-    values.update(overrides)
-    return load_config(overrides=values)
+    """The dense tests' settings, for a new 16-d ColBERT built from ``model``."""
+    values = {"kind": "colbert", "embedding_size": 16, "pooling": None, "normalize": None} | overrides
+    return dense_config(tmp_path, model, data, **values)
 
 
 def _losses(output: Path) -> list[float]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,25 @@ def _input_records(source: str | Path, side: str) -> tuple[Path, Iterator[tuple[
     return path, ((q.id, q.text) for q in iter_queries(path))
 
 
+def _streamed_texts(source: str | Path, side: str, limit: int | None) -> tuple[Path, list[str], Iterator[str], int]:
+    """The input file, the ids list (filled as the texts are read), the texts (at most ``limit``),
+    and how many there will be."""
+    path, records = _input_records(source, side)
+    if limit is not None:
+        import itertools
+
+        records = itertools.islice(records, limit)
+    ids: list[str] = []
+
+    def texts() -> Iterator[str]:
+        for record_id, text in records:
+            ids.append(record_id)
+            yield text
+
+    total = min(count_records(path), limit) if limit is not None else count_records(path)
+    return path, ids, texts(), total
+
+
 def encode_to_directory(
     encoder: DenseEncoder,
     source: str | Path,
@@ -76,30 +95,19 @@ def encode_to_directory(
         raise ConfigError(f"side must be 'documents' or 'queries', got {side!r}")
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    path, records = _input_records(source, side)
-    if limit is not None:
-        import itertools
-
-        records = itertools.islice(records, limit)
-    ids: list[str] = []
-
-    def texts() -> Iterable[str]:
-        for record_id, text in records:
-            ids.append(record_id)
-            yield text
-
+    path, ids, texts, total = _streamed_texts(source, side, limit)
     output = Path(output)
     with atomic_directory(output) as staging:
         raw = staging / "embeddings.npy"
         encoded = encoder.encode_to_npy(
-            texts(),
+            texts,
             raw,
             side=side,
             batch_size=batch_size,
             max_length=max_length,
             truncate_dim=truncate_dim,
             show_progress=show_progress,
-            total=min(count_records(path), limit) if limit is not None else count_records(path),
+            total=total,
         )
         calibration = _convert_precision(raw, precision, encoder.calibration if truncate_dim is None else None)
         if calibration is not None:
@@ -205,23 +213,11 @@ def encode_multivectors_to_directory(
 
     if side not in ("documents", "queries"):
         raise ConfigError(f"side must be 'documents' or 'queries', got {side!r}")
-    path, records = _input_records(source, side)
-    if limit is not None:
-        import itertools
-
-        records = itertools.islice(records, limit)
-    ids: list[str] = []
-
-    def texts() -> Iterable[str]:
-        for record_id, text in records:
-            ids.append(record_id)
-            yield text
-
+    path, ids, texts, total = _streamed_texts(source, side, limit)
     stats = EncodeStats()
-    total = min(count_records(path), limit) if limit is not None else count_records(path)
     with atomic_directory(output) as staging:
         chunks = encoder.encode_chunks(
-            texts(), side, batch_size=batch_size, show_progress=show_progress, total=total, stats=stats
+            texts, side, batch_size=batch_size, show_progress=show_progress, total=total, stats=stats
         )
         vectors = MultiVectors.write_stream(staging / "vectors", chunks, encoder.dimension)
         (staging / "ids.json").write_text(json.dumps(ids, ensure_ascii=False))

@@ -34,6 +34,7 @@ __all__ = [
     "Bm25Spec",
     "BuiltRetriever",
     "DenseSpec",
+    "EncoderIndexSpec",
     "EvaluationCorpus",
     "FixedRetriever",
     "MultiVectorSpec",
@@ -178,27 +179,25 @@ class RetrieverSpec(ABC):
     def build(self, corpus: EvaluationCorpus) -> BuiltRetriever: ...
 
 
-class DenseSpec(RetrieverSpec):
-    """A dense encoder over a vector index of any registered dense type."""
+class EncoderIndexSpec(RetrieverSpec):
+    """A model over an index of its family (``family``: ``dense`` or ``multivector``): checks the
+    pair and fingerprints model, runtime, index type and settings, and corpus."""
 
-    def __init__(
-        self, encoder: DenseEncoder, *, index_type: str = "flat", index_params: dict[str, Any] | None = None,
-        name: str = "dense",
-    ) -> None:  # fmt: skip
-        if index_type_info(index_type).family != "dense":
-            raise ConfigError(f"index type {index_type!r} is not a dense index; choose a dense one for {name}")
-        self.encoder, self.index_type, self.index_params, self.name = (
-            encoder,
-            index_type,
-            dict(index_params or {}),
-            name,
-        )
+    family: str = "dense"
+
+    def __init__(self, encoder: Any, *, index_type: str, index_params: dict[str, Any] | None, name: str) -> None:
+        if index_type_info(index_type).family != self.family:
+            raise ConfigError(f"index type {index_type!r} is not a {self.family} index; choose one for {name}")
+        if getattr(encoder, "family", "dense") != self.family:
+            raise ConfigError(f"the {name} retriever needs a {self.family} model; {encoder.name!r} is not one")
+        self.encoder, self.index_type, self.name = encoder, index_type, name
+        self.index_params = dict(index_params or {})
         self.model = encoder.name
 
     def fingerprint(self, corpus: EvaluationCorpus) -> str:
         return fingerprint_json(
             {
-                "retriever": "dense",
+                "retriever": self.family,
                 "model": self.encoder.fingerprint,
                 "runtime": self.encoder.runtime,
                 "index": self.index_type,
@@ -206,6 +205,16 @@ class DenseSpec(RetrieverSpec):
                 "corpus": corpus.corpus_hash,
             }
         )
+
+
+class DenseSpec(EncoderIndexSpec):
+    """A dense encoder over a vector index of any registered dense type."""
+
+    def __init__(
+        self, encoder: DenseEncoder, *, index_type: str = "flat", index_params: dict[str, Any] | None = None,
+        name: str = "dense",
+    ) -> None:  # fmt: skip
+        super().__init__(encoder, index_type=index_type, index_params=index_params, name=name)
 
     def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
         from retrievekit.index.build import default_metric, fill_index, vector_index
@@ -224,40 +233,18 @@ class DenseSpec(RetrieverSpec):
         )
 
 
-class MultiVectorSpec(RetrieverSpec):
+class MultiVectorSpec(EncoderIndexSpec):
     """A ColBERT model over a multi-vector index (``plaid`` by default, or ``multivector-flat``).
     The corpus's token vectors are streamed to disk once per model, runtime and corpus (kept in the
     evaluation cache when there is one), then indexed from there."""
+
+    family = "multivector"
 
     def __init__(
         self, encoder: Any, *, index_type: str = "plaid", index_params: dict[str, Any] | None = None,
         name: str = "colbert",
     ) -> None:  # fmt: skip
-        if index_type_info(index_type).family != "multivector":
-            raise ConfigError(
-                f"index type {index_type!r} is not a multi-vector index; choose plaid or multivector-flat"
-            )
-        if getattr(encoder, "family", "dense") != "multivector":
-            raise ConfigError(f"the {name} retriever needs a ColBERT model; {encoder.name!r} is not one")
-        self.encoder, self.index_type, self.index_params, self.name = (
-            encoder,
-            index_type,
-            dict(index_params or {}),
-            name,
-        )
-        self.model = encoder.name
-
-    def fingerprint(self, corpus: EvaluationCorpus) -> str:
-        return fingerprint_json(
-            {
-                "retriever": "multivector",
-                "model": self.encoder.fingerprint,
-                "runtime": self.encoder.runtime,
-                "index": self.index_type,
-                "params": self.index_params,
-                "corpus": corpus.corpus_hash,
-            }
-        )
+        super().__init__(encoder, index_type=index_type, index_params=index_params, name=name)
 
     def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
         from retrievekit.index.registry import index_class

@@ -60,6 +60,16 @@ def vector_index(
     return cls(dimension, metric, model_fingerprint=model_fingerprint, **options)
 
 
+def _document_texts(path: Path, ids: list[str], titles: dict[str, str]) -> Iterator[str]:
+    """The encodable text of each document of ``path``, streamed; its id goes to ``ids`` and its
+    title (when it has one) to ``titles`` on the way."""
+    for doc in iter_documents(path):
+        ids.append(doc.id)
+        if doc.title:
+            titles[doc.id] = doc.title
+        yield doc.full_text
+
+
 def _build_lexical(path: Path, index_type: str, params: dict[str, Any], titles: dict[str, str], **_: Any) -> Index:
     index = index_class(index_type)(**params)
     ids, texts = [], []
@@ -95,17 +105,9 @@ def _build_dense(
         **params,
     )
     ids: list[str] = []
-
-    def documents() -> Iterator[str]:
-        for doc in iter_documents(path):
-            ids.append(doc.id)
-            if doc.title:
-                titles[doc.id] = doc.title
-            yield doc.full_text
-
     with scratch_directory("index") as scratch:
         encoded = encoder.encode_to_npy(
-            documents(), scratch / "vectors.npy", side="documents", batch_size=batch_size,
+            _document_texts(path, ids, titles), scratch / "vectors.npy", side="documents", batch_size=batch_size,
             show_progress=show_progress, total=count_records(path),
         )  # fmt: skip
         vectors = np.load(encoded.path, mmap_mode="r")
@@ -140,17 +142,13 @@ def _build_multivector(
     if not isinstance(index, MultiVectorIndex):
         raise ConfigError(f"{index_type} is not a multi-vector index")
     ids: list[str] = []
-
-    def documents() -> Iterator[str]:
-        for doc in iter_documents(path):
-            ids.append(doc.id)
-            if doc.title:
-                titles[doc.id] = doc.title
-            yield doc.full_text
-
     with scratch_directory("index") as scratch:
         chunks = encoder.encode_chunks(
-            documents(), "documents", batch_size=batch_size, show_progress=show_progress, total=count_records(path)
+            _document_texts(path, ids, titles),
+            "documents",
+            batch_size=batch_size,
+            show_progress=show_progress,
+            total=count_records(path),
         )
         vectors = MultiVectors.write_stream(scratch / "vectors", chunks, encoder.dimension)
         index.add(ids, vectors)
