@@ -28,6 +28,7 @@ __all__ = [
     "DenseReranker",
     "DenseRetriever",
     "EncodedCandidatesReranker",
+    "EncoderIndexRetriever",
     "HybridRetriever",
     "MaxSimReranker",
     "MultiVectorRetriever",
@@ -36,21 +37,16 @@ __all__ = [
 ]
 
 
-class DenseRetriever(Retriever):
-    """An encoder plus a vector index built with the same model (checked by fingerprint unless ``force``)."""
+class EncoderIndexRetriever(Retriever):
+    """A model plus an index built with the same model (checked by fingerprint unless ``force``):
+    queries are encoded, then searched. ``kind`` names the family in the fingerprint."""
 
-    def __init__(
-        self,
-        encoder: DenseEncoder,
-        index: VectorIndex,
-        *,
-        force: bool = False,
-        batch_size: int = 64,
-        name: str = "dense",
-    ) -> None:
+    kind = "dense"
+
+    def __init__(self, encoder: Any, index: Any, *, force: bool, batch_size: int, name: str) -> None:
         if encoder.dimension != index.dimension:
             raise ConfigError(
-                f"the encoder makes {encoder.dimension}-d vectors but the index holds {index.dimension}-d ones"
+                f"the model makes {encoder.dimension}-d vectors but the index holds {index.dimension}-d ones"
             )
         index.check_model(encoder.fingerprint, force=force)
         self.encoder, self.index, self.batch_size, self.name = encoder, index, batch_size, name
@@ -59,7 +55,7 @@ class DenseRetriever(Retriever):
     def fingerprint(self) -> str:
         return fingerprint_json(
             {
-                "retriever": "dense",
+                "retriever": self.kind,
                 "model": self.encoder.fingerprint,
                 "runtime": self.encoder.runtime,
                 "index": self.index.fingerprint(),
@@ -67,7 +63,18 @@ class DenseRetriever(Retriever):
         )
 
     def _search(self, queries: list[str], k: int) -> list[Hits]:
-        return self.index.search(self.encoder.encode_queries(queries, batch_size=self.batch_size), k)
+        hits: list[Hits] = self.index.search(self.encoder.encode_queries(queries, batch_size=self.batch_size), k)
+        return hits
+
+
+class DenseRetriever(EncoderIndexRetriever):
+    """A dense encoder plus a vector index built with the same model."""
+
+    def __init__(
+        self, encoder: DenseEncoder, index: VectorIndex, *, force: bool = False, batch_size: int = 64,
+        name: str = "dense",
+    ) -> None:  # fmt: skip
+        super().__init__(encoder, index, force=force, batch_size=batch_size, name=name)
 
 
 class Bm25Retriever(Retriever):
@@ -154,33 +161,16 @@ class DenseReranker(EncodedCandidatesReranker):
         return scores
 
 
-class MultiVectorRetriever(Retriever):
+class MultiVectorRetriever(EncoderIndexRetriever):
     """A ColBERT model over a multi-vector index (``multivector-flat`` or ``plaid``) built with it."""
+
+    kind = "multivector"
 
     def __init__(
         self, encoder: ColbertEncoder, index: MultiVectorIndex, *, force: bool = False, batch_size: int = 32,
         name: str = "colbert",
     ) -> None:  # fmt: skip
-        if encoder.dimension != index.dimension:
-            raise ConfigError(
-                f"the model makes {encoder.dimension}-d token vectors but the index holds {index.dimension}-d ones"
-            )
-        index.check_model(encoder.fingerprint, force=force)
-        self.encoder, self.index, self.batch_size, self.name = encoder, index, batch_size, name
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint_json(
-            {
-                "retriever": "multivector",
-                "model": self.encoder.fingerprint,
-                "runtime": self.encoder.runtime,
-                "index": self.index.fingerprint(),
-            }
-        )
-
-    def _search(self, queries: list[str], k: int) -> list[Hits]:
-        return self.index.search(self.encoder.encode_queries(queries, batch_size=self.batch_size), k)
+        super().__init__(encoder, index, force=force, batch_size=batch_size, name=name)
 
 
 class MaxSimReranker(EncodedCandidatesReranker):
