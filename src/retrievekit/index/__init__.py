@@ -4,6 +4,8 @@ index types by family, and the exact index of each family as the oracle for its 
 from retrievekit.hits import Hits
 from retrievekit.index.base import INDEX_KIND, METRICS, IdTable, Index, load_index
 from retrievekit.index.exact import ExactIndex, top_k
+from retrievekit.index.multivector import MultiVectorFlatIndex, MultiVectorIndex
+from retrievekit.index.plaid import PlaidIndex
 from retrievekit.index.registry import IndexType, index_class, index_type_info, index_types, register_index_type
 from retrievekit.index.vector import VectorIndex
 
@@ -15,6 +17,9 @@ __all__ = [
     "IdTable",
     "Index",
     "IndexType",
+    "MultiVectorFlatIndex",
+    "MultiVectorIndex",
+    "PlaidIndex",
     "VectorIndex",
     "index_class",
     "index_type_info",

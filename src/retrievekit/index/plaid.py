@@ -304,33 +304,33 @@ class PlaidIndex(MultiVectorIndex):
             k, n_ivf_probe=self.n_ivf_probe, centroid_score_threshold=self.centroid_score_threshold,
             n_full_scores=self.n_full_scores,
         )  # fmt: skip
-        doc_codes, doc_offsets, ivf_docs, ivf_offsets = self._inverted_lists()
+        lists = self._inverted_lists()
         centroids = self._arrays["centroids"]
+        offsets = np.asarray(self._arrays["offsets"])
+        n_full = int(settings["n_full_scores"])
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         positions = np.full((len(queries), k), -1, dtype=np.int64)
         for row, query in enumerate(queries):
             if not len(query):
                 continue
-            centroid_scores = centroids @ query.T  # (centroids, query tokens)
-            probe = min(int(settings["n_ivf_probe"]), len(centroids))
-            probed = np.unique(np.argpartition(-centroid_scores, probe - 1, axis=0)[:probe])
-            flat, _ = _ranges(ivf_offsets, probed)
-            candidates = np.unique(ivf_docs[flat])
-            if alive is not None:
-                candidates = candidates[alive[candidates]]
+            # (query tokens, centroids): every approximate stage reduces along these contiguous rows
+            centroid_scores = np.ascontiguousarray(query @ centroids.T)
+            candidates = self._candidates(centroid_scores, int(settings["n_ivf_probe"]), lists, alive)
             if not len(candidates):
                 continue
-            # stage 2: approximate scores from centroids that pass the threshold
-            pruned = np.where(
-                centroid_scores.max(axis=1, keepdims=True) >= settings["centroid_score_threshold"], centroid_scores, 0
-            )
-            candidates = self._keep_best(candidates, pruned, doc_codes, doc_offsets, int(settings["n_full_scores"]))
-            # stage 3: approximate scores from every centroid
-            candidates = self._keep_best(
-                candidates, centroid_scores, doc_codes, doc_offsets, max(k, int(settings["n_full_scores"]) // 4)
-            )
+            # stage 2: approximate scores from the centroids that pass the threshold
+            if len(candidates) > n_full:
+                candidates = self._pruned_stage(
+                    candidates, centroid_scores, float(settings["centroid_score_threshold"]), n_full, lists
+                )
+            # stage 3: approximate scores from every centroid of each candidate
+            keep = max(k, n_full // 4)
+            if len(candidates) > keep:
+                flat, code_offsets = _ranges(lists[1], candidates)
+                approximate = _centroid_maxsim(centroid_scores, lists[0][flat], code_offsets)
+                candidates = np.sort(candidates[top_k(approximate[None, :], keep)[1][0]])
             # stage 4: exact MaxSim on the decompressed vectors
-            token_positions, token_offsets = _ranges(np.asarray(self._arrays["offsets"]), candidates)
+            token_positions, token_offsets = _ranges(offsets, candidates)
             exact = maxsim_packed(
                 query, np.array([0, len(query)]), self.decompress(token_positions), token_offsets
             )  # fmt: skip
@@ -340,15 +340,42 @@ class PlaidIndex(MultiVectorIndex):
         return scores, positions
 
     @staticmethod
-    def _keep_best(
-        candidates: np.ndarray, centroid_scores: np.ndarray, doc_codes: np.ndarray, doc_offsets: np.ndarray, keep: int
+    def _candidates(
+        centroid_scores: np.ndarray, n_probe: int, lists: tuple[np.ndarray, ...], alive: np.ndarray | None
     ) -> np.ndarray:
-        if len(candidates) <= keep:
-            return candidates
-        flat, offsets = _ranges(doc_offsets, candidates)
-        approximate = _centroid_maxsim(centroid_scores, doc_codes[flat], offsets)
-        _, best = top_k(approximate[None, :], keep)
-        return np.sort(candidates[best[0]])
+        """Stage 1: the documents in the inverted lists of each query token's ``n_probe`` best centroids."""
+        probe = min(n_probe, centroid_scores.shape[1])
+        probed = np.unique(np.argpartition(-centroid_scores, probe - 1, axis=1)[:, :probe])
+        flat, _ = _ranges(lists[3], probed)
+        candidates = np.unique(lists[2][flat])
+        return candidates[alive[candidates]] if alive is not None else candidates
+
+    @staticmethod
+    def _pruned_stage(
+        candidates: np.ndarray, centroid_scores: np.ndarray, threshold: float, keep: int, lists: tuple[np.ndarray, ...]
+    ) -> np.ndarray:
+        """Stage 2: each candidate scored by the centroids whose best score passes ``threshold``
+        (walked through their inverted lists, so pruned centroids cost nothing); the best ``keep``.
+        Candidates with no such centroid score nothing and come last."""
+        kept = np.flatnonzero(centroid_scores.max(axis=0) >= threshold)
+        flat, list_offsets = _ranges(lists[3], kept)
+        documents = lists[2][flat]
+        owners = np.repeat(kept, np.diff(list_offsets))
+        is_candidate = np.zeros(len(lists[1]) - 1, dtype=bool)
+        is_candidate[candidates] = True
+        chosen = is_candidate[documents]
+        documents, owners = documents[chosen], owners[chosen]
+        order = np.argsort(documents, kind="stable")
+        documents, owners = documents[order], owners[order]
+        scored, starts = np.unique(documents, return_index=True)
+        approximate = np.zeros(len(candidates), dtype=np.float32)
+        if len(scored):
+            best = np.maximum.reduceat(centroid_scores[:, owners], starts, axis=1).sum(axis=0)
+            approximate[np.searchsorted(candidates, scored)] = best
+        unscored = np.ones(len(candidates), dtype=bool)
+        unscored[np.searchsorted(candidates, scored)] = False
+        approximate[unscored] = -np.inf
+        return np.sort(candidates[top_k(approximate[None, :], keep)[1][0]])
 
     # ---- persistence -------------------------------------------------------------------------
     def _payload_digest(self) -> str:
@@ -395,10 +422,16 @@ class PlaidIndex(MultiVectorIndex):
 
 def _centroid_maxsim(centroid_scores: np.ndarray, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Approximate MaxSim of documents given by their distinct centroid codes: for each query token,
-    the best centroid score among the document's centroids, summed. ``(documents,)``."""
-    token_scores = centroid_scores[codes]  # (codes, query tokens)
+    the best score among the document's centroids, summed. ``centroid_scores`` is ``(query tokens,
+    centroids)``; returns ``(documents,)``.
+
+    >>> s = np.array([[0.9, 0.1, 0.4], [0.2, 0.8, 0.3]])   # 2 query tokens, 3 centroids
+    >>> [round(float(x), 2) for x in _centroid_maxsim(s, np.array([0, 2, 1]), np.array([0, 2, 3]))]
+    [1.2, 0.9]
+    """
     scores = np.zeros(len(offsets) - 1, dtype=np.float32)
     present = np.diff(offsets) > 0
     if present.any():
-        scores[present] = np.maximum.reduceat(token_scores, offsets[:-1][present], axis=0).sum(axis=1)
+        token_scores = centroid_scores[:, codes]  # (query tokens, codes)
+        scores[present] = np.maximum.reduceat(token_scores, offsets[:-1][present], axis=1).sum(axis=0)
     return scores

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -41,12 +41,14 @@ from retrievekit.models.colbert_format import (
     read_stanford_config,
 )
 from retrievekit.models.encoding import BatchRunner, EncodeStats, TokenLayout, encode_chunks
-from retrievekit.models.tower import Tower
 from retrievekit.outputs import MultiVectors
 from retrievekit.resolve import resolve_model
 from retrievekit.scoring import maxsim_ragged
 
-__all__ = ["ColbertEncoder", "build_colbert", "load_colbert"]
+if TYPE_CHECKING:
+    from retrievekit.models.tower import Tower
+
+__all__ = ["ColbertConfig", "ColbertEncoder", "build_colbert", "load_colbert"]
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,14 @@
 
 from retrievekit.retrieval.base import Pipeline, Reranker, Retriever, run_from_hits
 from retrievekit.retrieval.fusion import FUSIONS, fuse, reciprocal_rank_fusion, weighted_score_fusion
-from retrievekit.retrieval.retriever import Bm25Retriever, DenseReranker, DenseRetriever, HybridRetriever
+from retrievekit.retrieval.retriever import (
+    Bm25Retriever,
+    DenseReranker,
+    DenseRetriever,
+    HybridRetriever,
+    MaxSimReranker,
+    MultiVectorRetriever,
+)
 
 __all__ = [
     "FUSIONS",
@@ -10,6 +17,8 @@ __all__ = [
     "DenseReranker",
     "DenseRetriever",
     "HybridRetriever",
+    "MaxSimReranker",
+    "MultiVectorRetriever",
     "Pipeline",
     "Reranker",
     "Retriever",
