@@ -66,8 +66,9 @@ def test_evaluate_colbert_writes_results_json(colbert_dir, toy_beir, tmp_path):
     from retrievekit.models.colbert import load_colbert
 
     model = load_colbert(colbert_dir)
-    flat = evaluate_dataset(toy_beir, systems=["colbert", "bm25"], encoder=model, index_type="multivector-flat",
-                            cache_root=tmp_path / "cache")  # fmt: skip
+    flat = evaluate_dataset(toy_beir, systems=["colbert", "bm25", "colbert-hybrid"], encoder=model,
+                            index_type="multivector-flat", cache_root=tmp_path / "cache")  # fmt: skip
+    assert [s.retriever for s in flat.systems] == ["colbert", "bm25", "colbert-hybrid"]
     plaid = evaluate_dataset(toy_beir, systems=["colbert"], encoder=model, cache_root=tmp_path / "cache")
     assert plaid.settings["index_type"] is None and flat.systems[0].metrics.aggregate["ndcg@10"] > 0
     assert plaid.systems[0].metrics.aggregate["ndcg@10"] == pytest.approx(

@@ -415,6 +415,10 @@ def _colbert(options: SpecOptions) -> RetrieverSpec:
     return MultiVectorSpec(options.encoder, index_type=options.index_type or "plaid", index_params=options.index_params)
 
 
+def _colbert_hybrid(options: SpecOptions) -> RetrieverSpec:
+    return PipelineSpec([_colbert(options), _bm25(options)], fusion=options.fusion, name="colbert-hybrid")
+
+
 def _bm25(options: SpecOptions) -> RetrieverSpec:
     return Bm25Spec()
 
@@ -431,4 +435,7 @@ register_retriever(
     _colbert,
     needs_model=True,
     description="a ColBERT model, MaxSim over plaid (or --index-type multivector-flat)",
+)
+register_retriever(
+    "colbert-hybrid", _colbert_hybrid, needs_model=True, description="ColBERT + BM25, reciprocal rank fusion"
 )

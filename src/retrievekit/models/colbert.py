@@ -423,7 +423,7 @@ def _stanford_linear(root: Path) -> Any:
 def _tower(root: Path, projection: Any, config: ColbertConfig, trust_remote_code: bool) -> Tower:
     from retrievekit.models.heads import TokenVectorsHead
     from retrievekit.models.spec import TowerSpec
-    from retrievekit.models.tower import load_backbone
+    from retrievekit.models.tower import Tower, load_backbone
 
     backbone, tokenizer = load_backbone(root, trust_remote_code=trust_remote_code)
     model: Any = backbone  # a transformers model
