@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="a ColBERT folder (default: a new one from MiniLM)")
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--docs", type=int, default=400, help="documents for the encoding comparison")
+    parser.add_argument("--corpus-docs", type=int, default=None, help="index only the first N documents (a quick try)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("-k", type=int, default=10)
@@ -55,7 +56,7 @@ def main() -> None:
     ours_onnx = load_colbert(model_dir, backend="onnx", quantize="int8")
     beir = load_dataset(args.dataset, download=False)
     split = beir.load("test")
-    corpus_ids, corpus_texts = split.corpus.ids, split.corpus.texts()
+    corpus_ids, corpus_texts = split.corpus.ids[: args.corpus_docs], split.corpus.texts()[: args.corpus_docs]
     query_texts = split.queries.texts()
     sample = corpus_texts[: args.docs]
 

@@ -173,7 +173,9 @@ class PlaidIndex(MultiVectorIndex):
         kmeans.train(np.ascontiguousarray(train))
         centroids = kmeans.centroids.astype(np.float32)
         centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-        self._arrays["centroids"] = centroids
+        # stored as float16 (half the bytes; nothing next to 2-bit residuals): rounded to it now, so
+        # the codes and residuals are computed against exactly the centroids a reload gives back
+        self._arrays["centroids"] = centroids.astype(np.float16).astype(np.float32)
         sample_for_buckets = held_out if len(held_out) else train[:50_000]
         residuals = sample_for_buckets - centroids[self._assign(sample_for_buckets)]
         options = 2**self.nbits
@@ -390,7 +392,9 @@ class PlaidIndex(MultiVectorIndex):
         if not self.trained:
             raise ConfigError("an empty PLAID index has nothing to save; add documents first")
         for name in _ARRAYS:
-            np.save(directory / f"plaid_{name}.npy", np.asarray(self._arrays[name]), allow_pickle=False)
+            array = np.asarray(self._arrays[name])
+            np.save(directory / f"plaid_{name}.npy", array.astype(np.float16) if name == "centroids" else array,
+                    allow_pickle=False)  # fmt: skip
 
     def _load_payload(self, directory: Path, *, mmap: bool) -> None:
         mapped = ("codes", "residuals") if mmap else ()  # the large arrays; the rest is read whole
@@ -399,6 +403,9 @@ class PlaidIndex(MultiVectorIndex):
                           allow_pickle=False)
             for name in _ARRAYS
         }  # fmt: skip
+        if self._arrays["centroids"].dtype != np.float16:
+            raise ArtifactError(f"{directory / 'plaid_centroids.npy'}: centroids must be float16")
+        self._arrays["centroids"] = self._arrays["centroids"].astype(np.float32)
         self._ivf = None
 
     def _check_payload(self, directory: Path) -> None:
