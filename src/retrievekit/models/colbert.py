@@ -104,7 +104,8 @@ class ColbertEncoder:
 
     @property
     def max_length(self) -> int:
-        return self.config.document_length
+        """Tokens per document at most (``document_length``, capped at the model's positions)."""
+        return self._lengths["documents"]
 
     @property
     def fingerprint(self) -> str:
@@ -228,11 +229,8 @@ class ColbertEncoder:
                 total=len(texts), stats=stats,
             )
         )  # fmt: skip
-        stats.report(self._length(side))
+        stats.report(self.token_length(side))
         return MultiVectors.concatenate(chunks) if chunks else MultiVectors.from_list([], self.dimension)
-
-    def _length(self, side: str) -> int:
-        return self._lengths[side]
 
     def token_length(self, side: str) -> int:
         """Tokens per query (``queries``) or at most per document (``documents``), markers included."""
@@ -273,7 +271,7 @@ class ColbertEncoder:
             raise ConfigError(f"side must be 'queries' or 'documents', got {side!r}")
         prompt = self.config.query_prompt if side == "queries" else self.config.document_prompt
         for chunk in encode_chunks(
-            texts, tokenizer=self.tower.tokenizer, runners=self._runners, max_length=self._length(side),
+            texts, tokenizer=self.tower.tokenizer, runners=self._runners, max_length=self.token_length(side),
             batch_size=batch_size, max_tokens=max_tokens, chunk_size=chunk_size, prompt=prompt,
             show_progress=show_progress, total=total, stats=stats, description=f"Encoding {side}",
             output="multivector", layout=self._layouts[side],
