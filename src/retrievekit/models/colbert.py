@@ -168,9 +168,10 @@ class ColbertEncoder:
                 attend_expansion=c.attend_to_expansion_tokens,
             )
         marker = self._token_id(c.document_prefix, "document marker") if c.document_prefix else None
-        tokenizer = self.tower.tokenizer
-        vocabulary = tokenizer.get_vocab()
-        skip = sorted({int(vocabulary[w]) for w in c.skiplist_words if w in vocabulary})
+        # as PyLate: each word through convert_tokens_to_ids, so a word missing from the vocabulary
+        # puts the unknown token on the list (its vectors are dropped too)
+        convert = self.tower.tokenizer.convert_tokens_to_ids
+        skip = sorted({int(i) for i in (convert(w) for w in c.skiplist_words) if i is not None})
         return TokenLayout(marker_id=marker, skip_ids=tuple(skip))
 
     # ---- encoding ----------------------------------------------------------------------------
