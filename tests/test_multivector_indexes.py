@@ -129,6 +129,9 @@ def test_plaid_reclusters_when_new_documents_drift(data):
     assert plaid._arrays["centroids"].shape == centroids.shape
     assert not np.array_equal(plaid._arrays["centroids"], centroids)
     assert len(plaid) == 900 and len(plaid.search(far[0], 5)[0]) == 5
+    before = plaid._arrays["centroids"].copy()
+    plaid.recluster()  # on request too (under the write lock, so searches wait for it)
+    assert plaid._arrays["centroids"].shape == before.shape and len(plaid) == 900
 
 
 def test_plaid_payload_is_checked_at_load(data, tmp_path):

@@ -253,10 +253,14 @@ class PlaidIndex(MultiVectorIndex):
             logger.warning(
                 "the added documents' residuals are %.0f%% above the training tokens'; re-clustering", 100 * drift
             )
-            self.recluster()
+            self._recluster()
 
     def recluster(self) -> None:
         """Train new centroids and buckets on the stored (decompressed) vectors and re-encode them."""
+        with self.lock.writing():
+            self._recluster()
+
+    def _recluster(self) -> None:
         offsets = np.asarray(self._arrays["offsets"])
         total = int(offsets[-1])
         parts = [self.decompress(np.arange(s, min(s + _CHUNK_TOKENS, total))) for s in range(0, total, _CHUNK_TOKENS)]
