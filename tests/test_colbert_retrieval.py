@@ -82,6 +82,8 @@ def test_evaluate_colbert_writes_results_json(colbert_dir, toy_beir, tmp_path):
 
 
 def test_cli_encode_index_and_search(colbert_dir, toy_beir, tmp_path):
+    info = invoke("model", "info", "--model", str(colbert_dir))
+    assert "ColBERT" in info.output and "MaxSim" in info.output and "'[Q] '" in info.output
     invoke("encode", "--model", str(colbert_dir), "--input", str(toy_beir), "--output", str(tmp_path / "enc"))
     vectors = MultiVectors.load(tmp_path / "enc" / "vectors")
     ids = json.loads((tmp_path / "enc" / "ids.json").read_text())

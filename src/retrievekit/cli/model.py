@@ -10,7 +10,7 @@ from retrievekit.cli._output import console, print_table
 
 @click.group()
 def model() -> None:
-    """Inspect and convert encoder models."""
+    """Inspect and convert models (dense and ColBERT)."""
 
 
 @model.command("info")
@@ -18,6 +18,9 @@ def model() -> None:
 def info(**model_kwargs) -> None:
     """Load a model and print how it encodes (pooling, dimension, prompts, towers, fingerprint)."""
     encoder = load_from_options(**model_kwargs)
+    if getattr(encoder, "family", "dense") == "multivector":
+        _colbert_info(encoder)
+        return
     spec = encoder.spec
     rows = []
     for side, tower, prompt in (
@@ -41,6 +44,27 @@ def info(**model_kwargs) -> None:
     )
     print_table("Towers", ["side", "pooling", "normalize", "max length", "projections", "prompt"], rows)
     console.print(f"fingerprint {encoder.fingerprint}")
+
+
+def _colbert_info(model) -> None:
+    c = model.config
+    console.print(f"[bold]{model.name}[/bold]  {model.source}  (ColBERT, late interaction)")
+    console.print(f"dimension {model.dimension} per token, similarity MaxSim, backend {model.backend}")
+    expansion = "yes" if c.do_query_expansion else "no"
+    attended = "yes" if c.attend_to_expansion_tokens else "no"
+    rows = [
+        (
+            "queries",
+            repr(c.query_prefix),
+            str(model.token_length("queries")),
+            expansion,
+            attended,
+            repr(c.query_prompt),
+        ),
+        ("documents", repr(c.document_prefix), str(model.token_length("documents")), "", "", repr(c.document_prompt)),
+    ]
+    print_table("Token layout", ["side", "marker", "length", "[MASK] expansion", "attended", "prompt"], rows)
+    console.print(f"skiplist: {len(c.skiplist_words)} words; fingerprint {model.fingerprint}")
 
 
 @model.command("save")
