@@ -132,7 +132,7 @@ def main() -> None:
     # PLAID's size, rebuilt from the cached token vectors of the corpus
     vectors, _, _ = corpus_token_vectors(model, beir.corpus_path, cache_root=cache, scratch=args.output)
     t = time.perf_counter()
-    index = PlaidIndex(model.dimension, model_fingerprint=model.fingerprint)
+    index = PlaidIndex(model.dimension, nbits=2, model_fingerprint=model.fingerprint)  # the size goal's setting
     index.add(train_split.corpus.ids, vectors)
     timings["plaid build"] = time.perf_counter() - t
     index_dir = index.save(args.output / "plaid-index")

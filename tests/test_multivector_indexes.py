@@ -74,7 +74,7 @@ def recall_at(reference: list, found: list, k: int) -> float:
 
 def test_plaid_finds_what_the_flat_index_finds(data):
     ids, docs, queries = data
-    flat, plaid = MultiVectorFlatIndex(DIM), PlaidIndex(DIM)  # default settings: nbits 2, 8 probes
+    flat, plaid = MultiVectorFlatIndex(DIM), PlaidIndex(DIM, nbits=2)  # default search settings: 8 probes
     flat.add(ids, docs)
     plaid.add(ids, docs)
     exact = flat.search(queries, 10)
