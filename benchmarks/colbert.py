@@ -8,7 +8,8 @@ Measured, each side with the same threads (torch's, --threads):
   torch and ONNX int8 backends, in alternating rounds (best of --repeats), token vectors/s;
 - indexing: the whole corpus's token vectors (encoded once, by retrievekit's torch backend: both
   indexes get the very same vectors) into PyLate's PLAID index (Stanford backend, ``use_fast=False``:
-  fast-plaid's wheels crash with this torch) and retrievekit's plaid index, both with nbits 2;
+  fast-plaid's wheels crash with this torch) and retrievekit's plaid index, both with --nbits
+  (default 4, PyLate's default);
 - searching: the SciFact test queries, k=10, at each index's default settings, alternating order
   (best of --repeats), queries/s; and recall@10 of each against exact MaxSim (retrievekit's
   multivector-flat index over the same vectors), so speed is compared at known recall. retrievekit's
@@ -41,6 +42,10 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-peer", action="store_true", help="only time retrievekit")
+    parser.add_argument(
+        "--nbits", type=int, default=4, choices=[1, 2, 4], help="both PLAID indexes (PyLate's default: 4)"
+    )
+    parser.add_argument("--skip-encode", action="store_true", help="skip the encoding comparison")
     args = parser.parse_args()
 
     import torch
@@ -79,6 +84,8 @@ def main() -> None:
         )
     best: dict[str, float] = {}
     outputs: dict[str, object] = {}
+    if args.skip_encode:
+        encoders = {}
     for run in encoders.values():  # warm-up
         run()
     for repeat in range(args.repeats):
@@ -86,10 +93,10 @@ def main() -> None:
             started = time.perf_counter()
             outputs[name] = run()
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - started)
-    mine = ours.encode_documents(sample, batch_size=args.batch_size)
+    mine = ours.encode_documents(sample[: 0 if args.skip_encode else None], batch_size=args.batch_size)
     token_vectors = len(mine.vectors)
     parity = None
-    if peer is not None:
+    if peer is not None and not args.skip_encode:
         theirs = list(outputs["PyLate ColBERT.encode (torch fp32)"])  # type: ignore[call-overload]
         parity = max(float(np.abs(np.asarray(t) - m).max()) for t, m in zip(theirs, mine, strict=True))
 
@@ -106,7 +113,7 @@ def main() -> None:
         return float(np.mean([len(set(f) & e) / args.k for f, e in zip(found, exact, strict=True)]))
 
     started = time.perf_counter()
-    plaid = PlaidIndex(ours.dimension, nbits=2)
+    plaid = PlaidIndex(ours.dimension, nbits=args.nbits)
     plaid.add(corpus_ids, vectors)
     build = {"retrievekit plaid": time.perf_counter() - started}
     plaid_dir = plaid.save(workdir / "plaid")
@@ -123,7 +130,7 @@ def main() -> None:
     if peer is not None:
         started = time.perf_counter()
         theirs_index = indexes.PLAID(
-            index_folder=str(workdir / "pylate"), index_name="scifact", override=True, use_fast=False, nbits=2
+            index_folder=str(workdir / "pylate"), index_name="scifact", override=True, use_fast=False, nbits=args.nbits
         )
         theirs_index.add_documents(documents_ids=corpus_ids, documents_embeddings=list(vectors))
         build["PyLate PLAID (Stanford backend)"] = time.perf_counter() - started
@@ -157,7 +164,7 @@ def main() -> None:
         print(f"| {name} | {len(sample) / seconds:.1f} | {token_vectors / seconds:,.0f} | {ratio} |")
     if parity is not None:
         print(f"\nmax |retrievekit torch - PyLate| over the token vectors: {parity:.2e}")
-    print(f"\nIndexing and searching (k={args.k}, nbits 2, default search settings)\n")
+    print(f"\nIndexing and searching (k={args.k}, nbits {args.nbits}, default search settings)\n")
     print("| index | build s | size MiB | B / token vector | queries/s | recall@10 vs exact | × PyLate QPS |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     peer_qps = None
