@@ -156,12 +156,13 @@ def main() -> None:
         f"token vectors (corpus encoded in {encode_corpus_s:.0f} s, onnx int8); {len(queries)} queries; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.repeats}"
     )
-    print(f"\nEncoding {len(sample)} documents ({token_vectors:,} token vectors kept)\n")
-    print("| encoder | docs/s | token vectors/s | × PyLate |\n|---|---:|---:|---:|")
-    reference = best.get("PyLate ColBERT.encode (torch fp32)")
-    for name, seconds in best.items():
-        ratio = f"{reference / seconds:.2f}×" if reference else "n/a"
-        print(f"| {name} | {len(sample) / seconds:.1f} | {token_vectors / seconds:,.0f} | {ratio} |")
+    if best:  # not with --skip-encode
+        print(f"\nEncoding {len(sample)} documents ({token_vectors:,} token vectors kept)\n")
+        print("| encoder | docs/s | token vectors/s | × PyLate |\n|---|---:|---:|---:|")
+        reference = best.get("PyLate ColBERT.encode (torch fp32)")
+        for name, seconds in best.items():
+            ratio = f"{reference / seconds:.2f}×" if reference else "n/a"
+            print(f"| {name} | {len(sample) / seconds:.1f} | {token_vectors / seconds:,.0f} | {ratio} |")
     if parity is not None:
         print(f"\nmax |retrievekit torch - PyLate| over the token vectors: {parity:.2e}")
     print(f"\nIndexing and searching (k={args.k}, nbits {args.nbits}, default search settings)\n")

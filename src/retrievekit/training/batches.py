@@ -250,9 +250,7 @@ class TrainingCollator:
         batch = pad_batch(
             tokenized.input_ids, pad_id, attended=tokenized.attended, skip_ids=layout.skip_ids if layout else ()
         )
-        kept = None if batch.output_mask is None else torch.from_numpy(batch.output_mask)
-        if layout is not None and kept is None:
-            kept = torch.from_numpy(batch.attention_mask)
+        kept = None if layout is None else torch.from_numpy(batch.kept.astype(np.int64))
         return torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask), kept
 
     def __call__(self, samples: list[SampledExample]) -> TrainingBatch:
