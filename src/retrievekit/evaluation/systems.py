@@ -52,6 +52,35 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def _cached_corpus_output(
+    encoder: Any,
+    corpus_path: Path,
+    *,
+    cache_root: Path | None,
+    scratch: Path,
+    corpus_hash: str | None,
+    subfolder: str,
+    load: Callable[[Path], Any],
+    encode: Callable[[Path], Any],
+) -> tuple[Any, float, bool]:
+    """The one cache of encoded corpora: a folder per (model, runtime, corpus) under
+    ``cache_root/subfolder`` (``scratch`` without a cache), loaded when it is there and usable,
+    else written by ``encode``. Returns the output, the seconds spent encoding and whether it was cached."""
+    corpus_hash = corpus_hash or fingerprint_files([corpus_path])
+    key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "corpus": corpus_hash})
+    folder = scratch / key.removeprefix("sha256:")[:24]
+    if cache_root is not None:
+        folder = cache_root / subfolder / key.removeprefix("sha256:")[:24]
+        if folder.is_dir():
+            try:
+                return load(folder), 0.0, True
+            except ArtifactError as exc:
+                logger.warning("re-encoding: the cached %s in %s are unusable (%s)", subfolder, folder, exc)
+    started = time.perf_counter()
+    output = encode(folder)
+    return output, time.perf_counter() - started, False
+
+
 def corpus_embeddings(
     encoder: DenseEncoder,
     corpus_path: Path,
@@ -66,19 +95,13 @@ def corpus_embeddings(
     the seconds spent encoding and whether they came from the cache."""
     from retrievekit.embeddings import encode_to_directory, load_embeddings
 
-    corpus_hash = corpus_hash or fingerprint_files([corpus_path])
-    key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "corpus": corpus_hash})
-    folder = scratch / key.removeprefix("sha256:")[:24]
-    if cache_root is not None:
-        folder = cache_root / "embeddings" / key.removeprefix("sha256:")[:24]
-        if folder.is_dir():
-            try:
-                return load_embeddings(folder), 0.0, True
-            except ArtifactError as exc:
-                logger.warning("re-encoding: the cached embeddings in %s are unusable (%s)", folder, exc)
-    started = time.perf_counter()
-    embeddings = encode_to_directory(encoder, corpus_path, folder, side="documents", batch_size=batch_size)
-    return embeddings, time.perf_counter() - started, False
+    return _cached_corpus_output(
+        encoder, corpus_path, cache_root=cache_root, scratch=scratch, corpus_hash=corpus_hash,
+        subfolder="embeddings", load=load_embeddings,
+        encode=lambda folder: encode_to_directory(
+            encoder, corpus_path, folder, side="documents", batch_size=batch_size
+        ),
+    )  # fmt: skip
 
 
 def corpus_token_vectors(
@@ -96,22 +119,17 @@ def corpus_token_vectors(
     from retrievekit.data.readers import count_records, iter_documents
     from retrievekit.outputs import MultiVectors
 
-    corpus_hash = corpus_hash or fingerprint_files([corpus_path])
-    key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "corpus": corpus_hash})
-    root = cache_root / "multivectors" if cache_root is not None else scratch
-    folder = root / key.removeprefix("sha256:")[:24]
-    if folder.is_dir():
-        try:
-            return MultiVectors.load(folder), 0.0, True
-        except ArtifactError as exc:
-            logger.warning("re-encoding: the cached token vectors in %s are unusable (%s)", folder, exc)
-    started = time.perf_counter()
-    chunks = encoder.encode_chunks(
-        (d.full_text for d in iter_documents(corpus_path)), "documents", batch_size=batch_size, show_progress=True,
-        total=count_records(corpus_path),
+    def encode(folder: Path) -> MultiVectors:
+        chunks = encoder.encode_chunks(
+            (d.full_text for d in iter_documents(corpus_path)), "documents", batch_size=batch_size,
+            show_progress=True, total=count_records(corpus_path),
+        )  # fmt: skip
+        return MultiVectors.write_stream(folder, chunks, encoder.dimension)
+
+    return _cached_corpus_output(
+        encoder, corpus_path, cache_root=cache_root, scratch=scratch, corpus_hash=corpus_hash,
+        subfolder="multivectors", load=MultiVectors.load, encode=encode,
     )  # fmt: skip
-    vectors = MultiVectors.write_stream(folder, chunks, encoder.dimension)
-    return vectors, time.perf_counter() - started, False
 
 
 @dataclass
