@@ -15,6 +15,7 @@ from retrievekit.evaluation import evaluate_dataset
 from retrievekit.index.base import load_index
 from retrievekit.index.build import build_index
 from retrievekit.index.multivector import MultiVectorFlatIndex
+from retrievekit.index.plaid import PlaidIndex
 from retrievekit.models.colbert import build_colbert
 from retrievekit.models.colbert_format import ColbertConfig
 from retrievekit.outputs import MultiVectors
@@ -62,7 +63,7 @@ def test_retriever_and_reranker_agree_with_exact_maxsim(colbert_dir, toy_beir):
     assert all(len(h) == 5 for h in hybrid)
 
 
-def test_evaluate_colbert_writes_results_json(colbert_dir, toy_beir, tmp_path):
+def test_evaluate_colbert_writes_results_json(colbert_dir, toy_beir, tmp_path, monkeypatch):
     from retrievekit.models.colbert import load_colbert
 
     model = load_colbert(colbert_dir)
@@ -71,6 +72,12 @@ def test_evaluate_colbert_writes_results_json(colbert_dir, toy_beir, tmp_path):
     assert [s.retriever for s in flat.systems] == ["colbert", "bm25", "colbert-hybrid"]
     plaid = evaluate_dataset(toy_beir, systems=["colbert"], encoder=model, cache_root=tmp_path / "cache")
     assert plaid.settings["index_type"] is None and flat.systems[0].metrics.aggregate["ndcg@10"] > 0
+    again = evaluate_dataset(toy_beir, systems=["colbert"], encoder=model, cache_root=tmp_path / "cache")
+    assert again.systems[0].cached == {"run": True}
+    # a change to the index's algorithm (its revision) invalidates the cached runs it made
+    monkeypatch.setattr(PlaidIndex, "revision", PlaidIndex.revision + 1)
+    changed = evaluate_dataset(toy_beir, systems=["colbert"], encoder=model, cache_root=tmp_path / "cache")
+    assert not changed.systems[0].cached.get("run")
     assert plaid.systems[0].metrics.aggregate["ndcg@10"] == pytest.approx(
         flat.systems[0].metrics.aggregate["ndcg@10"], abs=0.05
     )
@@ -101,3 +108,18 @@ def test_cli_encode_index_and_search(colbert_dir, toy_beir, tmp_path):
     assert isinstance(flat, MultiVectorFlatIndex)
     refused = CliRunner().invoke(cli, ["search", "--index", str(tmp_path / "plaid"), "-q", "x"])
     assert refused.exit_code != 0 and "lies outside the index" in str(refused.exception)
+
+
+def test_cli_document_length_override_is_recorded_and_reused(colbert_dir, toy_beir, tmp_path):
+    folder = tmp_path / "short"
+    invoke("index", "build", "--corpus", str(toy_beir), "--model", str(colbert_dir), "--type", "multivector-flat",
+           "--document-length", "6", "--output", str(folder))  # fmt: skip
+    index = load_index(folder)
+    assert index.model_options["document_length"] == 6
+    assert isinstance(index, MultiVectorFlatIndex) and int(np.diff(index.store.offsets).max()) <= 6
+    # the search reloads the model with the recorded length, so the fingerprints agree
+    result = invoke("search", "--index", str(folder), "--model", str(colbert_dir), "-q", "vitamin", "--json")
+    assert json.loads(result.output.strip().splitlines()[-1])["results"]
+    refused = CliRunner().invoke(cli, ["index", "build", "--corpus", str(toy_beir), "--type", "flat",
+                                       "--document-length", "6", "--output", str(tmp_path / "dense")])  # fmt: skip
+    assert refused.exit_code != 0 and "applies to ColBERT models" in str(refused.exception)

@@ -97,6 +97,24 @@ def test_plaid_compresses_to_its_nbits(data):
         assert error < {1: 0.2, 2: 0.12, 4: 0.05}[nbits]
 
 
+def test_plaid_compiled_stages_match_their_definitions(data):
+    ids, docs, queries = data
+    plaid = PlaidIndex(DIM, nbits=2, n_ivf_probe=64, n_full_scores=100_000)  # every document decompressed
+    plaid.add(ids, docs)
+    a = plaid._arrays
+    shifts = 2 * (3 - np.arange(4))  # 4 two-bit buckets per byte, first dimension in the high bits
+    buckets = ((a["residuals"][:, :, None] >> shifts) & 3).reshape(len(docs.vectors), DIM)
+    expected = a["centroids"][a["codes"].astype(np.int64)] + a["weights"][buckets]
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(plaid.decompress(np.arange(len(docs.vectors))), expected, atol=1e-6)
+    # the last stage ranks by exact MaxSim over exactly these vectors
+    approximate = MultiVectors(expected.astype(np.float32), docs.offsets)
+    for query, hits in zip(queries, plaid.search(queries, 10), strict=True):
+        assert hits.ids == brute_force(approximate, ids, query, 10)
+        scores = maxsim_ragged(query, [approximate[ids.index(d)] for d in hits.ids])
+        np.testing.assert_allclose(hits.scores, scores, rtol=1e-5, atol=1e-5)
+
+
 def test_plaid_add_remove_compact_and_reload(data, tmp_path):
     ids, docs, queries = data
     plaid = PlaidIndex(DIM, nbits=2, n_ivf_probe=16, n_full_scores=4096)

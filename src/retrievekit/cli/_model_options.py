@@ -11,7 +11,8 @@ from retrievekit.models.spec import POOLING_MODES
 
 
 def model_options(command: Callable) -> Callable:
-    """Add --model, --pooling, --normalize, --query-prompt, --document-prompt, --backend, --device, --dtype."""
+    """Add --model, --pooling, --normalize, --query-prompt, --document-prompt, --backend, --device, --dtype,
+    --trust-remote-code and --document-length."""
     options = [
         click.option(
             "--model",
@@ -56,6 +57,14 @@ def model_options(command: Callable) -> Callable:
         click.option(
             "--trust-remote-code", is_flag=True, help="Allow model code shipped with a hub model (off by default)."
         ),
+        click.option(
+            "--document-length",
+            type=click.IntRange(min=1),
+            default=None,
+            help="ColBERT models: tokens kept per document, overriding the model's document_length (as PyLate's "
+            "ColBERT(path, document_length=N)); part of the model's fingerprint, so give the same value to every "
+            "command that uses an index built with it.",
+        ),
     ]
 
     @functools.wraps(command)
@@ -68,7 +77,16 @@ def model_options(command: Callable) -> Callable:
 
 
 def load_from_options(
-    model: str, pooling, normalize, query_prompt, document_prompt, backend, device, dtype, trust_remote_code
+    model: str,
+    pooling,
+    normalize,
+    query_prompt,
+    document_prompt,
+    backend,
+    device,
+    dtype,
+    trust_remote_code,
+    document_length: int | None = None,
 ):
     from retrievekit.models import load_encoder
     from retrievekit.models.registry import detect_model_kind
@@ -81,7 +99,14 @@ def load_from_options(
         given = [n for n, v in (("--pooling", pooling), ("--normalize", normalize)) if v is not None]
         if given:
             raise ConfigError(f"{', '.join(given)} do not apply to ColBERT models (one vector per token)")
-        return load_colbert(model, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        return load_colbert(
+            model, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+            document_length=document_length,
+        )  # fmt: skip
+    if document_length is not None:
+        from retrievekit.errors import ConfigError
+
+        raise ConfigError("--document-length applies to ColBERT models; this is a single-vector model")
     return load_encoder(
         model,
         pooling=pooling,

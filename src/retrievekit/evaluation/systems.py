@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from retrievekit.artifacts import fingerprint_files, fingerprint_json
 from retrievekit.data.beir import RetrievalSplit
 from retrievekit.errors import ArtifactError, ConfigError
-from retrievekit.index.registry import index_type_info
+from retrievekit.index.registry import index_class, index_type_info
 from retrievekit.retrieval.base import Pipeline, Retriever
 
 if TYPE_CHECKING:
@@ -219,6 +219,7 @@ class EncoderIndexSpec(RetrieverSpec):
                 "model": self.encoder.fingerprint,
                 "runtime": self.encoder.runtime,
                 "index": self.index_type,
+                "index_revision": index_class(self.index_type).revision,
                 "params": self.index_params,
                 "corpus": corpus.corpus_hash,
             }
@@ -265,7 +266,6 @@ class MultiVectorSpec(EncoderIndexSpec):
         super().__init__(encoder, index_type=index_type, index_params=index_params, name=name)
 
     def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
-        from retrievekit.index.registry import index_class
         from retrievekit.retrieval.retriever import MultiVectorRetriever
 
         vectors, encode_s, cached = corpus.token_vectors(self.encoder)

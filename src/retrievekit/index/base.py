@@ -218,6 +218,9 @@ class Index(ABC, Generic[Items, Queries]):
 
     index_type: ClassVar[str]
     family: ClassVar[str] = "dense"
+    # bumped when a code change alters the results for the same items, settings and queries: part of
+    # the evaluation's run-cache keys, so a cached run never outlives the algorithm that made it
+    revision: ClassVar[int] = 1
 
     def __init__(
         self,

@@ -38,21 +38,24 @@ from retrievekit.index.base import IdTable, check_count
 from retrievekit.index.exact import top_k
 from retrievekit.index.multivector import MultiVectorIndex
 from retrievekit.outputs import MultiVectors
-from retrievekit.scoring import maxsim_packed
 
 __all__ = ["PLAID_DEFAULTS", "PlaidIndex", "plaid_search_settings"]
 
 logger = logging.getLogger(__name__)
 
-# Search settings by k. The pruning threshold on centroid scores and the candidates the pruned
-# approximate stage keeps are PLAID's (its paper's per-k table: k=10, 100, 1000). Probed centroids
-# per query token: 8 for every k (fast-plaid's and PyLate's default) instead of PLAID's 1/2/4 cells,
-# which assume MS MARCO's 2^18 centroids: on small corpora one cell per token loses half the top 10
-# (tests/test_multivector_indexes.py measures it).
+# Search settings by k. The pruning threshold on centroid scores is PLAID's (its paper's per-k table:
+# k=10, 100, 1000). Probed centroids per query token: 8 for every k (fast-plaid's and PyLate's
+# default) instead of PLAID's 1/2/4 cells, which assume MS MARCO's 2^18 centroids: on small corpora
+# one cell per token loses half the top 10 (tests/test_multivector_indexes.py measures it).
+# Candidates kept by the pruned stage (a quarter of them decompressed): 8x, 4x and 2x PLAID's
+# 256/1024/4096. PLAID's own counts assume a ColBERTv2 trained on MS MARCO; on SciFact with a ColBERT
+# fine-tuned from MiniLM they keep 92.5% of the exact top 10 at k=10 against 96.1% for 2,048, where
+# the compression's ceiling (every document decompressed) is 96.4% (benchmarks/README.md); the
+# compiled decompression keeps 2,048 at about 3x PyLate's queries/s.
 PLAID_DEFAULTS: tuple[tuple[int, dict[str, float]], ...] = (
-    (10, {"n_ivf_probe": 8, "centroid_score_threshold": 0.5, "n_full_scores": 256}),
-    (100, {"n_ivf_probe": 8, "centroid_score_threshold": 0.45, "n_full_scores": 1024}),
-    (2**62, {"n_ivf_probe": 8, "centroid_score_threshold": 0.4, "n_full_scores": 4096}),
+    (10, {"n_ivf_probe": 8, "centroid_score_threshold": 0.5, "n_full_scores": 2048}),
+    (100, {"n_ivf_probe": 8, "centroid_score_threshold": 0.45, "n_full_scores": 4096}),
+    (2**62, {"n_ivf_probe": 8, "centroid_score_threshold": 0.4, "n_full_scores": 8192}),
 )
 _ARRAYS = ("centroids", "codes", "residuals", "offsets", "cutoffs", "weights")
 _CHUNK_TOKENS = 65536
@@ -62,7 +65,7 @@ def plaid_search_settings(k: int, **given: Any) -> dict[str, Any]:
     """The search settings for ``k``: PLAID's row for the smallest k it covers, where not given.
 
     >>> plaid_search_settings(10)["n_full_scores"], plaid_search_settings(100, n_ivf_probe=2)["n_ivf_probe"]
-    (256, 2)
+    (2048, 2)
     """
     row = next(settings for limit, settings in PLAID_DEFAULTS if k <= limit)
     return {key: (given[key] if given.get(key) is not None else value) for key, value in row.items()}
@@ -85,6 +88,7 @@ class PlaidIndex(MultiVectorIndex):
     """PLAID over ColBERT token vectors (see the module description)."""
 
     index_type = "plaid"
+    revision = 2  # 2: bucket weights are the bucket means; 2,048 candidates at k=10
 
     def __init__(
         self,
@@ -156,7 +160,7 @@ class PlaidIndex(MultiVectorIndex):
 
     # ---- training ----------------------------------------------------------------------------
     def _train(self, items: MultiVectors) -> None:
-        faiss = require("faiss", extra="faiss", purpose="the PLAID index's k-means")
+        faiss = require("faiss", extra="plaid", purpose="the PLAID index's k-means")
         documents = len(items)
         rng = np.random.default_rng(self.seed)
         wanted = self.sample_documents or int(16 * math.sqrt(120 * documents))
@@ -184,8 +188,16 @@ class PlaidIndex(MultiVectorIndex):
         cutoff_quantiles = np.linspace(0, 1, options + 1)[1:-1]
         weight_quantiles = (np.linspace(0, 1, options + 1) + 0.5 / options)[:-1]
         flat_residuals = residuals.ravel()
-        self._arrays["cutoffs"] = np.quantile(flat_residuals, cutoff_quantiles).astype(np.float32)
-        self._arrays["weights"] = np.quantile(flat_residuals, weight_quantiles).astype(np.float32)
+        cutoffs = np.quantile(flat_residuals, cutoff_quantiles).astype(np.float32)
+        # each bucket's weight: the mean of the residuals that fall in it (the squared error's
+        # minimum for these cut-offs); its middle quantile where a bucket is empty
+        weights = np.quantile(flat_residuals, weight_quantiles).astype(np.float32)
+        buckets = np.searchsorted(cutoffs, flat_residuals)
+        counts = np.bincount(buckets, minlength=options)
+        sums = np.bincount(buckets, weights=flat_residuals, minlength=options)
+        filled = counts > 0
+        weights[filled] = (sums[filled] / counts[filled]).astype(np.float32)
+        self._arrays["cutoffs"], self._arrays["weights"] = cutoffs, weights
         self._training_residual = float(np.mean(np.sum(residuals**2, axis=1)))
         for name in ("codes", "residuals", "offsets"):
             self._arrays.pop(name, None)
@@ -223,15 +235,18 @@ class PlaidIndex(MultiVectorIndex):
         values = np.arange(256, dtype=np.uint16)[:, None]
         shifts = self.nbits * (per_byte - 1 - np.arange(per_byte))[None, :]
         buckets = (values >> shifts) & (2**self.nbits - 1)
-        return self._arrays["weights"][buckets]
+        return np.ascontiguousarray(self._arrays["weights"][buckets], dtype=np.float32)
 
     def decompress(self, token_positions: np.ndarray) -> np.ndarray:
         """The approximate (unit-length) token vectors at ``token_positions``."""
-        codes = np.asarray(self._arrays["codes"][token_positions]).astype(np.int64)
-        packed = np.asarray(self._arrays["residuals"][token_positions])
-        residuals = self._byte_table()[packed].reshape(len(token_positions), self.dimension)
-        vectors = self._arrays["centroids"][codes] + residuals
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        positions = np.ascontiguousarray(token_positions, dtype=np.int64)
+        out = np.empty((len(positions), self.dimension), dtype=np.float32)
+        if len(positions):
+            a = self._arrays
+            kernels().decompress_into(
+                positions, np.asarray(a["codes"]), np.asarray(a["residuals"]), a["centroids"], self._byte_table(), out
+            )  # fmt: skip
+        return out
 
     # ---- adding ------------------------------------------------------------------------------
     def _add_vectors(self, vectors: MultiVectors, start: int) -> None:
@@ -315,34 +330,37 @@ class PlaidIndex(MultiVectorIndex):
         lists = self._inverted_lists()
         centroids = self._arrays["centroids"]
         offsets = np.asarray(self._arrays["offsets"])
+        codes, residuals = np.asarray(self._arrays["codes"]), np.asarray(self._arrays["residuals"])
+        byte_table = self._byte_table()
         n_full = int(settings["n_full_scores"])
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         positions = np.full((len(queries), k), -1, dtype=np.int64)
         for row, query in enumerate(queries):
             if not len(query):
                 continue
-            # (query tokens, centroids): every approximate stage reduces along these contiguous rows
-            centroid_scores = np.ascontiguousarray(query @ centroids.T)
+            centroid_scores = query @ centroids.T  # (query tokens, centroids)
             candidates = self._candidates(centroid_scores, int(settings["n_ivf_probe"]), lists, alive)
             if not len(candidates):
                 continue
-            # stage 2: approximate scores from the centroids that pass the threshold
+            # (centroids, query tokens): the approximate stages read one contiguous row per code
+            by_centroid = np.ascontiguousarray(centroid_scores.T)
+            # stage 2: approximate scores from the centroids whose best score passes the threshold
             if len(candidates) > n_full:
-                candidates = self._pruned_stage(
-                    candidates, centroid_scores, float(settings["centroid_score_threshold"]), n_full, lists
-                )
-            # stage 3: approximate scores from every centroid of each candidate
+                pruned = np.where(
+                    by_centroid.max(axis=1, keepdims=True) >= float(settings["centroid_score_threshold"]),
+                    by_centroid, np.float32(-np.inf),
+                )  # fmt: skip
+                candidates = _best(candidates, _centroid_maxsim(pruned, lists, candidates), n_full)
+            # stage 3: approximate scores from every centroid of each candidate; keep a quarter
             keep = max(k, n_full // 4)
             if len(candidates) > keep:
-                flat, code_offsets = _ranges(lists[1], candidates)
-                approximate = _centroid_maxsim(centroid_scores, lists[0][flat], code_offsets)
-                candidates = np.sort(candidates[top_k(approximate[None, :], keep)[1][0]])
+                candidates = _best(candidates, _centroid_maxsim(by_centroid, lists, candidates), keep)
             # stage 4: exact MaxSim on the decompressed vectors
-            token_positions, token_offsets = _ranges(offsets, candidates)
-            exact = maxsim_packed(
-                query, np.array([0, len(query)]), self.decompress(token_positions), token_offsets
+            exact = kernels().maxsim_compressed(
+                np.ascontiguousarray(query.T, dtype=np.float32), candidates.astype(np.int64), offsets, codes,
+                residuals, centroids, byte_table,
             )  # fmt: skip
-            values, columns = top_k(exact, k)
+            values, columns = top_k(exact[None, :], k)
             scores[row, : values.shape[1]] = values[0]
             positions[row, : values.shape[1]] = candidates[columns[0]]
         return scores, positions
@@ -357,33 +375,6 @@ class PlaidIndex(MultiVectorIndex):
         flat, _ = _ranges(lists[3], probed)
         candidates = np.unique(lists[2][flat])
         return candidates[alive[candidates]] if alive is not None else candidates
-
-    @staticmethod
-    def _pruned_stage(
-        candidates: np.ndarray, centroid_scores: np.ndarray, threshold: float, keep: int, lists: tuple[np.ndarray, ...]
-    ) -> np.ndarray:
-        """Stage 2: each candidate scored by the centroids whose best score passes ``threshold``
-        (walked through their inverted lists, so pruned centroids cost nothing); the best ``keep``.
-        Candidates with no such centroid score nothing and come last."""
-        kept = np.flatnonzero(centroid_scores.max(axis=0) >= threshold)
-        flat, list_offsets = _ranges(lists[3], kept)
-        documents = lists[2][flat]
-        owners = np.repeat(kept, np.diff(list_offsets))
-        is_candidate = np.zeros(len(lists[1]) - 1, dtype=bool)
-        is_candidate[candidates] = True
-        chosen = is_candidate[documents]
-        documents, owners = documents[chosen], owners[chosen]
-        order = np.argsort(documents, kind="stable")
-        documents, owners = documents[order], owners[order]
-        scored, starts = np.unique(documents, return_index=True)
-        approximate = np.zeros(len(candidates), dtype=np.float32)
-        if len(scored):
-            best = np.maximum.reduceat(centroid_scores[:, owners], starts, axis=1).sum(axis=0)
-            approximate[np.searchsorted(candidates, scored)] = best
-        unscored = np.ones(len(candidates), dtype=bool)
-        unscored[np.searchsorted(candidates, scored)] = False
-        approximate[unscored] = -np.inf
-        return np.sort(candidates[top_k(approximate[None, :], keep)[1][0]])
 
     # ---- persistence -------------------------------------------------------------------------
     def _payload_digest(self) -> str:
@@ -433,18 +424,28 @@ class PlaidIndex(MultiVectorIndex):
             raise ArtifactError(f"{where}: the PLAID payload does not match its manifest: {'; '.join(problems)}")
 
 
-def _centroid_maxsim(centroid_scores: np.ndarray, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Approximate MaxSim of documents given by their distinct centroid codes: for each query token,
-    the best score among the document's centroids, summed. ``centroid_scores`` is ``(query tokens,
-    centroids)``; returns ``(documents,)``.
+def kernels() -> Any:
+    """The compiled inner loops (:mod:`retrievekit.index.plaid_kernels`), or an error naming the extra."""
+    require("numba", extra="plaid", purpose="the PLAID index's compiled search")
+    from retrievekit.index import plaid_kernels
 
-    >>> s = np.array([[0.9, 0.1, 0.4], [0.2, 0.8, 0.3]])   # 2 query tokens, 3 centroids
-    >>> [round(float(x), 2) for x in _centroid_maxsim(s, np.array([0, 2, 1]), np.array([0, 2, 3]))]
-    [1.2, 0.9]
+    return plaid_kernels
+
+
+def _centroid_maxsim(by_centroid: np.ndarray, lists: tuple[np.ndarray, ...], documents: np.ndarray) -> np.ndarray:
+    """Approximate MaxSim of ``documents`` from their distinct centroids (``lists[0]``, offsets
+    ``lists[1]``): for each query token, the best score among the document's centroids, summed.
+    ``by_centroid`` is ``(centroids, query tokens)``; a document with no centroid scoring above
+    ``-inf`` scores ``-inf``.
+
+    >>> s = np.array([[0.9, 0.2], [0.1, 0.8], [0.4, 0.3]], dtype=np.float32)  # 3 centroids, 2 query tokens
+    >>> lists = (np.array([0, 2, 1], dtype=np.int32), np.array([0, 2, 3]))   # doc 0: centroids 0, 2; doc 1: 1
+    >>> [round(float(x), 2) for x in _centroid_maxsim(s, lists, np.array([1, 0]))]
+    [0.9, 1.2]
     """
-    scores = np.zeros(len(offsets) - 1, dtype=np.float32)
-    present = np.diff(offsets) > 0
-    if present.any():
-        token_scores = centroid_scores[:, codes]  # (query tokens, codes)
-        scores[present] = np.maximum.reduceat(token_scores, offsets[:-1][present], axis=1).sum(axis=0)
-    return scores
+    return kernels().centroid_maxsim(by_centroid, lists[0], lists[1], np.asarray(documents, dtype=np.int64))
+
+
+def _best(candidates: np.ndarray, scores: np.ndarray, keep: int) -> np.ndarray:
+    """The ``keep`` best-scoring of ``candidates``, in ascending order."""
+    return np.sort(candidates[top_k(scores[None, :], keep)[1][0]])
