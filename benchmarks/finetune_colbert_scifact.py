@@ -134,8 +134,8 @@ def main() -> None:
     timings["evaluate"] = time.perf_counter() - t
     by_name = {s.retriever: s for s in result.systems}
     flat, plaid = by_name["colbert-flat"], by_name["colbert-plaid"]
-    exact_top10 = {q: [d.doc_id for d in hits[:10]] for q, hits in flat.run.items()}
-    recall_vs_flat = _overlap_at_10({q: [d.doc_id for d in hits[:10]] for q, hits in plaid.run.items()}, exact_top10)
+    exact_top10 = {q: [d.doc_id for d in flat.run[q][:10]] for q in flat.run}
+    recall_vs_flat = _overlap_at_10({q: [d.doc_id for d in plaid.run[q][:10]] for q in plaid.run}, exact_top10)
 
     # PLAID's size at nbits 2 (the size goal's setting) and 4 (the default), from the cached token vectors
     vectors, _, _ = corpus_token_vectors(model, beir.corpus_path, cache_root=cache, scratch=args.output)

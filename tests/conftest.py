@@ -28,11 +28,13 @@ def _vocabulary() -> list[str]:
 
 
 def build_tiny_bert(
-    directory: Path, *, seed: int = 0, hidden: int = 32, layers: int = 2, max_positions: int = 64
-) -> Path:
-    """Save a random-init 2-layer BERT and a WordPiece tokenizer to ``directory`` (no download)."""
+    directory: Path, *, seed: int = 0, hidden: int = 32, layers: int = 2, max_positions: int = 64,
+    masked_lm: bool = False,
+) -> Path:  # fmt: skip
+    """Save a random-init 2-layer BERT (with its masked-LM head: ``masked_lm``) and a WordPiece
+    tokenizer to ``directory`` (no download)."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab_file = directory / "vocab.txt"
@@ -54,10 +56,16 @@ def build_tiny_bert(
         max_position_embeddings=max_positions,
     )
     torch.manual_seed(seed)
-    model = BertModel(config)
+    model = BertForMaskedLM(config) if masked_lm else BertModel(config)
     model.eval()
     model.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm_dir(tmp_path_factory) -> Path:
+    """A plain Hugging Face masked-LM folder (naver's SPLADE layout), random weights."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "mlm", seed=3, masked_lm=True)
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,7 @@ from retrievekit.index import (
     Index,
     MultiVectorFlatIndex,
     PlaidIndex,
+    SparseIndex,
     VectorIndex,
     index_class,
     index_types,
@@ -54,11 +55,14 @@ from retrievekit.models import (
     EncodedFile,
     EncoderSpec,
     EncodeStats,
+    SparseConfig,
+    SparseEncoder,
     TowerSpec,
     build_colbert,
     load_colbert,
     load_encoder,
     load_model,
+    load_sparse_encoder,
     register_model_kind,
 )
 from retrievekit.outputs import MultiVectors, SparseVectors
@@ -74,6 +78,7 @@ from retrievekit.retrieval import (
     Pipeline,
     Reranker,
     Retriever,
+    SparseRetriever,
 )
 
 __all__ = [
@@ -118,6 +123,10 @@ __all__ = [
     "RetrieverSpec",
     "Run",
     "ScoredDocument",
+    "SparseConfig",
+    "SparseEncoder",
+    "SparseIndex",
+    "SparseRetriever",
     "SparseVectors",
     "SystemResult",
     "TowerSpec",
@@ -134,6 +143,7 @@ __all__ = [
     "load_encoder",
     "load_index",
     "load_model",
+    "load_sparse_encoder",
     "quantize",
     "read_manifest",
     "read_qrels",

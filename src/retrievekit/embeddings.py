@@ -193,9 +193,10 @@ def _load_embeddings(directory: Path, mmap: bool) -> EmbeddingSet:
 
 
 MULTIVECTOR_EMBEDDINGS_KIND = "multivector_embeddings"
+SPARSE_EMBEDDINGS_KIND = "sparse_embeddings"
 
 
-def encode_multivectors_to_directory(
+def encode_rows_to_directory(
     encoder: Any,
     source: str | Path,
     output: str | Path,
@@ -205,12 +206,16 @@ def encode_multivectors_to_directory(
     limit: int | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Encode texts with a ColBERT model into ``output``: ``vectors/`` (token vectors and per-text
-    offsets, :meth:`~retrievekit.outputs.MultiVectors.load` reads it), ``ids.json`` and a manifest.
-    Vectors are streamed to disk chunk by chunk. Returns the manifest's config."""
+    """Encode texts with a ColBERT or SPLADE model into ``output``: ``vectors/`` (ColBERT: token
+    vectors and per-text offsets, :meth:`~retrievekit.outputs.MultiVectors.load` reads them, streamed
+    to disk chunk by chunk; SPLADE: CSR rows, :meth:`~retrievekit.outputs.SparseVectors.load`),
+    ``ids.json`` and a manifest. Returns the manifest's config."""
     from retrievekit.models.encoding import EncodeStats
-    from retrievekit.outputs import MultiVectors
+    from retrievekit.outputs import MultiVectors, SparseVectors
 
+    family = getattr(encoder, "family", "dense")
+    if family not in ("multivector", "sparse"):
+        raise ConfigError(f"encode_rows_to_directory is for ColBERT and SPLADE models, not {family} ones")
     if side not in ("documents", "queries"):
         raise ConfigError(f"side must be 'documents' or 'queries', got {side!r}")
     path, ids, texts, total = _streamed_texts(source, side, limit)
@@ -219,23 +224,35 @@ def encode_multivectors_to_directory(
         chunks = encoder.encode_chunks(
             texts, side, batch_size=batch_size, show_progress=show_progress, total=total, stats=stats
         )
-        vectors = MultiVectors.write_stream(staging / "vectors", chunks, encoder.dimension)
+        sizes: dict[str, int]
+        if family == "multivector":
+            vectors: Any = MultiVectors.write_stream(staging / "vectors", chunks, encoder.dimension)
+            sizes = {"token_vectors": len(vectors.vectors)}
+        else:
+            parts = list(chunks)
+            vectors = (
+                SparseVectors.concatenate(parts)
+                if parts
+                else SparseVectors.from_dense(np.zeros((0, encoder.dimension), np.float32))
+            )
+            vectors.save(staging / "vectors")
+            sizes = {"nonzeros": len(vectors.indices)}
         (staging / "ids.json").write_text(json.dumps(ids, ensure_ascii=False))
         config = {
             "model": encoder.name,
             "model_fingerprint": encoder.fingerprint,
             "side": side,
             "count": len(vectors),
-            "token_vectors": len(vectors.vectors),
+            **sizes,
             "dimension": encoder.dimension,
             "backend": encoder.backend,
             "source": str(path),
             "limit": limit,
             "stats": {"texts": stats.texts, "tokens": stats.tokens, "empty": stats.empty, "truncated": stats.truncated},
         }
+        kind = MULTIVECTOR_EMBEDDINGS_KIND if family == "multivector" else SPARSE_EMBEDDINGS_KIND
         manifest = Manifest(
-            kind=MULTIVECTOR_EMBEDDINGS_KIND, family="multivector", config=config,
-            fingerprint=fingerprint_files([path], extra=config),
+            kind=kind, family=family, config=config, fingerprint=fingerprint_files([path], extra=config)
         )  # fmt: skip
         write_manifest(staging, manifest)
     return config

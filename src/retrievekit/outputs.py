@@ -219,6 +219,21 @@ class SparseVectors:
             parts[0].vocab_size,
         )
 
+    def pruned(self, max_active_dims: int) -> SparseVectors:
+        """Each row's ``max_active_dims`` largest weights (by absolute value, as sentence-transformers'
+        ``max_active_dims``), term ids still ascending within a row.
+
+        >>> sv = SparseVectors.from_dense(np.array([[0.5, 2.0, 1.0], [0.0, 3.0, 0.0]], dtype=np.float32))
+        >>> sv.pruned(2).to_dense().tolist()
+        [[0.0, 2.0, 1.0], [0.0, 3.0, 0.0]]
+        """
+        rows = np.repeat(np.arange(len(self)), self.nnz)
+        by_weight = np.lexsort((-np.abs(self.values), rows))  # per row, heaviest first
+        rank = np.arange(len(rows)) - np.repeat(self.indptr[:-1], self.nnz)
+        keep = np.sort(by_weight[rank < max_active_dims])  # back to row, then term order
+        indptr = np.concatenate([[0], np.cumsum(np.minimum(self.nnz, max_active_dims))]).astype(np.int64)
+        return SparseVectors(indptr, self.indices[keep], self.values[keep], self.vocab_size)
+
     def take(self, rows: np.ndarray) -> SparseVectors:
         pieces = [self.row(int(i)) for i in rows]
         lengths = [len(idx) for idx, _ in pieces]

@@ -53,6 +53,7 @@ ARTIFACT_MODEL_OPTIONS = {
         "document_length": _length,
         "attend_to_expansion_tokens": _flag,
     },
+    "sparse": {"max_active_dims": _length, "max_length": _length},
 }
 
 

@@ -12,7 +12,7 @@ from retrievekit.models.spec import POOLING_MODES
 
 def model_options(command: Callable) -> Callable:
     """Add --model, --pooling, --normalize, --query-prompt, --document-prompt, --backend, --device, --dtype,
-    --trust-remote-code and --document-length."""
+    --trust-remote-code, --document-length and --model-family."""
     options = [
         click.option(
             "--model",
@@ -65,6 +65,14 @@ def model_options(command: Callable) -> Callable:
             "ColBERT(path, document_length=N)); part of the model's fingerprint, so give the same value to every "
             "command that uses an index built with it.",
         ),
+        click.option(
+            "--model-family",
+            type=click.Choice(["dense", "colbert", "sparse"]),
+            default=None,
+            help="Read the model as this family when its folder does not say: a plain masked-LM folder (naver's "
+            "SPLADE checkpoints) is read as dense unless --model-family sparse. Sparse indexes and retrievers "
+            "imply it.",
+        ),
     ]
 
     @functools.wraps(command)
@@ -87,13 +95,34 @@ def load_from_options(
     dtype,
     trust_remote_code,
     document_length: int | None = None,
+    model_family: str | None = None,
+    family: str | None = None,
 ):
+    """The model the options name. ``family`` (what the command needs: ``sparse`` for a sparse index
+    or retriever) or ``--model-family`` reads a plain masked-LM folder as SPLADE; otherwise the
+    folder's own layout decides."""
+    from retrievekit.errors import ConfigError
+
+    wanted = {"colbert": "multivector"}.get(model_family or "", model_family)
+    if family is not None and wanted is not None and wanted != family:
+        raise ConfigError(f"--model-family {model_family} does not fit this command, which needs a {family} model")
+    family = family or wanted
     from retrievekit.models import load_encoder
     from retrievekit.models.registry import detect_model_kind
     from retrievekit.resolve import resolve_model
 
-    if detect_model_kind(resolve_model(model)) == "colbert_encoder":
-        from retrievekit.errors import ConfigError
+    kind = detect_model_kind(resolve_model(model))
+    if family == "sparse" or kind == "sparse_encoder":
+        from retrievekit.models.sparse import load_sparse_encoder
+
+        given = [n for n, v in (("--pooling", pooling), ("--normalize", normalize), ("--document-length",
+                 document_length)) if v is not None]  # fmt: skip
+        if given:
+            raise ConfigError(f"{', '.join(given)} do not apply to sparse (SPLADE) models")
+        return load_sparse_encoder(
+            model, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+    if kind == "colbert_encoder":
         from retrievekit.models.colbert import load_colbert
 
         given = [n for n, v in (("--pooling", pooling), ("--normalize", normalize)) if v is not None]
@@ -103,9 +132,9 @@ def load_from_options(
             model, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
             document_length=document_length,
         )  # fmt: skip
+    if family == "multivector":
+        raise ConfigError(f"{model}: not a ColBERT model folder (PyLate, Stanford or retrievekit)")
     if document_length is not None:
-        from retrievekit.errors import ConfigError
-
         raise ConfigError("--document-length applies to ColBERT models; this is a single-vector model")
     return load_encoder(
         model,

@@ -59,35 +59,40 @@ def encode(source, output, side, batch_size, max_length, truncate_dim, precision
     Example:
       retrievekit encode --model minilm --input scifact --output runs/scifact-minilm
     """
-    from retrievekit.embeddings import encode_multivectors_to_directory, encode_to_directory
+    from retrievekit.embeddings import encode_rows_to_directory, encode_to_directory
 
     started = time.perf_counter()
     encoder = load_from_options(**model_kwargs)
     loaded = time.perf_counter()
-    if getattr(encoder, "family", "dense") == "multivector":
+    family = getattr(encoder, "family", "dense")
+    if family in ("multivector", "sparse"):
         from retrievekit.errors import ConfigError
 
         if max_length is not None or truncate_dim is not None or precision != "float32":
             raise ConfigError(
                 "--max-length, --truncate-dim and --precision are for dense models; a ColBERT model's lengths "
-                "are its query_length and document_length"
+                "are its query_length and document_length (--document-length), a SPLADE model's its max_length"
             )
-        config = encode_multivectors_to_directory(
-            encoder, source, output, side=side, batch_size=batch_size, limit=limit
-        )
+        config = encode_rows_to_directory(encoder, source, output, side=side, batch_size=batch_size, limit=limit)
         elapsed = time.perf_counter() - loaded
         stats = config["stats"]
+        sizes = (
+            [("token vectors", f"{config['token_vectors']:,}"), ("dimension", config["dimension"])]
+            if family == "multivector"
+            else [("non-zeros per text", f"{config['nonzeros'] / max(1, config['count']):.1f}"),
+                  ("vocabulary", config["dimension"])]
+        )  # fmt: skip
         rows = [
             ("texts", stats["texts"]),
-            ("token vectors", f"{config['token_vectors']:,}"),
-            ("dimension", config["dimension"]),
+            *sizes,
             ("tokens", stats["tokens"]),
             ("truncated texts", stats["truncated"]),
             ("texts/s", f"{stats['texts'] / max(elapsed, 1e-9):.1f}"),
             ("encode s", f"{elapsed:.1f}"),
         ]
         print_table(f"Encoded {side} with {encoder.name} ({encoder.backend})", ["", "value"], rows)
-        console.print(f"wrote {output}/vectors (token vectors + offsets), ids.json, manifest.json")
+        layout = "token vectors + offsets" if family == "multivector" else "CSR: indptr, indices, values"
+        console.print(f"wrote {output}/vectors ({layout}), ids.json, manifest.json")
         return
     result = encode_to_directory(
         encoder,

@@ -9,7 +9,7 @@ import click
 from retrievekit.cli._model_options import load_from_options, model_options
 from retrievekit.cli._output import console, print_table
 from retrievekit.cli._variadic import ManyValues
-from retrievekit.evaluation.systems import registered_retrievers, spec_needs_model
+from retrievekit.evaluation.systems import registered_retrievers, spec_model_family, spec_needs_model
 from retrievekit.index.registry import index_types
 
 if TYPE_CHECKING:
@@ -93,7 +93,12 @@ def evaluate(
     except ValueError:
         raise ConfigError(f"--k-values must be integers, got {' '.join(k_values)!r}") from None
     systems = list(retrievers) or ["dense"]
-    encoder = load_from_options(**model_kwargs) if any(spec_needs_model(s) for s in systems) else None
+    families = {f for s in systems if spec_needs_model(s) and (f := spec_model_family(s)) is not None}
+    if len(families) > 1:
+        raise ConfigError(f"these retrievers need models of different families ({', '.join(sorted(families))})")
+    family = next(iter(families), None)
+    needs_model = any(spec_needs_model(s) for s in systems)
+    encoder = load_from_options(**model_kwargs, family=family) if needs_model else None
     result = evaluate_dataset(
         dataset,
         split=split,

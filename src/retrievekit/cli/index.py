@@ -25,11 +25,11 @@ def index() -> None:
 @click.option(
     "--type",
     "index_type",
-    type=click.Choice(["flat", "hnsw", "ivfpq", "bm25", "multivector-flat", "plaid"]),
+    type=click.Choice(["flat", "hnsw", "ivfpq", "bm25", "multivector-flat", "plaid", "sparse"]),
     default="flat",
     show_default=True,
     help="flat: exact; hnsw / ivfpq: FAISS ANN; bm25: lexical (no model); multivector-flat / plaid: for ColBERT "
-    "models (exact MaxSim / PLAID's compressed index).",
+    "models (exact MaxSim / PLAID's compressed index); sparse: for SPLADE models (inverted index, exact).",
 )
 @click.option(
     "--output", "-o", required=True, type=click.Path(file_okay=False), help="Index folder to write (atomically)."
@@ -117,6 +117,7 @@ def build(
       retrievekit index build --corpus scifact --type hnsw --output runs/scifact-hnsw
       retrievekit index build --corpus scifact --type bm25 --output runs/scifact-bm25
       retrievekit index build --corpus scifact --model runs/colbert --type plaid --output runs/scifact-plaid
+      retrievekit index build --corpus scifact --model path/to/splade --type sparse --output runs/scifact-sparse
     """
     from retrievekit.index.build import build_index
 
@@ -126,13 +127,17 @@ def build(
         "bm25": {"stemmer": None if no_stem else "english", "stopwords": None if no_stopwords else "en"},
         "flat": {},
         "multivector-flat": {},
+        "sparse": {},
         "plaid": {
             "nbits": int(residual_bits), "n_centroids": centroids, "n_ivf_probe": ivf_probe,
             "n_full_scores": full_scores,
         },
     }[index_type]  # fmt: skip
     started = time.perf_counter()
-    encoder = None if index_type == "bm25" else load_from_options(**model_kwargs)
+    from retrievekit.index.registry import index_type_info
+
+    family = index_type_info(index_type).family
+    encoder = None if family == "lexical" else load_from_options(**model_kwargs, family=family)
     built = build_index(
         corpus, index_type, encoder=encoder, output=output, metric=metric, batch_size=batch_size, params=params
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,6 +34,13 @@ from retrievekit.cli._output import console
     help="Write a TREC run (qid Q0 docid rank score tag) here instead of printing.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query.")
+@click.option(
+    "--explain",
+    type=click.IntRange(1),
+    default=None,
+    help="Sparse (SPLADE) indexes: show the query's N heaviest terms (its expansion included) and, per "
+    "result, the shared terms that scored it.",
+)
 @click.option("--model", "-m", default=None, help="Override the model the index remembers (dense and ColBERT indexes).")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (torch backend).")
@@ -43,7 +51,18 @@ from retrievekit.cli._output import console
     help="Allow model code shipped with the model (off by default; an index can never switch it on).",
 )
 def search(
-    index_dir, query_texts, queries_file, k, output, as_json, model, backend, device, force, trust_remote_code
+    index_dir,
+    query_texts,
+    queries_file,
+    k,
+    output,
+    as_json,
+    explain,
+    model,
+    backend,
+    device,
+    force,
+    trust_remote_code,
 ) -> None:
     """Search an index with query texts and print ids, scores and titles, or write a TREC run.
 
@@ -62,9 +81,10 @@ def search(
     from retrievekit.index import load_index
     from retrievekit.index.bm25 import Bm25Index
     from retrievekit.index.multivector import MultiVectorIndex
+    from retrievekit.index.sparse import SparseIndex
     from retrievekit.index.vector import VectorIndex
     from retrievekit.retrieval import Bm25Retriever, DenseRetriever, Retriever, run_from_hits
-    from retrievekit.retrieval.retriever import MultiVectorRetriever
+    from retrievekit.retrieval.retriever import MultiVectorRetriever, SparseRetriever
 
     if bool(query_texts) == bool(queries_file):
         raise click.UsageError("give either --query (one or more) or --queries FILE")
@@ -77,7 +97,7 @@ def search(
     retriever: Retriever
     if isinstance(index, Bm25Index):
         retriever = Bm25Retriever(index)
-    elif not isinstance(index, VectorIndex | MultiVectorIndex):
+    elif not isinstance(index, VectorIndex | MultiVectorIndex | SparseIndex):
         raise ConfigError(f"{index_dir}: searching a {index.index_type} index is not supported by this command yet")
     else:
         from retrievekit.trust import check_artifact_model_options, recorded_model
@@ -93,34 +113,51 @@ def search(
             from retrievekit.models.colbert import load_colbert
 
             retriever = MultiVectorRetriever(load_colbert(name, **loading), index, force=force)
+        elif isinstance(index, SparseIndex):
+            from retrievekit.models.sparse import load_sparse_encoder
+
+            retriever = SparseRetriever(load_sparse_encoder(name, **loading), index, force=force)
         else:
             from retrievekit.models import load_encoder
 
             retriever = DenseRetriever(load_encoder(name, **loading), index, force=force)
     hits = retriever.search(texts, k)
+    explained: list[tuple[list, list]] = []
+    if explain is not None:
+        if not isinstance(retriever, SparseRetriever):
+            raise ConfigError("--explain is for sparse (SPLADE) indexes: their weights are terms of the vocabulary")
+        encoder = retriever.encoder
+        for text, result in zip(texts, hits, strict=True):
+            query_vector = encoder.encode_queries([text])
+            terms = encoder.decode(query_vector, top_k=explain)[0]
+            explained.append((terms, encoder.explain(query_vector, retriever.index.vectors_of(result.ids), top_k=3)))
     if output:
         write_trec_run(run_from_hits(ids, hits), output)
         console.print(f"wrote {len(ids)} queries x up to {k} results to {output}")
         return
-    for qid, text, result in zip(ids, texts, hits, strict=True):
+    for n, (qid, text, result) in enumerate(zip(ids, texts, hits, strict=True)):
+        terms, matched = explained[n] if explained else ([], [[] for _ in result.ids])
         if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "query_id": qid,
-                        "query": text,
-                        "results": [
-                            {"id": d, "score": round(float(s), 6), "title": index.titles.get(d, "")}
-                            for d, s in zip(result.ids, result.scores, strict=True)
-                        ],
-                    },
-                    ensure_ascii=False,
-                )
-            )
+            record: dict[str, Any] = {
+                "query_id": qid,
+                "query": text,
+                "results": [
+                    {"id": d, "score": round(float(s), 6), "title": index.titles.get(d, "")}
+                    | ({"matched_terms": [[t, round(w, 4)] for t, w in why]} if explained else {})
+                    for d, s, why in zip(result.ids, result.scores, matched, strict=True)
+                ],
+            }
+            if explained:
+                record["query_terms"] = [[t, round(w, 4)] for t, w in terms]
+            click.echo(json.dumps(record, ensure_ascii=False))
             continue
         console.print(f"[bold]{qid}[/bold]: {text}")
-        for rank, (doc, score) in enumerate(zip(result.ids, result.scores, strict=True), start=1):
+        if explained:
+            console.print("       terms: " + ", ".join(f"{t} {w:.2f}" for t, w in terms), highlight=False)
+        for rank, (doc, score, why) in enumerate(zip(result.ids, result.scores, matched, strict=True), start=1):
             console.print(f"  {rank:>3}. {score:9.4f}  {doc}  {index.titles.get(doc, '')[:90]}")
+            if why:
+                console.print("            matched: " + ", ".join(f"{t} {w:.2f}" for t, w in why), highlight=False)
 
 
 def _same_model(named: str, recorded: str) -> bool:

@@ -28,7 +28,7 @@ from retrievekit.retrieval.base import Pipeline, Retriever
 if TYPE_CHECKING:
     from retrievekit.embeddings import EmbeddingSet
     from retrievekit.models.dense import DenseEncoder
-    from retrievekit.outputs import MultiVectors
+    from retrievekit.outputs import MultiVectors, SparseVectors
 
 __all__ = [
     "Bm25Spec",
@@ -40,12 +40,15 @@ __all__ = [
     "MultiVectorSpec",
     "PipelineSpec",
     "RetrieverSpec",
+    "SparseSpec",
     "SpecOptions",
     "corpus_embeddings",
+    "corpus_sparse_vectors",
     "corpus_token_vectors",
     "make_spec",
     "register_retriever",
     "registered_retrievers",
+    "spec_model_family",
     "spec_needs_model",
 ]
 
@@ -132,6 +135,34 @@ def corpus_token_vectors(
     )  # fmt: skip
 
 
+def corpus_sparse_vectors(
+    encoder: Any,
+    corpus_path: Path,
+    *,
+    cache_root: Path | None,
+    scratch: Path,
+    batch_size: int = 32,
+    corpus_hash: str | None = None,
+) -> tuple[SparseVectors, float, bool]:
+    """A sparse (SPLADE) model's vectors of a corpus, encoded once per (model, runtime, corpus):
+    later calls load them (memory-mapped) from ``cache_root/sparse``."""
+    from retrievekit.data.readers import count_records, iter_documents
+    from retrievekit.outputs import SparseVectors
+
+    def encode(folder: Path) -> SparseVectors:
+        chunks = encoder.encode_chunks(
+            (d.full_text for d in iter_documents(corpus_path)), "documents", batch_size=batch_size,
+            show_progress=True, total=count_records(corpus_path),
+        )  # fmt: skip
+        SparseVectors.concatenate(list(chunks)).save(folder)
+        return SparseVectors.load(folder)
+
+    return _cached_corpus_output(
+        encoder, corpus_path, cache_root=cache_root, scratch=scratch, corpus_hash=corpus_hash,
+        subfolder="sparse", load=SparseVectors.load, encode=encode,
+    )  # fmt: skip
+
+
 @dataclass
 class EvaluationCorpus:
     """The corpus an evaluation searches, with its content hash and the caches built on it."""
@@ -144,6 +175,7 @@ class EvaluationCorpus:
     batch_size: int = 32
     _embeddings: dict[str, tuple[EmbeddingSet, float, bool]] = field(default_factory=dict)
     _token_vectors: dict[str, tuple[MultiVectors, float, bool]] = field(default_factory=dict)
+    _sparse_vectors: dict[str, tuple[SparseVectors, float, bool]] = field(default_factory=dict)
     _built: dict[str, BuiltRetriever] = field(default_factory=dict)
 
     def embeddings(self, encoder: DenseEncoder) -> tuple[EmbeddingSet, float, bool]:
@@ -165,6 +197,16 @@ class EvaluationCorpus:
                 batch_size=self.batch_size, corpus_hash=self.corpus_hash,
             )  # fmt: skip
         return self._token_vectors[key]
+
+    def sparse_vectors(self, encoder: Any) -> tuple[SparseVectors, float, bool]:
+        """:func:`corpus_sparse_vectors` of this corpus, once per evaluation."""
+        key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "sparse": True})
+        if key not in self._sparse_vectors:
+            self._sparse_vectors[key] = corpus_sparse_vectors(
+                encoder, self.corpus_path, cache_root=self.cache_root, scratch=self.scratch,
+                batch_size=self.batch_size, corpus_hash=self.corpus_hash,
+            )  # fmt: skip
+        return self._sparse_vectors[key]
 
     def build(self, spec: RetrieverSpec) -> BuiltRetriever:
         """``spec`` built once per evaluation (a hybrid reuses the members built before it)."""
@@ -225,6 +267,26 @@ class EncoderIndexSpec(RetrieverSpec):
             }
         )
 
+    def _index_corpus(
+        self, corpus: EvaluationCorpus, items: Any, encode_s: float, cached: bool, retriever_class: Any
+    ) -> BuiltRetriever:
+        """The corpus's encoded ``items`` (one row per document) in a new index of this spec's type,
+        behind ``retriever_class(encoder, index)``."""
+        documents = corpus.split.corpus
+        if len(items) != len(documents):
+            raise ArtifactError(f"{len(items)} cached encoded rows for {len(documents)} documents")
+        started = time.perf_counter()
+        index_type: Any = index_class(self.index_type)
+        index = index_type(self.encoder.dimension, **self.index_params)
+        if index.family != self.family:
+            raise ConfigError(f"{self.index_type} is not a {self.family} index")
+        index.model_fingerprint = self.encoder.fingerprint
+        index.add(documents.ids, items)
+        retriever = retriever_class(self.encoder, index, batch_size=corpus.batch_size, name=self.name)
+        return BuiltRetriever(
+            retriever, {"encode": encode_s, "index": time.perf_counter() - started}, {"embeddings": cached}
+        )
+
 
 class DenseSpec(EncoderIndexSpec):
     """A dense encoder over a vector index of any registered dense type."""
@@ -268,23 +330,25 @@ class MultiVectorSpec(EncoderIndexSpec):
     def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
         from retrievekit.retrieval.retriever import MultiVectorRetriever
 
-        vectors, encode_s, cached = corpus.token_vectors(self.encoder)
-        documents = corpus.split.corpus
-        if len(vectors) != len(documents):
-            raise ArtifactError(f"{len(vectors)} cached token-vector rows for {len(documents)} documents")
-        started = time.perf_counter()
-        from retrievekit.index.multivector import MultiVectorIndex
+        return self._index_corpus(corpus, *corpus.token_vectors(self.encoder), MultiVectorRetriever)
 
-        index_type: Any = index_class(self.index_type)
-        index = index_type(self.encoder.dimension, **self.index_params)
-        if not isinstance(index, MultiVectorIndex):
-            raise ConfigError(f"{self.index_type} is not a multi-vector index")
-        index.model_fingerprint = self.encoder.fingerprint
-        index.add(documents.ids, vectors)
-        retriever = MultiVectorRetriever(self.encoder, index, batch_size=corpus.batch_size, name=self.name)
-        return BuiltRetriever(
-            retriever, {"encode": encode_s, "index": time.perf_counter() - started}, {"embeddings": cached}
-        )
+
+class SparseSpec(EncoderIndexSpec):
+    """A SPLADE model over the ``sparse`` inverted index. The corpus's vectors are encoded once per
+    model, runtime and corpus (kept in the evaluation cache when there is one)."""
+
+    family = "sparse"
+
+    def __init__(
+        self, encoder: Any, *, index_type: str = "sparse", index_params: dict[str, Any] | None = None,
+        name: str = "sparse",
+    ) -> None:  # fmt: skip
+        super().__init__(encoder, index_type=index_type, index_params=index_params, name=name)
+
+    def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
+        from retrievekit.retrieval.retriever import SparseRetriever
+
+        return self._index_corpus(corpus, *corpus.sparse_vectors(self.encoder), SparseRetriever)
 
 
 class Bm25Spec(RetrieverSpec):
@@ -385,16 +449,24 @@ class _Registration:
     factory: Callable[[SpecOptions], RetrieverSpec]
     needs_model: bool
     description: str
+    model_family: str | None = None
 
 
 _REGISTRY: dict[str, _Registration] = {}
 
 
 def register_retriever(
-    name: str, factory: Callable[[SpecOptions], RetrieverSpec], *, needs_model: bool, description: str = ""
+    name: str,
+    factory: Callable[[SpecOptions], RetrieverSpec],
+    *,
+    needs_model: bool,
+    description: str = "",
+    model_family: str | None = None,
 ) -> None:
-    """Make ``--retriever NAME`` (and ``systems=[NAME]``) build ``factory(options)``."""
-    _REGISTRY[name] = _Registration(factory, needs_model, description)
+    """Make ``--retriever NAME`` (and ``systems=[NAME]``) build ``factory(options)``; ``model_family``
+    is the family of model it needs when that decides how a folder is read (``sparse``: a plain
+    masked-LM folder is a SPLADE model)."""
+    _REGISTRY[name] = _Registration(factory, needs_model, description, model_family)
 
 
 def registered_retrievers() -> dict[str, str]:
@@ -404,6 +476,11 @@ def registered_retrievers() -> dict[str, str]:
 
 def spec_needs_model(name: str) -> bool:
     return _registration(name).needs_model
+
+
+def spec_model_family(name: str) -> str | None:
+    """The model family the retriever ``name`` needs, when it says."""
+    return _registration(name).model_family
 
 
 def _registration(name: str) -> _Registration:
@@ -437,6 +514,14 @@ def _colbert_hybrid(options: SpecOptions) -> RetrieverSpec:
     return PipelineSpec([_colbert(options), _bm25(options)], fusion=options.fusion, name="colbert-hybrid")
 
 
+def _sparse(options: SpecOptions) -> RetrieverSpec:
+    return SparseSpec(options.encoder, index_type=options.index_type or "sparse", index_params=options.index_params)
+
+
+def _sparse_hybrid(options: SpecOptions) -> RetrieverSpec:
+    return PipelineSpec([_sparse(options), _bm25(options)], fusion=options.fusion, name="sparse-hybrid")
+
+
 def _bm25(options: SpecOptions) -> RetrieverSpec:
     return Bm25Spec()
 
@@ -457,3 +542,11 @@ register_retriever(
 register_retriever(
     "colbert-hybrid", _colbert_hybrid, needs_model=True, description="ColBERT + BM25, reciprocal rank fusion"
 )
+register_retriever(
+    "sparse", _sparse, needs_model=True, model_family="sparse",
+    description="a SPLADE model over the sparse inverted index (exact sparse dot product)",
+)  # fmt: skip
+register_retriever(
+    "sparse-hybrid", _sparse_hybrid, needs_model=True, model_family="sparse",
+    description="SPLADE + BM25, reciprocal rank fusion",
+)  # fmt: skip

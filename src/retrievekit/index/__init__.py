@@ -7,6 +7,7 @@ from retrievekit.index.exact import ExactIndex, top_k
 from retrievekit.index.multivector import MultiVectorFlatIndex, MultiVectorIndex
 from retrievekit.index.plaid import PlaidIndex
 from retrievekit.index.registry import IndexType, index_class, index_type_info, index_types, register_index_type
+from retrievekit.index.sparse import SparseIndex
 from retrievekit.index.vector import VectorIndex
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "MultiVectorFlatIndex",
     "MultiVectorIndex",
     "PlaidIndex",
+    "SparseIndex",
     "VectorIndex",
     "index_class",
     "index_type_info",

@@ -156,11 +156,43 @@ def _build_multivector(
     return index
 
 
+def _build_sparse(
+    path: Path,
+    index_type: str,
+    params: dict[str, Any],
+    titles: dict[str, str],
+    *,
+    encoder: Any,
+    batch_size: int,
+    show_progress: bool,
+    **_: Any,
+) -> Index:
+    """Each encoded chunk of sparse vectors goes into the index as it comes (a few hundred weights
+    per document: the index itself is what grows)."""
+    if encoder is None or getattr(encoder, "family", None) != "sparse":
+        raise ConfigError(f"a {index_type} index needs a sparse (SPLADE) model to encode the corpus")
+    cls: Any = index_class(index_type)
+    index = cls(
+        encoder.dimension, model_fingerprint=encoder.fingerprint, model_name=_model_reference(encoder),
+        model_options=encoder.load_options(), **params,
+    )  # fmt: skip
+    ids: list[str] = []
+    added = 0
+    for chunk in encoder.encode_chunks(
+        _document_texts(path, ids, titles), "documents", batch_size=batch_size, show_progress=show_progress,
+        total=count_records(path),
+    ):  # fmt: skip
+        index.add(ids[added : added + len(chunk)], chunk)
+        added += len(chunk)
+    return index
+
+
 # how each index family is filled from a corpus file; a new family adds its builder here
 _BUILDERS: dict[str, Callable[..., Index]] = {
     "lexical": _build_lexical,
     "dense": _build_dense,
     "multivector": _build_multivector,
+    "sparse": _build_sparse,
 }
 
 

@@ -88,3 +88,6 @@ register_index_type(
 register_index_type(
     "plaid", "retrievekit.index.plaid:PlaidIndex", family="multivector", description="PLAID, compressed, staged"
 )
+register_index_type(
+    "sparse", "retrievekit.index.sparse:SparseIndex", family="sparse", description="inverted index, exact sparse dot"
+)

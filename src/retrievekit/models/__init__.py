@@ -1,6 +1,6 @@
 """Model families on one encoder engine: a backbone, a head per family (dense, ColBERT's per-token
-vectors; sparse and pair-score heads are in :mod:`retrievekit.models.heads`), and loading by
-manifest kind."""
+vectors, SPLADE's vocabulary weights; the pair-score head is in :mod:`retrievekit.models.heads`),
+and loading by manifest kind."""
 
 from retrievekit.models.colbert import ColbertEncoder, build_colbert, load_colbert
 from retrievekit.models.colbert_format import ColbertConfig
@@ -8,6 +8,8 @@ from retrievekit.models.dense import DenseEncoder, EncodedFile, EncodeOptions
 from retrievekit.models.encoding import EncodeStats
 from retrievekit.models.loading import load_encoder
 from retrievekit.models.registry import Model, ModelKind, load_model, model_kinds, register_model_kind
+from retrievekit.models.sparse import SparseEncoder, load_sparse_encoder
+from retrievekit.models.sparse_format import SparseConfig
 from retrievekit.models.spec import EncoderSpec, TowerSpec
 
 __all__ = [
@@ -20,11 +22,14 @@ __all__ = [
     "EncoderSpec",
     "Model",
     "ModelKind",
+    "SparseConfig",
+    "SparseEncoder",
     "TowerSpec",
     "build_colbert",
     "load_colbert",
     "load_encoder",
     "load_model",
+    "load_sparse_encoder",
     "model_kinds",
     "register_model_kind",
 ]

@@ -342,12 +342,14 @@ def assemble(
             for position, row, kept in zip(batch, output, job.kept, strict=True):
                 rows[int(position)] = row[kept]
         return MultiVectors.from_list(rows, outputs[0].shape[-1] if outputs else 0)
+    if kind == "sparse":  # each batch made sparse on its own: a chunk never holds (texts, vocabulary) floats
+        parts = [SparseVectors.from_dense(output) for output in outputs]
+        order = np.argsort(np.concatenate(batches), kind="stable")
+        return SparseVectors.concatenate(parts).take(order)
     first = outputs[0]
     result = np.empty((count, *first.shape[1:]), dtype=np.float32)
     for batch, output in zip(batches, outputs, strict=True):
         result[batch] = output
-    if kind == "sparse":
-        return SparseVectors.from_dense(result)
     if kind == "score" and result.ndim == 2 and result.shape[1] == 1:
         return result[:, 0]
     return result

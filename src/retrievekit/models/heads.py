@@ -90,26 +90,40 @@ class TokenVectorsHead(Head):
 
 
 class SpladeHead(Head):
-    """``(B, L, V)`` masked-LM logits -> ``(B, V)`` weights ``pool_t log(1 + relu(logit_t))`` over the
-    real tokens (``pooling`` ``max`` as SPLADE v2+, or ``sum``).
+    """``(B, L, V)`` masked-LM logits -> ``(B, V)`` weights ``pool_t act(logit_t)`` over the real
+    tokens, ``act`` = ``log(1 + relu(x))`` (``activation="relu"``) or that once more through ``log1p``
+    (``"log1p_relu"``), ``pooling`` ``max`` (SPLADE v2+) or ``sum``. Both activations rise with the
+    logit, so max pooling takes the max of the raw logits first: one activation per vocabulary entry
+    instead of one per token (the same numbers).
 
     >>> logits = torch.tensor([[[0.0, 1.0, -2.0], [3.0, 0.5, 0.0], [9.0, 9.0, 9.0]]])
     >>> [round(w, 4) for w in SpladeHead("max")(logits, torch.tensor([[1, 1, 0]]))[0].tolist()]
     [1.3863, 0.6931, 0.0]
+    >>> [round(w, 4) for w in SpladeHead("sum", "log1p_relu")(logits, torch.tensor([[1, 1, 0]]))[0].tolist()]
+    [0.8697, 0.867, 0.0]
     """
 
     output = "sparse"
     states = "masked_lm_logits"
 
-    def __init__(self, pooling: str = "max") -> None:
+    def __init__(self, pooling: str = "max", activation: str = "relu") -> None:
         super().__init__()
         if pooling not in ("max", "sum"):
             raise ConfigError(f"SPLADE pooling must be 'max' or 'sum', got {pooling!r}")
+        if activation not in ("relu", "log1p_relu"):
+            raise ConfigError(f"SPLADE activation must be 'relu' or 'log1p_relu', got {activation!r}")
         self.pooling = pooling
+        self.activation = activation
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        weights = torch.log1p(torch.relu(logits))
+        return torch.log1p(weights) if self.activation == "log1p_relu" else weights
 
     def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        weights = torch.log1p(torch.relu(states)) * attention_mask.unsqueeze(-1).to(states.dtype)
-        return weights.amax(dim=1) if self.pooling == "max" else weights.sum(dim=1)
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        if self.pooling == "max":  # padding scores 0, which the relu floor gives anyway
+            return self._activate((states * mask).amax(dim=1))
+        return (self._activate(states) * mask).sum(dim=1)
 
 
 class ScoreHead(Head):

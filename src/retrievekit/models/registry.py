@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from retrievekit.artifacts import MANIFEST_NAME, read_manifest
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.colbert_format import is_colbert_folder
+from retrievekit.models.sparse_format import is_sparse_folder
 from retrievekit.resolve import resolve_model
 
 __all__ = ["Model", "ModelKind", "detect_model_kind", "load_model", "model_kinds", "register_model_kind"]
@@ -113,5 +114,8 @@ register_model_kind(
     "retrievekit.models.colbert:load_colbert",
     family="multivector",
     detect=is_colbert_folder,
+)
+register_model_kind(
+    "sparse_encoder", "retrievekit.models.sparse:load_sparse_encoder", family="sparse", detect=is_sparse_folder
 )
 register_model_kind("dense_encoder", "retrievekit.models.loading:load_encoder", family="dense", detect=_is_dense_layout)

@@ -9,6 +9,7 @@ from retrievekit.retrieval.retriever import (
     HybridRetriever,
     MaxSimReranker,
     MultiVectorRetriever,
+    SparseRetriever,
 )
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Pipeline",
     "Reranker",
     "Retriever",
+    "SparseRetriever",
     "fuse",
     "reciprocal_rank_fusion",
     "run_from_hits",

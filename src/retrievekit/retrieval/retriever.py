@@ -77,6 +77,17 @@ class DenseRetriever(EncoderIndexRetriever):
         super().__init__(encoder, index, force=force, batch_size=batch_size, name=name)
 
 
+class SparseRetriever(EncoderIndexRetriever):
+    """A SPLADE model plus a ``sparse`` index built with the same model."""
+
+    kind = "sparse"
+
+    def __init__(
+        self, encoder: Any, index: Any, *, force: bool = False, batch_size: int = 32, name: str = "sparse"
+    ) -> None:
+        super().__init__(encoder, index, force=force, batch_size=batch_size, name=name)
+
+
 class Bm25Retriever(Retriever):
     """Query texts against a :class:`~retrievekit.index.bm25.Bm25Index`."""
 

@@ -1,0 +1,384 @@
+"""Learned sparse retrieval (SPLADE): a masked-LM's logits turned into one weight per vocabulary
+entry, scored by sparse dot product.
+
+A :class:`SparseEncoder` is a tower with the SPLADE head (:class:`~retrievekit.models.heads.SpladeHead`:
+``log(1 + relu(logit))``, max or sum over the tokens) run by the shared encoding engine; its outputs
+are :class:`~retrievekit.outputs.SparseVectors` (CSR rows over the vocabulary), pruned to
+``max_active_dims`` when set. They equal sentence-transformers' ``SparseEncoder.encode`` for the
+same model. :func:`load_sparse_encoder` reads sentence-transformers ``SparseEncoder`` folders and
+plain masked-LM folders; :meth:`SparseEncoder.save` writes sentence-transformers' layout (plus
+retrievekit's manifest), which ``SparseEncoder(path)`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from retrievekit.artifacts import (
+    Manifest,
+    atomic_directory,
+    files_digest,
+    fingerprint_json,
+    read_manifest,
+    write_manifest,
+)
+from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.models.encoding import BatchRunner, EncodeStats, encode_chunks
+from retrievekit.models.sparse_format import SPARSE_KIND, SparseConfig, read_sparse_layout
+from retrievekit.outputs import SparseVectors
+from retrievekit.resolve import resolve_model
+from retrievekit.scoring import sparse_dot
+
+if TYPE_CHECKING:
+    from retrievekit.models.tower import Tower
+
+__all__ = ["SparseConfig", "SparseEncoder", "load_sparse_encoder"]
+
+logger = logging.getLogger(__name__)
+
+_POOLING_FOLDER = "1_SpladePooling"
+_ST_MODULES = "sentence_transformers.sparse_encoder.models"  # sentence-transformers 5 and 6 both read it
+
+
+class SparseEncoder:
+    """A SPLADE model: ``encode_queries``/``encode_documents`` give
+    :class:`~retrievekit.outputs.SparseVectors`; :meth:`similarity` is their dot product;
+    :meth:`decode` names the weighted terms. Build one with :func:`load_sparse_encoder`."""
+
+    family = "sparse"
+    similarity_fn_name = "dot"
+
+    def __init__(
+        self,
+        tower: Tower,
+        config: SparseConfig,
+        *,
+        runners: Sequence[BatchRunner],
+        name: str = "",
+        source: Path | None = None,
+        backend: str = "torch",
+        runtime: str | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        self.tower = tower
+        self.config = config
+        self._runners = list(runners)
+        self.name = name
+        self.source = source
+        self.backend = backend
+        self.runtime = runtime or backend
+        self._fingerprint = fingerprint
+        self._vocabulary: list[str] | None = None
+
+    # the trainer sees the one shared tower on both sides
+    @property
+    def query_tower(self) -> Tower:
+        return self.tower
+
+    @property
+    def document_tower(self) -> Tower:
+        return self.tower
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tower.backbone.config.vocab_size)
+
+    @property
+    def dimension(self) -> int:
+        """The vocabulary size: one weight per vocabulary entry."""
+        return self.vocab_size
+
+    @property
+    def max_length(self) -> int:
+        """Tokens read per text (``max_length``, or the tokenizer's and positions' limit)."""
+        return self.tower.max_length
+
+    @property
+    def fingerprint(self) -> str:
+        """A content hash of the weights, the tokenizer and how text is read and weighted."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint_json(
+                {
+                    "weights": [self.tower.digest()],
+                    "tokenizers": [self.tower.tokenizer_digest()],
+                    "config": self.config.to_dict(),
+                    "kind": SPARSE_KIND,
+                }
+            )
+        return self._fingerprint
+
+    def load_options(self) -> dict[str, object]:
+        """The :func:`load_sparse_encoder` options that rebuild this encoder from its source folder."""
+        return {"max_active_dims": self.config.max_active_dims, "max_length": self.config.max_length}
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"SparseEncoder({self.name!r}, vocabulary={self.vocab_size}, pooling={c.pooling!r}, "
+            f"activation={c.activation!r}, max_active_dims={c.max_active_dims}, max_length={self.max_length}, "
+            f"backend={self.runtime!r})"
+        )
+
+    # ---- encoding ----------------------------------------------------------------------------
+    def encode_queries(
+        self, texts: str | Sequence[str], *, batch_size: int = 32, max_tokens: int | None = None,
+        show_progress: bool = False,
+    ) -> SparseVectors:  # fmt: skip
+        """Encode queries (a single string gives one row)."""
+        return self._encode(texts, "queries", batch_size, max_tokens, show_progress)
+
+    def encode_documents(
+        self, texts: str | Sequence[str], *, batch_size: int = 32, max_tokens: int | None = None,
+        show_progress: bool = False,
+    ) -> SparseVectors:  # fmt: skip
+        """Encode documents (a single string gives one row)."""
+        return self._encode(texts, "documents", batch_size, max_tokens, show_progress)
+
+    def encode_query(self, texts: str | Sequence[str], **options: Any) -> SparseVectors:
+        """sentence-transformers' name for :meth:`encode_queries`."""
+        return self.encode_queries(texts, **options)
+
+    def encode_document(self, texts: str | Sequence[str], **options: Any) -> SparseVectors:
+        """sentence-transformers' name for :meth:`encode_documents`."""
+        return self.encode_documents(texts, **options)
+
+    def _encode(
+        self, texts: str | Sequence[str], side: str, batch_size: int, max_tokens: int | None, show_progress: bool
+    ) -> SparseVectors:
+        rows = [texts] if isinstance(texts, str) else list(texts)
+        stats = EncodeStats()
+        chunks = list(
+            self.encode_chunks(
+                rows, side, batch_size=batch_size, max_tokens=max_tokens, show_progress=show_progress,
+                total=len(rows), stats=stats,
+            )
+        )  # fmt: skip
+        stats.report(self.max_length)
+        if not chunks:
+            return SparseVectors(np.zeros(1, np.int64), np.empty(0, np.int32), np.empty(0, np.float32), self.vocab_size)
+        return SparseVectors.concatenate(chunks)
+
+    def encode_chunks(
+        self,
+        texts: Iterable[str],
+        side: str,
+        *,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        chunk_size: int = 4096,
+        show_progress: bool = False,
+        total: int | None = None,
+        stats: EncodeStats | None = None,
+    ) -> Iterator[SparseVectors]:
+        """Encode ``side`` (``queries`` or ``documents``) chunk by chunk, for streams of any length."""
+        if side not in ("queries", "documents"):
+            raise ConfigError(f"side must be 'queries' or 'documents', got {side!r}")
+        prompt = self.config.query_prompt if side == "queries" else self.config.document_prompt
+        for chunk in encode_chunks(
+            texts, tokenizer=self.tower.tokenizer, runners=self._runners, max_length=self.max_length,
+            batch_size=batch_size, max_tokens=max_tokens, chunk_size=chunk_size, prompt=prompt,
+            show_progress=show_progress, total=total, stats=stats, description=f"Encoding {side}", output="sparse",
+        ):  # fmt: skip
+            if not isinstance(chunk, SparseVectors):
+                raise TypeError(f"a SPLADE tower produced {type(chunk).__name__}, not sparse vectors")
+            yield chunk.pruned(self.config.max_active_dims) if self.config.max_active_dims else chunk
+
+    def similarity(self, queries: SparseVectors, documents: SparseVectors) -> np.ndarray:
+        """``(Q, D)`` sparse dot products."""
+        return sparse_dot(
+            [queries.row(i)[0] for i in range(len(queries))], [queries.row(i)[1] for i in range(len(queries))],
+            documents.indptr, documents.indices, documents.values,
+        )  # fmt: skip
+
+    def decode(self, vectors: SparseVectors, top_k: int | None = None) -> list[list[tuple[str, float]]]:
+        """Each row's terms and weights, heaviest first (``top_k`` of them): why a text matches.
+
+        What SPLADE adds beyond the words of the text (its expansion) shows here."""
+        vocabulary = self._vocabulary_tokens()
+        decoded = []
+        for i in range(len(vectors)):
+            indices, values = vectors.row(i)
+            order = np.argsort(-values, kind="stable")[:top_k]
+            decoded.append([(vocabulary[int(indices[j])], float(values[j])) for j in order])
+        return decoded
+
+    def explain(self, query: SparseVectors, documents: SparseVectors, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Per document, the terms it shares with the (one-row) ``query`` and what each adds to the
+        score (query weight x document weight), largest first: why the document matched."""
+        terms, weights = query.row(0)
+        by_term = dict(zip(terms.tolist(), weights.tolist(), strict=True))
+        vocabulary = self._vocabulary_tokens()
+        explained = []
+        for i in range(len(documents)):
+            indices, values = documents.row(i)
+            shared = [(vocabulary[int(t)], by_term[int(t)] * float(v)) for t, v in zip(indices, values, strict=True)
+                      if int(t) in by_term]  # fmt: skip
+            explained.append(sorted(shared, key=lambda pair: -pair[1])[:top_k])
+        return explained
+
+    def _vocabulary_tokens(self) -> list[str]:
+        if self._vocabulary is None:
+            vocabulary = self.tower.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
+            self._vocabulary = [str(token) for token in vocabulary]
+        return self._vocabulary
+
+    def retrained(self, tower: Tower, device: Any = "cpu") -> SparseEncoder:
+        """A sparse encoder over ``tower`` (new weights, the same settings; a fresh fingerprint)."""
+        return _with_backend(tower, self.config, self.name, self.source, None, "torch", str(device), "float32")
+
+    # ---- saving ------------------------------------------------------------------------------
+    def save(self, directory: str | Path, *, overwrite: bool = True, training: dict | None = None) -> Path:
+        """Save in sentence-transformers' ``SparseEncoder`` layout (``SparseEncoder(path)`` loads it)
+        with retrievekit's manifest; atomic."""
+        from retrievekit.models.tower import model_files
+
+        directory = Path(directory)
+        with atomic_directory(directory, overwrite=overwrite) as staging:
+            self.tower.backbone.save_pretrained(staging, safe_serialization=True)
+            self.tower.tokenizer.save_pretrained(staging)
+            _write_json(
+                staging / "sentence_bert_config.json", {"max_seq_length": self.max_length, "do_lower_case": False}
+            )
+            (staging / _POOLING_FOLDER).mkdir()
+            _write_json(
+                staging / _POOLING_FOLDER / "config.json",
+                {
+                    "pooling_strategy": self.config.pooling,
+                    "activation_function": self.config.activation,
+                    "word_embedding_dimension": self.vocab_size,
+                },
+            )
+            _write_json(
+                staging / "modules.json",
+                [
+                    {"idx": 0, "name": "0", "path": "", "type": f"{_ST_MODULES}.MLMTransformer"},
+                    {"idx": 1, "name": "1", "path": _POOLING_FOLDER, "type": f"{_ST_MODULES}.SpladePooling"},
+                ],
+            )
+            _write_json(
+                staging / "config_sentence_transformers.json",
+                {
+                    "model_type": "SparseEncoder",
+                    "__version__": {"retrievekit": _version()},
+                    "prompts": {"query": self.config.query_prompt, "document": self.config.document_prompt},
+                    "default_prompt_name": None,
+                    "similarity_fn_name": "dot",
+                    "max_active_dims": self.config.max_active_dims,
+                },
+            )
+            config: dict[str, Any] = {
+                "sparse": self.config.to_dict(),
+                "vocab_size": self.vocab_size,
+                "name": self.name,
+                "files_digest": files_digest(staging, model_files(staging)),
+            }
+            if training:
+                config["training"] = training
+            write_manifest(
+                staging, Manifest(kind=SPARSE_KIND, family="sparse", config=config, fingerprint=self.fingerprint)
+            )
+        logger.info("saved %s to %s", self.name or "SPLADE model", directory)
+        return directory
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _version() -> str:
+    from retrievekit._version import __version__
+
+    return __version__
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+def _tower(backbone_dir: Path, config: SparseConfig, trust_remote_code: bool) -> Tower:
+    from retrievekit.models.heads import SpladeHead
+    from retrievekit.models.spec import TowerSpec
+    from retrievekit.models.tower import Tower, load_backbone
+
+    backbone, tokenizer = load_backbone(backbone_dir, states="masked_lm_logits", trust_remote_code=trust_remote_code)
+    spec = TowerSpec(backbone="", max_length=config.max_length)
+    return Tower(spec, backbone, tokenizer, head=SpladeHead(config.pooling, config.activation)).eval()
+
+
+def _read_folder(root: Path, trust_remote_code: bool) -> tuple[Tower, SparseConfig, str | None]:
+    """The tower, settings and verified fingerprint of a retrievekit, sentence-transformers or
+    plain masked-LM folder."""
+    from retrievekit.models.loading import verified_fingerprint
+
+    if (root / "manifest.json").is_file():
+        manifest = read_manifest(root, expected_kind=SPARSE_KIND)
+        fingerprint = verified_fingerprint(root, manifest)
+        raw = manifest.config.get("sparse")
+        if not isinstance(raw, dict):
+            raise ArtifactError(f"{root / 'manifest.json'}: no 'sparse' settings")
+        config = SparseConfig.from_dict(raw, str(root / "manifest.json"))
+        return _tower(root, config, trust_remote_code), config, fingerprint
+    backbone_dir, config = read_sparse_layout(root)
+    return _tower(backbone_dir, config, trust_remote_code), config, None
+
+
+def load_sparse_encoder(
+    name_or_path: str | Path,
+    *,
+    max_active_dims: int | None = None,
+    max_length: int | None = None,
+    backend: str = "torch",
+    device: str | list[str] | None = None,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+) -> SparseEncoder:
+    """Load a SPLADE model: a folder saved by retrievekit or sentence-transformers (``SparseEncoder``),
+    or a plain Hugging Face masked-LM folder (max pooling, relu: SPLADE's defaults).
+
+    ``max_active_dims`` and ``max_length`` override the folder's settings. ``backend``: ``torch``
+    (``device``, ``dtype`` as for dense encoders)."""
+    root = resolve_model(name_or_path)
+    tower, config, fingerprint = _read_folder(root, trust_remote_code)
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in (("max_active_dims", max_active_dims), ("max_length", max_length))
+        if value is not None and getattr(config, key) != value
+    }
+    if overrides:
+        config = replace(config, **overrides)
+        tower.spec = replace(tower.spec, max_length=config.max_length)
+        fingerprint = None
+    return _with_backend(tower, config, str(name_or_path), root, fingerprint, backend, device, dtype)
+
+
+def _with_backend(
+    tower: Tower,
+    config: SparseConfig,
+    name: str,
+    root: Path | None,
+    fingerprint: str | None,
+    backend: str,
+    device: str | list[str] | None,
+    dtype: str,
+) -> SparseEncoder:
+    if backend != "torch":
+        raise ConfigError(
+            f"backend {backend!r} is not available for SPLADE models yet; use 'torch' (its masked-LM logits are "
+            "(tokens x vocabulary) per text, which an ONNX graph would have to hand back whole)"
+        )
+    import copy
+
+    from retrievekit.models.backends.torch_runner import TorchRunner, parse_devices
+
+    devices = parse_devices(device)
+    replicas = [tower] + [copy.deepcopy(tower) for _ in devices[1:]]
+    runners = [TorchRunner(t, d, dtype) for t, d in zip(replicas, devices, strict=True)]
+    return SparseEncoder(
+        tower, config, runners=runners, name=name, source=root, runtime=f"torch-{dtype}", fingerprint=fingerprint
+    )

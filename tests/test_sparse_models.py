@@ -1,0 +1,139 @@
+"""SPLADE models: the vectors equal sentence-transformers' SparseEncoder for the same folder (plain
+masked-LM folders, sentence-transformers saves, and ours loaded back by sentence-transformers)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.models.registry import detect_model_kind, load_model
+from retrievekit.models.sparse import SparseEncoder, load_sparse_encoder
+from retrievekit.outputs import SparseVectors
+
+TEXTS = ["vitamin d and bone health", "protein folding in cells", "a", "the immune response to infection " * 6]
+
+
+def st_vectors(model, texts, **options) -> np.ndarray:
+    out = model.encode(texts, convert_to_tensor=True, **options)
+    return (out.to_dense() if out.is_sparse else out).cpu().numpy()
+
+
+@pytest.fixture(scope="module")
+def st_model(tiny_mlm_dir):
+    from sentence_transformers import SparseEncoder as STSparseEncoder
+    from sentence_transformers.sparse_encoder.models import MLMTransformer, SpladePooling
+
+    return STSparseEncoder(modules=[MLMTransformer(str(tiny_mlm_dir)), SpladePooling("max")], device="cpu")
+
+
+def assert_same(ours: SparseVectors, theirs: np.ndarray) -> None:
+    dense = ours.to_dense()
+    assert dense.shape == theirs.shape
+    assert ((dense != 0) == (theirs != 0)).all(), "the non-zero terms differ"
+    np.testing.assert_allclose(dense, theirs, atol=1e-5)
+
+
+def test_plain_masked_lm_folder_matches_sentence_transformers(tiny_mlm_dir, st_model):
+    model = load_sparse_encoder(tiny_mlm_dir)
+    assert isinstance(model, SparseEncoder) and model.dimension == model.vocab_size
+    ours = model.encode_documents(TEXTS, batch_size=3)  # several batches, length-sorted and put back
+    assert_same(ours, st_vectors(st_model, TEXTS))
+    assert (ours.nnz > 0).all() and ours.values.min() > 0
+    scores = model.similarity(model.encode_queries(TEXTS[:2]), ours)
+    np.testing.assert_allclose(scores, ours.to_dense()[:2] @ ours.to_dense().T, rtol=1e-5)
+
+
+def test_max_active_dims_and_sum_pooling_match(tiny_mlm_dir, st_model):
+    pruned = load_sparse_encoder(tiny_mlm_dir, max_active_dims=5).encode_documents(TEXTS)
+    assert (pruned.nnz <= 5).all()
+    assert_same(pruned, st_vectors(st_model, TEXTS, max_active_dims=5))
+    from sentence_transformers import SparseEncoder as STSparseEncoder
+    from sentence_transformers.sparse_encoder.models import MLMTransformer, SpladePooling
+
+    st_sum = STSparseEncoder(
+        modules=[MLMTransformer(str(tiny_mlm_dir)), SpladePooling("sum", activation_function="log1p_relu")],
+        device="cpu",
+    )
+    st_sum.save(str(tiny_mlm_dir.parent / "st-sum"))
+    ours = load_sparse_encoder(tiny_mlm_dir.parent / "st-sum")
+    assert (ours.config.pooling, ours.config.activation) == ("sum", "log1p_relu")
+    assert_same(ours.encode_documents(TEXTS), st_vectors(st_sum, TEXTS))
+
+
+def test_save_loads_in_sentence_transformers_and_back(tiny_mlm_dir, tmp_path):
+    from sentence_transformers import SparseEncoder as STSparseEncoder
+
+    model = load_sparse_encoder(tiny_mlm_dir, max_active_dims=8)
+    saved = model.save(tmp_path / "splade")
+    assert detect_model_kind(saved) == "sparse_encoder" and detect_model_kind(tiny_mlm_dir) != "sparse_encoder"
+    theirs = STSparseEncoder(str(saved), device="cpu")
+    assert theirs.max_active_dims == 8
+    assert_same(model.encode_documents(TEXTS), st_vectors(theirs, TEXTS))
+    again = load_model(saved)
+    assert isinstance(again, SparseEncoder) and again.fingerprint == model.fingerprint
+    (saved / "manifest.json").unlink()  # read as a sentence-transformers folder: the same vectors
+    assert_same(load_sparse_encoder(saved).encode_documents(TEXTS), st_vectors(theirs, TEXTS))
+
+
+def test_decode_names_the_heaviest_terms(tiny_mlm_dir):
+    model = load_sparse_encoder(tiny_mlm_dir)
+    vectors = model.encode_queries(["vitamin"])
+    terms = model.decode(vectors, top_k=3)[0]
+    assert len(terms) == 3 and all(isinstance(t, str) for t, _ in terms)
+    weights = [w for _, w in terms]
+    assert weights == sorted(weights, reverse=True) and weights[0] == pytest.approx(float(vectors.values.max()))
+
+
+def test_bad_folders_and_settings_fail_clearly(tiny_mlm_dir, tmp_path):
+    with pytest.raises(ConfigError, match="max_active_dims must be a positive integer"):
+        load_sparse_encoder(tiny_mlm_dir, max_active_dims=0)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "modules.json").write_text(json.dumps([{"path": "../x", "type": "a.MLMTransformer"},
+                                                  {"path": "p", "type": "a.SpladePooling"}]))  # fmt: skip
+    with pytest.raises(ArtifactError, match="lies outside the model"):
+        load_sparse_encoder(bad)
+    with pytest.raises(ConfigError, match="not available for SPLADE"):
+        load_sparse_encoder(tiny_mlm_dir, backend="onnx")
+
+
+def invoke(*args: str):
+    from click.testing import CliRunner
+
+    from retrievekit.cli.main import cli
+
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_cli_encode_index_search_explain_and_evaluate(tiny_mlm_dir, toy_beir, tmp_path):
+    from retrievekit.index.base import load_index
+    from retrievekit.index.sparse import SparseIndex
+
+    model = str(tiny_mlm_dir)  # a plain masked-LM folder: the sparse commands read it as SPLADE
+    invoke("encode", "--model", model, "--model-family", "sparse", "--input", str(toy_beir),
+           "--output", str(tmp_path / "enc"))  # fmt: skip
+    encoded = SparseVectors.load(tmp_path / "enc" / "vectors")
+    ids = json.loads((tmp_path / "enc" / "ids.json").read_text())
+    assert len(encoded) == len(ids) and encoded.vocab_size == load_sparse_encoder(model).vocab_size
+    invoke("index", "build", "--corpus", str(toy_beir), "--model", model, "--type", "sparse",
+           "--output", str(tmp_path / "index"))  # fmt: skip
+    index = load_index(tmp_path / "index")
+    assert isinstance(index, SparseIndex) and len(index) == len(ids)
+    found = invoke("search", "--index", str(tmp_path / "index"), "--model", model, "-q", "vitamin", "-k", "3",
+                   "--explain", "4", "--json")  # fmt: skip
+    record = json.loads(found.output.strip().splitlines()[-1])
+    assert len(record["query_terms"]) == 4 and len(record["results"]) == 3
+    assert all(r["matched_terms"] for r in record["results"])
+    first = record["results"][0]
+    assert sum(w for _, w in first["matched_terms"]) <= first["score"] + 1e-3  # the top 3 shared terms' share
+    out = tmp_path / "eval"
+    invoke("evaluate", "--dataset", str(toy_beir), "--retriever", "sparse", "--retriever", "sparse-hybrid",
+           "--model", model, "--output", str(out), "--no-cache")  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert [s["retriever"] for s in results["systems"]] == ["sparse", "sparse-hybrid"]
+    assert "ndcg@10" in results["systems"][0]["metrics"]
