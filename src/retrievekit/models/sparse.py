@@ -302,13 +302,19 @@ def _version() -> str:
 
 
 def _tower(backbone_dir: Path, config: SparseConfig, trust_remote_code: bool) -> Tower:
-    from retrievekit.models.heads import SpladeHead
+    from retrievekit.models.heads import DeferredProjection, SpladeHead
     from retrievekit.models.spec import TowerSpec
     from retrievekit.models.tower import Tower, load_backbone
 
     backbone, tokenizer = load_backbone(backbone_dir, states="masked_lm_logits", trust_remote_code=trust_remote_code)
+    model: Any = backbone
+    decoder = model.get_output_embeddings()
+    deferred = None
+    if decoder is not None and getattr(decoder, "weight", None) is not None and decoder.weight.ndim == 2:
+        deferred = DeferredProjection(decoder)  # the head projects onto the vocabulary in slices
+        model.set_output_embeddings(deferred)
     spec = TowerSpec(backbone="", max_length=config.max_length)
-    return Tower(spec, backbone, tokenizer, head=SpladeHead(config.pooling, config.activation)).eval()
+    return Tower(spec, backbone, tokenizer, head=SpladeHead(config.pooling, config.activation, decoder=deferred)).eval()
 
 
 def _read_folder(root: Path, trust_remote_code: bool) -> tuple[Tower, SparseConfig, str | None]:
