@@ -95,9 +95,15 @@ class DeferredProjection(nn.Module):
     so the model returns the LM head's transformed states and :class:`SpladeHead` applies the
     projection itself, a slice of the vocabulary at a time, never holding ``(B, L, V)`` logits."""
 
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, linear: nn.Module) -> None:
         super().__init__()
-        self.weight = linear.weight
+        weight = linear.weight
+        if not isinstance(weight, torch.Tensor):
+            raise ConfigError(f"the masked-LM's output projection has no weight tensor ({type(linear).__name__})")
+        self.weight = weight  # the same Parameter objects: ties and saves see no change
         self.bias = getattr(linear, "bias", None)
         self.in_features = int(self.weight.shape[1])
         self.out_features = int(self.weight.shape[0])
@@ -156,7 +162,8 @@ class SpladeHead(Head):
         if not self._decoder:
             return self._pool(states, mask)
         decoder = self._decoder[0]
-        weight, bias = decoder.weight, decoder.bias
+        weight: torch.Tensor = decoder.weight
+        bias: torch.Tensor | None = decoder.bias
         step = max(256, self.max_logits // max(1, states.shape[0] * states.shape[1]))
         parts = []
         for start in range(0, weight.shape[0], step):
