@@ -53,11 +53,13 @@ class DevEvaluation(pl.Callback):
         module.model.eval()
         try:
             encoder = module.model.export(module.device)
-            colbert = getattr(encoder, "family", "dense") == "multivector"
+            family = getattr(encoder, "family", "dense")
+            system, index_type = {"multivector": ("colbert", "multivector-flat"), "sparse": ("sparse", None)}.get(
+                family, ("dense", None)
+            )
             result = evaluate_dataset(
                 self.dataset, split=self.split, encoder=encoder, batch_size=self.batch_size, cache=False,
-                k_values=(10, 100), systems=["colbert" if colbert else "dense"],
-                index_type="multivector-flat" if colbert else None,
+                k_values=(10, 100), systems=[system], index_type=index_type,
             )  # fmt: skip
         finally:
             module.model.train()

@@ -34,9 +34,10 @@ __all__ = [
 @dataclass
 class ModelConfig:
     """``model``: name or folder to start from (``pooling``/``normalize`` are needed for a plain
-    Hugging Face folder); ``kind``: ``auto`` (what the folder holds), ``dense``, or ``colbert`` (a
+    Hugging Face folder); ``kind``: ``auto`` (what the folder holds), ``dense``, ``colbert`` (a
     ColBERT folder as it is, any other encoder turned into a new ColBERT with an ``embedding_size``-wide
-    random projection, seeded by ``run.seed``); ``separate_towers``: untie a shared encoder into a
+    random projection, seeded by ``run.seed``) or ``sparse`` (a SPLADE model: a sentence-transformers
+    SparseEncoder folder or a plain masked-LM folder); ``separate_towers``: untie a shared encoder into a
     query and a document tower (BET style); ``gradient_checkpointing``: trade compute for memory."""
 
     model: str = "minilm"
@@ -64,7 +65,10 @@ class DataConfig:
 @dataclass
 class LossConfig:
     """``loss``: infonce | cached_infonce | margin_mse | kl, and their options (``mini_batch_size``:
-    texts encoded at once by cached_infonce)."""
+    texts encoded at once by cached_infonce). Sparse (SPLADE) models add FLOPS on the documents
+    (``document_regularizer_weight``) and ``query_regularizer`` (flops or l1) on the queries
+    (``query_regularizer_weight``, the document weight when unset), both warmed up quadratically over
+    ``regularizer_warmup_ratio`` of the steps."""
 
     loss: str = "infonce"
     temperature: float = 0.05
@@ -74,6 +78,10 @@ class LossConfig:
     gather_across_devices: bool = False
     teacher_temperature: float = 1.0
     mini_batch_size: int = 16
+    document_regularizer_weight: float = 0.0
+    query_regularizer_weight: float | None = None
+    query_regularizer: str = "flops"
+    regularizer_warmup_ratio: float = 1 / 3
 
 
 @dataclass
@@ -239,8 +247,8 @@ def _check(config: TrainConfig) -> None:
     for name, (value, minimum) in minimums.items():
         if value is not None and value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    if config.model.kind not in ("auto", "dense", "colbert"):
-        raise ConfigError(f"kind must be auto, dense or colbert, got {config.model.kind!r}")
+    if config.model.kind not in ("auto", "dense", "colbert", "sparse"):
+        raise ConfigError(f"kind must be auto, dense, colbert or sparse, got {config.model.kind!r}")
     if config.model.embedding_size < 1:
         raise ConfigError(f"embedding_size must be at least 1, got {config.model.embedding_size}")
     if optimizer.learning_rate < 0:

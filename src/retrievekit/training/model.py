@@ -1,4 +1,5 @@
-"""The trainable view of an encoder (dense or ColBERT): its towers as one ``nn.Module`` and its score function."""
+"""The trainable view of an encoder (dense, ColBERT or SPLADE): its towers as one ``nn.Module`` and
+its score function."""
 
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ class BiEncoderModel(nn.Module):
         self.query_tower = encoder.query_tower
         self.document_tower = encoder.document_tower  # the same module when shared: parameters() lists it once
         self.similarity = encoder.similarity_fn_name
+        # a regulariser on the embeddings themselves (SPLADE's FLOPS) reads the last ones encoded
+        self.keep_outputs = False
+        self.last_outputs: dict[str, torch.Tensor] = {}
         for tower in (self.query_tower, self.document_tower):
             pooler = getattr(tower.backbone, "pooler", None)  # BERT's pooler: never used by our pooling
             if isinstance(pooler, nn.Module):
@@ -60,6 +64,8 @@ class BiEncoderModel(nn.Module):
         output: torch.Tensor = tower(input_ids, attention_mask)
         if output_mask is not None:
             output = output * output_mask[..., None].to(output.dtype)
+        if self.keep_outputs:
+            self.last_outputs[side] = output
         return output
 
     def encode_queries(self, batch: TrainingBatch) -> torch.Tensor:
@@ -75,7 +81,7 @@ class BiEncoderModel(nn.Module):
         starting model do not apply), running on ``device``: a :class:`DenseEncoder`, or a
         :class:`~retrievekit.models.colbert.ColbertEncoder`."""
         source = self.encoder
-        if getattr(source, "family", "dense") == "multivector":
+        if getattr(source, "family", "dense") in ("multivector", "sparse"):
             return source.retrained(self.document_tower, device)
         encoder = DenseEncoder(
             source.spec, self.query_tower, self.document_tower, runners={}, name=source.name, source=source.source

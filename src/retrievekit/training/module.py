@@ -73,8 +73,18 @@ class RetrievalTrainingModule(pl.LightningModule):
         if self._loader is not None:
             self._loader.batch_sampler.set_epoch(self.current_epoch)
 
+    def on_train_start(self) -> None:
+        loss: Any = self.loss
+        if hasattr(loss, "total_steps"):  # a regulariser's warm-up spans a share of the run
+            loss.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+
     def training_step(self, batch: TrainingBatch, batch_idx: int) -> torch.Tensor:
+        regularized: Any = self.loss
+        if hasattr(regularized, "step"):
+            regularized.step = self.global_step  # restored with the checkpoint: a resumed warm-up continues
         loss = self.loss(batch)
+        for name, value in getattr(self.loss, "last_stats", {}).items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch.size)
         # the position is recorded here: checkpoint callbacks run before this module's on_train_batch_end
         self.examples_seen += batch.size
         if self._loader is not None:

@@ -10,9 +10,13 @@ to be sparse.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-__all__ = ["flops", "l1", "nonzeros", "quadratic_warmup"]
+from retrievekit.errors import ConfigError
+
+__all__ = ["SparseRegularizedLoss", "flops", "l1", "nonzeros", "quadratic_warmup"]
 
 
 def flops(weights: torch.Tensor) -> torch.Tensor:
@@ -52,3 +56,62 @@ def quadratic_warmup(step: int, target: float, warmup_steps: int) -> float:
     if warmup_steps <= 0 or step >= warmup_steps:
         return target
     return target * (step / warmup_steps) ** 2
+
+
+class SparseRegularizedLoss(torch.nn.Module):
+    """A ranking loss plus SPLADE's sparsity regularisers on the embeddings it encoded: FLOPS on the
+    documents and ``query_regularizer`` (FLOPS or L1) on the queries, each weight warmed up
+    quadratically over ``warmup_ratio`` of the run (sentence-transformers' ``SpladeLoss`` with its
+    scheduler callback). The training module sets :attr:`step` and :attr:`total_steps`; the last
+    batch's parts and non-zeros per text are in :attr:`last_stats` for logging.
+
+    The regularisers need the embeddings with their graph, so the wrapped loss must encode the whole
+    batch at once (not GradCache's ``cached_infonce``).
+    """
+
+    def __init__(
+        self,
+        loss: torch.nn.Module,
+        model: torch.nn.Module,
+        *,
+        document_weight: float,
+        query_weight: float,
+        query_regularizer: str = "flops",
+        warmup_ratio: float = 1 / 3,
+    ) -> None:
+        super().__init__()
+        if query_regularizer not in ("flops", "l1"):
+            raise ConfigError(f"query_regularizer must be 'flops' or 'l1', got {query_regularizer!r}")
+        if document_weight < 0 or query_weight < 0 or not 0 <= warmup_ratio <= 1:
+            raise ConfigError("regulariser weights must be 0 or more and warmup_ratio from 0 to 1")
+        self.loss, self.model = loss, model
+        self.document_weight, self.query_weight = document_weight, query_weight
+        self.query_regularizer = flops if query_regularizer == "flops" else l1
+        self.warmup_ratio = warmup_ratio
+        self.step, self.total_steps = 0, 1
+        self.last_stats: dict[str, float] = {}
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        model: Any = self.model
+        model.keep_outputs, model.last_outputs = True, {}
+        try:
+            ranking = self.loss(batch)
+        finally:
+            model.keep_outputs = False
+        outputs = model.last_outputs
+        model.last_outputs = {}
+        if set(outputs) != {"queries", "documents"}:
+            raise ConfigError("the sparse regularisers need a loss that encodes queries and documents at once")
+        warmup = int(self.warmup_ratio * self.total_steps)
+        document_weight = quadratic_warmup(self.step, self.document_weight, warmup)
+        query_weight = quadratic_warmup(self.step, self.query_weight, warmup)
+        document_term = flops(outputs["documents"])
+        query_term = self.query_regularizer(outputs["queries"])
+        self.last_stats = {
+            "ranking_loss": float(ranking.detach()),
+            "document_regularizer": float(document_term.detach()),
+            "query_regularizer": float(query_term.detach()),
+            "document_nonzeros": float(nonzeros(outputs["documents"].detach())),
+            "query_nonzeros": float(nonzeros(outputs["queries"].detach())),
+        }
+        return ranking + document_weight * document_term + query_weight * query_term

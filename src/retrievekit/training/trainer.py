@@ -34,6 +34,7 @@ from retrievekit.training.config import TrainConfig
 from retrievekit.training.data import TrainingExample, load_training_source
 from retrievekit.training.losses import make_loss
 from retrievekit.training.model import BiEncoderModel
+from retrievekit.training.regularizers import SparseRegularizedLoss
 
 __all__ = ["TrainResult", "train"]
 
@@ -97,7 +98,16 @@ def _starting_model(config: TrainConfig) -> Any:
     from retrievekit.resolve import resolve_model
 
     options = config.model
-    is_colbert = detect_model_kind(resolve_model(options.model)) == "colbert_encoder"
+    detected = detect_model_kind(resolve_model(options.model))
+    if options.kind == "sparse" or detected == "sparse_encoder":
+        from retrievekit.models.sparse import load_sparse_encoder
+
+        if options.kind not in ("auto", "sparse"):
+            raise ConfigError(f"{options.model} is a sparse (SPLADE) model; train it with kind: sparse (or auto)")
+        if options.pooling is not None or options.normalize is not None or options.separate_towers:
+            raise ConfigError("pooling, normalize and separate_towers are for dense models, not SPLADE ones")
+        return load_sparse_encoder(options.model, device="cpu", trust_remote_code=options.trust_remote_code)
+    is_colbert = detected == "colbert_encoder"
     if options.kind == "dense" and is_colbert:
         raise ConfigError(f"{options.model} is a ColBERT model; train it with kind: colbert (or auto)")
     if is_colbert or options.kind == "colbert":
@@ -132,6 +142,13 @@ def _collator(encoder: Any, config: TrainConfig) -> TrainingCollator:
             query_layout=encoder.token_layout("queries"),
             document_layout=encoder.token_layout("documents"),
         )
+    if getattr(encoder, "family", "dense") == "sparse":
+        tokenizer, length = encoder.tower.tokenizer, encoder.max_length
+        return TrainingCollator(
+            tokenizer, tokenizer, query_max_length=min(config.data.query_max_length, length),
+            document_max_length=min(config.data.document_max_length or length, length),
+            query_prompt=encoder.config.query_prompt, document_prompt=encoder.config.document_prompt,
+        )  # fmt: skip
     document_max_length = min(config.data.document_max_length or encoder.max_length, encoder.document_tower.max_length)
     return TrainingCollator(
         encoder.query_tower.tokenizer,
@@ -188,6 +205,18 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         "mini_batch_size": config.loss.mini_batch_size,
     }
     loss = make_loss(config.loss.loss, model, **loss_options)
+    if getattr(encoder, "family", "dense") == "sparse":
+        if config.loss.loss == "cached_infonce":
+            raise ConfigError(
+                "SPLADE's regularisers need the batch's embeddings at once: use infonce, margin_mse or kl"
+            )
+        document_weight = config.loss.document_regularizer_weight
+        query_weight = config.loss.query_regularizer_weight
+        loss = SparseRegularizedLoss(
+            loss, model, document_weight=document_weight,
+            query_weight=document_weight if query_weight is None else query_weight,
+            query_regularizer=config.loss.query_regularizer, warmup_ratio=config.loss.regularizer_warmup_ratio,
+        )  # fmt: skip
     collator = _collator(encoder, config)
     module = RetrievalTrainingModule(
         model,
