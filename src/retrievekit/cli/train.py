@@ -14,8 +14,8 @@ from retrievekit.training.config import config_fields
 
 _HELP = {
     "model": "Model to start from: folder, 'minilm' or hub id.",
-    "kind": "auto (what the folder holds), dense, or colbert (a ColBERT model; any other encoder becomes a new "
-    "ColBERT with a random projection).",
+    "kind": "auto (what the folder holds), dense, colbert (a ColBERT model; any other encoder becomes a new "
+    "ColBERT with a random projection), or sparse (a SPLADE model: a SparseEncoder or masked-LM folder).",
     "embedding_size": "Width of a new ColBERT model's token vectors.",
     "pooling": "Pooling for a plain Hugging Face folder (cls, mean, max, last_token).",
     "normalize": "L2-normalise embeddings (for a plain Hugging Face folder).",
@@ -37,6 +37,11 @@ _HELP = {
     "mask_false_negatives": "Mask in-batch columns holding one of the query's own positives.",
     "gather_across_devices": "Under DDP, use every device's documents as negatives.",
     "teacher_temperature": "Temperature of the teacher's scores (kl).",
+    "document_regularizer_weight": "SPLADE: FLOPS regulariser weight on the documents (e.g. 3e-3).",
+    "query_regularizer_weight": "SPLADE: the query regulariser's weight (default: the document weight).",
+    "query_regularizer": "SPLADE: flops or l1 on the queries.",
+    "regularizer_warmup_ratio": "SPLADE: share of the steps over which the regulariser weights rise "
+    "quadratically from 0 (SPLADE's schedule).",
     "learning_rate": "Peak AdamW learning rate.",
     "weight_decay": "AdamW weight decay (not on biases and norms).",
     "warmup_ratio": "Fraction of steps with linear warmup.",
