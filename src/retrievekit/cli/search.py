@@ -153,7 +153,9 @@ def search(
             continue
         console.print(f"[bold]{qid}[/bold]: {text}")
         if explained:
-            console.print("       terms: " + ", ".join(f"{t} {w:.2f}" for t, w in terms), highlight=False)
+            console.print(
+                "       terms: " + ", ".join(f"{t} {w:.2f}" for t, w in terms), highlight=False, soft_wrap=True
+            )
         for rank, (doc, score, why) in enumerate(zip(result.ids, result.scores, matched, strict=True), start=1):
             console.print(f"  {rank:>3}. {score:9.4f}  {doc}  {index.titles.get(doc, '')[:90]}")
             if why:
