@@ -9,6 +9,7 @@ documents with a running top-k: the oracle the approximate ``plaid`` index is me
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class MultiVectorFlatIndex(MultiVectorIndex):
         self.query_batch = check_count("query_batch", query_batch)
         self._parts: list[MultiVectors] = []
         self._store: MultiVectors = MultiVectors.from_list([], dimension)
+        self._merging = threading.Lock()  # searches share the read lock; the lazy merge runs once
 
     def config(self) -> dict[str, Any]:
         return super().config() | {"chunk_tokens": self.chunk_tokens, "query_batch": self.query_batch}
@@ -87,14 +89,15 @@ class MultiVectorFlatIndex(MultiVectorIndex):
     @property
     def store(self) -> MultiVectors:
         """Every stored document's token vectors, removed ones included (position order)."""
-        if self._parts:
-            self._store = (
-                MultiVectors.concatenate([self._store, *self._parts])
-                if len(self._store)
-                else (MultiVectors.concatenate(self._parts))
-            )
-            self._parts = []
-        return self._store
+        with self._merging:
+            if self._parts:
+                self._store = (
+                    MultiVectors.concatenate([self._store, *self._parts])
+                    if len(self._store)
+                    else (MultiVectors.concatenate(self._parts))
+                )
+                self._parts = []
+            return self._store
 
     def _add_vectors(self, vectors: MultiVectors, start: int) -> None:
         self._parts.append(vectors)

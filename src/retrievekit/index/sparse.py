@@ -12,6 +12,7 @@ returned. ``remove`` leaves tombstones; ``compact`` drops them; ``save`` writes 
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,9 @@ class SparseIndex(PositionalIndex[SparseVectors, SparseVectors]):
             "values": np.empty(0, np.float32),
         }
         self._lists_built = False
+        # searches share the index's read lock; merging added rows and building the lists happen
+        # lazily inside them, once, under this lock
+        self._materialize = threading.RLock()
 
     @property
     def dimension(self) -> int:
@@ -92,15 +96,16 @@ class SparseIndex(PositionalIndex[SparseVectors, SparseVectors]):
     @property
     def documents(self) -> SparseVectors:
         """Every stored document's vector, removed ones included (position order)."""
-        if self._rows:
+        with self._materialize:
+            if self._rows:
+                a = self._arrays
+                stored = SparseVectors(np.asarray(a["indptr"]), np.asarray(a["indices"]), np.asarray(a["values"]),
+                                       self.vocab_size)  # fmt: skip
+                merged = SparseVectors.concatenate([stored, *self._rows])
+                self._arrays.update(indptr=merged.indptr, indices=merged.indices, values=merged.values)
+                self._rows = []
             a = self._arrays
-            stored = SparseVectors(np.asarray(a["indptr"]), np.asarray(a["indices"]), np.asarray(a["values"]),
-                                   self.vocab_size)  # fmt: skip
-            merged = SparseVectors.concatenate([stored, *self._rows])
-            self._arrays.update(indptr=merged.indptr, indices=merged.indices, values=merged.values)
-            self._rows = []
-        a = self._arrays
-        return SparseVectors(a["indptr"], a["indices"], a["values"], self.vocab_size)
+            return SparseVectors(a["indptr"], a["indices"], a["values"], self.vocab_size)
 
     def vectors_of(self, ids: list[str]) -> SparseVectors:
         """The stored vectors of ``ids`` (present ones), in that order."""
@@ -116,17 +121,18 @@ class SparseIndex(PositionalIndex[SparseVectors, SparseVectors]):
 
     def _inverted_lists(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per term: the offsets into the documents holding it and their weights (CSC)."""
-        if not self._lists_built:
-            documents = self.documents
-            owners = np.repeat(np.arange(len(documents), dtype=np.int32), documents.nnz)
-            order = np.argsort(documents.indices, kind="stable")  # by term, documents ascending within
-            counts = np.bincount(documents.indices, minlength=self.vocab_size)
-            self._arrays["term_offsets"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            self._arrays["postings"] = owners[order]
-            self._arrays["posting_values"] = np.asarray(documents.values)[order]
-            self._lists_built = True
-        a = self._arrays
-        return a["term_offsets"], a["postings"], a["posting_values"]
+        with self._materialize:
+            if not self._lists_built:
+                documents = self.documents
+                owners = np.repeat(np.arange(len(documents), dtype=np.int32), documents.nnz)
+                order = np.argsort(documents.indices, kind="stable")  # by term, documents ascending within
+                counts = np.bincount(documents.indices, minlength=self.vocab_size)
+                self._arrays["term_offsets"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+                self._arrays["postings"] = owners[order]
+                self._arrays["posting_values"] = np.asarray(documents.values)[order]
+                self._lists_built = True
+            a = self._arrays
+            return a["term_offsets"], a["postings"], a["posting_values"]
 
     def compact(self) -> int:
         """Drop removed documents for good; return how many were dropped."""
