@@ -28,7 +28,6 @@ from retrievekit.artifacts import (
     Manifest,
     atomic_directory,
     files_digest,
-    fingerprint_json,
     read_manifest,
     write_manifest,
 )
@@ -40,7 +39,8 @@ from retrievekit.models.colbert_format import (
     read_pylate_config,
     read_stanford_config,
 )
-from retrievekit.models.encoding import BatchRunner, EncodeStats, TokenLayout, encode_chunks
+from retrievekit.models.encoding import EncodeStats, TokenLayout, encode_chunks
+from retrievekit.models.single_tower import SingleTowerEncoder, package_version, torch_runners, write_json
 from retrievekit.outputs import MultiVectors
 from retrievekit.resolve import resolve_model
 from retrievekit.scoring import maxsim_ragged
@@ -56,7 +56,7 @@ _DENSE_FOLDER = "1_Dense"
 _IDENTITY = "torch.nn.modules.linear.Identity"
 
 
-class ColbertEncoder:
+class ColbertEncoder(SingleTowerEncoder):
     """A ColBERT model: ``encode_queries``/``encode_documents`` give one vector per kept token
     (:class:`~retrievekit.outputs.MultiVectors`); :meth:`similarity` scores them by MaxSim.
 
@@ -65,38 +65,13 @@ class ColbertEncoder:
 
     family = "multivector"
     similarity_fn_name = "maxsim"
+    kind = COLBERT_KIND
+    config: ColbertConfig
 
-    def __init__(
-        self,
-        tower: Tower,
-        config: ColbertConfig,
-        *,
-        runners: Sequence[BatchRunner],
-        name: str = "",
-        source: Path | None = None,
-        backend: str = "torch",
-        runtime: str | None = None,
-        fingerprint: str | None = None,
-    ) -> None:
-        self.tower = tower
-        self.config = config
-        self._runners = list(runners)
-        self.name = name
-        self.source = source
-        self.backend = backend
-        self.runtime = runtime or backend
-        self._fingerprint = fingerprint
+    def __init__(self, tower: Tower, config: ColbertConfig, **options: Any) -> None:
+        super().__init__(tower, config, **options)
         self._lengths = {side: self._capped_length(side) for side in ("queries", "documents")}
         self._layouts = {side: self._layout(side) for side in ("queries", "documents")}
-
-    # the exporter and the trainer see the one shared tower on both sides
-    @property
-    def query_tower(self) -> Tower:
-        return self.tower
-
-    @property
-    def document_tower(self) -> Tower:
-        return self.tower
 
     @property
     def dimension(self) -> int:
@@ -106,20 +81,6 @@ class ColbertEncoder:
     def max_length(self) -> int:
         """Tokens per document at most (``document_length``, capped at the model's positions)."""
         return self._lengths["documents"]
-
-    @property
-    def fingerprint(self) -> str:
-        """A content hash of the weights, the tokenizer and how text is read."""
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint_json(
-                {
-                    "weights": [self.tower.digest()],
-                    "tokenizers": [self.tower.tokenizer_digest()],
-                    "config": self.config.to_dict(),
-                    "kind": COLBERT_KIND,
-                }
-            )
-        return self._fingerprint
 
     def load_options(self) -> dict[str, object]:
         """The :func:`load_colbert` options that rebuild this encoder from its source folder."""
@@ -302,7 +263,7 @@ class ColbertEncoder:
         with atomic_directory(directory, overwrite=overwrite) as staging:
             self.tower.backbone.save_pretrained(staging, safe_serialization=True)
             self.tower.tokenizer.save_pretrained(staging)
-            _write_json(
+            write_json(
                 staging / "sentence_bert_config.json",
                 {"max_seq_length": self.config.document_length - 1, "do_lower_case": False},
             )
@@ -312,7 +273,7 @@ class ColbertEncoder:
             if projection is not None:
                 dense = staging / _DENSE_FOLDER
                 dense.mkdir()
-                _write_json(
+                write_json(
                     dense / "config.json",
                     {
                         "in_features": int(projection.in_features),
@@ -327,10 +288,10 @@ class ColbertEncoder:
                     tensors["linear.bias"] = projection.bias.detach().cpu().contiguous()
                 save_file(tensors, str(dense / "model.safetensors"))
                 modules.append({"idx": 1, "name": "1", "path": _DENSE_FOLDER, "type": "pylate.models.Dense.Dense"})
-            _write_json(staging / "modules.json", modules)
-            _write_json(
+            write_json(staging / "modules.json", modules)
+            write_json(
                 staging / "config_sentence_transformers.json",
-                {"__version__": {"retrievekit": _version()}, **self.config.to_pylate()},
+                {"__version__": {"retrievekit": package_version()}, **self.config.to_pylate()},
             )
             config: dict[str, Any] = {
                 "colbert": self.config.to_dict(),
@@ -353,16 +314,6 @@ def _rows(value: Any) -> list[np.ndarray]:
     if isinstance(value, np.ndarray) and value.ndim == 2:
         return [value]
     return [np.asarray(v, dtype=np.float32) for v in value]
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def _version() -> str:
-    from retrievekit._version import __version__
-
-    return __version__
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -512,15 +463,10 @@ def _with_backend(
     quantize: str | None,
 ) -> ColbertEncoder:
     if backend == "torch":
-        from retrievekit.models.backends.torch_runner import TorchRunner, parse_devices
-
-        devices = parse_devices(device)
-        replicas = [tower] + [_replica(tower) for _ in devices[1:]]
-        torch_runners = [TorchRunner(t, d, dtype) for t, d in zip(replicas, devices, strict=True)]
-        runtime = f"torch-{dtype}"
         return ColbertEncoder(
-            tower, config, runners=torch_runners, name=name, source=root, runtime=runtime, fingerprint=fingerprint
-        )
+            tower, config, runners=torch_runners(tower, device, dtype), name=name, source=root,
+            runtime=f"torch-{dtype}", fingerprint=fingerprint,
+        )  # fmt: skip
     if backend == "onnx":
         from retrievekit.models.backends.onnx import onnx_runners
 
@@ -535,12 +481,6 @@ def _with_backend(
             runtime=f"onnx-{quantize or 'fp32'}", fingerprint=encoder.fingerprint,
         )  # fmt: skip
     raise ConfigError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'")
-
-
-def _replica(tower: Tower) -> Tower:
-    import copy
-
-    return copy.deepcopy(tower)
 
 
 def build_colbert(

@@ -12,7 +12,6 @@ retrievekit's manifest), which ``SparseEncoder(path)`` loads.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -25,12 +24,12 @@ from retrievekit.artifacts import (
     Manifest,
     atomic_directory,
     files_digest,
-    fingerprint_json,
     read_manifest,
     write_manifest,
 )
 from retrievekit.errors import ArtifactError, ConfigError
-from retrievekit.models.encoding import BatchRunner, EncodeStats, encode_chunks
+from retrievekit.models.encoding import EncodeStats, encode_chunks
+from retrievekit.models.single_tower import SingleTowerEncoder, package_version, torch_runners, write_json
 from retrievekit.models.sparse_format import SPARSE_KIND, SparseConfig, read_sparse_layout
 from retrievekit.outputs import SparseVectors
 from retrievekit.resolve import resolve_model
@@ -47,44 +46,19 @@ _POOLING_FOLDER = "1_SpladePooling"
 _ST_MODULES = "sentence_transformers.sparse_encoder.models"  # sentence-transformers 5 and 6 both read it
 
 
-class SparseEncoder:
+class SparseEncoder(SingleTowerEncoder):
     """A SPLADE model: ``encode_queries``/``encode_documents`` give
     :class:`~retrievekit.outputs.SparseVectors`; :meth:`similarity` is their dot product;
     :meth:`decode` names the weighted terms. Build one with :func:`load_sparse_encoder`."""
 
     family = "sparse"
     similarity_fn_name = "dot"
+    kind = SPARSE_KIND
+    config: SparseConfig
 
-    def __init__(
-        self,
-        tower: Tower,
-        config: SparseConfig,
-        *,
-        runners: Sequence[BatchRunner],
-        name: str = "",
-        source: Path | None = None,
-        backend: str = "torch",
-        runtime: str | None = None,
-        fingerprint: str | None = None,
-    ) -> None:
-        self.tower = tower
-        self.config = config
-        self._runners = list(runners)
-        self.name = name
-        self.source = source
-        self.backend = backend
-        self.runtime = runtime or backend
-        self._fingerprint = fingerprint
+    def __init__(self, tower: Tower, config: SparseConfig, **options: Any) -> None:
+        super().__init__(tower, config, **options)
         self._vocabulary: list[str] | None = None
-
-    # the trainer sees the one shared tower on both sides
-    @property
-    def query_tower(self) -> Tower:
-        return self.tower
-
-    @property
-    def document_tower(self) -> Tower:
-        return self.tower
 
     @property
     def vocab_size(self) -> int:
@@ -99,20 +73,6 @@ class SparseEncoder:
     def max_length(self) -> int:
         """Tokens read per text (``max_length``, or the tokenizer's and positions' limit)."""
         return self.tower.max_length
-
-    @property
-    def fingerprint(self) -> str:
-        """A content hash of the weights, the tokenizer and how text is read and weighted."""
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint_json(
-                {
-                    "weights": [self.tower.digest()],
-                    "tokenizers": [self.tower.tokenizer_digest()],
-                    "config": self.config.to_dict(),
-                    "kind": SPARSE_KIND,
-                }
-            )
-        return self._fingerprint
 
     def load_options(self) -> dict[str, object]:
         """The :func:`load_sparse_encoder` options that rebuild this encoder from its source folder."""
@@ -243,11 +203,11 @@ class SparseEncoder:
         with atomic_directory(directory, overwrite=overwrite) as staging:
             self.tower.backbone.save_pretrained(staging, safe_serialization=True)
             self.tower.tokenizer.save_pretrained(staging)
-            _write_json(
+            write_json(
                 staging / "sentence_bert_config.json", {"max_seq_length": self.max_length, "do_lower_case": False}
             )
             (staging / _POOLING_FOLDER).mkdir()
-            _write_json(
+            write_json(
                 staging / _POOLING_FOLDER / "config.json",
                 {
                     "pooling_strategy": self.config.pooling,
@@ -255,18 +215,18 @@ class SparseEncoder:
                     "word_embedding_dimension": self.vocab_size,
                 },
             )
-            _write_json(
+            write_json(
                 staging / "modules.json",
                 [
                     {"idx": 0, "name": "0", "path": "", "type": f"{_ST_MODULES}.MLMTransformer"},
                     {"idx": 1, "name": "1", "path": _POOLING_FOLDER, "type": f"{_ST_MODULES}.SpladePooling"},
                 ],
             )
-            _write_json(
+            write_json(
                 staging / "config_sentence_transformers.json",
                 {
                     "model_type": "SparseEncoder",
-                    "__version__": {"retrievekit": _version()},
+                    "__version__": {"retrievekit": package_version()},
                     "prompts": {"query": self.config.query_prompt, "document": self.config.document_prompt},
                     "default_prompt_name": None,
                     "similarity_fn_name": "dot",
@@ -286,16 +246,6 @@ class SparseEncoder:
             )
         logger.info("saved %s to %s", self.name or "SPLADE model", directory)
         return directory
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def _version() -> str:
-    from retrievekit._version import __version__
-
-    return __version__
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -378,13 +328,7 @@ def _with_backend(
             f"backend {backend!r} is not available for SPLADE models yet; use 'torch' (its masked-LM logits are "
             "(tokens x vocabulary) per text, which an ONNX graph would have to hand back whole)"
         )
-    import copy
-
-    from retrievekit.models.backends.torch_runner import TorchRunner, parse_devices
-
-    devices = parse_devices(device)
-    replicas = [tower] + [copy.deepcopy(tower) for _ in devices[1:]]
-    runners = [TorchRunner(t, d, dtype) for t, d in zip(replicas, devices, strict=True)]
     return SparseEncoder(
-        tower, config, runners=runners, name=name, source=root, runtime=f"torch-{dtype}", fingerprint=fingerprint
-    )
+        tower, config, runners=torch_runners(tower, device, dtype), name=name, source=root,
+        runtime=f"torch-{dtype}", fingerprint=fingerprint,
+    )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from retrievekit.models.single_tower import package_version
 from retrievekit.models.spec import EncoderSpec
 
 __all__ = ["write_sentence_transformers_files"]
@@ -32,7 +33,7 @@ def write_sentence_transformers_files(
     """
     prompts = {"query": spec.query_prompt, "document": spec.document_prompt}
     st_config = {
-        "__version__": {"retrievekit": _version()},
+        "__version__": {"retrievekit": package_version()},
         "prompts": prompts,
         "default_prompt_name": None,
         "similarity_fn_name": spec.similarity,
@@ -57,9 +58,3 @@ def write_sentence_transformers_files(
     }
     (root / "router_config.json").write_text(json.dumps(router, indent=2))
     (root / "modules.json").write_text(json.dumps(_module_entries((("Router", ""),)), indent=2))
-
-
-def _version() -> str:
-    from retrievekit._version import __version__
-
-    return __version__
