@@ -107,6 +107,16 @@ def corpus_embeddings(
     )  # fmt: skip
 
 
+def _document_chunks(encoder: Any, corpus_path: Path, batch_size: int) -> Any:
+    """A per-text family's encoded chunks of a corpus's documents, streamed, with a progress bar."""
+    from retrievekit.data.readers import count_records, iter_documents
+
+    return encoder.encode_chunks(
+        (d.full_text for d in iter_documents(corpus_path)), "documents", batch_size=batch_size,
+        show_progress=True, total=count_records(corpus_path),
+    )  # fmt: skip
+
+
 def corpus_token_vectors(
     encoder: Any,
     corpus_path: Path,
@@ -119,14 +129,10 @@ def corpus_token_vectors(
     """A ColBERT model's token vectors of a corpus, streamed to disk once per (model, runtime,
     corpus): later calls load them (memory-mapped) from ``cache_root/multivectors``. Returns the
     vectors, the seconds spent encoding and whether they came from the cache."""
-    from retrievekit.data.readers import count_records, iter_documents
     from retrievekit.outputs import MultiVectors
 
     def encode(folder: Path) -> MultiVectors:
-        chunks = encoder.encode_chunks(
-            (d.full_text for d in iter_documents(corpus_path)), "documents", batch_size=batch_size,
-            show_progress=True, total=count_records(corpus_path),
-        )  # fmt: skip
+        chunks = _document_chunks(encoder, corpus_path, batch_size)
         return MultiVectors.write_stream(folder, chunks, encoder.dimension)
 
     return _cached_corpus_output(
@@ -146,15 +152,10 @@ def corpus_sparse_vectors(
 ) -> tuple[SparseVectors, float, bool]:
     """A sparse (SPLADE) model's vectors of a corpus, encoded once per (model, runtime, corpus):
     later calls load them (memory-mapped) from ``cache_root/sparse``."""
-    from retrievekit.data.readers import count_records, iter_documents
     from retrievekit.outputs import SparseVectors
 
     def encode(folder: Path) -> SparseVectors:
-        chunks = encoder.encode_chunks(
-            (d.full_text for d in iter_documents(corpus_path)), "documents", batch_size=batch_size,
-            show_progress=True, total=count_records(corpus_path),
-        )  # fmt: skip
-        SparseVectors.concatenate(list(chunks)).save(folder)
+        SparseVectors.concatenate(list(_document_chunks(encoder, corpus_path, batch_size))).save(folder)
         return SparseVectors.load(folder)
 
     return _cached_corpus_output(
@@ -173,40 +174,30 @@ class EvaluationCorpus:
     cache_root: Path | None
     scratch: Path
     batch_size: int = 32
-    _embeddings: dict[str, tuple[EmbeddingSet, float, bool]] = field(default_factory=dict)
-    _token_vectors: dict[str, tuple[MultiVectors, float, bool]] = field(default_factory=dict)
-    _sparse_vectors: dict[str, tuple[SparseVectors, float, bool]] = field(default_factory=dict)
+    _encoded: dict[str, tuple[Any, float, bool]] = field(default_factory=dict)
     _built: dict[str, BuiltRetriever] = field(default_factory=dict)
 
     def embeddings(self, encoder: DenseEncoder) -> tuple[EmbeddingSet, float, bool]:
         """:func:`corpus_embeddings` of this corpus, once per evaluation."""
-        key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime})
-        if key not in self._embeddings:
-            self._embeddings[key] = corpus_embeddings(
-                encoder, self.corpus_path, cache_root=self.cache_root, scratch=self.scratch,
-                batch_size=self.batch_size, corpus_hash=self.corpus_hash,
-            )  # fmt: skip
-        return self._embeddings[key]
+        return self._once("embeddings", encoder, corpus_embeddings)
 
     def token_vectors(self, encoder: Any) -> tuple[MultiVectors, float, bool]:
         """:func:`corpus_token_vectors` of this corpus, once per evaluation."""
-        key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "tokens": True})
-        if key not in self._token_vectors:
-            self._token_vectors[key] = corpus_token_vectors(
-                encoder, self.corpus_path, cache_root=self.cache_root, scratch=self.scratch,
-                batch_size=self.batch_size, corpus_hash=self.corpus_hash,
-            )  # fmt: skip
-        return self._token_vectors[key]
+        return self._once("token_vectors", encoder, corpus_token_vectors)
 
     def sparse_vectors(self, encoder: Any) -> tuple[SparseVectors, float, bool]:
         """:func:`corpus_sparse_vectors` of this corpus, once per evaluation."""
-        key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "sparse": True})
-        if key not in self._sparse_vectors:
-            self._sparse_vectors[key] = corpus_sparse_vectors(
+        return self._once("sparse_vectors", encoder, corpus_sparse_vectors)
+
+    def _once(self, output: str, encoder: Any, encode: Callable[..., tuple[Any, float, bool]]) -> Any:
+        """``encode(encoder, corpus, ...)`` the first time this model and runtime ask for ``output``."""
+        key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "output": output})
+        if key not in self._encoded:
+            self._encoded[key] = encode(
                 encoder, self.corpus_path, cache_root=self.cache_root, scratch=self.scratch,
                 batch_size=self.batch_size, corpus_hash=self.corpus_hash,
             )  # fmt: skip
-        return self._sparse_vectors[key]
+        return self._encoded[key]
 
     def build(self, spec: RetrieverSpec) -> BuiltRetriever:
         """``spec`` built once per evaluation (a hybrid reuses the members built before it)."""
