@@ -116,6 +116,31 @@ def _build_dense(
     return index
 
 
+def _model_index(index_type: str, params: dict[str, Any], encoder: Any, family: str, model: str) -> Any:
+    """A new empty ``index_type`` index (of ``family``) for ``encoder``'s vectors, which must be a
+    ``model`` (a model of that family)."""
+    if encoder is None or getattr(encoder, "family", None) != family:
+        raise ConfigError(f"a {index_type} index needs a {model} model to encode the corpus")
+    cls: Any = index_class(index_type)
+    index = cls(
+        encoder.dimension, model_fingerprint=encoder.fingerprint, model_name=_model_reference(encoder),
+        model_options=encoder.load_options(), **params,
+    )  # fmt: skip
+    if index.family != family:
+        raise ConfigError(f"{index_type} is not a {family} index")
+    return index
+
+
+def _document_chunks(
+    encoder: Any, path: Path, ids: list[str], titles: dict[str, str], batch_size: int, show_progress: bool
+) -> Iterator[Any]:
+    """A per-text family's encoded chunks of the documents of ``path`` (ids and titles collected on the way)."""
+    return encoder.encode_chunks(
+        _document_texts(path, ids, titles), "documents", batch_size=batch_size, show_progress=show_progress,
+        total=count_records(path),
+    )  # fmt: skip
+
+
 def _build_multivector(
     path: Path,
     index_type: str,
@@ -129,27 +154,12 @@ def _build_multivector(
 ) -> Index:
     """Token vectors are streamed to a scratch file as they are encoded, then indexed from there
     (memory-mapped), so the corpus's vectors are never all in memory at once."""
-    from retrievekit.index.multivector import MultiVectorIndex
     from retrievekit.outputs import MultiVectors
 
-    if encoder is None or getattr(encoder, "family", None) != "multivector":
-        raise ConfigError(f"a {index_type} index needs a ColBERT model to encode the corpus")
-    cls: Any = index_class(index_type)
-    index = cls(
-        encoder.dimension, model_fingerprint=encoder.fingerprint, model_name=_model_reference(encoder),
-        model_options=encoder.load_options(), **params,
-    )  # fmt: skip
-    if not isinstance(index, MultiVectorIndex):
-        raise ConfigError(f"{index_type} is not a multi-vector index")
+    index = _model_index(index_type, params, encoder, "multivector", "ColBERT")
     ids: list[str] = []
     with scratch_directory("index") as scratch:
-        chunks = encoder.encode_chunks(
-            _document_texts(path, ids, titles),
-            "documents",
-            batch_size=batch_size,
-            show_progress=show_progress,
-            total=count_records(path),
-        )
+        chunks = _document_chunks(encoder, path, ids, titles, batch_size, show_progress)
         vectors = MultiVectors.write_stream(scratch / "vectors", chunks, encoder.dimension)
         index.add(ids, vectors)
         del vectors
@@ -169,19 +179,10 @@ def _build_sparse(
 ) -> Index:
     """Each encoded chunk of sparse vectors goes into the index as it comes (a few hundred weights
     per document: the index itself is what grows)."""
-    if encoder is None or getattr(encoder, "family", None) != "sparse":
-        raise ConfigError(f"a {index_type} index needs a sparse (SPLADE) model to encode the corpus")
-    cls: Any = index_class(index_type)
-    index = cls(
-        encoder.dimension, model_fingerprint=encoder.fingerprint, model_name=_model_reference(encoder),
-        model_options=encoder.load_options(), **params,
-    )  # fmt: skip
+    index = _model_index(index_type, params, encoder, "sparse", "sparse (SPLADE)")
     ids: list[str] = []
     added = 0
-    for chunk in encoder.encode_chunks(
-        _document_texts(path, ids, titles), "documents", batch_size=batch_size, show_progress=show_progress,
-        total=count_records(path),
-    ):  # fmt: skip
+    for chunk in _document_chunks(encoder, path, ids, titles, batch_size, show_progress):
         index.add(ids[added : added + len(chunk)], chunk)
         added += len(chunk)
     return index
