@@ -370,6 +370,23 @@ class PositionalIndex(Index[Items, Queries]):
             self._add_vectors(prepared, self.table.capacity)
             self.table.append(ids)
 
+    def compact(self) -> int:
+        """Drop removed items for good (the engine keeps only the live positions, in order); return
+        how many were dropped."""
+        with self.lock.writing():
+            dead = int((~self.table.alive).sum())
+            if not dead:
+                return 0
+            alive = np.flatnonzero(self.table.alive)
+            self._keep_positions(alive)
+            self.table = IdTable([self.table.ids[p] for p in alive])
+            return dead
+
+    def _keep_positions(self, alive: np.ndarray) -> None:
+        """Keep only the items at ``alive`` (ascending), renumbered from 0: the engine's part of
+        :meth:`compact`."""
+        raise ConfigError(f"a {self.index_type} index cannot be compacted; rebuild it from its live items")
+
     def search(self, queries: Queries, k: int = 10) -> list[Hits]:
         """Per query, at most ``k`` (id, score) pairs, best first. ``k`` above the size returns all items."""
         if k < 1:

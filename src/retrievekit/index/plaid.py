@@ -36,7 +36,7 @@ import numpy as np
 
 from retrievekit._optional import require
 from retrievekit.errors import ArtifactError, ConfigError
-from retrievekit.index.base import IdTable, check_count
+from retrievekit.index.base import check_count
 from retrievekit.index.exact import top_k
 from retrievekit.index.multivector import MultiVectorIndex
 from retrievekit.outputs import MultiVectors
@@ -289,20 +289,12 @@ class PlaidIndex(MultiVectorIndex):
         self._train(items)
         self._add_vectors(items, 0)
 
-    def compact(self) -> int:
-        """Drop removed documents for good; return how many were dropped."""
-        with self.lock.writing():
-            dead = int((~self.table.alive).sum())
-            if not dead:
-                return 0
-            alive = np.flatnonzero(self.table.alive)
-            flat, new_offsets = _ranges(np.asarray(self._arrays["offsets"]), alive)
-            self._arrays["codes"] = np.asarray(self._arrays["codes"])[flat]
-            self._arrays["residuals"] = np.asarray(self._arrays["residuals"])[flat]
-            self._arrays["offsets"] = new_offsets
-            self.table = IdTable([self.table.ids[p] for p in alive])
-            self._ivf = None
-            return dead
+    def _keep_positions(self, alive: np.ndarray) -> None:
+        flat, new_offsets = _ranges(np.asarray(self._arrays["offsets"]), alive)
+        self._arrays["codes"] = np.asarray(self._arrays["codes"])[flat]
+        self._arrays["residuals"] = np.asarray(self._arrays["residuals"])[flat]
+        self._arrays["offsets"] = new_offsets
+        self._ivf = None
 
     # ---- searching ---------------------------------------------------------------------------
     def _inverted_lists(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

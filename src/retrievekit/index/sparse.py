@@ -20,7 +20,7 @@ import numpy as np
 
 from retrievekit._optional import require
 from retrievekit.errors import ArtifactError, ConfigError
-from retrievekit.index.base import IdTable, PositionalIndex, check_count
+from retrievekit.index.base import PositionalIndex, check_count
 from retrievekit.index.exact import top_k
 from retrievekit.outputs import SparseVectors
 
@@ -134,18 +134,10 @@ class SparseIndex(PositionalIndex[SparseVectors, SparseVectors]):
             a = self._arrays
             return a["term_offsets"], a["postings"], a["posting_values"]
 
-    def compact(self) -> int:
-        """Drop removed documents for good; return how many were dropped."""
-        with self.lock.writing():
-            dead = int((~self.table.alive).sum())
-            if not dead:
-                return 0
-            alive = np.flatnonzero(self.table.alive)
-            kept = self.documents.take(alive)
-            self._arrays = {"indptr": kept.indptr, "indices": kept.indices, "values": kept.values}
-            self._lists_built = False
-            self.table = IdTable([self.table.ids[p] for p in alive])
-            return dead
+    def _keep_positions(self, alive: np.ndarray) -> None:
+        kept = self.documents.take(alive)
+        self._arrays = {"indptr": kept.indptr, "indices": kept.indices, "values": kept.values}
+        self._lists_built = False
 
     # ---- searching ---------------------------------------------------------------------------
     def _search_vectors(
