@@ -22,25 +22,16 @@ Prints the tables; writes OUTPUT/summary.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
-from pathlib import Path
+
+from _finetune import finetune_parser, recorded_settings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--dataset", default="scifact")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-negatives", type=int, default=3, help="hard negatives per query in a batch")
-    parser.add_argument("--learning-rate", type=float, default=3e-5)
+    parser = finetune_parser(__doc__, epochs=3, batch_size=32, learning_rate=3e-5)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--range", default="5-50", help="ranks to sample mined negatives from")
-    parser.add_argument("--num", type=int, default=8, help="negatives mined per query")
-    parser.add_argument("--relative-margin", type=float, default=0.05)
     parser.add_argument("--document-length", type=int, default=180, help="ColBERT's document_length")
     parser.add_argument(
         "--index-document-length", type=int, default=512,
@@ -49,9 +40,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--embedding-size", type=int, default=128)
     parser.add_argument("--mini-batch-size", type=int, default=16, help="texts per forward pass (GradCache)")
-    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--zero-shot", action="store_true", help="also evaluate the untrained ColBERT")
-    parser.add_argument("--cache", type=Path, default=None, help="evaluation cache (default: OUTPUT/cache)")
     args = parser.parse_args()
 
     from retrievekit import load_dataset, load_encoder
@@ -180,7 +169,7 @@ def main() -> None:
             f"({float_bytes / size:.1f}x larger); build {timings[f'plaid build (nbits {nbits})']:.1f} s"
         )  # fmt: skip
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; total wall {wall:.0f}")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings = recorded_settings(args)
     print(f"settings: {settings}\nmodel: {trained.model_dir}")
     summary = {
         "systems": {k: v.metrics.aggregate for k, v in by_name.items()}, "zero_shot": zero_shot,

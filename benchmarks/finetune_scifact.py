@@ -16,31 +16,20 @@ Prints one table; writes OUTPUT/summary.json and OUTPUT/train/curves.png.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
+
+from _finetune import finetune_parser, recorded_settings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--dataset", default="scifact")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-negatives", type=int, default=3, help="hard negatives per query in a batch")
-    parser.add_argument("--learning-rate", type=float, default=3e-5)
-    parser.add_argument("--range", default="5-50", help="ranks to sample mined negatives from")
-    parser.add_argument("--num", type=int, default=8, help="negatives mined per query")
-    parser.add_argument("--relative-margin", type=float, default=0.05)
+    parser = finetune_parser(__doc__, epochs=2, batch_size=32, learning_rate=3e-5)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--loss", default="cached_infonce", choices=["infonce", "cached_infonce"],
         help="cached_infonce (GradCache): the same gradients as infonce, memory bounded by --mini-batch-size texts",
     )  # fmt: skip
     parser.add_argument("--mini-batch-size", type=int, default=16, help="texts per forward pass with cached_infonce")
-    parser.add_argument("--cache", type=Path, default=None, help="evaluation cache (default: OUTPUT/cache)")
     args = parser.parse_args()
 
     import numpy as np
@@ -140,7 +129,7 @@ def main() -> None:
     print(f"\nnDCG@10 gain: {after['ndcg@10'] - before['ndcg@10']:+.4f}")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; total wall {wall:.0f}")
     print(f"peak RSS by the end of training: {result.peak_rss_mib / 1024:.2f} GiB (loss {args.loss})")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings = recorded_settings(args)
     print(f"settings: {settings}")
     if st_diff is not None:
         print(f"sentence-transformers loads {result.model_dir}: max |difference| {st_diff:.2e}")

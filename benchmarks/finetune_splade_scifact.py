@@ -17,29 +17,18 @@ Prints one table; writes OUTPUT/summary.json and OUTPUT/train/curves.png.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
+
+from _finetune import finetune_parser, recorded_settings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", required=True, type=Path)
+    parser = finetune_parser(__doc__, epochs=1, batch_size=16, learning_rate=5e-5)
     parser.add_argument("--model", default="splade-tiny")
-    parser.add_argument("--dataset", default="scifact")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-negatives", type=int, default=3, help="hard negatives per query in a batch")
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--document-regularizer", type=float, default=3e-3, help="FLOPS weight on documents")
     parser.add_argument("--query-regularizer", type=float, default=5e-3, help="FLOPS weight on queries")
-    parser.add_argument("--range", default="5-50", help="BM25 ranks to sample negatives from")
-    parser.add_argument("--num", type=int, default=8, help="negatives mined per query")
-    parser.add_argument("--relative-margin", type=float, default=0.05)
     parser.add_argument("--max-length", type=int, default=256, help="document tokens in training")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--cache", type=Path, default=None, help="evaluation cache (default: OUTPUT/cache)")
     args = parser.parse_args()
 
     import numpy as np
@@ -115,7 +104,7 @@ def main() -> None:
     ratio = after["nonzeros_per_document"] / before["nonzeros_per_document"]
     print(f"\nnDCG@10 {after['ndcg@10'] - before['ndcg@10']:+.4f}; non-zeros per document x{ratio:.2f}")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; total wall {wall:.0f}")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings = recorded_settings(args)
     print(f"settings: {settings}\nmodel: {trained.model_dir}")
     summary = {
         "before": before, "after": after, "nonzeros_ratio": ratio, "timings_s": timings, "wall_s": wall,
