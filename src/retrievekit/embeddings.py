@@ -230,11 +230,7 @@ def encode_rows_to_directory(
             sizes = {"token_vectors": len(vectors.vectors)}
         else:
             parts = list(chunks)
-            vectors = (
-                SparseVectors.concatenate(parts)
-                if parts
-                else SparseVectors.from_dense(np.zeros((0, encoder.dimension), np.float32))
-            )
+            vectors = SparseVectors.concatenate(parts) if parts else SparseVectors.empty(encoder.dimension)
             vectors.save(staging / "vectors")
             sizes = {"nonzeros": len(vectors.indices)}
         (staging / "ids.json").write_text(json.dumps(ids, ensure_ascii=False))

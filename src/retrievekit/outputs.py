@@ -195,6 +195,11 @@ class SparseVectors:
         return np.diff(self.indptr)
 
     @classmethod
+    def empty(cls, vocab_size: int) -> SparseVectors:
+        """No rows, over a vocabulary of ``vocab_size``."""
+        return cls(np.zeros(1, np.int64), np.empty(0, np.int32), np.empty(0, np.float32), vocab_size)
+
+    @classmethod
     def from_dense(cls, weights: np.ndarray, *, max_active_dims: int | None = None) -> SparseVectors:
         """Keep the non-zero weights of each row of ``(n, vocab)`` (the largest ``max_active_dims`` if set)."""
         weights = np.asarray(weights, dtype=np.float32)

@@ -122,7 +122,7 @@ class SparseEncoder(SingleTowerEncoder):
         )  # fmt: skip
         stats.report(self.max_length)
         if not chunks:
-            return SparseVectors(np.zeros(1, np.int64), np.empty(0, np.int32), np.empty(0, np.float32), self.vocab_size)
+            return SparseVectors.empty(self.vocab_size)
         return SparseVectors.concatenate(chunks)
 
     def encode_chunks(
