@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,41 @@ def build_tiny_bert(
     model.eval()
     model.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+def build_tiny_m3(directory: Path, *, seed: int = 5, colbert_dim: int = 32) -> Path:
+    """A random-init BGE-M3 in FlagEmbedding's layout: a tiny BERT whose tokenizer names ``[SEP]``
+    its end-of-sequence token (as XLM-RoBERTa's ``</s>`` is both), and the two heads as
+    ``colbert_linear.pt`` / ``sparse_linear.pt`` (tensor state dicts, as FlagEmbedding saves them)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    build_tiny_bert(directory, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.eos_token = "[SEP]"
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed + 1)
+    torch.save(torch.nn.Linear(32, colbert_dim).state_dict(), directory / "colbert_linear.pt")
+    torch.save(torch.nn.Linear(32, 1).state_dict(), directory / "sparse_linear.pt")
+    return directory
+
+
+def peer_python() -> str | None:
+    """The Python of the peers' environment (``benchmarks/make_peer_env.sh``: PyLate, FlagEmbedding),
+    or ``$RETRIEVEKIT_PEER_PYTHON``; None where it is not built."""
+    candidate = os.environ.get("RETRIEVEKIT_PEER_PYTHON") or str(
+        Path(__file__).resolve().parents[1] / "benchmarks" / ".venv-peer" / "bin" / "python"
+    )
+    return candidate if Path(candidate).is_file() else None
+
+
+def run_peer(script: str, *args: str) -> None:
+    """Run ``script`` with the peers' Python, offline; fail the test with its stderr if it fails."""
+    python = peer_python()
+    assert python is not None
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    run = subprocess.run([python, "-c", script, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
 
 
 @pytest.fixture(scope="session")

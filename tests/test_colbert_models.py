@@ -9,10 +9,8 @@ environment ``benchmarks/make_peer_env.sh`` builds), the vectors are compared wi
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import string
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import peer_python, run_peer
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.colbert import ColbertEncoder, build_colbert, load_colbert
 from retrievekit.models.colbert_format import ColbertConfig
@@ -218,13 +217,6 @@ def test_similarity_is_maxsim(colbert):
     assert scores[0, 1] == pytest.approx(expected, rel=1e-5)
 
 
-def _peer_python() -> str | None:
-    candidate = os.environ.get("RETRIEVEKIT_PEER_PYTHON") or str(
-        Path(__file__).resolve().parents[1] / "benchmarks" / ".venv-peer" / "bin" / "python"
-    )
-    return candidate if Path(candidate).is_file() else None
-
-
 PEER_SCRIPT = """
 import sys, json, numpy as np
 from pylate import models
@@ -238,20 +230,15 @@ np.savez(sys.argv[2], **out)
 """
 
 
-@pytest.mark.skipif(_peer_python() is None, reason="PyLate's environment: run benchmarks/make_peer_env.sh")
+@pytest.mark.skipif(peer_python() is None, reason="PyLate's environment: run benchmarks/make_peer_env.sh")
 def test_vectors_equal_pylates_own(colbert, tmp_path):
     folder = colbert.save(tmp_path / "colbert")
     result = tmp_path / "pylate.npz"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    run = subprocess.run(
-        [_peer_python(), "-c", PEER_SCRIPT, str(folder), str(result), json.dumps(TEXTS)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
+    run_peer(PEER_SCRIPT, str(folder), str(result), json.dumps(TEXTS))
     reference = np.load(result)
     assert_same(colbert.encode_queries(TEXTS), [reference[f"q{i}"] for i in range(len(TEXTS))])
     assert_same(colbert.encode_documents(TEXTS), [reference[f"d{i}"] for i in range(len(TEXTS))])
-    assert sys.executable != _peer_python()
+    assert sys.executable != peer_python()
 
 
 def test_onnx_backend_gives_the_same_vectors(colbert, tmp_path):

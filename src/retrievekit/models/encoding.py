@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +29,11 @@ from retrievekit.outputs import OUTPUT_KINDS, MultiVectors, OutputKind, SparseVe
 
 __all__ = [
     "TRUNCATION_STRATEGIES",
+    "BatchOutput",
     "BatchRunner",
     "ChunkOutput",
     "EncodeStats",
+    "OutputSpec",
     "TokenBatch",
     "TokenLayout",
     "TokenizedChunk",
@@ -87,10 +89,14 @@ class TokenBatch:
 
 
 # A padded batch -> the head's raw output for it: (n, dim) dense, (n, width, dim) per-token,
-# (n, vocab) sparse weights or (n,) / (n, labels) scores. A runner may also offer
-# ``run_many(batches, on_rows)`` to schedule all the batches of a chunk at once (the onnx one does).
-BatchRunner = Callable[[TokenBatch], np.ndarray]
+# (n, vocab) sparse weights or (n,) / (n, labels) scores; a dict of those, one per part, for a head
+# with several parts. A runner may also offer ``run_many(batches, on_rows)`` to schedule all the
+# batches of a chunk at once (the onnx one does).
+BatchOutput = np.ndarray | dict[str, np.ndarray]
+BatchRunner = Callable[[TokenBatch], BatchOutput]
 ChunkOutput = np.ndarray | MultiVectors | SparseVectors
+# what the engine is asked to assemble: one output kind, or part name -> kind (several from one pass)
+OutputSpec = OutputKind | Mapping[str, OutputKind]
 
 
 @dataclass
@@ -138,7 +144,8 @@ class TokenLayout:
     ColBERT's: a marker token (``[Q]``/``[D]``) after the first token, queries padded to
     ``expand_to`` tokens with ``expand_id`` (``[MASK]``), whose output vectors are kept while the model
     does not attend to them (unless ``attend_expansion``); ``skip_ids`` (punctuation) are attended to,
-    but their per-token outputs are dropped.
+    but their per-token outputs are dropped. ``skip_first``: the first position's per-token output is
+    dropped too (BGE-M3's multi-vectors leave out ``[CLS]``).
 
     >>> layout = TokenLayout(marker_id=1, expand_to=6, expand_id=9)
     >>> chunk = layout.apply(TokenizedChunk([[101, 7, 102]], truncated=0))
@@ -151,6 +158,7 @@ class TokenLayout:
     expand_id: int = 0
     attend_expansion: bool = False
     skip_ids: tuple[int, ...] = ()
+    skip_first: bool = False
 
     @property
     def reserved(self) -> int:
@@ -286,17 +294,21 @@ def pad_batch(
     *,
     attended: Sequence[int] | None = None,
     skip_ids: Sequence[int] = (),
+    skip_first: bool = False,
 ) -> TokenBatch:
     """Right-pad token rows to the longest one (the one padding used by encoding and training).
 
     ``attended``: how many leading tokens of each row the model attends to (the rest of the row is
-    kept in the output); ``skip_ids``: tokens whose per-token outputs are dropped.
+    kept in the output); ``skip_ids``: tokens whose per-token outputs are dropped; ``skip_first``:
+    the first position's per-token output is dropped.
 
     >>> batch = pad_batch([[5, 6, 7], [8]], pad_id=0)
     >>> batch.input_ids.tolist(), batch.attention_mask.tolist()
     ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
     >>> pad_batch([[5, 6, 7], [8]], pad_id=0, attended=[2, 1], skip_ids=[6]).output_mask.tolist()
     [[1, 0, 1], [1, 0, 0]]
+    >>> pad_batch([[5, 6, 7], [8, 9]], pad_id=0, skip_first=True).output_mask.tolist()
+    [[0, 1, 1], [0, 1, 0]]
     """
     width = max((len(r) for r in rows), default=0)
     input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
@@ -308,23 +320,26 @@ def pad_batch(
         if types is not None and token_types is not None:
             types[i, : len(row)] = token_types[i]
     output_mask = None
-    if attended is not None or len(skip_ids):
+    if attended is not None or len(skip_ids) or skip_first:
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         kept = np.arange(width)[None, :] < lengths[:, None]
         if len(skip_ids):
             kept &= ~np.isin(input_ids, np.asarray(skip_ids, dtype=np.int64))
+        if skip_first:
+            kept[:, :1] = False
         output_mask = kept.astype(np.int64)
     return TokenBatch(input_ids, mask, types, output_mask)
 
 
 def assemble(
-    kind: OutputKind,
+    kind: OutputSpec,
     batches: Sequence[np.ndarray],
     jobs: Sequence[TokenBatch],
-    outputs: Sequence[np.ndarray],
+    outputs: Sequence[BatchOutput],
     count: int,
-) -> ChunkOutput:
-    """Put the outputs of length-sorted batches back in input order as ``kind``'s record.
+) -> Any:
+    """Put the outputs of length-sorted batches back in input order as ``kind``'s record (for a
+    mapping of part names to kinds, a dict of each part's record).
 
     ``batches[i]`` holds the input positions of ``jobs[i]``, whose runner output is ``outputs[i]``.
 
@@ -334,6 +349,21 @@ def assemble(
     >>> [row.ravel().tolist() for row in mv]
     [[3.0], [1.0, 2.0]]
     """
+    if isinstance(kind, Mapping):
+        parts = [dict(output) for output in outputs if isinstance(output, dict)]
+        if len(parts) != len(outputs):
+            raise ConfigError("a head with several parts gave a single output")
+        return {name: assemble(part, batches, jobs, [o[name] for o in parts], count) for name, part in kind.items()}
+    arrays = [output for output in outputs if isinstance(output, np.ndarray)]
+    if len(arrays) != len(outputs):
+        raise ConfigError(f"the head gave several parts where one {kind} output was expected")
+    return _assemble_one(kind, batches, jobs, arrays, count)
+
+
+def _assemble_one(
+    kind: OutputKind, batches: Sequence[np.ndarray], jobs: Sequence[TokenBatch], outputs: Sequence[np.ndarray],
+    count: int,
+) -> ChunkOutput:  # fmt: skip
     if kind not in OUTPUT_KINDS:
         raise ConfigError(f"unknown output kind {kind!r}; choose one of {', '.join(OUTPUT_KINDS)}")
     if kind == "multivector":
@@ -355,7 +385,7 @@ def assemble(
     return result
 
 
-def _run_batches(runners: Sequence[BatchRunner], jobs: list[TokenBatch], progress: tqdm | None) -> list[np.ndarray]:
+def _run_batches(runners: Sequence[BatchRunner], jobs: list[TokenBatch], progress: tqdm | None) -> list[BatchOutput]:
     lock = threading.Lock()
 
     def advance(rows: int) -> None:  # called from worker threads too
@@ -373,7 +403,7 @@ def _run_batches(runners: Sequence[BatchRunner], jobs: list[TokenBatch], progres
             advance(len(job))
         return outputs
     # several devices: one thread per device pulls batches from a shared queue
-    results: list[np.ndarray | None] = [None] * len(jobs)
+    results: list[BatchOutput | None] = [None] * len(jobs)
     pending: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(jobs)):
         pending.put(index)
@@ -409,10 +439,10 @@ def _run_tokenized(
     pad_id: int,
     batch_size: int,
     max_tokens: int | None,
-    output: OutputKind,
+    output: OutputSpec,
     progress: tqdm | None,
-    skip_ids: Sequence[int] = (),
-) -> ChunkOutput:
+    layout: TokenLayout,
+) -> Any:
     lengths = tokenized.lengths
     batches = plan_batches(lengths, batch_size, max_tokens)
     types, attended = tokenized.token_type_ids, tokenized.attended
@@ -422,7 +452,8 @@ def _run_tokenized(
             pad_id,
             None if types is None else [types[i] for i in batch],
             attended=None if attended is None else [attended[i] for i in batch],
-            skip_ids=skip_ids,
+            skip_ids=layout.skip_ids,
+            skip_first=layout.skip_first,
         )
         for batch in batches
     ]
@@ -449,9 +480,9 @@ def _encode_items(
     stats: EncodeStats,
     description: str,
     unit: str,
-    output: OutputKind,
-    skip_ids: Sequence[int] = (),
-) -> Iterator[ChunkOutput]:
+    output: OutputSpec,
+    layout: TokenLayout | None = None,
+) -> Iterator[Any]:
     """The chunk loop every kind of input shares: check, tokenize, count, run, assemble."""
     iterator = iter(items)
     # with a total the bar shows rate and ETA and stays, complete, when done
@@ -466,7 +497,7 @@ def _encode_items(
             stats.tokens += sum(tokenized.lengths)
             yield _run_tokenized(
                 tokenized, runners, pad_id=_pad_id(tokenizer), batch_size=batch_size, max_tokens=max_tokens,
-                output=output, progress=progress, skip_ids=skip_ids,
+                output=output, progress=progress, layout=layout or TokenLayout(),
             )  # fmt: skip
             offset += len(chunk)
     finally:
@@ -488,10 +519,11 @@ def encode_chunks(
     total: int | None = None,
     stats: EncodeStats | None = None,
     description: str = "Encoding",
-    output: OutputKind = "dense",
+    output: OutputSpec = "dense",
     layout: TokenLayout | None = None,
-) -> Iterator[ChunkOutput]:
-    """Yield the head's output chunk by chunk (``output`` says which record), each chunk in input order.
+) -> Iterator[Any]:
+    """Yield the head's output chunk by chunk (``output`` says which record; a mapping of part names
+    to kinds gives a dict of records per chunk), each chunk in input order.
 
     ``layout`` reshapes the tokenized rows (markers, query expansion) within ``max_length`` tokens
     and names the token ids whose per-token outputs are dropped."""
@@ -508,7 +540,7 @@ def encode_chunks(
     return _encode_items(
         texts, check=check_texts, tokenize=tokenize, tokenizer=tokenizer, runners=runners, batch_size=batch_size,
         max_tokens=max_tokens, chunk_size=chunk_size, show_progress=show_progress, total=total, stats=stats,
-        description=description, unit="text", output=output, skip_ids=layout.skip_ids,
+        description=description, unit="text", output=output, layout=layout,
     )  # fmt: skip
 
 
@@ -526,8 +558,8 @@ def encode_pair_chunks(
     total: int | None = None,
     stats: EncodeStats | None = None,
     description: str = "Scoring pairs",
-    output: OutputKind = "score",
-) -> Iterator[ChunkOutput]:
+    output: OutputSpec = "score",
+) -> Iterator[Any]:
     """Like :func:`encode_chunks` for ``(query, document)`` pairs, tokenized together with segment ids."""
 
     def tokenize(chunk: list[tuple[str, str]]) -> TokenizedChunk:

@@ -7,12 +7,14 @@ and what it produces (``output``, one of :data:`~retrievekit.outputs.OUTPUT_KIND
 - :class:`PoolingHead` -> ``dense``: one vector per text (pooling, projections, normalisation);
 - :class:`TokenVectorsHead` -> ``multivector``: one vector per token (projection, L2 normalisation);
 - :class:`SpladeHead` -> ``sparse``: vocabulary-sized weights, ``log(1 + relu(logits))`` pooled by max or sum;
-- :class:`ScoreHead` -> ``score``: the logits of a sequence-classification model, one row per text pair.
+- :class:`ScoreHead` -> ``score``: the logits of a sequence-classification model, one row per text pair;
+- :class:`M3Head` -> several outputs from one pass (BGE-M3's dense, lexical and multi-vector ones):
+  a head with ``parts`` returns a dict, ``part name -> tensor``, each part of the kind ``parts`` names.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,19 +25,30 @@ from retrievekit.models.modules.pooling import pool
 from retrievekit.models.modules.projection import Projection
 from retrievekit.outputs import OutputKind
 
-__all__ = ["BackboneStates", "DeferredProjection", "Head", "PoolingHead", "ScoreHead", "SpladeHead", "TokenVectorsHead"]
+__all__ = [
+    "BackboneStates",
+    "DeferredProjection",
+    "Head",
+    "M3Head",
+    "PoolingHead",
+    "ScoreHead",
+    "SpladeHead",
+    "TokenVectorsHead",
+]
 
 # what a head reads from the backbone: the base model's last hidden states, or a task model's logits
 BackboneStates = Literal["hidden", "masked_lm_logits", "classification_logits"]
 
 
 class Head(nn.Module):
-    """Base of every head: ``forward(states, attention_mask) -> output tensor``."""
+    """Base of every head: ``forward(states, attention_mask, input_ids) -> output tensor`` (a dict of
+    them, one per entry of ``parts``, for a head with several outputs)."""
 
     output: ClassVar[OutputKind]
     states: ClassVar[BackboneStates] = "hidden"
+    parts: ClassVar[dict[str, OutputKind] | None] = None
 
-    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None) -> Any:
         raise NotImplementedError
 
 
@@ -55,7 +68,9 @@ class PoolingHead(Head):
         self.projections = nn.ModuleList(projections)
         self.normalize = normalize
 
-    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, states: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         embeddings = pool(states, attention_mask, self.pooling)
         for projection in self.projections:
             embeddings = projection(embeddings)
@@ -82,7 +97,9 @@ class TokenVectorsHead(Head):
         self.projection = projection
         self.normalize = normalize
 
-    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, states: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         vectors = self.projection(states) if self.projection is not None else states
         if self.normalize:
             vectors = F.normalize(vectors, p=2, dim=-1)
@@ -157,7 +174,9 @@ class SpladeHead(Head):
             return self._activate((logits * mask).amax(dim=1))
         return (self._activate(logits) * mask).sum(dim=1)
 
-    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, states: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         if not self._decoder:
             return self._pool(states, mask)
@@ -181,5 +200,64 @@ class ScoreHead(Head):
     output = "score"
     states = "classification_logits"
 
-    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, states: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return states
+
+
+class M3Head(Head):
+    """BGE-M3's three outputs from one pass over ``(B, L, H)`` hidden states, as FlagEmbedding
+    computes them:
+
+    - ``dense`` ``(B, H)``: the ``[CLS]`` state (``pooling="cls"``; or ``mean``), L2-normalised;
+    - ``sparse`` ``(B, V)``: each token's weight ``relu(sparse_linear(h))``, the largest per
+      vocabulary id over the text, the ids of ``ignored_ids`` (``[CLS]``, ``</s>``, padding, unknown)
+      at zero;
+    - ``multivector`` ``(B, L, d)``: ``colbert_linear(h)`` of every position, L2-normalised, padding
+      at zero; the ``[CLS]`` position is dropped by the engine (the model's token layout skips the
+      first position), so a text keeps its other real tokens' vectors, ``</s>`` included.
+
+    >>> head = M3Head(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False), ignored_ids=[0], vocab_size=4)
+    >>> _ = head.sparse_linear.weight.data.copy_(torch.tensor([[1.0, 0.0]]))
+    >>> out = head(torch.tensor([[[3.0, 4.0], [2.0, 0.0], [5.0, 1.0]]]), torch.tensor([[1, 1, 1]]),
+    ...            torch.tensor([[0, 2, 2]]))
+    >>> out["dense"].tolist(), out["sparse"].tolist()
+    ([[0.6000000238418579, 0.800000011920929]], [[0.0, 0.0, 5.0, 0.0]])
+    """
+
+    output = "dense"  # the part an encoder reads when it wants one vector per text
+    parts: ClassVar[dict[str, OutputKind] | None] = {"dense": "dense", "sparse": "sparse", "multivector": "multivector"}
+    ignored_ids: torch.Tensor
+
+    def __init__(
+        self, colbert_linear: nn.Linear, sparse_linear: nn.Linear, *, ignored_ids: list[int], vocab_size: int,
+        pooling: str = "cls", normalize: bool = True,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ConfigError(f"BGE-M3 pooling must be 'cls' or 'mean', got {pooling!r}")
+        if sparse_linear.out_features != 1:
+            raise ConfigError(f"the sparse head must give one weight per token, not {sparse_linear.out_features}")
+        self.colbert_linear = colbert_linear
+        self.sparse_linear = sparse_linear
+        self.pooling = pooling
+        self.normalize = normalize
+        self.vocab_size = vocab_size
+        self.register_buffer("ignored_ids", torch.tensor(sorted(set(ignored_ids)), dtype=torch.long), persistent=False)
+
+    def forward(
+        self, states: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        if input_ids is None:
+            raise ConfigError("BGE-M3's lexical weights need the token ids")
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        dense = states[:, 0] if self.pooling == "cls" else (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+        token_weights = torch.relu(self.sparse_linear(states)).squeeze(-1) * attention_mask.to(states.dtype)
+        sparse = torch.zeros(states.shape[0], self.vocab_size, dtype=token_weights.dtype, device=states.device)
+        sparse = sparse.scatter_reduce(1, input_ids, token_weights, reduce="amax").index_fill(1, self.ignored_ids, 0.0)
+        vectors = self.colbert_linear(states) * mask
+        if self.normalize:
+            dense = F.normalize(dense, dim=-1)
+            vectors = F.normalize(vectors, dim=-1)
+        return {"dense": dense, "sparse": sparse, "multivector": vectors}

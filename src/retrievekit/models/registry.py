@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from retrievekit.artifacts import MANIFEST_NAME, read_manifest
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.colbert_format import is_colbert_folder
+from retrievekit.models.m3_format import is_m3_folder
 from retrievekit.models.sparse_format import is_sparse_folder
 from retrievekit.resolve import resolve_model
 
@@ -115,6 +116,7 @@ register_model_kind(
     family="multivector",
     detect=is_colbert_folder,
 )
+register_model_kind("m3_encoder", "retrievekit.models.m3:load_m3", family="m3", detect=is_m3_folder)
 register_model_kind(
     "sparse_encoder", "retrievekit.models.sparse:load_sparse_encoder", family="sparse", detect=is_sparse_folder
 )

@@ -134,9 +134,9 @@ class Tower(nn.Module):
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        output: torch.Tensor = self.head(self.token_states(input_ids, attention_mask, token_type_ids), attention_mask)
-        return output
+    ) -> Any:
+        """The head's output: a tensor, or ``part -> tensor`` for a head with several parts."""
+        return self.head(self.token_states(input_ids, attention_mask, token_type_ids), attention_mask, input_ids)
 
     def save(self, root: Path, prefix: str = "") -> SavedTower:
         """Write this dense tower under ``root`` in sentence-transformers layout; return the paths used.

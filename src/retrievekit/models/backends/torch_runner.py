@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from retrievekit.errors import ConfigError
-from retrievekit.models.encoding import TokenBatch
+from retrievekit.models.encoding import BatchOutput, TokenBatch
 from retrievekit.models.tower import Tower
 
 __all__ = ["TorchRunner", "parse_devices"]
@@ -46,7 +46,7 @@ class TorchRunner:
         self.autocast = dtype != "float32"
         self.dtype = _DTYPES[dtype]
 
-    def __call__(self, batch: TokenBatch) -> np.ndarray:
+    def __call__(self, batch: TokenBatch) -> BatchOutput:
         ids = torch.from_numpy(batch.input_ids).to(self.device, non_blocking=True)
         mask = torch.from_numpy(batch.attention_mask).to(self.device, non_blocking=True)
         types = None
@@ -54,5 +54,8 @@ class TorchRunner:
             types = torch.from_numpy(batch.token_type_ids).to(self.device, non_blocking=True)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
             out = self.tower(ids, mask, types)
-        result: np.ndarray = out.float().cpu().numpy()  # activations (sigmoid, ...) go after this, in float32
+        # activations (sigmoid, ...) go after this, in float32
+        if isinstance(out, dict):  # a head with several parts
+            return {name: part.float().cpu().numpy() for name, part in out.items()}
+        result: np.ndarray = out.float().cpu().numpy()
         return result
