@@ -193,3 +193,57 @@ def test_outputs_and_scores_equal_flagembeddings_own(m3, m3_dir, tmp_path):
     scores = m3.compute_score(PAIRS, weights=(0.4, 0.2, 0.4))
     for mode, values in reference["scores"].items():
         np.testing.assert_allclose(scores[mode], values, atol=1e-5, err_msg=mode)
+
+
+def test_every_mode_retrieves_what_exhaustive_scoring_ranks_first(m3):
+    from conftest import TOY_BEIR
+
+    from retrievekit.data.beir import BeirDataset
+    from retrievekit.retrieval.m3 import M3Retriever
+
+    split = BeirDataset(TOY_BEIR).load("test")
+    ids, texts = split.corpus.ids, split.corpus.texts()
+    corpus = m3.encode_documents(texts)
+    queries = split.queries.texts()[:3]
+    encoded = m3.encode_queries(queries)
+    for mode in ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense"):
+        # depth covers the corpus: the fused modes then score every document
+        retriever = M3Retriever(m3, ids, corpus, mode=mode, weights=(0.4, 0.2, 0.4), depth=len(ids))
+        expected = m3.similarity(encoded, corpus, mode, weights=(0.4, 0.2, 0.4))
+        for row, hits in enumerate(retriever.search(queries, k=4)):
+            best = np.sort(expected[row])[::-1][:4]
+            if mode == "sparse":  # an inverted index returns the documents sharing a term with the query
+                best = best[best > 0]
+            np.testing.assert_allclose(hits.scores, best, atol=1e-5, err_msg=mode)
+            assert hits.ids[0] == ids[int(np.argmax(expected[row]))], mode
+    fused = M3Retriever(m3, ids, corpus, mode="sparse+dense")
+    assert fused.fingerprint != M3Retriever(m3, ids, corpus, mode="sparse+dense", weights=(0.4, 0.2, 0.4)).fingerprint
+    assert fused.fingerprint != M3Retriever(m3, ids, corpus, mode="dense").fingerprint
+    with pytest.raises(ConfigError, match="unknown BGE-M3 mode"):
+        M3Retriever(m3, ids, corpus, mode="bm25")
+
+
+def test_evaluate_runs_every_mode_from_one_encoding_of_the_corpus(m3_dir, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from conftest import TOY_BEIR
+
+    from retrievekit.cli.main import cli
+    from retrievekit.models.m3 import M3Encoder
+
+    passes = []
+    original = M3Encoder.encode_chunks
+
+    def counted(self, texts, side, **options):
+        passes.append(side)
+        return original(self, texts, side, **options)
+
+    monkeypatch.setattr(M3Encoder, "encode_chunks", counted)
+    out = tmp_path / "eval"
+    args = ["evaluate", "-d", str(TOY_BEIR), "--model", str(m3_dir), "-r", "m3", "m3-dense", "m3-sparse",
+            "m3-colbert", "m3-sparse-dense", "--k-values", "1", "10", "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert passes.count("documents") == 1  # five modes, one pass over the corpus
+    rows = {row["retriever"]: row["metrics"] for row in json.loads((out / "results.json").read_text())["systems"]}
+    assert set(rows) == {"m3", "m3-dense", "m3-sparse", "m3-colbert", "m3-sparse-dense"}
+    assert all(0 < row["ndcg@10"] <= 1 for row in rows.values())

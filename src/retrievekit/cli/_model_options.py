@@ -62,12 +62,12 @@ def model_options(command: Callable) -> Callable:
             type=click.IntRange(min=1),
             default=None,
             help="ColBERT models: tokens kept per document, overriding the model's document_length (as PyLate's "
-            "ColBERT(path, document_length=N)); part of the model's fingerprint, so give the same value to every "
+            "ColBERT(path, document_length=N)); BGE-M3 models: tokens read per document (default 512). Part of the model's fingerprint, so give the same value to every "
             "command that uses an index built with it.",
         ),
         click.option(
             "--model-family",
-            type=click.Choice(["dense", "colbert", "sparse"]),
+            type=click.Choice(["dense", "colbert", "sparse", "m3"]),
             default=None,
             help="Read the model as this family when its folder does not say: a plain masked-LM folder (naver's "
             "SPLADE checkpoints) is read as dense unless --model-family sparse. Sparse indexes and retrievers "
@@ -112,6 +112,19 @@ def load_from_options(
     from retrievekit.resolve import resolve_model
 
     kind = detect_model_kind(resolve_model(model))
+    if family == "m3" or kind == "m3_encoder":
+        from retrievekit.models.m3 import load_m3
+
+        if kind != "m3_encoder":
+            raise ConfigError(f"{model}: not a BGE-M3 folder (colbert_linear and sparse_linear heads beside the model)")
+        given = [n for n, v in (("--pooling", pooling), ("--normalize", normalize), ("--document-prompt",
+                 document_prompt)) if v is not None]  # fmt: skip
+        if given:
+            raise ConfigError(f"{', '.join(given)} do not apply to BGE-M3 models")
+        return load_m3(
+            model, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+            document_max_length=document_length, query_prompt=query_prompt,
+        )  # fmt: skip
     if family == "sparse" or kind == "sparse_encoder":
         from retrievekit.models.sparse import load_sparse_encoder
 

@@ -28,6 +28,7 @@ from retrievekit.retrieval.base import Pipeline, Retriever
 if TYPE_CHECKING:
     from retrievekit.embeddings import EmbeddingSet
     from retrievekit.models.dense import DenseEncoder
+    from retrievekit.models.m3 import M3Output
     from retrievekit.outputs import MultiVectors, SparseVectors
 
 __all__ = [
@@ -37,12 +38,14 @@ __all__ = [
     "EncoderIndexSpec",
     "EvaluationCorpus",
     "FixedRetriever",
+    "M3Spec",
     "MultiVectorSpec",
     "PipelineSpec",
     "RetrieverSpec",
     "SparseSpec",
     "SpecOptions",
     "corpus_embeddings",
+    "corpus_m3_outputs",
     "corpus_sparse_vectors",
     "corpus_token_vectors",
     "make_spec",
@@ -164,6 +167,29 @@ def corpus_sparse_vectors(
     )  # fmt: skip
 
 
+def corpus_m3_outputs(
+    encoder: Any,
+    corpus_path: Path,
+    *,
+    cache_root: Path | None,
+    scratch: Path,
+    batch_size: int = 32,
+    corpus_hash: str | None = None,
+) -> tuple[M3Output, float, bool]:
+    """A BGE-M3 model's three outputs of a corpus, from one pass, encoded once per (model, runtime,
+    corpus): later calls load them (memory-mapped) from ``cache_root/m3``."""
+    from retrievekit.models.m3 import M3Output
+
+    def encode(folder: Path) -> M3Output:
+        M3Output.concatenate(list(_document_chunks(encoder, corpus_path, batch_size))).save(folder)
+        return M3Output.load(folder)
+
+    return _cached_corpus_output(
+        encoder, corpus_path, cache_root=cache_root, scratch=scratch, corpus_hash=corpus_hash,
+        subfolder="m3", load=M3Output.load, encode=encode,
+    )  # fmt: skip
+
+
 @dataclass
 class EvaluationCorpus:
     """The corpus an evaluation searches, with its content hash and the caches built on it."""
@@ -188,6 +214,10 @@ class EvaluationCorpus:
     def sparse_vectors(self, encoder: Any) -> tuple[SparseVectors, float, bool]:
         """:func:`corpus_sparse_vectors` of this corpus, once per evaluation."""
         return self._once("sparse_vectors", encoder, corpus_sparse_vectors)
+
+    def m3_outputs(self, encoder: Any) -> tuple[M3Output, float, bool]:
+        """:func:`corpus_m3_outputs` of this corpus, once per evaluation (every M3 mode shares it)."""
+        return self._once("m3_outputs", encoder, corpus_m3_outputs)
 
     def _once(self, output: str, encoder: Any, encode: Callable[..., tuple[Any, float, bool]]) -> Any:
         """``encode(encoder, corpus, ...)`` the first time this model and runtime ask for ``output``."""
@@ -340,6 +370,54 @@ class SparseSpec(EncoderIndexSpec):
         from retrievekit.retrieval.retriever import SparseRetriever
 
         return self._index_corpus(corpus, *corpus.sparse_vectors(self.encoder), SparseRetriever)
+
+
+class M3Spec(RetrieverSpec):
+    """A BGE-M3 model searched by one of FlagEmbedding's modes (:class:`~retrievekit.retrieval.m3.M3Retriever`).
+    The corpus is encoded once per model, runtime and corpus for all modes (one pass gives all three outputs)."""
+
+    def __init__(
+        self, encoder: Any, *, mode: str = "colbert+sparse+dense", weights: Sequence[float] | None = None,
+        depth: int = 100, name: str = "m3",
+    ) -> None:  # fmt: skip
+        from retrievekit.models.m3 import check_weights
+        from retrievekit.models.m3_format import DEFAULT_WEIGHTS, M3_MODES
+
+        if getattr(encoder, "family", None) != "m3":
+            raise ConfigError(f"the {name} retriever needs a BGE-M3 model; {encoder.name!r} is not one")
+        if mode not in M3_MODES:
+            raise ConfigError(f"unknown BGE-M3 mode {mode!r}; choose one of {', '.join(M3_MODES)}")
+        self.encoder, self.mode, self.depth, self.name = encoder, mode, depth, name
+        self.weights = check_weights(DEFAULT_WEIGHTS if weights is None else weights)
+        self.model = encoder.name
+
+    def fingerprint(self, corpus: EvaluationCorpus) -> str:
+        return fingerprint_json(
+            {
+                "retriever": "m3",
+                "model": self.encoder.fingerprint,
+                "runtime": self.encoder.runtime,
+                "mode": self.mode,
+                "weights": list(self.weights),
+                "depth": self.depth,
+                "corpus": corpus.corpus_hash,
+            }
+        )
+
+    def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
+        from retrievekit.retrieval.m3 import M3Retriever
+
+        outputs, encode_s, cached = corpus.m3_outputs(self.encoder)
+        if len(outputs) != len(corpus.split.corpus):
+            raise ArtifactError(f"{len(outputs)} cached encoded rows for {len(corpus.split.corpus)} documents")
+        started = time.perf_counter()
+        retriever = M3Retriever(
+            self.encoder, corpus.split.corpus.ids, outputs, mode=self.mode, weights=self.weights, depth=self.depth,
+            batch_size=corpus.batch_size, name=self.name,
+        )  # fmt: skip
+        return BuiltRetriever(
+            retriever, {"encode": encode_s, "index": time.perf_counter() - started}, {"embeddings": cached}
+        )
 
 
 class Bm25Spec(RetrieverSpec):
@@ -541,3 +619,18 @@ register_retriever(
     "sparse-hybrid", _sparse_hybrid, needs_model=True, model_family="sparse",
     description="SPLADE + BM25, reciprocal rank fusion",
 )  # fmt: skip
+
+
+def _m3_mode(mode: str, name: str) -> Callable[[SpecOptions], RetrieverSpec]:
+    return lambda options: M3Spec(options.encoder, mode=mode, name=name)
+
+
+for _mode, _name, _text in (
+    ("colbert+sparse+dense", "m3", "BGE-M3, FlagEmbedding's colbert+sparse+dense score (weights 1:1:1) over the "
+     "dense and sparse top 100"),
+    ("sparse+dense", "m3-sparse-dense", "BGE-M3, sparse+dense score over the dense and sparse top 100"),
+    ("dense", "m3-dense", "BGE-M3's dense vectors, exact search"),
+    ("sparse", "m3-sparse", "BGE-M3's lexical weights, exact sparse dot product"),
+    ("colbert", "m3-colbert", "BGE-M3's multi-vectors, exact MaxSim (mean over query vectors)"),
+):  # fmt: skip
+    register_retriever(_name, _m3_mode(_mode, _name), needs_model=True, model_family="m3", description=_text)

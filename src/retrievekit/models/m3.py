@@ -418,6 +418,7 @@ def load_m3(
     query_max_length: int | None = None,
     document_max_length: int | None = None,
     pooling: str | None = None,
+    query_prompt: str | None = None,
     backend: str = "torch",
     device: str | list[str] | None = None,
     dtype: str = "float32",
@@ -444,6 +445,7 @@ def load_m3(
             ("query_max_length", query_max_length),
             ("document_max_length", document_max_length),
             ("pooling", pooling),
+            ("query_prompt", query_prompt),
         )
         if value is not None and getattr(config, key) != value
     }
