@@ -197,7 +197,6 @@ def test_outputs_and_scores_equal_flagembeddings_own(m3, m3_dir, tmp_path):
 
 def test_every_mode_retrieves_what_exhaustive_scoring_ranks_first(m3):
     from conftest import TOY_BEIR
-
     from retrievekit.data.beir import BeirDataset
     from retrievekit.retrieval.m3 import M3Retriever
 
@@ -225,8 +224,8 @@ def test_every_mode_retrieves_what_exhaustive_scoring_ranks_first(m3):
 
 def test_evaluate_runs_every_mode_from_one_encoding_of_the_corpus(m3_dir, tmp_path, monkeypatch):
     from click.testing import CliRunner
-    from conftest import TOY_BEIR
 
+    from conftest import TOY_BEIR
     from retrievekit.cli.main import cli
     from retrievekit.models.m3 import M3Encoder
 

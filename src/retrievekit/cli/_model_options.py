@@ -62,7 +62,8 @@ def model_options(command: Callable) -> Callable:
             type=click.IntRange(min=1),
             default=None,
             help="ColBERT models: tokens kept per document, overriding the model's document_length (as PyLate's "
-            "ColBERT(path, document_length=N)); BGE-M3 models: tokens read per document (default 512). Part of the model's fingerprint, so give the same value to every "
+            "ColBERT(path, document_length=N)); BGE-M3 models: tokens read per document (default 512). Part of "
+            "the model's fingerprint, so give the same value to every "
             "command that uses an index built with it.",
         ),
         click.option(
