@@ -100,6 +100,80 @@ def test_bad_folders_and_settings_fail_clearly(tiny_mlm_dir, tmp_path):
         load_sparse_encoder(tiny_mlm_dir, backend="onnx")
 
 
+@pytest.fixture(scope="module")
+def inference_free_st(tiny_mlm_dir, tmp_path_factory):
+    """sentence-transformers' inference-free SPLADE: a static query table on the Router's query
+    route, the masked-LM SPLADE on its document route; saved, and loaded back by sentence-transformers."""
+    import torch
+    from sentence_transformers import SparseEncoder as STSparseEncoder
+    from sentence_transformers.models import Router
+    from sentence_transformers.sparse_encoder.models import MLMTransformer, SparseStaticEmbedding, SpladePooling
+
+    mlm = MLMTransformer(str(tiny_mlm_dir))
+    weights = torch.rand(len(mlm.tokenizer.get_vocab()), generator=torch.Generator().manual_seed(0))
+    weights[weights < 0.3] = 0.0  # tokens the table gives no weight: left out of query vectors
+    static = SparseStaticEmbedding(tokenizer=mlm.tokenizer, weight=weights, frozen=False)
+    router = Router.for_query_document(query_modules=[static], document_modules=[mlm, SpladePooling("max")])
+    folder = tmp_path_factory.mktemp("sparse") / "inference-free"
+    STSparseEncoder(modules=[router], similarity_fn_name="dot", device="cpu").save(str(folder))
+    return folder, STSparseEncoder(str(folder), device="cpu")
+
+
+def test_inference_free_model_reads_queries_with_its_table(inference_free_st, tmp_path, monkeypatch):
+    folder, st = inference_free_st
+    assert detect_model_kind(folder) == "sparse_encoder"
+    model = load_model(folder, device="cpu")
+    assert isinstance(model, SparseEncoder) and model.inference_free
+    texts = [*TEXTS, ""]
+    assert_same(model.encode_documents(texts), st_vectors_side(st.encode_document, texts))
+    queries = model.encode_queries(texts)
+    assert_same(queries, st_vectors_side(st.encode_query, texts))
+    assert (queries.nnz > 0).any() and queries.nnz[-1] == 0
+    # no model runs for a query: the table is all there is
+    monkeypatch.setattr(type(model.tower), "forward", lambda *a, **k: pytest.fail("the model ran for a query"))
+    assert_same(model.encode_queries(texts), queries.to_dense())
+    monkeypatch.undo()
+    saved = model.save(tmp_path / "ours")
+    assert (saved / "router_config.json").is_file()
+    again = load_sparse_encoder(saved)
+    assert again.inference_free and again.fingerprint == model.fingerprint
+    from sentence_transformers import SparseEncoder as STSparseEncoder
+
+    theirs = STSparseEncoder(str(saved), device="cpu")
+    assert_same(queries, st_vectors_side(theirs.encode_query, texts))
+    assert_same(model.encode_documents(TEXTS), st_vectors_side(theirs.encode_document, TEXTS))
+    assert load_sparse_encoder(saved, max_active_dims=2).encode_queries(texts).nnz.max() <= 2
+
+
+def test_the_query_table_is_part_of_the_fingerprint(inference_free_st, tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    folder, _ = inference_free_st
+    copy = tmp_path / "changed"
+    shutil.copytree(folder, copy)
+    table = copy / "query_0_SparseStaticEmbedding" / "model.safetensors"
+    weights = load_file(str(table))["weight"]
+    save_file({"weight": weights * 2}, str(table))
+    original, changed = load_sparse_encoder(folder), load_sparse_encoder(copy)
+    assert original.fingerprint != changed.fingerprint
+    np.testing.assert_allclose(changed.encode_queries(TEXTS).values, 2 * original.encode_queries(TEXTS).values)
+    save_file({"weight": weights, "extra": weights}, str(table))
+    with pytest.raises(ArtifactError, match="one tensor named 'weight'"):
+        load_sparse_encoder(copy)
+    router = json.loads((copy / "router_config.json").read_text())
+    router["types"]["../../elsewhere"] = router["types"].pop("query_0_SparseStaticEmbedding")
+    router["structure"]["query"] = ["../../elsewhere"]
+    (copy / "router_config.json").write_text(json.dumps(router))
+    with pytest.raises(ArtifactError, match="lies outside the model"):
+        load_sparse_encoder(copy)
+
+
+def st_vectors_side(encode, texts) -> np.ndarray:
+    return encode(texts, convert_to_tensor=True).to_dense().cpu().numpy()
+
+
 def invoke(*args: str):
     from click.testing import CliRunner
 

@@ -67,9 +67,14 @@ class SingleTowerEncoder:
                     "tokenizers": [self.tower.tokenizer_digest()],
                     "config": self.config.to_dict(),
                     "kind": self.kind,
+                    **self._fingerprint_parts(),
                 }
             )
         return self._fingerprint
+
+    def _fingerprint_parts(self) -> dict[str, str]:
+        """What else a family's outputs depend on beyond the tower and settings (none by default)."""
+        return {}
 
 
 def torch_runners(tower: Tower, device: str | list[str] | None, dtype: str) -> list[BatchRunner]:

@@ -1,6 +1,8 @@
 """Learned sparse (SPLADE) model folders: the settings and the layouts retrievekit reads (JSON only,
 no torch): sentence-transformers ``SparseEncoder`` folders (an ``MLMTransformer`` then a
-``SpladePooling`` module) and plain Hugging Face masked-LM folders (naver's SPLADE checkpoints)."""
+``SpladePooling`` module; or, for inference-free models, a ``Router`` whose query route is a
+``SparseStaticEmbedding`` table and whose document route is those two) and plain Hugging Face
+masked-LM folders (naver's SPLADE checkpoints)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 from retrievekit.errors import ArtifactError, ConfigError
 
-__all__ = ["SPARSE_KIND", "SparseConfig", "is_sparse_folder", "read_sparse_layout"]
+__all__ = ["SPARSE_KIND", "SparseConfig", "SparseLayout", "is_sparse_folder", "read_sparse_layout"]
 
 SPARSE_KIND = "sparse_encoder"
 _POOLING = ("max", "sum")
@@ -84,6 +86,36 @@ def _is_masked_lm(root: Path) -> bool:
     return isinstance(architectures, list) and any(str(a).endswith("ForMaskedLM") for a in architectures)
 
 
+@dataclass(frozen=True)
+class SparseLayout:
+    """Where a SPLADE folder's parts are: the masked-LM ``backbone`` folder, the settings, and the
+    folder of an inference-free model's static query table (``None``: queries go through the model too)."""
+
+    backbone: Path
+    config: SparseConfig
+    query_table: Path | None = None
+
+
+def _router(root: Path) -> tuple[dict[str, str], dict[str, list[str]]] | None:
+    """``(types, structure)`` of a sentence-transformers Router folder's ``router_config.json``."""
+    config = _json(root / "router_config.json")
+    if not isinstance(config, dict):
+        return None
+    types, structure = config.get("types"), config.get("structure")
+    if not isinstance(types, dict) or not isinstance(structure, dict):
+        return None
+    if not all(isinstance(v, list) and all(isinstance(m, str) for m in v) for v in structure.values()):
+        return None
+    return {str(k): str(v) for k, v in types.items()}, {str(k): list(v) for k, v in structure.items()}
+
+
+def _inside(root: Path, relative: str, source: Path) -> Path:
+    folder = (root / relative).resolve()
+    if not folder.is_relative_to(root.resolve()):
+        raise ArtifactError(f"{source}: the module folder {relative!r} lies outside the model")
+    return folder
+
+
 def is_sparse_folder(root: Path) -> bool:
     """A sentence-transformers ``SparseEncoder`` folder (the model registry's detector). A plain
     masked-LM folder is not claimed: ``bert-base-uncased`` is one too, and may be meant as a dense
@@ -96,30 +128,56 @@ def is_sparse_folder(root: Path) -> bool:
     True
     """
     modules = _modules(root)
-    return modules is not None and any(kind.endswith(".SpladePooling") for kind, _ in modules)
+    if modules is None:
+        return False
+    if len(modules) == 1 and modules[0][0].endswith(".Router"):
+        router = _router(root / modules[0][1])
+        return router is not None and any(kind.endswith(".SpladePooling") for kind in router[0].values())
+    return any(kind.endswith(".SpladePooling") for kind, _ in modules)
 
 
-def read_sparse_layout(root: Path) -> tuple[Path, SparseConfig]:
-    """The folder holding the masked-LM transformer and the settings of a sentence-transformers
-    ``SparseEncoder`` folder or a plain masked-LM folder (SPLADE's defaults: max pooling, relu)."""
+def _read_router(root: Path, router_dir: Path) -> tuple[list[tuple[str, str]], Path]:
+    """The document route's modules (paths relative to ``root``) and the static query table's folder
+    of an inference-free SPLADE Router."""
+    source = router_dir / "router_config.json"
+    router = _router(router_dir)
+    if router is None:
+        raise ArtifactError(f"{source}: not a sentence-transformers Router config (types and structure)")
+    types, structure = router
+    query = next((structure[k] for k in ("query", "queries") if k in structure), None)
+    document = next((structure[k] for k in ("document", "documents", "passage", "corpus") if k in structure), None)
+    if query is None or document is None:
+        raise ArtifactError(f"{source}: expected a query and a document route, found {sorted(structure)}")
+    if len(query) != 1 or not types.get(query[0], "").endswith(".SparseStaticEmbedding"):
+        raise ArtifactError(
+            f"{source}: the query route must be one SparseStaticEmbedding (an inference-free SPLADE); found "
+            f"{[types.get(m, '?') for m in query]}"
+        )
+    relative = router_dir.relative_to(root)
+    modules = [(types.get(m, "?"), str(relative / m)) for m in document]
+    return modules, _inside(root, str(relative / query[0]), source)
+
+
+def read_sparse_layout(root: Path) -> SparseLayout:
+    """Where the parts of a sentence-transformers ``SparseEncoder`` folder (inference-free ones
+    included) or a plain masked-LM folder (SPLADE's defaults: max pooling, relu) are, and its settings."""
     modules = _modules(root)
     if modules is None:
         if not _is_masked_lm(root):
             raise ArtifactError(f"{root}: neither a sentence-transformers SparseEncoder nor a masked-LM folder")
-        return root, SparseConfig()
+        return SparseLayout(root, SparseConfig())
+    query_table = None
+    if len(modules) == 1 and modules[0][0].endswith(".Router"):
+        modules, query_table = _read_router(root, _inside(root, modules[0][1], root / "modules.json"))
     transformer = [path for kind, path in modules if kind.endswith(".MLMTransformer")]
     pooling = [path for kind, path in modules if kind.endswith(".SpladePooling")]
     others = [kind for kind, _ in modules if not kind.endswith((".MLMTransformer", ".SpladePooling"))]
     if len(transformer) != 1 or len(pooling) != 1 or others:
         raise ArtifactError(
             f"{root / 'modules.json'}: expected one MLMTransformer then one SpladePooling module (found "
-            f"{[kind for kind, _ in modules]}); routers and static query tables are not read yet"
+            f"{[kind for kind, _ in modules]})"
         )
-    backbone = (root / transformer[0]).resolve()
-    if not backbone.is_relative_to(root.resolve()):
-        raise ArtifactError(
-            f"{root / 'modules.json'}: the transformer folder {transformer[0]!r} lies outside the model"
-        )
+    backbone = _inside(root, transformer[0], root / "modules.json")
     values: dict[str, Any] = {}
     path = root / pooling[0] / "config.json"
     raw = _json(path)
@@ -140,4 +198,4 @@ def read_sparse_layout(root: Path) -> tuple[Path, SparseConfig]:
     bert_config = _json(backbone / "sentence_bert_config.json")
     if isinstance(bert_config, dict) and bert_config.get("max_seq_length") is not None:
         values["max_length"] = bert_config["max_seq_length"]
-    return backbone, SparseConfig.from_dict(values, str(root / "modules.json"))
+    return SparseLayout(backbone, SparseConfig.from_dict(values, str(root / "modules.json")), query_table)

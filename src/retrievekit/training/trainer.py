@@ -106,7 +106,13 @@ def _starting_model(config: TrainConfig) -> Any:
             raise ConfigError(f"{options.model} is a sparse (SPLADE) model; train it with kind: sparse (or auto)")
         if options.pooling is not None or options.normalize is not None or options.separate_towers:
             raise ConfigError("pooling, normalize and separate_towers are for dense models, not SPLADE ones")
-        return load_sparse_encoder(options.model, device="cpu", trust_remote_code=options.trust_remote_code)
+        sparse = load_sparse_encoder(options.model, device="cpu", trust_remote_code=options.trust_remote_code)
+        if sparse.inference_free:
+            raise ConfigError(
+                f"{options.model} is an inference-free SPLADE (a static query table): training one is not supported "
+                "yet; train the full SPLADE it was built from, whose queries go through the model"
+            )
+        return sparse
     is_colbert = detected == "colbert_encoder"
     if options.kind == "dense" and is_colbert:
         raise ConfigError(f"{options.model} is a ColBERT model; train it with kind: colbert (or auto)")
