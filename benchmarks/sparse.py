@@ -10,7 +10,10 @@ Measured, each side with the same threads (torch's, --threads):
 - encoding: the first --docs SciFact documents, alternating rounds (best of --repeats), tokens/s;
 - searching: the test queries against the whole corpus's vectors (retrievekit's, given to every
   engine), k=10: retrievekit's ``sparse`` index against a scipy sparse-matrix product (per query, as
-  an index answers, and all queries in one product), queries/s and agreement of the top 10.
+  an index answers, and all queries in one product), queries/s and agreement of the top 10; and the
+  approximate ``pyseismic-lsr`` index (``pip install pyseismic-lsr``, the ``bench`` extra) built on
+  the same vectors, at several ``heap_factor`` / ``query_cut`` settings, with --threads threads:
+  its queries/s and recall of the exact top 10.
 """
 
 from __future__ import annotations
@@ -121,6 +124,35 @@ def main() -> None:
         ],
         "scipy csr product (all queries at once)": lambda: scipy_top10(query_matrix),
     }
+    seismic_build_s = None
+    try:
+        import seismic
+    except ImportError:
+        print("pyseismic-lsr is not installed (pip install pyseismic-lsr): no seismic rows")
+    else:
+        started = time.perf_counter()
+        dataset = seismic.SeismicDataset(dim=vectors.vocab_size)
+        dataset.add_documents_by_id(
+            list(corpus_ids), np.asarray(vectors.indices, dtype=np.int64), np.asarray(vectors.values, np.float32),
+            np.asarray(vectors.indptr, dtype=np.int64),
+        )  # fmt: skip
+        seismic_index = seismic.SeismicIndex.build_from_dataset(dataset, num_threads=args.threads)
+        seismic_build_s = time.perf_counter() - started
+        query_terms = [query_vectors.row(i)[0].astype(str) for i in range(len(query_vectors))]
+        query_weights = [query_vectors.row(i)[1].astype(np.float32) for i in range(len(query_vectors))]
+        query_names = np.array(query_ids, dtype=str)
+
+        def seismic_top10(heap_factor: float, query_cut: int) -> list[list[str]]:
+            results = seismic_index.batch_search(
+                query_names, query_terms, query_weights, k=10, query_cut=query_cut, heap_factor=heap_factor,
+                num_threads=args.threads,
+            )  # fmt: skip
+            return [[doc for _, _, doc in row] for row in results]
+
+        for heap_factor, query_cut in ((0.7, 10), (0.9, 20), (1.0, 1000)):
+            searchers[f"pyseismic-lsr heap_factor {heap_factor}, query_cut {query_cut}"] = (
+                lambda h=heap_factor, c=query_cut: seismic_top10(h, c)
+            )
     search_best, found = best_of_alternating(searchers, args.repeats)
 
     print(
@@ -139,8 +171,11 @@ def main() -> None:
     reference = best["sentence-transformers SparseEncoder.encode"]
     for name, seconds in best.items():
         print(f"| {name} | {len(sample) / seconds:.1f} | {tokens / seconds:,.0f} | {reference / seconds:.2f}× |")
-    print(f"\nSearching k=10 (retrievekit index built in {build_s:.2f} s)\n")
-    print("| engine | queries/s | top-10 agreement with scipy | × scipy per query |\n|---|---:|---:|---:|")
+    built = f"retrievekit index built in {build_s:.2f} s"
+    if seismic_build_s is not None:
+        built += f", pyseismic-lsr's in {seismic_build_s:.2f} s with its default build settings"
+    print(f"\nSearching k=10 ({built})\n")
+    print("| engine | queries/s | recall of the exact top 10 | × scipy per query |\n|---|---:|---:|---:|")
     reference_qps = len(query_ids) / search_best["scipy csr product (per query)"]
     exact = found["scipy csr product (all queries at once)"]
     for name, seconds in search_best.items():

@@ -228,3 +228,30 @@ def test_splade_tiny_matches_sentence_transformers():
     ours = load_sparse_encoder("splade-tiny").encode_documents(texts)
     assert_same(ours, st_vectors(STSparseEncoder(str(folder), device="cpu"), texts))
     assert ours.nnz.min() > 5 and ours.nnz.max() < 2000  # sparse
+
+
+def _read_run(path) -> dict[str, list[str]]:
+    ranked: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        query, _, doc, _rank, _score, _name = line.split()
+        ranked.setdefault(query, []).append(doc)
+    return ranked
+
+
+def test_cli_hybrid_across_families_fuses_the_two_models_runs(tiny_mlm_dir, toy_beir, tmp_path):
+    out = tmp_path / "eval"
+    invoke("evaluate", "-d", str(toy_beir), "--model", str(tiny_mlm_dir), "--second-model", "minilm",
+           "-r", "sparse", "dense", "sparse-dense", "--k-values", "1", "10", "-o", str(out))  # fmt: skip
+    rows = {row["retriever"]: row for row in json.loads((out / "results.json").read_text())["systems"]}
+    assert set(rows) == {"sparse", "dense", "sparse-dense"}
+    assert rows["dense"]["model"] == "minilm" and rows["sparse"]["model"] == str(tiny_mlm_dir)
+    sparse, dense, fused = (_read_run(out / name / "run.trec") for name in ("sparse", "dense", "sparse-dense"))
+    for query, ranking in fused.items():  # reciprocal rank fusion of the two runs (k = 60)
+        scores: dict[str, float] = {}
+        for run in (sparse, dense):
+            for rank, doc in enumerate(run.get(query, []), start=1):
+                scores[doc] = scores.get(doc, 0.0) + 1 / (60 + rank)
+        assert ranking[0] == max(scores, key=lambda d: scores[d])
+        assert set(ranking) == set(scores)
+    with pytest.raises(ConfigError, match="--second-model"):
+        invoke("evaluate", "-d", str(toy_beir), "--model", str(tiny_mlm_dir), "-r", "sparse-dense")

@@ -9,7 +9,12 @@ import click
 from retrievekit.cli._model_options import load_from_options, model_options
 from retrievekit.cli._output import console, print_table
 from retrievekit.cli._variadic import ManyValues
-from retrievekit.evaluation.systems import registered_retrievers, spec_model_family, spec_needs_model
+from retrievekit.evaluation.systems import (
+    registered_retrievers,
+    spec_model_family,
+    spec_needs_model,
+    spec_second_family,
+)
 from retrievekit.index.registry import index_types
 
 if TYPE_CHECKING:
@@ -36,6 +41,13 @@ _RETRIEVERS = registered_retrievers()
     type=click.Choice(index_types("dense") + index_types("multivector")),
     default=None,
     help="Index for the model's retriever (default: flat for dense models, plaid for ColBERT ones).",
+)
+@click.option(
+    "--second-model",
+    default=None,
+    help="A model of another family for the hybrids across families (sparse-dense: --model is the SPLADE "
+    "model, --second-model the dense one; sparse-colbert: the ColBERT one). Single-family retrievers in the "
+    "same run use whichever model is of their family. It is loaded with the same --backend, --device, --dtype.",
 )
 @click.option("--top-k", type=click.IntRange(1), default=1000, show_default=True, help="Results retrieved per query.")
 @click.option(
@@ -64,6 +76,7 @@ def evaluate(
     dataset,
     split,
     retrievers,
+    second_model,
     index_type,
     top_k,
     k_values,
@@ -93,12 +106,14 @@ def evaluate(
     except ValueError:
         raise ConfigError(f"--k-values must be integers, got {' '.join(k_values)!r}") from None
     systems = list(retrievers) or ["dense"]
-    families = {f for s in systems if spec_needs_model(s) and (f := spec_model_family(s)) is not None}
-    if len(families) > 1:
-        raise ConfigError(f"these retrievers need models of different families ({', '.join(sorted(families))})")
-    family = next(iter(families), None)
+    family, second_family = _families(systems, second_model)
     needs_model = any(spec_needs_model(s) for s in systems)
     encoder = load_from_options(**model_kwargs, family=family) if needs_model else None
+    if second_model is not None and needs_model:
+        kept = {key: model_kwargs[key] for key in ("backend", "device", "dtype", "trust_remote_code")}
+        blank = dict.fromkeys(("pooling", "normalize", "query_prompt", "document_prompt", "document_length"))
+        second = load_from_options(second_model, **kept, **blank, family=second_family)
+        encoder = [encoder, second]
     result = evaluate_dataset(
         dataset,
         split=split,
@@ -116,6 +131,28 @@ def evaluate(
     if output:
         write_report(result, output)
         console.print(f"wrote {output}/results.json, results.md, per_query.jsonl, recall_at_k.png and runs")
+
+
+def _families(systems: list[str], second_model: str | None) -> tuple[str | None, str | None]:
+    """The family each model is read as: the first from the retrievers that say (a plain masked-LM
+    folder is SPLADE for sparse ones), the second from the cross-family hybrid that needs it."""
+    from retrievekit.errors import ConfigError
+
+    pairs = {(spec_model_family(s), second) for s in systems if (second := spec_second_family(s)) is not None}
+    if len(pairs) > 1:
+        raise ConfigError(f"these hybrids need different pairs of model families: {sorted(map(str, pairs))}")
+    if pairs:
+        first, second = pairs.pop()
+        if second_model is None:
+            raise ConfigError(f"the {second} model of a hybrid across families is given with --second-model")
+        return first, second
+    families = {f for s in systems if spec_needs_model(s) and (f := spec_model_family(s)) is not None}
+    if len(families) > 1:
+        raise ConfigError(
+            f"these retrievers need models of different families ({', '.join(sorted(families))}); give the "
+            "second with --second-model"
+        )
+    return next(iter(families), None), None
 
 
 def print_evaluation(result: Evaluation) -> None:

@@ -204,14 +204,16 @@ def evaluate_dataset(
     """Evaluate several systems on a BEIR split and compare them with the first.
 
     A system is a registered retriever name (``dense``, ``bm25``, ``hybrid`` = RRF of the two; see
-    :func:`~retrievekit.evaluation.systems.registered_retrievers`), built from ``encoder`` and
+    :func:`~retrievekit.evaluation.systems.registered_retrievers`), built from ``encoder`` (a model,
+    or a list of models of different families for hybrids across them: ``sparse-dense``) and
     ``index_type`` (``None``: each family's default, ``flat`` for dense models and ``plaid`` for
     ColBERT ones); a :class:`~retrievekit.evaluation.systems.RetrieverSpec`; or a built
     :class:`~retrievekit.retrieval.Retriever` (a Pipeline too) whose index already holds the corpus.
     """
     if not systems:
         raise ConfigError(f"no retriever to evaluate; choose from {', '.join(registered_retrievers())}")
-    options = SpecOptions(encoder=encoder, index_type=index_type)
+    models = list(encoder) if isinstance(encoder, list | tuple) else [encoder]
+    options = SpecOptions(encoder=models[0], index_type=index_type, others=tuple(models[1:]))
     specs = [_as_spec(s, options) for s in systems]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -246,17 +248,18 @@ def evaluate_dataset(
         for r in results[1:]
     }
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    given = [m for m in models if m is not None]
     runtimes = sorted({str(e.runtime) for s in specs if (e := getattr(s, "encoder", None)) is not None})
     settings = {
         "top_k": top_k,
         "k_values": sorted(set(k_values)),
         "index_type": index_type,
         "ignore_identical_ids": ignore_identical_ids,
-        "runtime": ", ".join(runtimes) or (encoder.runtime if encoder else None),
+        "runtime": ", ".join(runtimes) or (", ".join(sorted({str(m.runtime) for m in given})) or None),
         "queries_without_judgements": loaded.unjudged_queries,
     }
     if loaded.unjudged_queries:
         logger.info("%d queries have no judgements in split %s and are not evaluated", loaded.unjudged_queries, split)
-    models = [r.model for r in results if r.model]
-    model = encoder.name if encoder else (models[0] if models else None)
+    named = [r.model for r in results if r.model]
+    model = ", ".join(m.name for m in given) if given else (named[0] if named else None)
     return Evaluation(beir.name, split, model, results, significance, len(loaded.queries), settings, peak)

@@ -53,6 +53,7 @@ __all__ = [
     "registered_retrievers",
     "spec_model_family",
     "spec_needs_model",
+    "spec_second_family",
 ]
 
 logger = logging.getLogger(__name__)
@@ -505,12 +506,32 @@ class FixedRetriever(RetrieverSpec):
 
 @dataclass(frozen=True)
 class SpecOptions:
-    """What the CLI (or a caller) knows when it turns retriever names into specs."""
+    """What the CLI (or a caller) knows when it turns retriever names into specs: the model (a
+    DenseEncoder, a ColbertEncoder, ...) and, for hybrids across families, ``others`` (models of
+    other families); ``index_type`` for the model's index."""
 
-    encoder: Any = None  # the loaded model: a DenseEncoder, a ColbertEncoder, ...
+    encoder: Any = None
     index_type: str | None = None
     index_params: dict[str, Any] = field(default_factory=dict)
     fusion: str = "rrf"
+    others: tuple[Any, ...] = ()
+
+    def model_of(self, family: str) -> Any:
+        """The model of ``family`` among those given (the first model when none is: its spec then says
+        what is wrong)."""
+        for model in (self.encoder, *self.others):
+            if model is not None and getattr(model, "family", "dense") == family:
+                return model
+        return self.encoder
+
+    def index_for(self, family: str, default: str) -> str:
+        """``index_type`` for ``family``'s retriever; with models of several families, only the
+        family whose index it is takes it (the others their ``default``)."""
+        if self.index_type is None:
+            return default
+        if self.others and index_type_info(self.index_type).family != family:
+            return default
+        return self.index_type
 
 
 @dataclass(frozen=True)
@@ -519,6 +540,7 @@ class _Registration:
     needs_model: bool
     description: str
     model_family: str | None = None
+    second_family: str | None = None
 
 
 _REGISTRY: dict[str, _Registration] = {}
@@ -531,11 +553,13 @@ def register_retriever(
     needs_model: bool,
     description: str = "",
     model_family: str | None = None,
+    second_family: str | None = None,
 ) -> None:
     """Make ``--retriever NAME`` (and ``systems=[NAME]``) build ``factory(options)``; ``model_family``
     is the family of model it needs when that decides how a folder is read (``sparse``: a plain
-    masked-LM folder is a SPLADE model)."""
-    _REGISTRY[name] = _Registration(factory, needs_model, description, model_family)
+    masked-LM folder is a SPLADE model); ``second_family``: a hybrid across families needs a second
+    model, of that family (``--second-model``)."""
+    _REGISTRY[name] = _Registration(factory, needs_model, description, model_family, second_family)
 
 
 def registered_retrievers() -> dict[str, str]:
@@ -552,6 +576,11 @@ def spec_model_family(name: str) -> str | None:
     return _registration(name).model_family
 
 
+def spec_second_family(name: str) -> str | None:
+    """The family of the second model a cross-family hybrid needs (None: one model)."""
+    return _registration(name).second_family
+
+
 def _registration(name: str) -> _Registration:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown retriever {name!r}; choose from {', '.join(_REGISTRY)}")
@@ -563,20 +592,28 @@ def make_spec(name: str, options: SpecOptions) -> RetrieverSpec:
     entry = _registration(name)
     if entry.needs_model and options.encoder is None:
         raise ConfigError(f"the {name} retriever needs a model (--model)")
+    if entry.second_family is not None:
+        model = options.model_of(entry.second_family)
+        if model is None or getattr(model, "family", "dense") != entry.second_family:
+            raise ConfigError(
+                f"the {name} retriever needs a second model, a {entry.second_family} one (--second-model)"
+            )
     return entry.factory(options)
 
 
 def _dense(options: SpecOptions) -> RetrieverSpec:
-    assert options.encoder is not None
-    if getattr(options.encoder, "family", "dense") != "dense":
-        raise ConfigError(
-            f"the dense retriever needs a dense model; use --retriever colbert for {options.encoder.name}"
-        )
-    return DenseSpec(options.encoder, index_type=options.index_type or "flat", index_params=options.index_params)
+    encoder = options.model_of("dense")
+    assert encoder is not None
+    if getattr(encoder, "family", "dense") != "dense":
+        raise ConfigError(f"the dense retriever needs a dense model; use --retriever colbert for {encoder.name}")
+    return DenseSpec(encoder, index_type=options.index_for("dense", "flat"), index_params=options.index_params)
 
 
 def _colbert(options: SpecOptions) -> RetrieverSpec:
-    return MultiVectorSpec(options.encoder, index_type=options.index_type or "plaid", index_params=options.index_params)
+    return MultiVectorSpec(
+        options.model_of("multivector"), index_type=options.index_for("multivector", "plaid"),
+        index_params=options.index_params,
+    )  # fmt: skip
 
 
 def _colbert_hybrid(options: SpecOptions) -> RetrieverSpec:
@@ -584,7 +621,17 @@ def _colbert_hybrid(options: SpecOptions) -> RetrieverSpec:
 
 
 def _sparse(options: SpecOptions) -> RetrieverSpec:
-    return SparseSpec(options.encoder, index_type=options.index_type or "sparse", index_params=options.index_params)
+    return SparseSpec(
+        options.model_of("sparse"), index_type=options.index_for("sparse", "sparse"), index_params=options.index_params
+    )
+
+
+def _sparse_dense(options: SpecOptions) -> RetrieverSpec:
+    return PipelineSpec([_sparse(options), _dense(options)], fusion=options.fusion, name="sparse-dense")
+
+
+def _sparse_colbert(options: SpecOptions) -> RetrieverSpec:
+    return PipelineSpec([_sparse(options), _colbert(options)], fusion=options.fusion, name="sparse-colbert")
 
 
 def _sparse_hybrid(options: SpecOptions) -> RetrieverSpec:
@@ -619,10 +666,18 @@ register_retriever(
     "sparse-hybrid", _sparse_hybrid, needs_model=True, model_family="sparse",
     description="SPLADE + BM25, reciprocal rank fusion",
 )  # fmt: skip
+register_retriever(
+    "sparse-dense", _sparse_dense, needs_model=True, model_family="sparse", second_family="dense",
+    description="SPLADE (--model) + a dense model (--second-model), reciprocal rank fusion",
+)  # fmt: skip
+register_retriever(
+    "sparse-colbert", _sparse_colbert, needs_model=True, model_family="sparse", second_family="multivector",
+    description="SPLADE (--model) + a ColBERT model (--second-model), reciprocal rank fusion",
+)  # fmt: skip
 
 
 def _m3_mode(mode: str, name: str) -> Callable[[SpecOptions], RetrieverSpec]:
-    return lambda options: M3Spec(options.encoder, mode=mode, name=name)
+    return lambda options: M3Spec(options.model_of("m3"), mode=mode, name=name)
 
 
 for _mode, _name, _text in (
