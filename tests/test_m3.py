@@ -86,6 +86,9 @@ def test_one_pass_equals_flagembeddings_formulas(m3, m3_dir):
     assert not special & set(ours.sparse.indices.tolist())
     assert ours.sparse.nnz[3] == 0 and len(ours.colbert[3]) == 1  # "" -> only [SEP]: no weight, one vector
     assert len(ours.colbert[4]) == 47  # cut at document_max_length, less [CLS]
+    heaviest = sorted(lexical[1].items(), key=lambda item: -item[1])[:3]  # FlagEmbedding's convert_id_to_token
+    expected = [(m3.tower.tokenizer.convert_ids_to_tokens(t), w) for t, w in heaviest]
+    assert [(t, pytest.approx(w, abs=1e-5)) for t, w in expected] == m3.decode(ours.sparse.take(np.array([1])), 3)[0]
 
 
 def test_queries_are_cut_at_the_query_length(m3, m3_dir):

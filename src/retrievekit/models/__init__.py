@@ -1,5 +1,6 @@
 """Model families on one encoder engine: a backbone, a head per family (dense, ColBERT's per-token
-vectors, SPLADE's vocabulary weights; the pair-score head is in :mod:`retrievekit.models.heads`),
+vectors, SPLADE's vocabulary weights, BGE-M3's three outputs; the pair-score head is in
+:mod:`retrievekit.models.heads`),
 and loading by manifest kind."""
 
 from retrievekit.models.colbert import ColbertEncoder, build_colbert, load_colbert
@@ -7,6 +8,8 @@ from retrievekit.models.colbert_format import ColbertConfig
 from retrievekit.models.dense import DenseEncoder, EncodedFile, EncodeOptions
 from retrievekit.models.encoding import EncodeStats
 from retrievekit.models.loading import load_encoder
+from retrievekit.models.m3 import M3Encoder, M3Output, load_m3
+from retrievekit.models.m3_format import M3Config
 from retrievekit.models.registry import Model, ModelKind, load_model, model_kinds, register_model_kind
 from retrievekit.models.sparse import SparseEncoder, load_sparse_encoder
 from retrievekit.models.sparse_format import SparseConfig
@@ -20,6 +23,9 @@ __all__ = [
     "EncodeStats",
     "EncodedFile",
     "EncoderSpec",
+    "M3Config",
+    "M3Encoder",
+    "M3Output",
     "Model",
     "ModelKind",
     "SparseConfig",
@@ -28,6 +34,7 @@ __all__ = [
     "build_colbert",
     "load_colbert",
     "load_encoder",
+    "load_m3",
     "load_model",
     "load_sparse_encoder",
     "model_kinds",

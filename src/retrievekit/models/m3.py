@@ -27,6 +27,7 @@ from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.encoding import EncodeStats, TokenLayout, encode_chunks
 from retrievekit.models.m3_format import DEFAULT_WEIGHTS, HEAD_FILES, M3_KIND, M3_MODES, M3Config, head_file
 from retrievekit.models.single_tower import SingleTowerEncoder, torch_runners
+from retrievekit.models.terms import TermWeights
 from retrievekit.outputs import MultiVectors, SparseVectors
 from retrievekit.resolve import resolve_model
 from retrievekit.scoring import maxsim_ragged, sparse_dot
@@ -144,10 +145,11 @@ def fuse_m3_scores(
     return {mode: fused[mode] for mode in M3_MODES}
 
 
-class M3Encoder(SingleTowerEncoder):
+class M3Encoder(TermWeights, SingleTowerEncoder):
     """A BGE-M3 model: :meth:`encode_queries` / :meth:`encode_documents` give an :class:`M3Output`
     (all three outputs from one pass); :meth:`similarity` scores them in any of FlagEmbedding's
-    modes and :meth:`compute_score` scores text pairs in all of them. Build one with :func:`load_m3`."""
+    modes and :meth:`compute_score` scores text pairs in all of them; :meth:`decode` names the
+    tokens of the lexical weights (FlagEmbedding's ``convert_id_to_token``). Build one with :func:`load_m3`."""
 
     family = "m3"
     kind = M3_KIND

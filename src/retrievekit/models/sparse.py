@@ -35,6 +35,7 @@ from retrievekit.models.encoding import EncodeStats, encode_chunks
 from retrievekit.models.query_table import QueryTable
 from retrievekit.models.single_tower import SingleTowerEncoder, package_version, torch_runners, write_json
 from retrievekit.models.sparse_format import SPARSE_KIND, SparseConfig, read_sparse_layout
+from retrievekit.models.terms import TermWeights
 from retrievekit.outputs import SparseVectors
 from retrievekit.resolve import resolve_model
 from retrievekit.scoring import sparse_dot
@@ -55,7 +56,7 @@ _ST_ROUTER = "sentence_transformers.models.Router"
 _ST_MODULES = "sentence_transformers.sparse_encoder.models"  # sentence-transformers 5 and 6 both read it
 
 
-class SparseEncoder(SingleTowerEncoder):
+class SparseEncoder(TermWeights, SingleTowerEncoder):
     """A SPLADE model: ``encode_queries``/``encode_documents`` give
     :class:`~retrievekit.outputs.SparseVectors`; :meth:`similarity` is their dot product;
     :meth:`decode` names the weighted terms. Build one with :func:`load_sparse_encoder`."""
@@ -69,7 +70,6 @@ class SparseEncoder(SingleTowerEncoder):
         self, tower: Tower, config: SparseConfig, *, query_table: QueryTable | None = None, **options: Any
     ) -> None:
         super().__init__(tower, config, **options)
-        self._vocabulary: list[str] | None = None
         if query_table is not None and query_table.vocab_size != self.vocab_size:
             raise ArtifactError(
                 f"the static query table has {query_table.vocab_size} weights for a vocabulary of {self.vocab_size}"
@@ -200,38 +200,6 @@ class SparseEncoder(SingleTowerEncoder):
             [queries.row(i)[0] for i in range(len(queries))], [queries.row(i)[1] for i in range(len(queries))],
             documents.indptr, documents.indices, documents.values,
         )  # fmt: skip
-
-    def decode(self, vectors: SparseVectors, top_k: int | None = None) -> list[list[tuple[str, float]]]:
-        """Each row's terms and weights, heaviest first (``top_k`` of them): why a text matches.
-
-        What SPLADE adds beyond the words of the text (its expansion) shows here."""
-        vocabulary = self._vocabulary_tokens()
-        decoded = []
-        for i in range(len(vectors)):
-            indices, values = vectors.row(i)
-            order = np.argsort(-values, kind="stable")[:top_k]
-            decoded.append([(vocabulary[int(indices[j])], float(values[j])) for j in order])
-        return decoded
-
-    def explain(self, query: SparseVectors, documents: SparseVectors, top_k: int = 5) -> list[list[tuple[str, float]]]:
-        """Per document, the terms it shares with the (one-row) ``query`` and what each adds to the
-        score (query weight x document weight), largest first: why the document matched."""
-        terms, weights = query.row(0)
-        by_term = dict(zip(terms.tolist(), weights.tolist(), strict=True))
-        vocabulary = self._vocabulary_tokens()
-        explained = []
-        for i in range(len(documents)):
-            indices, values = documents.row(i)
-            shared = [(vocabulary[int(t)], by_term[int(t)] * float(v)) for t, v in zip(indices, values, strict=True)
-                      if int(t) in by_term]  # fmt: skip
-            explained.append(sorted(shared, key=lambda pair: -pair[1])[:top_k])
-        return explained
-
-    def _vocabulary_tokens(self) -> list[str]:
-        if self._vocabulary is None:
-            vocabulary = self.tower.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
-            self._vocabulary = [str(token) for token in vocabulary]
-        return self._vocabulary
 
     def retrained(self, tower: Tower, device: Any = "cpu") -> SparseEncoder:
         """A sparse encoder over ``tower`` (new weights, the same settings; a fresh fingerprint)."""
@@ -400,8 +368,8 @@ def _with_backend(
 ) -> SparseEncoder:
     if backend != "torch":
         raise ConfigError(
-            f"backend {backend!r} is not available for SPLADE models yet; use 'torch' (its masked-LM logits are "
-            "(tokens x vocabulary) per text, which an ONNX graph would have to hand back whole)"
+            f"backend {backend!r} is not available for SPLADE models; use 'torch'. The vocabulary projection and "
+            "pooling, most of the time, run in torch whatever runs the transformer (measured in benchmarks/README.md)"
         )
     return SparseEncoder(
         tower, config, runners=torch_runners(tower, device, dtype), name=name, source=root,

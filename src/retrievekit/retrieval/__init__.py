@@ -2,6 +2,7 @@
 
 from retrievekit.retrieval.base import Pipeline, Reranker, Retriever, run_from_hits
 from retrievekit.retrieval.fusion import FUSIONS, fuse, reciprocal_rank_fusion, weighted_score_fusion
+from retrievekit.retrieval.m3 import M3Retriever
 from retrievekit.retrieval.retriever import (
     Bm25Retriever,
     DenseReranker,
@@ -18,6 +19,7 @@ __all__ = [
     "DenseReranker",
     "DenseRetriever",
     "HybridRetriever",
+    "M3Retriever",
     "MaxSimReranker",
     "MultiVectorRetriever",
     "Pipeline",
