@@ -255,3 +255,17 @@ def test_cli_hybrid_across_families_fuses_the_two_models_runs(tiny_mlm_dir, toy_
         assert set(ranking) == set(scores)
     with pytest.raises(ConfigError, match="--second-model"):
         invoke("evaluate", "-d", str(toy_beir), "--model", str(tiny_mlm_dir), "-r", "sparse-dense")
+
+
+def test_each_member_of_a_cross_family_hybrid_gets_the_model_of_its_family(tiny_mlm_dir, tiny_bert_dir):
+    from retrievekit.evaluation.systems import MultiVectorSpec, PipelineSpec, SparseSpec, SpecOptions, make_spec
+    from retrievekit.models.colbert import build_colbert
+
+    splade, colbert = load_sparse_encoder(tiny_mlm_dir), build_colbert(tiny_bert_dir, embedding_size=16)
+    spec = make_spec("sparse-colbert", SpecOptions(encoder=splade, others=(colbert,), index_type="multivector-flat"))
+    assert isinstance(spec, PipelineSpec)
+    sparse, late = spec.members
+    assert isinstance(sparse, SparseSpec) and sparse.encoder is splade and sparse.index_type == "sparse"
+    assert isinstance(late, MultiVectorSpec) and late.encoder is colbert and late.index_type == "multivector-flat"
+    with pytest.raises(ConfigError, match="needs a second model, a multivector one"):
+        make_spec("sparse-colbert", SpecOptions(encoder=splade))
