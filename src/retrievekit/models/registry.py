@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from retrievekit.artifacts import MANIFEST_NAME, read_manifest
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.colbert_format import is_colbert_folder
+from retrievekit.models.cross_encoder_format import is_cross_encoder_folder
 from retrievekit.models.m3_format import is_m3_folder
 from retrievekit.models.sparse_format import is_sparse_folder
 from retrievekit.resolve import resolve_model
@@ -120,4 +121,8 @@ register_model_kind("m3_encoder", "retrievekit.models.m3:load_m3", family="m3", 
 register_model_kind(
     "sparse_encoder", "retrievekit.models.sparse:load_sparse_encoder", family="sparse", detect=is_sparse_folder
 )
+register_model_kind(
+    "cross_encoder", "retrievekit.models.cross_encoder:load_cross_encoder", family="cross_encoder",
+    detect=is_cross_encoder_folder,
+)  # fmt: skip
 register_model_kind("dense_encoder", "retrievekit.models.loading:load_encoder", family="dense", detect=_is_dense_layout)

@@ -1,0 +1,106 @@
+"""Cross-encoders: scores equal sentence-transformers' CrossEncoder.predict on the same folder (Hugging
+Face sequence-classification folders, sentence-transformers saves, ours loaded back by it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from conftest import build_tiny_bert
+from retrievekit.errors import ArtifactError
+from retrievekit.models.cross_encoder import CrossEncoder, load_cross_encoder
+from retrievekit.models.registry import detect_model_kind, load_model
+
+PAIRS = [
+    ("what is a cat?", "a cat is a small animal"),
+    ("vitamin d", "vitamin d and bone health in older women"),
+    ("protein", "the immune response " * 30),  # longer than the 64 positions: truncated
+    ("", "an empty query"),
+    ("cells " * 70, "cells"),  # a long query: longest_first cuts the query
+]
+
+
+def build_cross_encoder(directory, *, labels: int = 1, seed: int = 4):
+    """A random-init BERT sequence classifier with ``labels`` outputs (bge-reranker's folder layout)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+    base = build_tiny_bert(directory.parent / f"{directory.name}-base", seed=seed)
+    config = AutoConfig.from_pretrained(base)
+    config.num_labels = labels
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).save_pretrained(directory, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def ce_dir(tmp_path_factory):
+    return build_cross_encoder(tmp_path_factory.mktemp("ce") / "reranker")
+
+
+def st_predict(folder, pairs, **options):
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    return np.asarray(STCrossEncoder(str(folder), device="cpu").predict(pairs, **options))
+
+
+def test_scores_equal_sentence_transformers_predict(ce_dir, caplog):
+    assert detect_model_kind(ce_dir) == "cross_encoder"
+    model = load_model(ce_dir, device="cpu")
+    assert isinstance(model, CrossEncoder) and model.num_labels == 1 and model.config.activation == "sigmoid"
+    with caplog.at_level(logging.WARNING):
+        ours = model.predict(PAIRS, batch_size=2)  # several length-sorted batches, put back in order
+    np.testing.assert_allclose(ours, st_predict(ce_dir, PAIRS), atol=1e-5)
+    assert "2 of 5 pairs were longer than max_length=64" in caplog.text
+    logits = model.compute_score(PAIRS)  # FlagEmbedding: raw logits, a sigmoid with normalize=True
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), ours, atol=1e-6)
+    np.testing.assert_allclose(model.compute_score(PAIRS, normalize=True), ours, atol=1e-6)
+    assert model.compute_score(PAIRS[0]).shape == (1,)  # one pair, as the peers accept it
+    ranked = model.rank("vitamin d", [d for _, d in PAIRS], top_k=2)
+    assert len(ranked) == 2 and ranked[0][1] >= ranked[1][1]
+
+
+def test_several_labels_and_a_shorter_max_length(tmp_path):
+    folder = build_cross_encoder(tmp_path / "three", labels=3)
+    model = load_cross_encoder(folder)
+    assert model.config.activation == "identity"  # sentence-transformers' default for several labels
+    np.testing.assert_allclose(model.predict(PAIRS), st_predict(folder, PAIRS), atol=1e-5)
+    softmax = model.predict(PAIRS, activation="softmax")
+    np.testing.assert_allclose(softmax, st_predict(folder, PAIRS, apply_softmax=True), atol=1e-5)
+    short = load_cross_encoder(folder, max_length=16)
+    assert short.max_length == 16 and short.fingerprint != model.fingerprint
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    st_short = STCrossEncoder(str(folder), device="cpu", max_length=16)
+    np.testing.assert_allclose(short.predict(PAIRS), st_short.predict(PAIRS), atol=1e-5)
+
+
+def test_save_loads_in_sentence_transformers_and_back(ce_dir, tmp_path):
+    model = load_cross_encoder(ce_dir, activation="identity")
+    saved = model.save(tmp_path / "saved")
+    again = load_model(saved)
+    assert isinstance(again, CrossEncoder) and again.fingerprint == model.fingerprint
+    assert again.config.activation == "identity"
+    np.testing.assert_allclose(st_predict(saved, PAIRS), model.predict(PAIRS), atol=1e-5)
+    # a sentence-transformers save of the same model reads the same way
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    STCrossEncoder(str(ce_dir), device="cpu").save(str(tmp_path / "st"))
+    np.testing.assert_allclose(load_cross_encoder(tmp_path / "st").predict(PAIRS), st_predict(ce_dir, PAIRS), atol=1e-5)
+
+
+def test_a_folder_never_names_code_to_run(ce_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "hostile"
+    shutil.copytree(ce_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["sentence_transformers"] = {"activation_fn": "os.system"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"config\.json: activation 'os\.system' is not one retrievekit knows"):
+        load_cross_encoder(folder)
+    assert load_cross_encoder(folder, activation="sigmoid").config.activation == "sigmoid"  # the caller's word
