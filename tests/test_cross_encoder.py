@@ -104,3 +104,39 @@ def test_a_folder_never_names_code_to_run(ce_dir, tmp_path):
     with pytest.raises(ArtifactError, match=r"config\.json: activation 'os\.system' is not one retrievekit knows"):
         load_cross_encoder(folder)
     assert load_cross_encoder(folder, activation="sigmoid").config.activation == "sigmoid"  # the caller's word
+
+
+def _read_run(path) -> dict[str, list[tuple[str, float]]]:
+    ranked: dict[str, list[tuple[str, float]]] = {}
+    for line in path.read_text().splitlines():
+        query, _, doc, _rank, score, _name = line.split()
+        ranked.setdefault(query, []).append((doc, float(score)))
+    return ranked
+
+
+def test_evaluate_reranks_each_first_stage_in_the_same_table(ce_dir, toy_beir, tmp_path):
+    from click.testing import CliRunner
+
+    from retrievekit.cli.main import cli
+    from retrievekit.data.beir import BeirDataset
+
+    out = tmp_path / "eval"
+    args = ["evaluate", "-d", str(toy_beir), "-r", "bm25", "--rerank", str(ce_dir), "--rerank-top-k", "3",
+            "--k-values", "1", "3", "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "results.json").read_text())
+    assert [row["retriever"] for row in report["systems"]] == ["bm25", "bm25>rerank"]
+    assert report["systems"][1]["significance"]["p_value"] is not None  # a paired t-test against the first stage
+    split = BeirDataset(toy_beir).load("test")
+    texts = dict(zip(split.corpus.ids, split.corpus.texts(), strict=True))
+    queries = dict(zip(split.queries.ids, split.queries.texts(), strict=True))
+    first, reranked = _read_run(out / "bm25" / "run.trec"), _read_run(out / "bm25>rerank" / "run.trec")
+    model = load_cross_encoder(ce_dir)
+    for query, ranking in reranked.items():
+        candidates = [doc for doc, _ in first[query][:3]]
+        assert sorted(doc for doc, _ in ranking) == sorted(candidates)  # the first stage's top 3, reordered
+        scores = model.predict([(queries[query], texts[doc]) for doc in candidates])
+        expected = sorted(zip(candidates, scores.tolist(), strict=True), key=lambda pair: -pair[1])
+        assert [doc for doc, _ in ranking] == [doc for doc, _ in expected]
+        np.testing.assert_allclose([s for _, s in ranking], [s for _, s in expected], atol=1e-5)

@@ -49,6 +49,17 @@ _RETRIEVERS = registered_retrievers()
     "model, --second-model the dense one; sparse-colbert: the ColBERT one). Single-family retrievers in the "
     "same run use whichever model is of their family. It is loaded with the same --backend, --device, --dtype.",
 )
+@click.option(
+    "--rerank",
+    "rerank_model",
+    default=None,
+    help="A cross-encoder (sentence-transformers CrossEncoder or sequence-classification folder) that reranks "
+    "each retriever's top --rerank-top-k; the reranked rows (RETRIEVER>rerank) join the same table and "
+    "results.json. Loaded with the same --backend, --device, --dtype.",
+)
+@click.option(
+    "--rerank-top-k", type=click.IntRange(1), default=100, show_default=True, help="Candidates reranked per query."
+)
 @click.option("--top-k", type=click.IntRange(1), default=1000, show_default=True, help="Results retrieved per query.")
 @click.option(
     "--k-values",
@@ -77,6 +88,8 @@ def evaluate(
     split,
     retrievers,
     second_model,
+    rerank_model,
+    rerank_top_k,
     index_type,
     top_k,
     k_values,
@@ -97,6 +110,7 @@ def evaluate(
     \b
     Example:
       retrievekit evaluate --dataset scifact --model minilm -r dense -r bm25 -r hybrid -o runs/scifact
+      retrievekit evaluate --dataset scifact -r bm25 hybrid --rerank runs/reranker --rerank-top-k 100
     """
     from retrievekit.errors import ConfigError
     from retrievekit.evaluation import evaluate_dataset, write_report
@@ -114,6 +128,14 @@ def evaluate(
         blank = dict.fromkeys(("pooling", "normalize", "query_prompt", "document_prompt", "document_length"))
         second = load_from_options(second_model, **kept, **blank, family=second_family)
         encoder = [encoder, second]
+    reranker = None
+    if rerank_model is not None:
+        from retrievekit.models.cross_encoder import load_cross_encoder
+
+        reranker = load_cross_encoder(
+            rerank_model, backend=model_kwargs["backend"], device=model_kwargs["device"], dtype=model_kwargs["dtype"],
+            trust_remote_code=model_kwargs["trust_remote_code"],
+        )  # fmt: skip
     result = evaluate_dataset(
         dataset,
         split=split,
@@ -126,6 +148,8 @@ def evaluate(
         batch_size=batch_size,
         strict=not no_strict,
         cache=not no_cache,
+        reranker=reranker,
+        rerank_top_k=rerank_top_k,
     )
     print_evaluation(result)
     if output:

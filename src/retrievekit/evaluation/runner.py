@@ -30,6 +30,7 @@ from retrievekit.evaluation.significance import PairedTest, paired_t_test
 from retrievekit.evaluation.systems import (
     EvaluationCorpus,
     FixedRetriever,
+    RerankSpec,
     RetrieverSpec,
     SpecOptions,
     corpus_embeddings,
@@ -200,6 +201,8 @@ def evaluate_dataset(
     strict: bool = True,
     cache: bool = True,
     cache_root: Path | None = None,
+    reranker: Any = None,
+    rerank_top_k: int = 100,
 ) -> Evaluation:
     """Evaluate several systems on a BEIR split and compare them with the first.
 
@@ -209,12 +212,16 @@ def evaluate_dataset(
     ``index_type`` (``None``: each family's default, ``flat`` for dense models and ``plaid`` for
     ColBERT ones); a :class:`~retrievekit.evaluation.systems.RetrieverSpec`; or a built
     :class:`~retrievekit.retrieval.Retriever` (a Pipeline too) whose index already holds the corpus.
+    With ``reranker`` (a cross-encoder), each system's top ``rerank_top_k`` is also reranked, in rows
+    named ``SYSTEM>rerank`` after the first stages.
     """
     if not systems:
         raise ConfigError(f"no retriever to evaluate; choose from {', '.join(registered_retrievers())}")
     models = list(encoder) if isinstance(encoder, list | tuple) else [encoder]
     options = SpecOptions(encoder=models[0], index_type=index_type, others=tuple(models[1:]))
     specs = [_as_spec(s, options) for s in systems]
+    if reranker is not None:  # each first stage, then each reranked, in the same table
+        specs += [RerankSpec(spec, reranker, top_k=rerank_top_k) for spec in list(specs)]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"a retriever is listed twice: {names}")

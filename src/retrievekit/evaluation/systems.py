@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Bm25Spec",
     "BuiltRetriever",
+    "RerankSpec",
     "DenseSpec",
     "EncoderIndexSpec",
     "EvaluationCorpus",
@@ -487,6 +488,40 @@ class PipelineSpec(RetrieverSpec):
             for key, value in member.timing.items():
                 timing[key] = timing.get(key, 0.0) + value
         return BuiltRetriever(pipeline, timing, {k: v for b in built for k, v in b.cached.items()})
+
+
+class RerankSpec(RetrieverSpec):
+    """A first stage's top ``top_k`` re-scored by a cross-encoder (a
+    :class:`~retrievekit.retrieval.Pipeline` with a :class:`~retrievekit.retrieval.rerankers.CrossEncoderReranker`),
+    named ``FIRST>rerank``; the first stage is built once, shared with its own row."""
+
+    def __init__(self, first: RetrieverSpec, model: Any, *, top_k: int = 100, name: str | None = None) -> None:
+        if getattr(model, "family", None) != "cross_encoder":
+            raise ConfigError(f"reranking needs a cross-encoder; {getattr(model, 'name', model)!r} is not one")
+        if top_k < 1:
+            raise ConfigError(f"the rerank depth must be at least 1, got {top_k}")
+        self.first, self.reranker_model, self.top_k = first, model, top_k
+        self.name = name or f"{first.name}>rerank"
+        self.model = ", ".join(m for m in (first.model, model.name) if m)
+
+    def fingerprint(self, corpus: EvaluationCorpus) -> str:
+        return fingerprint_json(
+            {
+                "first": self.first.fingerprint(corpus),
+                "reranker": self.reranker_model.fingerprint,
+                "runtime": self.reranker_model.runtime,
+                "rerank_top_k": self.top_k,
+            }
+        )
+
+    def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
+        from retrievekit.retrieval.rerankers import CrossEncoderReranker
+
+        first = corpus.build(self.first)
+        documents = dict(zip(corpus.split.corpus.ids, corpus.split.corpus.texts(), strict=True))
+        reranker = CrossEncoderReranker(self.reranker_model, documents, batch_size=corpus.batch_size)
+        pipeline = Pipeline([first.retriever], reranker=reranker, rerank_top_k=self.top_k, name=self.name)
+        return BuiltRetriever(pipeline, dict(first.timing), dict(first.cached))
 
 
 class FixedRetriever(RetrieverSpec):
