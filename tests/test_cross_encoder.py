@@ -140,3 +140,39 @@ def test_evaluate_reranks_each_first_stage_in_the_same_table(ce_dir, toy_beir, t
         expected = sorted(zip(candidates, scores.tolist(), strict=True), key=lambda pair: -pair[1])
         assert [doc for doc, _ in ranking] == [doc for doc, _ in expected]
         np.testing.assert_allclose([s for _, s in ranking], [s for _, s in expected], atol=1e-5)
+
+
+def test_cli_rerank_ranks_documents_and_reranks_a_run(ce_dir, toy_beir, tmp_path):
+    from click.testing import CliRunner
+
+    from retrievekit.cli.main import cli
+    from retrievekit.data.beir import BeirDataset
+
+    def invoke(*args: str):
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    docs = tmp_path / "docs.txt"
+    docs.write_text("a cat is a small animal\n\nvitamin d and bone health\nthe immune response\n")
+    printed = invoke("rerank", "--model", str(ce_dir), "-q", "vitamin d", "--documents", str(docs), "-k", "2")
+    model = load_cross_encoder(ce_dir)
+    texts = ["a cat is a small animal", "vitamin d and bone health", "the immune response"]
+    scores = model.predict([("vitamin d", t) for t in texts])
+    best = int(np.argmax(scores))
+    assert f"{scores[best]:.4f}" in printed and texts[best][:20] in printed  # blank lines are no documents
+    split = BeirDataset(toy_beir).load("test")
+    ids = split.corpus.ids
+    run = tmp_path / "first.trec"
+    run.write_text(
+        "".join(f"{q} Q0 {d} {r + 1} {10 - r} first\n" for q in split.queries.ids for r, d in enumerate(ids[:4]))
+    )
+    out = tmp_path / "reranked.trec"
+    invoke("rerank", "--model", str(ce_dir), "--queries", str(toy_beir / "queries.jsonl"), "--run", str(run),
+           "--corpus", str(toy_beir), "--rerank-top-k", "3", "-k", "2", "-o", str(out))  # fmt: skip
+    reranked = _read_run(out)
+    texts_by_id = dict(zip(ids, split.corpus.texts(), strict=True))
+    for query, text in zip(split.queries.ids, split.queries.texts(), strict=True):
+        expected = model.predict([(text, texts_by_id[d]) for d in ids[:3]])
+        order = np.argsort(-expected, kind="stable")[:2]
+        assert [doc for doc, _ in reranked[query]] == [ids[i] for i in order]

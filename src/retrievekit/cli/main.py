@@ -16,6 +16,7 @@ from retrievekit.cli.encode import encode
 from retrievekit.cli.evaluate import evaluate
 from retrievekit.cli.index import index
 from retrievekit.cli.model import model
+from retrievekit.cli.rerank import rerank
 from retrievekit.cli.search import search
 from retrievekit.cli.train import mine_negatives, train
 from retrievekit.errors import RetrievekitError
@@ -53,6 +54,7 @@ cli.add_command(encode)
 cli.add_command(model)
 cli.add_command(index)
 cli.add_command(search)
+cli.add_command(rerank)
 cli.add_command(evaluate)
 cli.add_command(demo)
 cli.add_command(mine_negatives)

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Bm25Spec",
     "BuiltRetriever",
-    "RerankSpec",
     "DenseSpec",
     "EncoderIndexSpec",
     "EvaluationCorpus",
@@ -42,6 +41,7 @@ __all__ = [
     "M3Spec",
     "MultiVectorSpec",
     "PipelineSpec",
+    "RerankSpec",
     "RetrieverSpec",
     "SparseSpec",
     "SpecOptions",
