@@ -51,6 +51,7 @@ from retrievekit.index import (
 from retrievekit.models import (
     ColbertConfig,
     ColbertEncoder,
+    CrossEncoder,
     DenseEncoder,
     EncodedFile,
     EncoderSpec,
@@ -63,6 +64,7 @@ from retrievekit.models import (
     TowerSpec,
     build_colbert,
     load_colbert,
+    load_cross_encoder,
     load_encoder,
     load_m3,
     load_model,
@@ -74,6 +76,7 @@ from retrievekit.quantization import Int8Calibration, quantize
 from retrievekit.resolve import resolve_dataset, resolve_model
 from retrievekit.retrieval import (
     Bm25Retriever,
+    CrossEncoderReranker,
     DenseReranker,
     DenseRetriever,
     HybridRetriever,
@@ -94,6 +97,8 @@ __all__ = [
     "ColbertEncoder",
     "ConfigError",
     "Corpus",
+    "CrossEncoder",
+    "CrossEncoderReranker",
     "DataFormatError",
     "DatasetNotFoundError",
     "DenseEncoder",
@@ -148,6 +153,7 @@ __all__ = [
     "index_class",
     "index_types",
     "load_colbert",
+    "load_cross_encoder",
     "load_dataset",
     "load_encoder",
     "load_index",

@@ -5,6 +5,7 @@ and loading by manifest kind."""
 
 from retrievekit.models.colbert import ColbertEncoder, build_colbert, load_colbert
 from retrievekit.models.colbert_format import ColbertConfig
+from retrievekit.models.cross_encoder import CrossEncoder, load_cross_encoder
 from retrievekit.models.dense import DenseEncoder, EncodedFile, EncodeOptions
 from retrievekit.models.encoding import EncodeStats
 from retrievekit.models.loading import load_encoder
@@ -18,6 +19,7 @@ from retrievekit.models.spec import EncoderSpec, TowerSpec
 __all__ = [
     "ColbertConfig",
     "ColbertEncoder",
+    "CrossEncoder",
     "DenseEncoder",
     "EncodeOptions",
     "EncodeStats",
@@ -33,6 +35,7 @@ __all__ = [
     "TowerSpec",
     "build_colbert",
     "load_colbert",
+    "load_cross_encoder",
     "load_encoder",
     "load_m3",
     "load_model",

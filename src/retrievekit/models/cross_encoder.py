@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 def activate(logits: np.ndarray, activation: str) -> np.ndarray:
     """``activation`` of float32 logits (``(n,)`` or ``(n, labels)``; softmax over the labels).
 
-    >>> activate(np.array([0.0, 2.0]), "sigmoid").round(4).tolist()
+    >>> [round(float(x), 4) for x in activate(np.array([0.0, 2.0]), "sigmoid")]
     [0.5, 0.8808]
     >>> activate(np.array([[0.0, 0.0]]), "softmax").tolist()
     [[0.5, 0.5]]
