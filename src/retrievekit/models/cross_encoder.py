@@ -37,7 +37,7 @@ from retrievekit.resolve import resolve_model
 if TYPE_CHECKING:
     from retrievekit.models.tower import Tower
 
-__all__ = ["CrossEncoder", "activate", "load_cross_encoder"]
+__all__ = ["CrossEncoder", "activate", "build_cross_encoder", "load_cross_encoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class CrossEncoder(SingleTowerEncoder):
     def retrained(self, tower: Tower, device: Any = "cpu") -> CrossEncoder:
         """A cross-encoder over ``tower`` (new weights, the same settings; a fresh fingerprint)."""
         return CrossEncoder(
-            tower, self.config, runners=torch_runners(tower, device, "float32"), name=self.name, source=self.source,
+            tower, self.config, runners=torch_runners(tower, str(device), "float32"), name=self.name, source=self.source,
             runtime="torch-float32",
         )  # fmt: skip
 
@@ -188,6 +188,41 @@ class CrossEncoder(SingleTowerEncoder):
             )
         logger.info("saved %s to %s", self.name or "cross-encoder", directory)
         return directory
+
+
+def build_cross_encoder(
+    name_or_path: str | Path,
+    *,
+    num_labels: int = 1,
+    seed: int = 0,
+    max_length: int | None = None,
+    device: str | list[str] | None = None,
+    trust_remote_code: bool = False,
+) -> CrossEncoder:
+    """A new cross-encoder from any encoder (a sentence-transformers or Hugging Face folder, 'minilm'):
+    its transformer under a new classification head of ``num_labels`` outputs, initialised from
+    ``seed`` (how sentence-transformers' ``CrossEncoder(path, num_labels=1)`` starts from a plain
+    encoder). Train it before use."""
+    import torch
+
+    from retrievekit.models.heads import ScoreHead
+    from retrievekit.models.spec import TowerSpec, spec_from_sentence_transformers
+    from retrievekit.models.tower import Tower, load_backbone
+
+    root = resolve_model(name_or_path)
+    backbone_dir = root
+    if (root / "modules.json").is_file():
+        backbone_dir = root / spec_from_sentence_transformers(root).document.backbone
+    torch.manual_seed(seed)  # the new head's weights
+    backbone, tokenizer = load_backbone(
+        backbone_dir, states="classification_logits", trust_remote_code=trust_remote_code, num_labels=num_labels
+    )
+    config = CrossEncoderConfig(activation="sigmoid" if num_labels == 1 else "identity", max_length=max_length)
+    tower = Tower(TowerSpec(backbone="", max_length=max_length), backbone, tokenizer, head=ScoreHead()).eval()
+    return CrossEncoder(
+        tower, config, runners=torch_runners(tower, device, "float32"), name=str(name_or_path), source=root,
+        runtime="torch-float32",
+    )  # fmt: skip
 
 
 def load_cross_encoder(

@@ -214,10 +214,12 @@ def tokenizer_digest(tokenizer: Any) -> str:
 
 
 def load_backbone(
-    directory: Path, *, states: BackboneStates = "hidden", trust_remote_code: bool = False
-) -> tuple[nn.Module, Any]:
+    directory: Path, *, states: BackboneStates = "hidden", trust_remote_code: bool = False,
+    num_labels: int | None = None,
+) -> tuple[nn.Module, Any]:  # fmt: skip
     """The tokenizer and the transformers model under ``directory`` (safetensors weights only), of
-    the class that gives the ``states`` a head reads (:data:`BACKBONE_CLASSES`)."""
+    the class that gives the ``states`` a head reads (:data:`BACKBONE_CLASSES`); ``num_labels``: a
+    classification head of that width (new weights where the folder has none)."""
     import transformers
 
     if not (directory / "config.json").is_file():
@@ -234,7 +236,10 @@ def load_backbone(
         )
     model_class = getattr(transformers, BACKBONE_CLASSES[states])
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
-    backbone = model_class.from_pretrained(directory, trust_remote_code=trust_remote_code, use_safetensors=True)
+    options: dict[str, Any] = {} if num_labels is None else {"num_labels": num_labels}
+    backbone = model_class.from_pretrained(
+        directory, trust_remote_code=trust_remote_code, use_safetensors=True, **options
+    )
     backbone.eval()
     return backbone, tokenizer
 

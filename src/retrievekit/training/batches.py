@@ -8,8 +8,9 @@ same whenever it is built: after a resume, on another rank, or in another proces
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -297,8 +298,9 @@ class TrainingLoader(DataLoader):
 
 
 def make_loader(
-    dataset: TrainingSet, collator: TrainingCollator, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1
-) -> TrainingLoader:
+    dataset: TrainingSet, collator: Callable[[list[SampledExample]], Any], batch_size: int, *, seed: int,
+    rank: int = 0, world_size: int = 1,
+) -> TrainingLoader:  # fmt: skip
     sampler = DatasetBatchSampler(dataset.sizes, batch_size, seed=seed, rank=rank, world_size=world_size)
     # an own generator: each new iterator would otherwise draw a seed from torch's global RNG, which
     # dropout uses, and a run resumed mid-epoch would draw one more than the uninterrupted run

@@ -19,6 +19,7 @@ class DevEvaluation(pl.Callback):
     """Every ``every`` optimizer steps (0: at each epoch end) evaluate the current model on a dev
     split through :func:`~retrievekit.evaluation.evaluate_dataset`, log ``dev/<metric>``, save the
     best model to ``best_dir`` and stop after ``patience`` evaluations without a better ``ndcg@10``.
+    A cross-encoder is evaluated reranking the top ``rerank_top_k`` of ``first_stage``'s run.
     """
 
     def __init__(
@@ -32,7 +33,10 @@ class DevEvaluation(pl.Callback):
         patience: int = 3,
         batch_size: int = 64,
         metric: str = "ndcg@10",
+        first_stage: str = "bm25",
+        rerank_top_k: int = 100,
     ) -> None:
+        self.first_stage, self.rerank_top_k = first_stage, rerank_top_k
         self.dataset = dataset
         self.split = split
         self.best_dir = best_dir
@@ -54,16 +58,22 @@ class DevEvaluation(pl.Callback):
         try:
             encoder = module.model.export(module.device)
             family = getattr(encoder, "family", "dense")
-            system, index_type = {"multivector": ("colbert", "multivector-flat"), "sparse": ("sparse", None)}.get(
-                family, ("dense", None)
-            )
-            result = evaluate_dataset(
-                self.dataset, split=self.split, encoder=encoder, batch_size=self.batch_size, cache=False,
-                k_values=(10, 100), systems=[system], index_type=index_type,
-            )  # fmt: skip
+            if family == "cross_encoder":  # the first stage's run is cached; only the reranking is new
+                result = evaluate_dataset(
+                    self.dataset, split=self.split, batch_size=self.batch_size, k_values=(10, 100),
+                    systems=[self.first_stage], reranker=encoder, rerank_top_k=self.rerank_top_k,
+                )  # fmt: skip
+            else:
+                system, index_type = {"multivector": ("colbert", "multivector-flat"), "sparse": ("sparse", None)}.get(
+                    family, ("dense", None)
+                )
+                result = evaluate_dataset(
+                    self.dataset, split=self.split, encoder=encoder, batch_size=self.batch_size, cache=False,
+                    k_values=(10, 100), systems=[system], index_type=index_type,
+                )  # fmt: skip
         finally:
             module.model.train()
-        metrics = result.systems[0].metrics.aggregate
+        metrics = result.systems[-1].metrics.aggregate
         return float(metrics[self.metric])
 
     def _run(self, trainer: pl.Trainer, module) -> None:

@@ -36,8 +36,10 @@ class ModelConfig:
     """``model``: name or folder to start from (``pooling``/``normalize`` are needed for a plain
     Hugging Face folder); ``kind``: ``auto`` (what the folder holds), ``dense``, ``colbert`` (a
     ColBERT folder as it is, any other encoder turned into a new ColBERT with an ``embedding_size``-wide
-    random projection, seeded by ``run.seed``) or ``sparse`` (a SPLADE model: a sentence-transformers
-    SparseEncoder folder or a plain masked-LM folder); ``separate_towers``: untie a shared encoder into a
+    random projection, seeded by ``run.seed``), ``sparse`` (a SPLADE model: a sentence-transformers
+    SparseEncoder folder or a plain masked-LM folder) or ``cross_encoder`` (a reranker: a CrossEncoder
+    or sequence-classification folder as it is, any other encoder under a new one-label head seeded by
+    ``run.seed``); ``separate_towers``: untie a shared encoder into a
     query and a document tower (BET style); ``gradient_checkpointing``: trade compute for memory."""
 
     model: str = "minilm"
@@ -53,7 +55,10 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     """``data``: training files (JSONL/TSV) or BEIR splits as ``DATASET[:SPLIT]``, one or several;
-    every batch is drawn from one of them. ``num_negatives``: hard negatives per query."""
+    every batch is drawn from one of them. ``num_negatives``: hard negatives per query (a
+    cross-encoder's group is the positive and these: FlagEmbedding's ``train_group_size`` 8 is 7).
+    A cross-encoder reads each pair cut to ``query_max_length + document_max_length`` tokens (its
+    own limit without ``document_max_length``)."""
 
     data: list[str] = field(default_factory=list)
     batch_size: int = 32
@@ -64,14 +69,16 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """``loss``: infonce | cached_infonce | margin_mse | kl, and their options (``mini_batch_size``:
-    texts encoded at once by cached_infonce). Sparse (SPLADE) models add FLOPS on the documents
+    """``loss``: infonce | cached_infonce | margin_mse | kl for bi-encoders, group_softmax | bce |
+    margin_mse | kl for cross-encoders, and their options (``mini_batch_size``: texts encoded at once
+    by cached_infonce; ``temperature``: 0.05 for bi-encoders' similarities, 1 for cross-encoders'
+    logits, when not given). Sparse (SPLADE) models add FLOPS on the documents
     (``document_regularizer_weight``) and ``query_regularizer`` (flops or l1) on the queries
     (``query_regularizer_weight``, the document weight when unset), both warmed up quadratically over
     ``regularizer_warmup_ratio`` of the steps."""
 
     loss: str = "infonce"
-    temperature: float = 0.05
+    temperature: float | None = None
     learnable_temperature: bool = False
     symmetric: bool = False
     mask_false_negatives: bool = True
@@ -119,13 +126,17 @@ class RunConfig:
 
 @dataclass
 class EvaluationConfig:
-    """Evaluation on a dev split through the evaluation runner; early stopping on ``ndcg@10``."""
+    """Evaluation on a dev split through the evaluation runner; early stopping on ``ndcg@10``. A
+    cross-encoder is evaluated reranking the top ``rerank_top_k`` of ``first_stage`` (a registered
+    retriever that needs no model: bm25)."""
 
     dev_dataset: str | None = None
     dev_split: str = "dev"
     eval_every: int = 0
     patience: int = 3
     eval_batch_size: int = 64
+    first_stage: str = "bm25"
+    rerank_top_k: int = 100
 
 
 @dataclass
@@ -242,13 +253,14 @@ def _check(config: TrainConfig) -> None:
         "num_nodes": (run.num_nodes, 1),
         "eval_batch_size": (config.evaluation.eval_batch_size, 1),
         "patience": (config.evaluation.patience, 0),
+        "rerank_top_k": (config.evaluation.rerank_top_k, 1),
         "eval_every": (config.evaluation.eval_every, 0),
     }
     for name, (value, minimum) in minimums.items():
         if value is not None and value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    if config.model.kind not in ("auto", "dense", "colbert", "sparse"):
-        raise ConfigError(f"kind must be auto, dense, colbert or sparse, got {config.model.kind!r}")
+    if config.model.kind not in ("auto", "dense", "colbert", "sparse", "cross_encoder"):
+        raise ConfigError(f"kind must be auto, dense, colbert, sparse or cross_encoder, got {config.model.kind!r}")
     if config.model.embedding_size < 1:
         raise ConfigError(f"embedding_size must be at least 1, got {config.model.embedding_size}")
     if optimizer.learning_rate < 0:
@@ -258,7 +270,7 @@ def _check(config: TrainConfig) -> None:
         "teacher_temperature": loss.teacher_temperature,
     }
     for name, number in positives.items():
-        if not number > 0:
+        if number is not None and not number > 0:
             raise ConfigError(f"{name} must be a positive number, got {number}")
     if optimizer.weight_decay < 0 or optimizer.max_grad_norm < 0:
         raise ConfigError("weight_decay and max_grad_norm must be 0 or more")

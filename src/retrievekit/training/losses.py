@@ -6,12 +6,17 @@
   of documents from every device.
 * :class:`CachedInfoNCELoss` — the same with GradCache, for large batches in small memory.
 * :class:`MarginMSELoss` and :class:`KLDivergenceLoss` — distillation from teacher scores
-  (``pos_scores`` / ``neg_scores`` of the training rows).
+  (``pos_scores`` / ``neg_scores`` of the training rows), for bi-encoders and cross-encoders alike
+  (both read the model's ``candidate_scores``).
+* :class:`GroupSoftmaxLoss` and :class:`BinaryCrossEntropyLoss` — cross-encoders (rerankers): softmax
+  cross-entropy over each query's group of one positive and ``k`` negatives (FlagEmbedding's reranker
+  loss), or a binary cross-entropy per pair (sentence-transformers' ``BinaryCrossEntropyLoss``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +24,13 @@ from torch import nn
 
 from retrievekit.errors import ConfigError
 from retrievekit.training.batches import TrainingBatch
-from retrievekit.training.model import BiEncoderModel, candidate_scores, similarity_matrix
+from retrievekit.training.model import BiEncoderModel, similarity_matrix
 
 __all__ = [
     "LOSSES",
+    "BinaryCrossEntropyLoss",
     "CachedInfoNCELoss",
+    "GroupSoftmaxLoss",
     "InfoNCELoss",
     "KLDivergenceLoss",
     "MarginMSELoss",
@@ -243,18 +250,68 @@ def _rows_relevant_to(
     return _except_own((document_hashes[:, None, None] == query_positive_hashes[None, :, :]).any(-1), labels)
 
 
-def _student_and_teacher(model: BiEncoderModel, batch: TrainingBatch, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _student_and_teacher(model: nn.Module, batch: Any, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, 1 + k)`` student scores of each query's own candidates, and the teacher's."""
     if batch.teacher_scores is None:
         raise ConfigError(
             f"the {loss} loss needs teacher scores: give 'pos_scores' and 'neg_scores' in every training row"
         )
-    if batch.num_negatives < 1:
-        raise ConfigError(f"the {loss} loss needs at least one negative per query (num_negatives >= 1)")
-    student = candidate_scores(
-        model.encode_queries(batch), model.encode_documents(batch), batch.num_negatives, model.similarity
-    )
+    student = _candidates(model, batch, loss)
     return student, batch.teacher_scores
+
+
+def _candidates(model: nn.Module, batch: Any, loss: str) -> torch.Tensor:
+    """The model's ``(B, 1 + k)`` candidate scores, at least one negative per query."""
+    if getattr(batch, "group_size", 1 + getattr(batch, "num_negatives", 0)) < 2:
+        raise ConfigError(f"the {loss} loss needs at least one negative per query (num_negatives >= 1)")
+    scores: torch.Tensor = model.candidate_scores(batch)  # type: ignore[operator]
+    return scores
+
+
+class GroupSoftmaxLoss(nn.Module):
+    """Cross-entropy of each query's group ``[positive, k negatives]`` with the positive as target,
+    ``softmax(scores / temperature)`` (FlagEmbedding's reranker loss over ``train_group_size`` pairs).
+
+    >>> class Fixed(nn.Module):
+    ...     def candidate_scores(self, batch): return torch.tensor([[2.0, 0.0, 0.0]])
+    >>> round(GroupSoftmaxLoss(Fixed())(type("Batch", (), {"group_size": 3})()).item(), 4)
+    0.2395
+    """
+
+    def __init__(self, model: nn.Module, *, temperature: float = 1.0) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be positive, got {temperature}")
+        self.model, self.temperature = model, temperature
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        scores = _candidates(self.model, batch, "group softmax") / self.temperature
+        return F.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
+
+
+class BinaryCrossEntropyLoss(nn.Module):
+    """Binary cross-entropy on each pair's logit: 1 for the positive, 0 for each negative;
+    ``pos_weight`` (default: the number of negatives per positive) balances the two, as
+    sentence-transformers' ``BinaryCrossEntropyLoss`` lets one.
+
+    >>> class Fixed(nn.Module):
+    ...     def candidate_scores(self, batch): return torch.tensor([[0.0, 0.0]])
+    >>> round(BinaryCrossEntropyLoss(Fixed())(type("Batch", (), {"group_size": 2})()).item(), 4)
+    0.6931
+    """
+
+    def __init__(self, model: nn.Module, *, pos_weight: float | None = None) -> None:
+        super().__init__()
+        self.model, self.pos_weight = model, pos_weight
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        scores = _candidates(self.model, batch, "binary cross-entropy")
+        labels = torch.zeros_like(scores)
+        labels[:, 0] = 1.0
+        weight = self.pos_weight if self.pos_weight is not None else float(scores.shape[1] - 1)
+        return F.binary_cross_entropy_with_logits(
+            scores, labels, pos_weight=torch.tensor(weight, device=scores.device, dtype=scores.dtype)
+        )
 
 
 class MarginMSELoss(nn.Module):
@@ -264,11 +321,11 @@ class MarginMSELoss(nn.Module):
     Inputs: a batch with ``teacher_scores`` ``(B, 1 + k)`` (positive first) and ``k >= 1``.
     """
 
-    def __init__(self, model: BiEncoderModel) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, batch: TrainingBatch) -> torch.Tensor:
+    def forward(self, batch: Any) -> torch.Tensor:
         student, teacher = _student_and_teacher(self.model, batch, "MarginMSE")
         return F.mse_loss(student[:, :1] - student[:, 1:], teacher[:, :1] - teacher[:, 1:])
 
@@ -280,7 +337,7 @@ class KLDivergenceLoss(nn.Module):
     Inputs: a batch with ``teacher_scores`` ``(B, 1 + k)`` and ``k >= 1``.
     """
 
-    def __init__(self, model: BiEncoderModel, *, temperature: float = 0.05, teacher_temperature: float = 1.0) -> None:
+    def __init__(self, model: nn.Module, *, temperature: float = 0.05, teacher_temperature: float = 1.0) -> None:
         super().__init__()
         if temperature <= 0 or teacher_temperature <= 0:
             raise ConfigError("temperatures must be positive")
@@ -288,22 +345,35 @@ class KLDivergenceLoss(nn.Module):
         self.temperature = temperature
         self.teacher_temperature = teacher_temperature
 
-    def forward(self, batch: TrainingBatch) -> torch.Tensor:
+    def forward(self, batch: Any) -> torch.Tensor:
         student, teacher = _student_and_teacher(self.model, batch, "KL divergence")
         log_student = F.log_softmax(student / self.temperature, dim=-1)
         log_teacher = F.log_softmax(teacher / self.teacher_temperature, dim=-1)
         return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
 
 
-LOSSES = ("infonce", "cached_infonce", "margin_mse", "kl")
+LOSSES = ("infonce", "cached_infonce", "margin_mse", "kl", "group_softmax", "bce")
+# the losses of each kind of model: a bi-encoder's (in-batch negatives) or a cross-encoder's (its groups)
+BI_ENCODER_LOSSES = ("infonce", "cached_infonce", "margin_mse", "kl")
+CROSS_ENCODER_LOSSES = ("group_softmax", "bce", "margin_mse", "kl")
 
 
-def make_loss(name: str, model: BiEncoderModel, **options) -> nn.Module:
-    """Build a loss by name (``infonce``, ``cached_infonce``, ``margin_mse``, ``kl``) with its own options."""
+def make_loss(name: str, model: nn.Module, **options) -> nn.Module:
+    """Build a loss by name (one of :data:`LOSSES`) with its own options; a cross-encoder takes
+    ``group_softmax``, ``bce``, ``margin_mse`` or ``kl``, a bi-encoder the others."""
+    cross = not isinstance(model, BiEncoderModel)
+    allowed = CROSS_ENCODER_LOSSES if cross else BI_ENCODER_LOSSES
+    if name in LOSSES and name not in allowed:
+        kind = "a cross-encoder (reranker)" if cross else "a bi-encoder"
+        raise ConfigError(f"the {name} loss does not train {kind}; choose one of {', '.join(allowed)}")
+    if name == "group_softmax":
+        return GroupSoftmaxLoss(model, temperature=options.get("temperature", 1.0))
+    if name == "bce":
+        return BinaryCrossEntropyLoss(model)
     infonce_options = {k: v for k, v in options.items() if k not in ("teacher_temperature", "mini_batch_size")}
-    if name == "infonce":
+    if name == "infonce" and isinstance(model, BiEncoderModel):
         return InfoNCELoss(model, **infonce_options)
-    if name == "cached_infonce":
+    if name == "cached_infonce" and isinstance(model, BiEncoderModel):
         return CachedInfoNCELoss(model, mini_batch_size=options.get("mini_batch_size", 16), **infonce_options)
     if name == "margin_mse":
         return MarginMSELoss(model)

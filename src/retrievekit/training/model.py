@@ -1,5 +1,6 @@
-"""The trainable view of an encoder (dense, ColBERT or SPLADE): its towers as one ``nn.Module`` and
-its score function."""
+"""The trainable view of a model: a bi-encoder's towers (dense, ColBERT or SPLADE) or a
+cross-encoder's one tower, as one ``nn.Module``, and the scores of each query's candidates
+(:meth:`candidate_scores`: ``(B, 1 + k)``, positive first), which the losses read."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from retrievekit.errors import ConfigError
 from retrievekit.models.dense import DenseEncoder
 from retrievekit.scoring import pairwise_scores, similarity_matrix
 from retrievekit.training.batches import TrainingBatch
 
-__all__ = ["BiEncoderModel", "candidate_scores", "similarity_matrix"]
+__all__ = ["BiEncoderModel", "CrossEncoderModel", "candidate_scores", "similarity_matrix"]
 
 
 def candidate_scores(
@@ -76,6 +78,12 @@ class BiEncoderModel(nn.Module):
             "documents", batch.document_input_ids, batch.document_attention_mask, batch.document_output_mask
         )
 
+    def candidate_scores(self, batch: TrainingBatch) -> torch.Tensor:
+        """``(B, 1 + k)``: each query against its own positive, then its own ``k`` negatives."""
+        return candidate_scores(
+            self.encode_queries(batch), self.encode_documents(batch), batch.num_negatives, self.similarity
+        )
+
     def export(self, device: torch.device | str = "cpu") -> Any:
         """The family's encoder over the current weights (a fresh fingerprint: caches keyed on the
         starting model do not apply), running on ``device``: a :class:`DenseEncoder`, or a
@@ -90,8 +98,38 @@ class BiEncoderModel(nn.Module):
 
     def gradient_checkpointing_enable(self) -> None:
         for tower in {id(t): t for t in (self.query_tower, self.document_tower)}.values():
-            backbone = tower.backbone  # transformers 5 renamed the method; 4.x has only the old name
-            if hasattr(backbone, "activation_checkpointing_enable"):
-                backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            checkpoint_activations(tower.backbone)
+
+
+class CrossEncoderModel(nn.Module):
+    """A cross-encoder's tower: each pair of a :class:`~retrievekit.training.pairs.PairBatch` gets one
+    logit, ``(B, group_size)`` per batch (positive first), which the losses read as candidate scores."""
+
+    def __init__(self, encoder: Any) -> None:
+        super().__init__()
+        if encoder.num_labels != 1:
+            raise ConfigError(
+                f"training a reranker needs one label (a score per pair); {encoder.name!r} has {encoder.num_labels}"
+            )
+        self.encoder = encoder
+        self.tower = encoder.tower
+
+    def candidate_scores(self, batch: Any) -> torch.Tensor:
+        logits: torch.Tensor = self.tower(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        return logits.view(-1, batch.group_size)
+
+    def export(self, device: torch.device | str = "cpu") -> Any:
+        """A :class:`~retrievekit.models.cross_encoder.CrossEncoder` over the current weights."""
+        return self.encoder.retrained(self.tower, device)
+
+    def gradient_checkpointing_enable(self) -> None:
+        checkpoint_activations(self.tower.backbone)
+
+
+def checkpoint_activations(backbone: Any) -> None:
+    """Recompute a transformers model's activations in the backward pass (less memory, more compute);
+    transformers 5 renamed the method, 4.x has only the old name."""
+    if hasattr(backbone, "activation_checkpointing_enable"):
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

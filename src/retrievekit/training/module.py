@@ -10,7 +10,8 @@ from torch import nn
 
 from retrievekit.training.batches import TrainingBatch, TrainingCollator, TrainingLoader, TrainingSet, make_loader
 from retrievekit.training.config import OptimizerConfig
-from retrievekit.training.model import BiEncoderModel
+from retrievekit.training.model import BiEncoderModel, CrossEncoderModel
+from retrievekit.training.pairs import PairBatch, PairCollator
 
 __all__ = ["RetrievalTrainingModule", "linear_warmup"]
 
@@ -33,10 +34,10 @@ class RetrievalTrainingModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: BiEncoderModel,
+        model: BiEncoderModel | CrossEncoderModel,
         loss: nn.Module,
         data: TrainingSet,
-        collator: TrainingCollator,
+        collator: TrainingCollator | PairCollator,
         *,
         batch_size: int,
         optimizer: OptimizerConfig,
@@ -78,7 +79,7 @@ class RetrievalTrainingModule(pl.LightningModule):
         if hasattr(loss, "total_steps"):  # a regulariser's warm-up spans a share of the run
             loss.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
 
-    def training_step(self, batch: TrainingBatch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: TrainingBatch | PairBatch, batch_idx: int) -> torch.Tensor:
         regularized: Any = self.loss
         if hasattr(regularized, "step"):
             regularized.step = self.global_step  # restored with the checkpoint: a resumed warm-up continues

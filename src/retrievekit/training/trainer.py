@@ -33,7 +33,8 @@ from retrievekit.training.batches import TrainingCollator, TrainingSet
 from retrievekit.training.config import TrainConfig
 from retrievekit.training.data import TrainingExample, load_training_source
 from retrievekit.training.losses import make_loss
-from retrievekit.training.model import BiEncoderModel
+from retrievekit.training.model import BiEncoderModel, CrossEncoderModel
+from retrievekit.training.pairs import PairCollator
 from retrievekit.training.regularizers import SparseRegularizedLoss
 
 __all__ = ["TrainResult", "train"]
@@ -99,6 +100,17 @@ def _starting_model(config: TrainConfig) -> Any:
 
     options = config.model
     detected = detect_model_kind(resolve_model(options.model))
+    if options.kind == "cross_encoder" or detected == "cross_encoder":
+        from retrievekit.models.cross_encoder import build_cross_encoder, load_cross_encoder
+
+        if options.kind not in ("auto", "cross_encoder"):
+            raise ConfigError(f"{options.model} is a cross-encoder; train it with kind: cross_encoder (or auto)")
+        if options.pooling is not None or options.normalize is not None or options.separate_towers:
+            raise ConfigError("pooling, normalize and separate_towers are for dense models, not cross-encoders")
+        trust = options.trust_remote_code
+        if detected == "cross_encoder":
+            return load_cross_encoder(options.model, device="cpu", trust_remote_code=trust)
+        return build_cross_encoder(options.model, seed=config.run.seed, device="cpu", trust_remote_code=trust)
     if options.kind == "sparse" or detected == "sparse_encoder":
         from retrievekit.models.sparse import load_sparse_encoder
 
@@ -134,8 +146,14 @@ def _starting_model(config: TrainConfig) -> Any:
     )  # fmt: skip
 
 
-def _collator(encoder: Any, config: TrainConfig) -> TrainingCollator:
-    """The family's collator: a dense model's lengths and prompts, or ColBERT's token layouts."""
+def _collator(encoder: Any, config: TrainConfig) -> TrainingCollator | PairCollator:
+    """The family's collator: a dense model's lengths and prompts, ColBERT's token layouts, or a
+    cross-encoder's pairs."""
+    if getattr(encoder, "family", "dense") == "cross_encoder":
+        limit = encoder.max_length
+        if config.data.document_max_length:
+            limit = min(limit, config.data.query_max_length + config.data.document_max_length)
+        return PairCollator(encoder.tower.tokenizer, max_length=limit, truncation=encoder.config.truncation)
     if getattr(encoder, "family", "dense") == "multivector":
         document_length = encoder.token_length("documents")
         return TrainingCollator(
@@ -198,11 +216,12 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     encoder = _starting_model(config)
     if config.model.separate_towers:
         encoder = untie_towers(encoder)
-    model = BiEncoderModel(encoder)
+    cross = getattr(encoder, "family", "dense") == "cross_encoder"
+    model: BiEncoderModel | CrossEncoderModel = CrossEncoderModel(encoder) if cross else BiEncoderModel(encoder)
     if config.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     loss_options = {
-        "temperature": config.loss.temperature,
+        "temperature": config.loss.temperature or (1.0 if cross else 0.05),
         "learnable_temperature": config.loss.learnable_temperature,
         "symmetric": config.loss.symmetric,
         "mask_false_negatives": config.loss.mask_false_negatives,
@@ -251,7 +270,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         dev = DevEvaluation(
             config.evaluation.dev_dataset, config.evaluation.dev_split, output / "best-model", save_model,
             every=config.evaluation.eval_every, patience=config.evaluation.patience,
-            batch_size=config.evaluation.eval_batch_size,
+            batch_size=config.evaluation.eval_batch_size, first_stage=config.evaluation.first_stage,
+            rerank_top_k=config.evaluation.rerank_top_k,
         )  # fmt: skip
         all_callbacks.append(dev)
     trainer = pl.Trainer(
