@@ -154,8 +154,8 @@ class CrossEncoder(SingleTowerEncoder):
     def retrained(self, tower: Tower, device: Any = "cpu") -> CrossEncoder:
         """A cross-encoder over ``tower`` (new weights, the same settings; a fresh fingerprint)."""
         return CrossEncoder(
-            tower, self.config, runners=torch_runners(tower, str(device), "float32"), name=self.name, source=self.source,
-            runtime="torch-float32",
+            tower, self.config, runners=torch_runners(tower, str(device), "float32"), name=self.name,
+            source=self.source, runtime="torch-float32",
         )  # fmt: skip
 
     def save(self, directory: str | Path, *, overwrite: bool = True, training: dict | None = None) -> Path:

@@ -297,8 +297,8 @@ class M3Encoder(TermWeights, SingleTowerEncoder):
     def retrained(self, tower: Tower, device: Any = "cpu") -> M3Encoder:
         """An M3 encoder over ``tower`` (new weights, the same settings; a fresh fingerprint)."""
         return M3Encoder(
-            tower, self.config, runners=torch_runners(tower, str(device), "float32"), name=self.name, source=self.source,
-            runtime="torch-float32",
+            tower, self.config, runners=torch_runners(tower, str(device), "float32"), name=self.name,
+            source=self.source, runtime="torch-float32",
         )  # fmt: skip
 
     # ---- saving ------------------------------------------------------------------------------
