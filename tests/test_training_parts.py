@@ -26,6 +26,7 @@ from retrievekit.training.mining import (
     sample_negatives,
     write_training_rows,
 )
+from retrievekit.training.model import BiEncoderModel
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -149,6 +150,8 @@ class _FixedModel(torch.nn.Module):
 
     def encode_documents(self, batch):
         return batch.document_input_ids.float()
+
+    candidate_scores = BiEncoderModel.candidate_scores  # the real pairing of queries with their candidates
 
 
 def _batch(queries, documents, positive_texts, document_texts, teacher=None, k=0) -> TrainingBatch:
