@@ -176,3 +176,19 @@ def test_cli_rerank_ranks_documents_and_reranks_a_run(ce_dir, toy_beir, tmp_path
         expected = model.predict([(text, texts_by_id[d]) for d in ids[:3]])
         order = np.argsort(-expected, kind="stable")[:2]
         assert [doc for doc, _ in reranked[query]] == [ids[i] for i in order]
+
+
+def test_onnx_backend_reads_the_pairs_segment_ids(ce_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    folder = tmp_path / "reranker"
+    shutil.copytree(ce_dir, folder)
+    reference = load_cross_encoder(folder).predict(PAIRS, batch_size=2)
+    fp32 = load_cross_encoder(folder, backend="onnx", quantize=None)
+    assert fp32.runtime == "onnx-fp32"
+    np.testing.assert_allclose(fp32.predict(PAIRS, batch_size=2), reference, atol=1e-5)
+    int8 = load_cross_encoder(folder, backend="onnx", quantize="int8").predict(PAIRS, batch_size=2)
+    np.testing.assert_allclose(int8, reference, atol=1e-2)
+    with pytest.raises(Exception, match="runs on the CPU"):
+        load_cross_encoder(folder, backend="onnx", device="cuda")

@@ -32,7 +32,13 @@ from retrievekit.cli._output import console, print_table
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write a TREC run here instead of printing.")
 @click.option("--max-length", type=click.IntRange(2), default=None, help="Tokens per pair (default: the model's).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--backend", type=click.Choice(["torch"]), default="torch", show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnx"]),
+    default="torch",
+    show_default=True,
+    help="torch (any device) or onnx (CPU, int8; exported once beside the model).",
+)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (torch backend).")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True,
               help="How the model runs; the activation after it is always float32.")  # fmt: skip

@@ -40,7 +40,7 @@ from retrievekit.models.colbert_format import (
     read_stanford_config,
 )
 from retrievekit.models.encoding import EncodeStats, TokenLayout, encode_chunks
-from retrievekit.models.single_tower import SingleTowerEncoder, package_version, torch_runners, write_json
+from retrievekit.models.single_tower import SingleTowerEncoder, attach_backend, package_version, write_json
 from retrievekit.outputs import MultiVectors
 from retrievekit.resolve import resolve_model
 from retrievekit.scoring import maxsim_ragged
@@ -462,25 +462,9 @@ def _with_backend(
     dtype: str,
     quantize: str | None,
 ) -> ColbertEncoder:
-    if backend == "torch":
-        return ColbertEncoder(
-            tower, config, runners=torch_runners(tower, device, dtype), name=name, source=root,
-            runtime=f"torch-{dtype}", fingerprint=fingerprint,
-        )  # fmt: skip
-    if backend == "onnx":
-        from retrievekit.models.backends.onnx import onnx_runners
-
-        if device not in (None, "cpu"):
-            raise ConfigError("the onnx backend runs on the CPU; use backend='torch' for GPUs")
-        if root is None:
-            raise ConfigError("the onnx backend needs a saved model folder (save the model first)")
-        encoder = ColbertEncoder(tower, config, runners=[], name=name, source=root, fingerprint=fingerprint)
-        runners = onnx_runners(encoder, root, quantize=quantize)["documents"]
-        return ColbertEncoder(
-            tower, config, runners=runners, name=name, source=root, backend="onnx",
-            runtime=f"onnx-{quantize or 'fp32'}", fingerprint=encoder.fingerprint,
-        )  # fmt: skip
-    raise ConfigError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'")
+    encoder = ColbertEncoder(tower, config, runners=[], name=name, source=root, fingerprint=fingerprint)
+    attach_backend(encoder, backend=backend, device=device, dtype=dtype, quantize=quantize)
+    return encoder
 
 
 def build_colbert(

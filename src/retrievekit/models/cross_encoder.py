@@ -31,7 +31,13 @@ from retrievekit.models.cross_encoder_format import (
     read_cross_encoder,
 )
 from retrievekit.models.encoding import EncodeStats, encode_pair_chunks
-from retrievekit.models.single_tower import SingleTowerEncoder, package_version, torch_runners, write_json
+from retrievekit.models.single_tower import (
+    SingleTowerEncoder,
+    attach_backend,
+    package_version,
+    torch_runners,
+    write_json,
+)
 from retrievekit.resolve import resolve_model
 
 if TYPE_CHECKING:
@@ -233,12 +239,14 @@ def load_cross_encoder(
     backend: str = "torch",
     device: str | list[str] | None = None,
     dtype: str = "float32",
+    quantize: str | None = "int8",
     trust_remote_code: bool = False,
 ) -> CrossEncoder:
     """Load a cross-encoder: a sentence-transformers CrossEncoder save, a Hugging Face
     sequence-classification folder, or one saved by retrievekit. ``max_length`` and ``activation``
-    override the folder's settings; ``dtype`` (``float16`` / ``bfloat16`` on GPUs) changes how the
-    model runs, never the float32 activation after it."""
+    override the folder's settings; ``backend``: ``torch`` (``dtype`` ``float16`` / ``bfloat16`` on
+    GPUs changes how the model runs, never the float32 activation after it) or ``onnx`` (CPU, the
+    graph reads the pairs' segment ids; ``quantize="int8"`` or ``None``)."""
     from retrievekit.models.heads import ScoreHead
     from retrievekit.models.loading import verified_fingerprint
     from retrievekit.models.spec import TowerSpec
@@ -263,11 +271,8 @@ def load_cross_encoder(
     if overrides:
         config = replace(config, **overrides)
         fingerprint = None
-    if backend != "torch":
-        raise ConfigError(f"backend {backend!r} is not available for cross-encoders yet; use 'torch'")
     backbone, tokenizer = load_backbone(root, states="classification_logits", trust_remote_code=trust_remote_code)
     tower = Tower(TowerSpec(backbone="", max_length=config.max_length), backbone, tokenizer, head=ScoreHead()).eval()
-    return CrossEncoder(
-        tower, config, runners=torch_runners(tower, device, dtype), name=str(name_or_path), source=root,
-        runtime=f"torch-{dtype}", fingerprint=fingerprint,
-    )  # fmt: skip
+    encoder = CrossEncoder(tower, config, runners=[], name=str(name_or_path), source=root, fingerprint=fingerprint)
+    attach_backend(encoder, backend=backend, device=device, dtype=dtype, quantize=quantize)
+    return encoder

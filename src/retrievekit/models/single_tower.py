@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from retrievekit.artifacts import fingerprint_json
+from retrievekit.errors import ConfigError
 from retrievekit.models.encoding import BatchRunner
 
 if TYPE_CHECKING:
     from retrievekit.models.tower import Tower
 
-__all__ = ["SingleTowerEncoder", "package_version", "torch_runners", "write_json"]
+__all__ = ["SingleTowerEncoder", "attach_backend", "package_version", "torch_runners", "write_json"]
 
 
 class SingleTowerEncoder:
@@ -75,6 +76,37 @@ class SingleTowerEncoder:
     def _fingerprint_parts(self) -> dict[str, str]:
         """What else a family's outputs depend on beyond the tower and settings (none by default)."""
         return {}
+
+
+def attach_backend(
+    encoder: SingleTowerEncoder,
+    *,
+    backend: str,
+    device: str | list[str] | None = None,
+    dtype: str = "float32",
+    quantize: str | None = "int8",
+) -> SingleTowerEncoder:
+    """Give ``encoder`` its batch runners: ``torch`` (one per device of ``device``, in ``dtype``) or
+    ``onnx`` (ONNX Runtime on the CPU, the tower exported once beside the model folder it came from,
+    ``quantize="int8"`` or ``None``). Returns the same encoder."""
+    if backend == "torch":
+        encoder._runners, encoder.backend, encoder.runtime = (
+            torch_runners(encoder.tower, device, dtype),
+            "torch",
+            f"torch-{dtype}",
+        )
+        return encoder
+    if backend != "onnx":
+        raise ConfigError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'")
+    from retrievekit.models.backends.onnx import onnx_runners
+
+    if device not in (None, "cpu"):
+        raise ConfigError("the onnx backend runs on the CPU; use backend='torch' for GPUs")
+    if encoder.source is None:
+        raise ConfigError("the onnx backend needs a saved model folder (save the model first)")
+    runners = onnx_runners(encoder, encoder.source, quantize=quantize)["documents"]
+    encoder._runners, encoder.backend, encoder.runtime = runners, "onnx", f"onnx-{quantize or 'fp32'}"
+    return encoder
 
 
 def torch_runners(tower: Tower, device: str | list[str] | None, dtype: str) -> list[BatchRunner]:

@@ -84,6 +84,11 @@ class Tower(nn.Module):
         self._accepts_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
 
     @property
+    def accepts_token_types(self) -> bool:
+        """The tokenizer makes segment ids and the model reads them (BERT; not RoBERTa-style models)."""
+        return self._accepts_token_types
+
+    @property
     def projections(self) -> nn.ModuleList:
         """The dense head's projection layers (empty for other heads)."""
         return self.head.projections if isinstance(self.head, PoolingHead) else nn.ModuleList()

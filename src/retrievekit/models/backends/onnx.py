@@ -104,6 +104,8 @@ class OnnxRunner:
 
         self.session = session(str(path))
         self.unpadded_session = self.session
+        # a pair-scoring graph (cross-encoder) reads the segment ids of its text pairs
+        self.reads_token_types = "token_type_ids" in {i.name for i in self.session.get_inputs()}
         model = onnx.load(str(path))
         if drop_padding_mask(model):
             try:
@@ -121,7 +123,7 @@ class OnnxRunner:
         """Run several padded batches; ``on_rows(n)`` is called as each slice of ``n`` rows is done.
         Per-token outputs of a slice cut to its own width are padded back to the batch's width."""
         for batch in batches:
-            if batch.token_type_ids is not None and batch.token_type_ids.any():
+            if not self.reads_token_types and batch.token_type_ids is not None and batch.token_type_ids.any():
                 raise ConfigError("this ONNX graph takes single texts; text pairs need the torch backend")
         slices = [(b, rows) for b, batch in enumerate(batches) for rows in self._slices(batch.attention_mask)]
         outputs: list[np.ndarray | None] = [None] * len(batches)
@@ -133,7 +135,11 @@ class OnnxRunner:
             cut = batches[b].rows(rows, None if full_mask[rows][:, width:].any() else width)  # drop right padding
             ids, mask = cut.input_ids, cut.attention_mask
             session = self.unpadded_session if mask.all() else self.session
-            result = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            feed = {"input_ids": ids, "attention_mask": mask}
+            if self.reads_token_types:
+                types = cut.token_type_ids
+                feed["token_type_ids"] = types if types is not None else np.zeros_like(ids)
+            result = session.run(None, feed)[0]
             if on_rows is not None:
                 on_rows(len(rows))
             return b, rows, result
@@ -179,18 +185,25 @@ def _usable_cpus() -> int:
 
 
 def _export_tower(tower: Tower, path: Path) -> None:
+    """The tower as one graph of ``(input_ids, attention_mask)``, and ``token_type_ids`` for a
+    pair-scoring tower whose model reads segment ids (a BERT cross-encoder)."""
     import torch
+
+    pairs = tower.head.output == "score" and tower.accepts_token_types
 
     class _Graph(torch.nn.Module):
         def __init__(self, inner: Tower) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            output: torch.Tensor = self.inner(input_ids, attention_mask)
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            output: torch.Tensor = self.inner(input_ids, attention_mask, token_type_ids)
             return output
 
     example = torch.ones(2, 8, dtype=torch.long)
+    inputs = ["input_ids", "attention_mask", *(["token_type_ids"] if pairs else [])]
     was_device = next(tower.parameters()).device
     modes = {module: module.training for module in tower.modules()}
     tower.to("cpu").eval()
@@ -199,15 +212,11 @@ def _export_tower(tower: Tower, path: Path) -> None:
         warnings.simplefilter("ignore")  # the exporter's tracer warnings say nothing actionable here
         torch.onnx.export(
             graph,
-            (example, example),
+            tuple([example] * len(inputs)),
             str(path),
-            input_names=["input_ids", "attention_mask"],
+            input_names=inputs,
             output_names=["embedding"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                "embedding": {0: "batch"},
-            },
+            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in inputs}, "embedding": {0: "batch"}},
             opset_version=_OPSET,
             dynamo=False,
         )
