@@ -53,7 +53,7 @@ _RETRIEVERS = registered_retrievers()
     "--rerank",
     "rerank_model",
     default=None,
-    help="A cross-encoder (sentence-transformers CrossEncoder or sequence-classification folder) that reranks "
+    help="A reranker (sentence-transformers CrossEncoder, sequence-classification or causal LM folder) that reranks "
     "each retriever's top --rerank-top-k; the reranked rows (RETRIEVER>rerank) join the same table and "
     "results.json. Loaded with the same --backend, --device, --dtype.",
 )
@@ -130,9 +130,9 @@ def evaluate(
         encoder = [encoder, second]
     reranker = None
     if rerank_model is not None:
-        from retrievekit.models.cross_encoder import load_cross_encoder
+        from retrievekit.models.cross_encoder import load_reranker
 
-        reranker = load_cross_encoder(
+        reranker = load_reranker(
             rerank_model, backend=model_kwargs["backend"], device=model_kwargs["device"], dtype=model_kwargs["dtype"],
             trust_remote_code=model_kwargs["trust_remote_code"],
         )  # fmt: skip

@@ -8,8 +8,9 @@ from retrievekit.cli._output import console, print_table
 
 
 @click.command()
-@click.option("--model", "-m", required=True, help="A cross-encoder: sentence-transformers CrossEncoder or "
-              "Hugging Face sequence-classification folder (bge-reranker style), or a retrievekit save.")  # fmt: skip
+@click.option("--model", "-m", required=True, help="A reranker: sentence-transformers CrossEncoder or Hugging Face "
+              "sequence-classification folder (bge-reranker style), a retrievekit save, or a causal LM folder "
+              "(a decoder-only reranker: FlagEmbedding's prompt, the 'Yes' logit).")  # fmt: skip
 @click.option("--query", "-q", "query_texts", multiple=True, help="A query text (repeatable).")
 @click.option(
     "--documents",
@@ -55,7 +56,7 @@ def rerank(
       retrievekit rerank --model runs/reranker -q "vitamin D and bone health" --documents docs.txt -k 5
       retrievekit rerank --model runs/reranker --queries queries.jsonl --run bm25.trec --corpus scifact -o reranked.trec
     """
-    from retrievekit.models.cross_encoder import load_cross_encoder
+    from retrievekit.models.cross_encoder import load_reranker
 
     if bool(query_texts) == bool(run_file):
         raise click.UsageError("give either --query (with --documents) or --run (with --queries and --corpus)")
@@ -63,7 +64,7 @@ def rerank(
         raise click.UsageError("--query needs --documents")
     if run_file and not (queries_file and corpus):
         raise click.UsageError("--run needs --queries and --corpus")
-    cross_encoder = load_cross_encoder(
+    cross_encoder = load_reranker(
         model, max_length=max_length, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
     if run_file:

@@ -43,7 +43,7 @@ from retrievekit.resolve import resolve_model
 if TYPE_CHECKING:
     from retrievekit.models.tower import Tower
 
-__all__ = ["CrossEncoder", "activate", "build_cross_encoder", "load_cross_encoder"]
+__all__ = ["CrossEncoder", "activate", "build_cross_encoder", "load_cross_encoder", "load_reranker"]
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +194,33 @@ class CrossEncoder(SingleTowerEncoder):
             )
         logger.info("saved %s to %s", self.name or "cross-encoder", directory)
         return directory
+
+
+def load_reranker(
+    name_or_path: str | Path, *, backend: str = "torch", device: str | list[str] | None = None,
+    dtype: str = "float32", max_length: int | None = None, trust_remote_code: bool = False,
+) -> Any:  # fmt: skip
+    """A reranker by what its folder holds: a cross-encoder (sentence-transformers CrossEncoder,
+    sequence-classification folder) or a decoder-only LLM reranker (a causal LM folder)."""
+    from retrievekit.models.registry import detect_model_kind
+
+    kind = detect_model_kind(resolve_model(name_or_path))
+    options: dict[str, Any] = {
+        "backend": backend,
+        "device": device,
+        "dtype": dtype,
+        "trust_remote_code": trust_remote_code,
+    }
+    if kind == "llm_reranker":
+        from retrievekit.models.llm_reranker import load_llm_reranker
+
+        return load_llm_reranker(name_or_path, max_length=max_length, **options)
+    if kind != CROSS_ENCODER_KIND:
+        raise ConfigError(
+            f"{name_or_path}: a {kind.replace('_', ' ')} is not a reranker; give a cross-encoder (CrossEncoder or "
+            "sequence-classification folder) or a causal LM folder"
+        )
+    return load_cross_encoder(name_or_path, max_length=max_length, **options)
 
 
 def build_cross_encoder(

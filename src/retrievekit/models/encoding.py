@@ -41,6 +41,7 @@ __all__ = [
     "check_pairs",
     "check_texts",
     "encode_chunks",
+    "encode_items",
     "encode_pair_chunks",
     "pad_batch",
     "tokenize_chunk",
@@ -465,7 +466,7 @@ def _pad_id(tokenizer: Any) -> int:
     return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
 
 
-def _encode_items(
+def encode_items(
     items: Iterable[Any],
     *,
     check: Callable[[Sequence[Any], int], None],
@@ -483,7 +484,8 @@ def _encode_items(
     output: OutputSpec,
     layout: TokenLayout | None = None,
 ) -> Iterator[Any]:
-    """The chunk loop every kind of input shares: check, tokenize, count, run, assemble."""
+    """The chunk loop every kind of input shares: check, tokenize, count, run, assemble. A family
+    with its own input layout (an LLM reranker's prompt around each pair) passes its ``tokenize``."""
     iterator = iter(items)
     # with a total the bar shows rate and ETA and stays, complete, when done
     progress = tqdm(total=total, desc=description, unit=unit, disable=not show_progress, leave=total is not None)
@@ -537,7 +539,7 @@ def encode_chunks(
             prepared = [t.lower() for t in prepared]
         return tokenize_with_layout(tokenizer, prepared, max_length, layout)
 
-    return _encode_items(
+    return encode_items(
         texts, check=check_texts, tokenize=tokenize, tokenizer=tokenizer, runners=runners, batch_size=batch_size,
         max_tokens=max_tokens, chunk_size=chunk_size, show_progress=show_progress, total=total, stats=stats,
         description=description, unit="text", output=output, layout=layout,
@@ -565,7 +567,7 @@ def encode_pair_chunks(
     def tokenize(chunk: list[tuple[str, str]]) -> TokenizedChunk:
         return tokenize_pairs(tokenizer, [a for a, _ in chunk], [b for _, b in chunk], max_length, truncation)
 
-    return _encode_items(
+    return encode_items(
         pairs, check=check_pairs, tokenize=tokenize, tokenizer=tokenizer, runners=runners, batch_size=batch_size,
         max_tokens=max_tokens, chunk_size=chunk_size, show_progress=show_progress, total=total,
         stats=stats if stats is not None else EncodeStats(), description=description, unit="pair", output=output,

@@ -8,6 +8,8 @@ and what it produces (``output``, one of :data:`~retrievekit.outputs.OUTPUT_KIND
 - :class:`TokenVectorsHead` -> ``multivector``: one vector per token (projection, L2 normalisation);
 - :class:`SpladeHead` -> ``sparse``: vocabulary-sized weights, ``log(1 + relu(logits))`` pooled by max or sum;
 - :class:`ScoreHead` -> ``score``: the logits of a sequence-classification model, one row per text pair;
+- :class:`LastTokenLogitHead` -> ``score``: a decoder-only reranker's "Yes" logit at the last position,
+  from the last or earlier (layer-wise) layers of a causal LM;
 - :class:`M3Head` -> several outputs from one pass (BGE-M3's dense, lexical and multi-vector ones):
   a head with ``parts`` returns a dict, ``part name -> tensor``, each part of the kind ``parts`` names.
 """
@@ -29,6 +31,7 @@ __all__ = [
     "BackboneStates",
     "DeferredProjection",
     "Head",
+    "LastTokenLogitHead",
     "M3Head",
     "PoolingHead",
     "ScoreHead",
@@ -36,8 +39,9 @@ __all__ = [
     "TokenVectorsHead",
 ]
 
-# what a head reads from the backbone: the base model's last hidden states, or a task model's logits
-BackboneStates = Literal["hidden", "masked_lm_logits", "classification_logits"]
+# what a head reads from the backbone: the base model's last hidden states, a task model's logits, or
+# a causal LM's hidden states of chosen layers
+BackboneStates = Literal["hidden", "masked_lm_logits", "classification_logits", "causal_hidden"]
 
 
 class Head(nn.Module):
@@ -261,3 +265,48 @@ class M3Head(Head):
             dense = F.normalize(dense, dim=-1)
             vectors = F.normalize(vectors, dim=-1)
         return {"dense": dense, "sparse": sparse, "multivector": vectors}
+
+
+class LastTokenLogitHead(Head):
+    """A decoder-only reranker's score: the logit of one vocabulary token (``"Yes"``) at each text's
+    last position, read from the hidden states of ``layers`` of a causal LM (``(n, B, L, H)``, as
+    :class:`~retrievekit.models.tower.Tower` stacks them). The last layer's states are the model's
+    own (normalised); an earlier layer's go through the model's final norm first (layer-wise
+    scoring, the logit lens). Only that token's row of the LM head is computed, never ``(B, V)``.
+    Returns ``(B,)`` for one layer, ``(B, len(layers))`` for several. Rows are right-padded."""
+
+    output = "score"
+    states = "causal_hidden"
+
+    def __init__(
+        self, lm_head: nn.Module, norm: nn.Module | None, token_id: int, *, layers: list[int], num_layers: int,
+        softcap: float | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if not layers or any(not 1 <= layer <= num_layers for layer in layers):
+            raise ConfigError(f"cutoff layers must be between 1 and {num_layers}, got {layers}")
+        if norm is None and any(layer != num_layers for layer in layers):
+            raise ConfigError("this model has no final norm to read an earlier layer through; use its last layer")
+        self.layers, self.num_layers, self.token_id, self.softcap = list(layers), num_layers, token_id, softcap
+        self._modules_of_model = [lm_head, norm]  # the backbone owns them: kept out of this head's state_dict
+
+    def forward(
+        self, states: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        lm_head: Any = self._modules_of_model[0]
+        norm = self._modules_of_model[1]
+        last = attention_mask.sum(dim=1) - 1
+        rows = torch.arange(states.shape[1], device=states.device)
+        weight: torch.Tensor = lm_head.weight[self.token_id]
+        bias = getattr(lm_head, "bias", None)
+        scores = []
+        for position, layer in enumerate(self.layers):
+            hidden = states[position, rows, last]
+            if layer != self.num_layers:
+                assert norm is not None
+                hidden = norm(hidden)
+            logit = hidden @ weight + (bias[self.token_id] if bias is not None else 0.0)
+            if self.softcap:
+                logit = torch.tanh(logit / self.softcap) * self.softcap
+            scores.append(logit)
+        return scores[0] if len(scores) == 1 else torch.stack(scores, dim=1)

@@ -20,6 +20,7 @@ from retrievekit.artifacts import MANIFEST_NAME, read_manifest
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.colbert_format import is_colbert_folder
 from retrievekit.models.cross_encoder_format import is_cross_encoder_folder
+from retrievekit.models.llm_reranker import is_causal_lm_folder
 from retrievekit.models.m3_format import is_m3_folder
 from retrievekit.models.sparse_format import is_sparse_folder
 from retrievekit.resolve import resolve_model
@@ -124,5 +125,9 @@ register_model_kind(
 register_model_kind(
     "cross_encoder", "retrievekit.models.cross_encoder:load_cross_encoder", family="cross_encoder",
     detect=is_cross_encoder_folder,
+)  # fmt: skip
+register_model_kind(
+    "llm_reranker", "retrievekit.models.llm_reranker:load_llm_reranker", family="cross_encoder",
+    detect=is_causal_lm_folder,
 )  # fmt: skip
 register_model_kind("dense_encoder", "retrievekit.models.loading:load_encoder", family="dense", detect=_is_dense_layout)

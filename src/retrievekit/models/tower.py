@@ -37,6 +37,7 @@ BACKBONE_CLASSES: dict[str, str] = {
     "hidden": "AutoModel",
     "masked_lm_logits": "AutoModelForMaskedLM",
     "classification_logits": "AutoModelForSequenceClassification",
+    "causal_hidden": "AutoModelForCausalLM",
 }
 
 # ours -> sentence-transformers' legacy boolean pooling keys (read by every sentence-transformers version)
@@ -133,6 +134,10 @@ class Tower(nn.Module):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._accepts_token_types:
             inputs["token_type_ids"] = token_type_ids
+        if self.head.states == "causal_hidden":  # the decoder's hidden states of the layers the head reads
+            output = self.backbone.get_decoder()(**inputs, output_hidden_states=True)
+            layers: list[int] = getattr(self.head, "layers", [])
+            return torch.stack([output.hidden_states[layer] for layer in layers])
         output = self.backbone(**inputs)
         states: torch.Tensor = output.last_hidden_state if self.head.states == "hidden" else output.logits
         return states
