@@ -192,3 +192,17 @@ def test_onnx_backend_reads_the_pairs_segment_ids(ce_dir, tmp_path):
     np.testing.assert_allclose(int8, reference, atol=1e-2)
     with pytest.raises(Exception, match="runs on the CPU"):
         load_cross_encoder(folder, backend="onnx", device="cuda")
+
+
+def test_the_activation_runs_in_float32_after_a_bfloat16_model(ce_dir):
+    from retrievekit.errors import ConfigError
+
+    reference = load_cross_encoder(ce_dir).predict(PAIRS)
+    half = load_cross_encoder(ce_dir, dtype="bfloat16")
+    logits = half.compute_score(PAIRS)
+    scores = half.predict(PAIRS)
+    assert scores.dtype == np.float32 and half.runtime == "torch-bfloat16"
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-logits.astype(np.float64))), atol=1e-6)  # sigmoid in float32
+    np.testing.assert_allclose(scores, reference, atol=2e-2)
+    with pytest.raises(ConfigError, match="max_length 100 is more than the 64 positions"):
+        load_cross_encoder(ce_dir, max_length=100)

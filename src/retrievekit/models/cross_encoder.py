@@ -299,6 +299,12 @@ def load_cross_encoder(
         config = replace(config, **overrides)
         fingerprint = None
     backbone, tokenizer = load_backbone(root, states="classification_logits", trust_remote_code=trust_remote_code)
+    positions = getattr(backbone.config, "max_position_embeddings", None)
+    if config.max_length is not None and positions and config.max_length > positions:
+        raise ConfigError(
+            f"max_length {config.max_length} is more than the {positions} positions of {name_or_path}; pairs are "
+            "never cut silently to fit, so ask for at most that"
+        )
     tower = Tower(TowerSpec(backbone="", max_length=config.max_length), backbone, tokenizer, head=ScoreHead()).eval()
     encoder = CrossEncoder(tower, config, runners=[], name=str(name_or_path), source=root, fingerprint=fingerprint)
     attach_backend(encoder, backend=backend, device=device, dtype=dtype, quantize=quantize)
