@@ -5,9 +5,10 @@ and loading by manifest kind."""
 
 from retrievekit.models.colbert import ColbertEncoder, build_colbert, load_colbert
 from retrievekit.models.colbert_format import ColbertConfig
-from retrievekit.models.cross_encoder import CrossEncoder, load_cross_encoder
+from retrievekit.models.cross_encoder import CrossEncoder, load_cross_encoder, load_reranker
 from retrievekit.models.dense import DenseEncoder, EncodedFile, EncodeOptions
 from retrievekit.models.encoding import EncodeStats
+from retrievekit.models.llm_reranker import LLMReranker, load_llm_reranker
 from retrievekit.models.loading import load_encoder
 from retrievekit.models.m3 import M3Encoder, M3Output, load_m3
 from retrievekit.models.m3_format import M3Config
@@ -25,6 +26,7 @@ __all__ = [
     "EncodeStats",
     "EncodedFile",
     "EncoderSpec",
+    "LLMReranker",
     "M3Config",
     "M3Encoder",
     "M3Output",
@@ -37,8 +39,10 @@ __all__ = [
     "load_colbert",
     "load_cross_encoder",
     "load_encoder",
+    "load_llm_reranker",
     "load_m3",
     "load_model",
+    "load_reranker",
     "load_sparse_encoder",
     "model_kinds",
     "register_model_kind",
