@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 
-from conftest import build_tiny_bert
+from conftest import build_tiny_bert, peer_python, run_peer
 from retrievekit.errors import ArtifactError
 from retrievekit.models.cross_encoder import CrossEncoder, load_cross_encoder
 from retrievekit.models.registry import detect_model_kind, load_model
@@ -206,3 +206,21 @@ def test_the_activation_runs_in_float32_after_a_bfloat16_model(ce_dir):
     np.testing.assert_allclose(scores, reference, atol=2e-2)
     with pytest.raises(ConfigError, match="max_length 100 is more than the 64 positions"):
         load_cross_encoder(ce_dir, max_length=100)
+
+
+PEER_SCRIPT = """
+import json, sys
+from sentence_transformers import CrossEncoder
+print(json.dumps(CrossEncoder(sys.argv[1], device="cpu").predict(json.loads(sys.argv[3])).tolist()),
+      file=open(sys.argv[2], "w"))
+"""
+
+
+@pytest.mark.skipif(
+    peer_python() is None, reason="sentence-transformers 5's environment: run benchmarks/make_peer_env.sh"
+)
+def test_sentence_transformers_5_loads_our_save(ce_dir, tmp_path):
+    saved = load_cross_encoder(ce_dir).save(tmp_path / "saved")
+    result = tmp_path / "scores.json"
+    run_peer(PEER_SCRIPT, str(saved), str(result), json.dumps(PAIRS))
+    np.testing.assert_allclose(json.loads(result.read_text()), load_cross_encoder(saved).predict(PAIRS), atol=1e-5)

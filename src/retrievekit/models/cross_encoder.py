@@ -34,7 +34,6 @@ from retrievekit.models.encoding import EncodeStats, encode_pair_chunks
 from retrievekit.models.single_tower import (
     SingleTowerEncoder,
     attach_backend,
-    package_version,
     torch_runners,
     write_json,
 )
@@ -46,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["CrossEncoder", "activate", "build_cross_encoder", "load_cross_encoder", "load_reranker"]
 
 logger = logging.getLogger(__name__)
+
+_ST_LAYOUT_VERSION = "4.0.0"
 
 
 def activate(logits: np.ndarray, activation: str) -> np.ndarray:
@@ -176,7 +177,8 @@ class CrossEncoder(SingleTowerEncoder):
             config = json.loads((staging / "config.json").read_text(encoding="utf-8"))
             config["sentence_transformers"] = {
                 "activation_fn": ST_ACTIVATION_NAMES[self.config.activation],
-                "version": f"retrievekit {package_version()}",
+                # the sentence-transformers version whose layout this is: version 5 parses and compares it
+                "version": _ST_LAYOUT_VERSION,
             }
             write_json(staging / "config.json", config)
             manifest: dict[str, Any] = {
