@@ -46,7 +46,7 @@ def main() -> None:
     from sentence_transformers import CrossEncoder as STCrossEncoder
 
     from retrievekit import load_dataset
-    from retrievekit.data.records import Run
+    from retrievekit.data.records import Qrels, Run
     from retrievekit.evaluation.metrics import compute_metrics
     from retrievekit.index.bm25 import Bm25Index
     from retrievekit.models.cross_encoder import load_cross_encoder
@@ -107,7 +107,8 @@ def main() -> None:
         for qid, hits in zip(query_ids, first, strict=True):
             run[qid] = {d: float(values[offset + i]) for i, d in enumerate(hits.ids) if d != qid}
             offset += len(hits)
-        return compute_metrics(split.qrels, Run.from_scores(run), [10]).aggregate["ndcg@10"]
+        judged = Qrels({qid: split.qrels[qid] for qid in query_ids})  # the measured queries only
+        return compute_metrics(judged, Run.from_scores(run), [10]).aggregate["ndcg@10"]
 
     reference_name = "sentence-transformers CrossEncoder.predict torch fp32"
     reference = np.asarray(scores[reference_name], dtype=np.float64).reshape(-1)
