@@ -9,13 +9,14 @@ weights and the settings in ``artifact.metadata`` (JSON).
 
 from __future__ import annotations
 
-import json
 import string
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.models.folder_json import read_json as _json
+from retrievekit.models.folder_json import settings_from_dict
 
 __all__ = [
     "COLBERT_KIND",
@@ -76,16 +77,12 @@ class ColbertConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> ColbertConfig:
         """Known keys only; a value of the wrong type is an error naming ``source``."""
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in raw.items() if k in names}
+        values = dict(raw)
         if "skiplist_words" in values:
             if not isinstance(values["skiplist_words"], list):
                 raise ArtifactError(f"{source}: skiplist_words must be a list of strings")
             values["skiplist_words"] = tuple(values["skiplist_words"])
-        try:
-            return cls(**values)
-        except ConfigError as exc:
-            raise ArtifactError(f"{source}: {exc}") from None
+        return settings_from_dict(cls, values, source)
 
     def to_pylate(self) -> dict[str, Any]:
         """The keys PyLate keeps in ``config_sentence_transformers.json``."""
@@ -101,13 +98,6 @@ class ColbertConfig:
             "skiplist_words": list(self.skiplist_words),
             "do_query_expansion": self.do_query_expansion,
         }
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
 
 
 def pylate_modules(root: Path) -> list[tuple[str, str]] | None:

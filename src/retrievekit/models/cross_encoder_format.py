@@ -8,12 +8,13 @@ an error, whatever the folder says.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.models.folder_json import read_json as _json
+from retrievekit.models.folder_json import settings_from_dict
 
 __all__ = ["ACTIVATIONS", "CROSS_ENCODER_KIND", "CrossEncoderConfig", "is_cross_encoder_folder", "read_cross_encoder"]
 
@@ -66,18 +67,7 @@ class CrossEncoderConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> CrossEncoderConfig:
-        names = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in raw.items() if k in names})
-        except ConfigError as exc:
-            raise ArtifactError(f"{source}: {exc}") from None
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
+        return settings_from_dict(cls, raw, source)
 
 
 def is_cross_encoder_folder(root: Path) -> bool:

@@ -9,11 +9,12 @@ FlagEmbedding ships them as ``.pt`` files; retrievekit reads those only through 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.errors import ConfigError
+from retrievekit.models.folder_json import settings_from_dict
 
 __all__ = ["DEFAULT_WEIGHTS", "HEAD_FILES", "M3_KIND", "M3_MODES", "M3Config", "head_file", "is_m3_folder"]
 
@@ -63,11 +64,7 @@ class M3Config:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> M3Config:
         """Known keys only; a value of the wrong type is an error naming ``source``."""
-        names = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in raw.items() if k in names})
-        except (ConfigError, TypeError) as exc:
-            raise ArtifactError(f"{source}: {exc}") from None
+        return settings_from_dict(cls, raw, source)
 
 
 def head_file(root: Path, stem: str) -> Path | None:

@@ -6,12 +6,13 @@ masked-LM folders (naver's SPLADE checkpoints)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.models.folder_json import read_json as _json
+from retrievekit.models.folder_json import settings_from_dict
 
 __all__ = ["SPARSE_KIND", "SparseConfig", "SparseLayout", "is_sparse_folder", "read_sparse_layout"]
 
@@ -59,18 +60,7 @@ class SparseConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> SparseConfig:
         """Known keys only; a value of the wrong type is an error naming ``source``."""
-        names = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in raw.items() if k in names})
-        except ConfigError as exc:
-            raise ArtifactError(f"{source}: {exc}") from None
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
+        return settings_from_dict(cls, raw, source)
 
 
 def _modules(root: Path) -> list[tuple[str, str]] | None:
