@@ -142,6 +142,39 @@ def test_evaluate_reranks_each_first_stage_in_the_same_table(ce_dir, toy_beir, t
         np.testing.assert_allclose([s for _, s in ranking], [s for _, s in expected], atol=1e-5)
 
 
+def test_rerank_fusion_rows_fuse_with_the_first_stage_and_score_each_pair_once(ce_dir, toy_beir, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from retrievekit.cli.main import cli
+    from retrievekit.hits import Hits
+    from retrievekit.retrieval.fusion import reciprocal_rank_fusion
+
+    scored: list[int] = []
+    original = CrossEncoder.predict
+
+    def counting(self, pairs, **options):
+        scored.append(len(pairs))
+        return original(self, pairs, **options)
+
+    monkeypatch.setattr(CrossEncoder, "predict", counting)
+    out = tmp_path / "eval"
+    args = ["evaluate", "-d", str(toy_beir), "-r", "bm25", "--rerank", str(ce_dir), "--rerank-top-k", "3",
+            "--rerank-fusion", "none", "rrf", "--k-values", "1", "3", "--no-cache", "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "results.json").read_text())
+    assert [row["retriever"] for row in report["systems"]] == ["bm25", "bm25>rerank", "bm25>rerank+rrf"]
+    first = _read_run(out / "bm25" / "run.trec")
+    reranked, fused = _read_run(out / "bm25>rerank" / "run.trec"), _read_run(out / "bm25>rerank+rrf" / "run.trec")
+    assert sum(scored) == sum(min(3, len(r)) for r in first.values())  # each pair once for both rows
+    for query, ranking in fused.items():
+        top = first[query][:3]
+        lists = [Hits.from_pairs(top), Hits.from_pairs(reranked[query])]
+        expected = reciprocal_rank_fusion(lists, k=3, rrf_k=60)
+        assert [doc for doc, _ in ranking] == expected.ids
+        np.testing.assert_allclose([s for _, s in ranking], expected.scores, rtol=1e-6)
+
+
 def test_cli_rerank_ranks_documents_and_reranks_a_run(ce_dir, toy_beir, tmp_path):
     from click.testing import CliRunner
 
@@ -176,6 +209,17 @@ def test_cli_rerank_ranks_documents_and_reranks_a_run(ce_dir, toy_beir, tmp_path
         expected = model.predict([(text, texts_by_id[d]) for d in ids[:3]])
         order = np.argsort(-expected, kind="stable")[:2]
         assert [doc for doc, _ in reranked[query]] == [ids[i] for i in order]
+    fused = tmp_path / "fused.trec"
+    invoke("rerank", "--model", str(ce_dir), "--queries", str(toy_beir / "queries.jsonl"), "--run", str(run),
+           "--corpus", str(toy_beir), "--rerank-top-k", "3", "--fusion", "rrf", "-k", "3",
+           "-o", str(fused))  # fmt: skip
+    for query, text in zip(split.queries.ids, split.queries.texts(), strict=True):
+        expected = model.predict([(text, texts_by_id[d]) for d in ids[:3]])
+        reranked_rank = {ids[i]: r for r, i in enumerate(np.argsort(-expected, kind="stable"), start=1)}
+        rrf = {d: 1 / (60 + n) + 1 / (60 + reranked_rank[d]) for n, d in enumerate(ids[:3], start=1)}
+        got = _read_run(fused)[query]
+        assert [doc for doc, _ in got] == sorted(rrf, key=lambda d: (-rrf[d], d))
+        np.testing.assert_allclose([s for _, s in got], sorted(rrf.values(), reverse=True), rtol=1e-6)
 
 
 def test_onnx_backend_reads_the_pairs_segment_ids(ce_dir, tmp_path):

@@ -134,6 +134,43 @@ def test_pipeline_reranks_the_fused_top_k_and_has_a_fingerprint():
         pipeline.search("q")
 
 
+class Fixed(Reranker):
+    """Scores candidates from a fixed table."""
+
+    name = "fixed"
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_json(self.scores)
+
+    def _rerank(self, queries: list[str], hits: list[Hits], k: int) -> list[Hits]:
+        return [Hits.from_pairs(sorted(((d, self.scores[d]) for d in h.ids), key=lambda p: -p[1])[:k]) for h in hits]
+
+
+def test_rerank_fusion_fuses_the_reranked_order_with_the_first_stage_by_hand():
+    first = Listed({"q": [("a", 4.0), ("b", 3.0), ("c", 2.0), ("d", 1.0), ("e", 0.5)]}, "first")
+    table = {"a": 0.0, "b": 3.0, "c": 2.0, "d": 1.0}  # reranked: b c d a
+    alone = Pipeline([first], reranker=Fixed(table), rerank_top_k=4)
+    assert alone.search(["q"], k=4)[0].ids == ["b", "c", "d", "a"]
+    rrf = Pipeline([first], reranker=Fixed(table), rerank_top_k=4, rerank_fusion="rrf")
+    hits = rrf.search(["q"], k=3)[0]
+    # a: 1/61 + 1/64, b: 1/62 + 1/61, c: 1/63 + 1/62, d: 1/64 + 1/63; e was never a candidate
+    assert hits.ids == ["b", "a", "c"]
+    np.testing.assert_allclose(hits.scores, [1 / 62 + 1 / 61, 1 / 61 + 1 / 64, 1 / 63 + 1 / 62], rtol=1e-6)
+    assert rrf.name == "first>fixed+rrf" and rrf.fingerprint != alone.fingerprint
+    weighted = Pipeline([first], reranker=Fixed(table), rerank_top_k=4, rerank_fusion="weighted",
+                        rerank_weights=[1.0, 3.0])  # fmt: skip
+    # min-max per list: first a 1, b 2/3, c 1/3, d 0; reranked a 0, b 1, c 2/3, d 1/3
+    assert weighted.search(["q"], k=4)[0].ids == ["b", "c", "a", "d"]  # b 11/3, c 7/3, a 1 = d 1 (ties by id)
+    with pytest.raises(ConfigError, match="unknown rerank fusion"):
+        Pipeline([first], reranker=Fixed(table), rerank_fusion="max")
+    with pytest.raises(ConfigError, match="2 weights"):
+        Pipeline([first], reranker=Fixed(table), rerank_fusion="rrf", rerank_weights=[1.0])
+
+
 def test_dense_reranker_reorders_candidates_by_the_model(encoder):
     reranker = DenseReranker(encoder, DOCS)
     wrong_order = Hits(["d1", "d2", "d3"], np.array([3.0, 2.0, 1.0], dtype=np.float32))

@@ -60,6 +60,14 @@ _RETRIEVERS = registered_retrievers()
 @click.option(
     "--rerank-top-k", type=click.IntRange(1), default=100, show_default=True, help="Candidates reranked per query."
 )
+@click.option(
+    "--rerank-fusion",
+    cls=ManyValues,
+    choices=("none", "rrf", "weighted"),
+    help="How reranked rows meet their first stage: none (the reranker's order replaces it; the default), "
+    "rrf or weighted (fused with it, rows SYSTEM>rerank+rrf). Several values give several rows; the pairs "
+    "are scored once.",
+)
 @click.option("--top-k", type=click.IntRange(1), default=1000, show_default=True, help="Results retrieved per query.")
 @click.option(
     "--k-values",
@@ -90,6 +98,7 @@ def evaluate(
     second_model,
     rerank_model,
     rerank_top_k,
+    rerank_fusion,
     index_type,
     top_k,
     k_values,
@@ -150,6 +159,7 @@ def evaluate(
         cache=not no_cache,
         reranker=reranker,
         rerank_top_k=rerank_top_k,
+        rerank_fusion=[None if f == "none" else f for f in (rerank_fusion or ["none"])],
     )
     print_evaluation(result)
     if output:

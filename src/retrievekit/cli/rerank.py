@@ -29,6 +29,9 @@ from retrievekit.cli._output import console, print_table
 )
 @click.option("--rerank-top-k", type=click.IntRange(1), default=100, show_default=True,
               help="Candidates of the run reranked per query.")  # fmt: skip
+@click.option("--fusion", type=click.Choice(["none", "rrf", "weighted"]), default="none", show_default=True,
+              help="With --run: fuse the reranker's order with the run's (reciprocal rank fusion, k=60, or "
+              "min-max normalised scores summed) instead of replacing it.")  # fmt: skip
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Results kept per query.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write a TREC run here instead of printing.")
 @click.option("--max-length", type=click.IntRange(2), default=None, help="Tokens per pair (default: the model's).")
@@ -45,8 +48,8 @@ from retrievekit.cli._output import console, print_table
               help="How the model runs; the activation after it is always float32.")  # fmt: skip
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code shipped with a hub model (off by default).")
 def rerank(
-    model, query_texts, documents, queries_file, run_file, corpus, rerank_top_k, k, output, max_length, batch_size,
-    backend, device, dtype, trust_remote_code,
+    model, query_texts, documents, queries_file, run_file, corpus, rerank_top_k, fusion, k, output, max_length,
+    batch_size, backend, device, dtype, trust_remote_code,
 ) -> None:  # fmt: skip
     """Rerank with a cross-encoder: rank a documents file for one or more --query, or rerank the top
     of a TREC --run (with its --queries and --corpus) and write the reranked run.
@@ -68,7 +71,8 @@ def rerank(
         model, max_length=max_length, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
     if run_file:
-        _rerank_run(cross_encoder, queries_file, run_file, corpus, rerank_top_k, k, output, batch_size)
+        method = None if fusion == "none" else fusion
+        _rerank_run(cross_encoder, queries_file, run_file, corpus, rerank_top_k, method, k, output, batch_size)
         return
     ids, texts = _read_documents(documents)
     for query in query_texts:
@@ -93,7 +97,15 @@ def _read_documents(path: str) -> tuple[list[str], list[str]]:
 
 
 def _rerank_run(
-    model, queries_file: str, run_file: str, corpus: str, top_k: int, k: int, output: str | None, batch_size: int
+    model,
+    queries_file: str,
+    run_file: str,
+    corpus: str,
+    top_k: int,
+    fusion: str | None,
+    k: int,
+    output: str | None,
+    batch_size: int,
 ) -> None:
     from retrievekit.data.beir import collection_file
     from retrievekit.data.readers import iter_documents, iter_queries, read_trec_run
@@ -101,6 +113,7 @@ def _rerank_run(
     from retrievekit.errors import ConfigError
     from retrievekit.hits import Hits
     from retrievekit.retrieval import run_from_hits
+    from retrievekit.retrieval.fusion import fuse
     from retrievekit.retrieval.rerankers import CrossEncoderReranker
 
     run = read_trec_run(run_file)
@@ -115,9 +128,11 @@ def _rerank_run(
     reranker = CrossEncoderReranker(model, texts, batch_size=batch_size)
     qids = list(run)
     candidates = [Hits.from_pairs([(d.doc_id, d.score) for d in run[qid][:top_k]]) for qid in qids]
-    reranked = reranker.rerank([queries[qid] for qid in qids], candidates, k)
+    reranked = reranker.rerank([queries[qid] for qid in qids], candidates, top_k if fusion else k)
+    if fusion:
+        reranked = [fuse([c, r], method=fusion, k=k) for c, r in zip(candidates, reranked, strict=True)]
     if output:
-        write_trec_run(run_from_hits(qids, reranked), output, tag="rerank")
+        write_trec_run(run_from_hits(qids, reranked), output, tag=f"rerank+{fusion}" if fusion else "rerank")
         console.print(f"wrote {len(qids)} queries x up to {k} reranked results to {output}")
         return
     for qid, hits in zip(qids, reranked, strict=True):

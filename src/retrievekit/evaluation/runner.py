@@ -203,6 +203,7 @@ def evaluate_dataset(
     cache_root: Path | None = None,
     reranker: Any = None,
     rerank_top_k: int = 100,
+    rerank_fusion: Sequence[str | None] = (None,),
 ) -> Evaluation:
     """Evaluate several systems on a BEIR split and compare them with the first.
 
@@ -213,7 +214,9 @@ def evaluate_dataset(
     ColBERT ones); a :class:`~retrievekit.evaluation.systems.RetrieverSpec`; or a built
     :class:`~retrievekit.retrieval.Retriever` (a Pipeline too) whose index already holds the corpus.
     With ``reranker`` (a cross-encoder), each system's top ``rerank_top_k`` is also reranked, in rows
-    named ``SYSTEM>rerank`` after the first stages.
+    named ``SYSTEM>rerank`` after the first stages; ``rerank_fusion`` lists the ways the reranker's
+    order meets the first stage's: ``None`` (it replaces it), ``rrf`` or ``weighted`` (fused with it,
+    rows ``SYSTEM>rerank+rrf``); every row scores each pair once.
     """
     if not systems:
         raise ConfigError(f"no retriever to evaluate; choose from {', '.join(registered_retrievers())}")
@@ -221,7 +224,10 @@ def evaluate_dataset(
     options = SpecOptions(encoder=models[0], index_type=index_type, others=tuple(models[1:]))
     specs = [_as_spec(s, options) for s in systems]
     if reranker is not None:  # each first stage, then each reranked, in the same table
-        specs += [RerankSpec(spec, reranker, top_k=rerank_top_k) for spec in list(specs)]
+        specs += [
+            RerankSpec(spec, reranker, top_k=rerank_top_k, fusion=fusion)
+            for fusion in dict.fromkeys(rerank_fusion) for spec in list(specs)
+        ]  # fmt: skip
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"a retriever is listed twice: {names}")

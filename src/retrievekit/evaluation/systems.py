@@ -24,6 +24,7 @@ from retrievekit.data.beir import RetrievalSplit
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.index.registry import index_class, index_type_info
 from retrievekit.retrieval.base import Pipeline, Retriever
+from retrievekit.retrieval.fusion import FUSIONS
 
 if TYPE_CHECKING:
     from retrievekit.embeddings import EmbeddingSet
@@ -204,6 +205,13 @@ class EvaluationCorpus:
     batch_size: int = 32
     _encoded: dict[str, tuple[Any, float, bool]] = field(default_factory=dict)
     _built: dict[str, BuiltRetriever] = field(default_factory=dict)
+    _pair_scores: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)
+
+    def pair_scores(self, model: Any) -> dict[tuple[str, str], float]:
+        """The ``(query, document id) -> score`` memo of one reranker model and runtime, shared by
+        every row that reranks with it in this evaluation."""
+        key = fingerprint_json({"model": model.fingerprint, "runtime": model.runtime})
+        return self._pair_scores.setdefault(key, {})
 
     def embeddings(self, encoder: DenseEncoder) -> tuple[EmbeddingSet, float, bool]:
         """:func:`corpus_embeddings` of this corpus, once per evaluation."""
@@ -493,15 +501,21 @@ class PipelineSpec(RetrieverSpec):
 class RerankSpec(RetrieverSpec):
     """A first stage's top ``top_k`` re-scored by a cross-encoder (a
     :class:`~retrievekit.retrieval.Pipeline` with a :class:`~retrievekit.retrieval.rerankers.CrossEncoderReranker`),
-    named ``FIRST>rerank``; the first stage is built once, shared with its own row."""
+    named ``FIRST>rerank``; the first stage is built once, shared with its own row. With ``fusion``
+    (``rrf``, ``weighted``) the reranker's order is fused with the first stage's (row
+    ``FIRST>rerank+rrf``); rows reranking with the same model share its scores."""
 
-    def __init__(self, first: RetrieverSpec, model: Any, *, top_k: int = 100, name: str | None = None) -> None:
+    def __init__(
+        self, first: RetrieverSpec, model: Any, *, top_k: int = 100, fusion: str | None = None, name: str | None = None
+    ) -> None:
         if getattr(model, "family", None) != "cross_encoder":
             raise ConfigError(f"reranking needs a cross-encoder; {getattr(model, 'name', model)!r} is not one")
         if top_k < 1:
             raise ConfigError(f"the rerank depth must be at least 1, got {top_k}")
-        self.first, self.reranker_model, self.top_k = first, model, top_k
-        self.name = name or f"{first.name}>rerank"
+        if fusion is not None and fusion not in FUSIONS:
+            raise ConfigError(f"unknown rerank fusion {fusion!r}; choose none or one of {', '.join(FUSIONS)}")
+        self.first, self.reranker_model, self.top_k, self.fusion = first, model, top_k, fusion
+        self.name = name or f"{first.name}>rerank" + (f"+{fusion}" if fusion else "")
         self.model = ", ".join(m for m in (first.model, model.name) if m)
 
     def fingerprint(self, corpus: EvaluationCorpus) -> str:
@@ -511,6 +525,7 @@ class RerankSpec(RetrieverSpec):
                 "reranker": self.reranker_model.fingerprint,
                 "runtime": self.reranker_model.runtime,
                 "rerank_top_k": self.top_k,
+                **({"rerank_fusion": self.fusion} if self.fusion else {}),
             }
         )
 
@@ -519,8 +534,12 @@ class RerankSpec(RetrieverSpec):
 
         first = corpus.build(self.first)
         documents = dict(zip(corpus.split.corpus.ids, corpus.split.corpus.texts(), strict=True))
-        reranker = CrossEncoderReranker(self.reranker_model, documents, batch_size=corpus.batch_size)
-        pipeline = Pipeline([first.retriever], reranker=reranker, rerank_top_k=self.top_k, name=self.name)
+        reranker = CrossEncoderReranker(
+            self.reranker_model, documents, batch_size=corpus.batch_size, memo=corpus.pair_scores(self.reranker_model)
+        )
+        pipeline = Pipeline(
+            [first.retriever], reranker=reranker, rerank_top_k=self.top_k, rerank_fusion=self.fusion, name=self.name
+        )
         return BuiltRetriever(pipeline, dict(first.timing), dict(first.cached))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,14 +21,25 @@ __all__ = ["CrossEncoderReranker"]
 class CrossEncoderReranker(Reranker):
     """Re-scores any first stage's candidates with a cross-encoder: every ``(query, candidate text)``
     pair of all the queries is scored in one call, so the engine batches pairs of similar length
-    across queries. ``documents`` maps ids to the text to score (title and body, as indexed)."""
+    across queries. ``documents`` maps ids to the text to score (title and body, as indexed).
+
+    ``memo``, when given, keeps each ``(query, document id)`` score and is consulted first: an
+    evaluation that reranks the same candidates twice (alone and fused with the first stage) scores
+    them once. It lives as long as the mapping the caller passes."""
 
     def __init__(
-        self, model: CrossEncoder, documents: Mapping[str, str], *, batch_size: int = 32, name: str = "rerank"
+        self,
+        model: CrossEncoder,
+        documents: Mapping[str, str],
+        *,
+        batch_size: int = 32,
+        name: str = "rerank",
+        memo: MutableMapping[tuple[str, str], float] | None = None,
     ) -> None:
         if model.num_labels != 1:
             raise ConfigError(f"reranking needs one score per pair; {model.name!r} has {model.num_labels} labels")
         self.model, self.documents, self.batch_size, self.name = model, documents, batch_size, name
+        self.memo = memo
 
     @property
     def fingerprint(self) -> str:
@@ -40,8 +51,14 @@ class CrossEncoderReranker(Reranker):
         missing = [d for h in hits for d in h.ids if d not in self.documents]
         if missing:
             raise ConfigError(f"{len(missing)} candidate id(s) have no text to rerank with (first: {missing[0]!r})")
-        pairs = [(query, self.documents[d]) for query, h in zip(queries, hits, strict=True) for d in h.ids]
-        scores = self.model.predict(pairs, batch_size=self.batch_size, show_progress=len(pairs) > 1000)
+        keys = [(query, d) for query, h in zip(queries, hits, strict=True) for d in h.ids]
+        memo = self.memo if self.memo is not None else {}
+        todo = list(dict.fromkeys(key for key in keys if key not in memo))
+        if todo:
+            pairs = [(query, self.documents[d]) for query, d in todo]
+            fresh = self.model.predict(pairs, batch_size=self.batch_size, show_progress=len(pairs) > 1000)
+            memo.update(zip(todo, np.asarray(fresh, dtype=np.float64).tolist(), strict=True))
+        scores = np.asarray([memo[key] for key in keys], dtype=np.float64)
         results, start = [], 0
         for candidates in hits:
             own = scores[start : start + len(candidates)]
