@@ -15,6 +15,7 @@ from retrievekit.cli.demo import demo
 from retrievekit.cli.encode import encode
 from retrievekit.cli.evaluate import evaluate
 from retrievekit.cli.index import index
+from retrievekit.cli.link import link
 from retrievekit.cli.model import model
 from retrievekit.cli.rerank import rerank
 from retrievekit.cli.search import search
@@ -55,6 +56,7 @@ cli.add_command(model)
 cli.add_command(index)
 cli.add_command(search)
 cli.add_command(rerank)
+cli.add_command(link)
 cli.add_command(evaluate)
 cli.add_command(demo)
 cli.add_command(mine_negatives)

@@ -7,6 +7,7 @@ Nothing is silently skipped: blank lines are the only lines ignored.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -32,14 +33,15 @@ __all__ = [
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` for non-blank lines, decoding UTF-8 line by line.
 
-    Raises on a missing file, an empty file and bytes that are not UTF-8 (naming the line).
+    Raises on a missing file, an empty file and bytes that are not UTF-8 (naming the line). A
+    ``.gz`` file is read through gzip.
     """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "file not found")
     seen_content = False
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
+        for number, raw in enumerate(_raw_lines(handle, path), start=1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -55,6 +57,14 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             yield number, line
     if not seen_content:
         raise DataFormatError(path, "the file is empty")
+
+
+def _raw_lines(handle: Any, path: Path) -> Iterator[bytes]:
+    """The lines of a file handle; a damaged gzip stream is a one-line error, not a traceback."""
+    try:
+        yield from handle
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; a cut stream an EOFError
+        raise DataFormatError(path, f"not a readable gzip file ({exc})") from None
 
 
 def count_records(path: str | Path) -> int:

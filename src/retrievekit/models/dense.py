@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 DENSE_KIND = "dense_encoder"
 CALIBRATION_FILE = "int8_calibration.npy"  # the int8/uint8 ranges of a calibrated model, (2, dim)
+# task settings kept beside the weights (entity linking's mention format): read at load, written at
+# every save (a trained copy keeps them) and covered by the files digest
+CARRIED_FILES = ("linking.json",)
 _SIDES = ("queries", "documents")
 
 
@@ -97,6 +100,11 @@ class DenseEncoder:
         self._fingerprint = fingerprint
         self.runtime = runtime or backend  # e.g. "torch-float32", "onnx-int8": what caches of vectors key on
         self.calibration: Int8Calibration | None = None  # int8/uint8 ranges, from calibrate() or the saved model
+        self.carried: dict[str, str] = {
+            name: (source / name).read_text(encoding="utf-8")
+            for name in CARRIED_FILES
+            if source is not None and (source / name).is_file()
+        }
 
     # ---- description -------------------------------------------------------------------------
     @property
@@ -346,6 +354,8 @@ class DenseEncoder:
             write_sentence_transformers_files(staging, spec, layouts)
             if self.calibration is not None:
                 self.calibration.save(staging / CALIBRATION_FILE)
+            for name, text in self.carried.items():
+                (staging / name).write_text(text, encoding="utf-8")
             from retrievekit.models.tower import model_files
 
             files = files_digest(staging, model_files(staging))  # verified when the folder is loaded

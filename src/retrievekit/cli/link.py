@@ -1,0 +1,140 @@
+"""``retrievekit link``: link marked mentions to a knowledge base; ``link evaluate``: acc@k on a data folder."""
+
+from __future__ import annotations
+
+import click
+
+from retrievekit.cli._model_options import load_from_options, model_options
+from retrievekit.cli._output import console, print_table
+
+_MODEL_KEYS = ("model", "pooling", "normalize", "query_prompt", "document_prompt", "backend", "device", "dtype",
+               "trust_remote_code", "document_length", "model_family")  # fmt: skip
+
+_PROTOCOL_HELP = (
+    "biosyn: the papers' protocol (BioSyn/SapBERT): preprocessed mention parts ranked over the names of "
+    "BioSyn's test dictionary, composites right only when every part is; comparable with published "
+    "numbers. raw: the mention as written, in its context, against entities.jsonl or dictionary.tsv, "
+    "ranked over concepts."
+)
+
+
+@click.group(invoke_without_command=True)
+@model_options
+@click.option("--bm25", is_flag=True, help="Link with BM25 over the entries instead of a model.")
+@click.option("--mentions", type=click.Path(exists=True, dir_okay=False),
+              help="JSONL mentions: {'text': '... [ENT_START] mention [ENT_END] ...'} or mention/context_left/"
+              "context_right rows (BET and BLINK schemas too).")  # fmt: skip
+@click.option("--entities", type=click.Path(exists=True),
+              help="The knowledge base: JSONL entities (_id, title, text; BET candidates; a ZESHEL documents "
+              "folder), one vector per entity.")  # fmt: skip
+@click.option("--dictionary", type=click.Path(exists=True, dir_okay=False),
+              help="Or a name dictionary (cui<TAB>name, or BioSyn's CUI||name): one vector per name, a concept "
+              "scored by its best name.")  # fmt: skip
+@click.option("-k", "k", type=click.IntRange(1), default=5, show_default=True, help="Entities shown per mention.")
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.pass_context
+def link(ctx, bm25, mentions, entities, dictionary, k, batch_size, **model_kwargs) -> None:
+    """Link the marked mentions of a JSONL file to entities and print the top --k of each.
+
+    \b
+    Examples:
+      retrievekit link --model runs/ncbi/model --mentions mentions.jsonl --entities kb/entities.jsonl
+      retrievekit link --model minilm evaluate --data ../shared/data/ncbi-disease --protocol biosyn -o runs/link
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from retrievekit.linking import EntityIndex, EntityLinker, read_entities, read_mentions, read_names
+
+    if not mentions or bool(entities) == bool(dictionary):
+        raise click.UsageError("give --mentions and one of --entities or --dictionary (or a subcommand: evaluate)")
+    encoder, fmt = _linking_model(bm25, model_kwargs)
+    found = read_mentions(mentions, require_labels=False)
+    if entities:
+        known = read_entities(entities)
+        titles = {e.id: e.title for e in known}
+        index = EntityIndex.from_entities(encoder, known, fmt, batch_size=batch_size)
+    else:
+        names = read_names(dictionary)
+        titles = {}
+        for name in names:
+            for concept in name.ids:
+                titles.setdefault(concept, name.name)
+        index = EntityIndex(encoder, names, max_length=fmt.entity_max_length, batch_size=batch_size)
+    linked = EntityLinker(index, fmt).link(found, k, group="concepts", batch_size=batch_size)
+    for mention, answer in zip(found, linked, strict=True):
+        rows = [
+            (n, f"{float(score):.4f}", ids[0], titles.get(ids[0], "")[:60], text[:60])
+            for n, (ids, score, text) in enumerate(zip(answer.ids, answer.scores, answer.texts, strict=True), start=1)
+        ]  # fmt: skip
+        gold = f"  (gold: {', '.join(mention.labels)})" if mention.labels else ""
+        context = f"...{mention.context_left[-40:]}[{mention.mention}]{mention.context_right[:40]}..."
+        print_table(f"{mention.id}: {context}{gold}", ("rank", "score", "id", "title", "matched text"), rows)
+
+
+@link.command("evaluate")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A linking data folder: mentions/SPLIT.jsonl, entities.jsonl, dictionary.tsv, biosyn/.")  # fmt: skip
+@click.option("--split", default="test", show_default=True)
+@click.option("--protocol", type=click.Choice(["biosyn", "raw"]), default="biosyn", show_default=True,
+              help=_PROTOCOL_HELP)  # fmt: skip
+@click.option("--entity-vectors", type=click.Choice(["names", "concepts"]), default="names", show_default=True,
+              help="raw: one vector per dictionary name (a concept's score is its best name's) or one per "
+              "entity (title + description).")  # fmt: skip
+@click.option("--dictionary", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Another name dictionary (biosyn on dev: BioSyn's dev dictionary).")  # fmt: skip
+@click.option("--index-type", default="flat", show_default=True, help="Any dense index type (flat, hnsw, ivfpq).")
+@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
+              help="Write results.json (metrics, timings, settings) and predictions.jsonl here.")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.pass_context
+def evaluate_command(ctx, data, split, protocol, entity_vectors, dictionary, index_type, output, batch_size) -> None:
+    """acc@1, acc@5, recall@1..64 and BLINK's normalised acc@1 of a model (or --bm25, given to
+    `link`) on a data folder's split.
+
+    \b
+    Example:
+      retrievekit link --model minilm evaluate --data ../shared/data/ncbi-disease --protocol biosyn -o runs/link
+    """
+    from retrievekit.linking import evaluate_linking
+
+    parent = dict(ctx.parent.params)
+    encoder, fmt = _linking_model(parent.pop("bm25"), parent)
+    result = evaluate_linking(
+        data, split, encoder=encoder, protocol=protocol, fmt=fmt, entity_vectors=entity_vectors,
+        dictionary=dictionary, index_type=index_type, batch_size=batch_size,
+    )  # fmt: skip
+    shown = ["acc@1", "acc@5", "recall@64", "acc@1_normalized"]
+    print_table(
+        f"{result.system} on {split} ({protocol}, {result.queries} mentions, {result.settings['entries']} entries)",
+        ("metric", "value"), [(name, f"{100 * result.metrics[name]:.1f}") for name in shown],
+    )  # fmt: skip
+    console.print(f"linked {result.timings['mentions_per_second']:.0f} mentions/s; index built in "
+                  f"{result.timings['index']:.1f} s")  # fmt: skip
+    if output:
+        write_linking_report(result, output)
+        console.print(f"wrote {output}/results.json and predictions.jsonl")
+
+
+def _linking_model(bm25: bool, params: dict):
+    """The model and its linking format from the group's model options (None and a no-context
+    format for --bm25)."""
+    from retrievekit.linking.text import LinkingFormat, prepare_linking_model
+
+    if bm25:
+        return None, LinkingFormat(context=False)
+    options = {key: params[key] for key in _MODEL_KEYS}
+    encoder = load_from_options(**options, family="dense")
+    return encoder, prepare_linking_model(encoder)
+
+
+def write_linking_report(result, output: str) -> None:
+    import json
+    from pathlib import Path
+
+    from retrievekit.artifacts import atomic_write_lines, atomic_write_text
+
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = {key: value for key, value in result.to_json().items() if key != "predictions"}
+    atomic_write_text(folder / "results.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_lines(folder / "predictions.jsonl", (json.dumps(p) for p in result.predictions))

@@ -1,0 +1,31 @@
+"""Entity linking: mentions in context linked to a knowledge base by a bi-encoder (BET/BLINK style)."""
+
+from retrievekit.linking.evaluate import PROTOCOLS, LinkingEvaluation, evaluate_linking, score_biosyn_predictions
+from retrievekit.linking.linker import EntityIndex, EntityLinker, Linked
+from retrievekit.linking.metrics import LinkingMetrics, gold_ids, linking_metrics, part_rank, query_rank
+from retrievekit.linking.readers import read_entities, read_mentions, read_names
+from retrievekit.linking.records import Entity, Mention, Name
+from retrievekit.linking.text import LinkingFormat, add_markers
+
+__all__ = [
+    "PROTOCOLS",
+    "Entity",
+    "EntityIndex",
+    "EntityLinker",
+    "Linked",
+    "LinkingEvaluation",
+    "LinkingFormat",
+    "LinkingMetrics",
+    "Mention",
+    "Name",
+    "add_markers",
+    "evaluate_linking",
+    "gold_ids",
+    "linking_metrics",
+    "part_rank",
+    "query_rank",
+    "read_entities",
+    "read_mentions",
+    "read_names",
+    "score_biosyn_predictions",
+]

@@ -1,0 +1,173 @@
+"""Entity-linking evaluation on a data folder in the shared layout (``mentions/SPLIT.jsonl``,
+``entities.jsonl``, ``dictionary.tsv``, ``biosyn/test_dictionary.txt.gz``), under two protocols:
+
+* ``biosyn``: the papers' protocol (BioSyn, SapBERT): each query's preprocessed parts
+  (``mention_parts``) ranked over the *names* of BioSyn's test dictionary (MEDIC names plus the
+  train and dev mention strings); a name is right when its ids meet the gold ids (``gold_biosyn``,
+  ``|``/``+`` separated); a split composite counts only when every part is right. Only this
+  protocol is comparable with the published numbers.
+* ``raw``: the mention as written, in its context (the model's :class:`LinkingFormat`), against
+  the knowledge base itself: ``entities.jsonl`` (one vector per concept, ``--entity-vectors
+  concepts``) or ``dictionary.tsv`` (one vector per name, a concept scored by its best name,
+  ``names``); ranked over distinct concepts; right when a gold label is among them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrievekit.errors import ConfigError, DataFormatError
+from retrievekit.linking.linker import EntityIndex, EntityLinker, Linked
+from retrievekit.linking.metrics import gold_ids, linking_metrics, part_rank, query_rank
+from retrievekit.linking.readers import read_entities, read_mentions, read_names
+from retrievekit.linking.records import Mention
+from retrievekit.linking.text import LinkingFormat
+
+__all__ = ["PROTOCOLS", "LinkingEvaluation", "evaluate_linking", "score_biosyn_predictions"]
+
+PROTOCOLS = ("biosyn", "raw")
+DEPTH = 64
+
+
+@dataclass(frozen=True)
+class LinkingEvaluation:
+    """One model (or BM25) on one split under one protocol: metrics as fractions, per-query ranks
+    and top-5 candidates, timings and the settings that produced them."""
+
+    system: str
+    protocol: str
+    split: str
+    metrics: dict[str, float]
+    queries: int
+    timings: dict[str, float]
+    settings: dict[str, Any]
+    predictions: list[dict[str, Any]] = field(repr=False, default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _biosyn_dictionary(root: Path, split: str, dictionary: str | Path | None) -> Path:
+    if dictionary is not None:
+        return Path(dictionary)
+    if split == "test":
+        return root / "biosyn" / "test_dictionary.txt.gz"
+    raise ConfigError(
+        f"--protocol biosyn ships only the test dictionary; for {split!r} pass --dictionary "
+        "(BioSyn's dev dictionary: MEDIC names plus the train mention strings)"
+    )
+
+
+def _queries(mentions: Sequence[Mention], protocol: str, path: Path) -> list[tuple[list[str], frozenset[str]]]:
+    """Each mention's parts and gold ids under ``protocol``."""
+    queries = []
+    for number, mention in enumerate(mentions, start=1):
+        if protocol == "biosyn":
+            if not mention.parts:
+                raise DataFormatError(path, "--protocol biosyn needs 'mention_parts' in every mention", number)
+            queries.append((list(mention.parts), gold_ids(mention.gold or mention.labels)))
+        else:
+            queries.append(([mention.mention], gold_ids(mention.labels)))
+    return queries
+
+
+def evaluate_linking(
+    data: str | Path,
+    split: str = "test",
+    *,
+    encoder: Any = None,
+    protocol: str = "biosyn",
+    fmt: LinkingFormat | None = None,
+    entity_vectors: str = "names",
+    dictionary: str | Path | None = None,
+    index_type: str = "flat",
+    batch_size: int = 128,
+    show_progress: bool = True,
+    system: str | None = None,
+) -> LinkingEvaluation:
+    """Evaluate ``encoder`` (a dense model; None: BM25 over the same entries) on ``data``'s
+    ``split`` under ``protocol`` (see the module doc). Candidates are searched to depth 64."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if entity_vectors not in ("names", "concepts"):
+        raise ConfigError(f"--entity-vectors is names or concepts, got {entity_vectors!r}")
+    root = Path(data)
+    mentions_path = root / "mentions" / f"{split}.jsonl"
+    mentions = read_mentions(mentions_path)
+    queries = _queries(mentions, protocol, mentions_path)
+    fmt = fmt or LinkingFormat()
+    options: dict[str, Any] = {"index_type": index_type} if encoder is not None else {}
+    started = time.perf_counter()
+    if protocol == "biosyn":
+        fmt = LinkingFormat(**(asdict(fmt) | {"context": False}))
+        names_path = _biosyn_dictionary(root, split, dictionary)
+        index = EntityIndex(encoder, read_names(names_path), batch_size=batch_size, show_progress=show_progress,
+                            **options)  # fmt: skip
+        group, source = "names", str(names_path)
+    elif entity_vectors == "concepts":
+        index = EntityIndex.from_entities(encoder, read_entities(root / "entities.jsonl"), fmt, batch_size=batch_size,
+                                          show_progress=show_progress, **options)  # fmt: skip
+        group, source = "concepts", str(root / "entities.jsonl")
+    else:
+        names_path = Path(dictionary) if dictionary is not None else root / "dictionary.tsv"
+        index = EntityIndex(encoder, read_names(names_path), max_length=fmt.entity_max_length, batch_size=batch_size,
+                            show_progress=show_progress, **options)  # fmt: skip
+        group, source = "concepts", str(names_path)
+    index_seconds = time.perf_counter() - started
+    linker = EntityLinker(index, fmt)
+    started = time.perf_counter()
+    parts_of = [part for parts, _ in queries for part in parts]
+    texts = parts_of if protocol == "biosyn" else linker.query_texts(mentions)
+    answers = linker.link_texts(texts, DEPTH, group=group, batch_size=batch_size, show_progress=show_progress)
+    link_seconds = time.perf_counter() - started
+    ranks: list[int | None] = []
+    predictions: list[dict[str, Any]] = []
+    position = 0
+    for mention, (parts, gold) in zip(mentions, queries, strict=True):
+        own: list[Linked] = answers[position : position + len(parts)]
+        position += len(parts)
+        rank = query_rank([part_rank(a.ids, gold) for a in own])
+        ranks.append(rank)
+        predictions.append(
+            {"id": mention.id, "query": parts if protocol == "biosyn" else texts[len(predictions)],
+             "gold": sorted(gold), "rank": rank,
+             "top5": [[{"ids": list(ids), "text": text, "score": round(float(score), 6)}
+                       for ids, text, score in zip(a.ids[:5], a.texts[:5], a.scores[:5].tolist(), strict=True)]
+                      for a in own]}
+        )  # fmt: skip
+    metrics = linking_metrics(ranks)
+    settings = {
+        "entries": len(index), "entry_source": source, "group": group, "index_type": index_type if encoder else "bm25",
+        "entity_vectors": entity_vectors if protocol == "raw" else "names", "format": asdict(linker.format),
+        "depth": DEPTH,
+    }  # fmt: skip
+    timings = {"index": index_seconds, "link": link_seconds, "mentions_per_second": len(mentions) / link_seconds}
+    name = system or (str(getattr(encoder, "name", "model")) if encoder is not None else "bm25")
+    return LinkingEvaluation(name, protocol, split, metrics.values, len(mentions), timings, settings, predictions)
+
+
+def score_biosyn_predictions(path: str | Path) -> dict[str, float]:
+    """Re-score BioSyn's released predictions file (its top names per query part with their ids and
+    the gold ids) with these rules; the labels the file carries are not trusted."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
+        ranks = [
+            query_rank([part_rank([gold_ids(c["cui"]) for c in part["candidates"]], gold_ids(part["golden_cui"]))
+                        for part in query["mentions"]])
+            for query in data["queries"]
+        ]  # fmt: skip
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataFormatError(path, f"not a readable predictions file ({exc})") from None
+    except (KeyError, TypeError) as exc:
+        raise DataFormatError(
+            path, f"not BioSyn's predictions layout (queries/mentions/candidates/cui): {exc}"
+        ) from None
+    return linking_metrics(ranks).values

@@ -1,0 +1,181 @@
+"""An entity index and the linker that searches it.
+
+An :class:`EntityIndex` holds one vector per *entry*: a dictionary name (a concept has as many as
+it has names) or an entity's text (one per concept), each entry naming one or several concepts, in
+any registered dense index type. :meth:`EntityLinker.link` encodes mentions with the query tower
+(the :class:`~retrievekit.linking.text.LinkingFormat` builds their texts) and answers either
+entries (``group="names"``: BioSyn's name-level ranking) or concepts (``group="concepts"``: a
+concept's score is the best of its entries, ranked over distinct concepts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from retrievekit.errors import ConfigError
+from retrievekit.hits import Hits
+from retrievekit.index.build import default_metric, fill_index, vector_index
+from retrievekit.linking.records import Entity, Mention, Name
+from retrievekit.linking.text import LinkingFormat
+
+__all__ = ["EntityIndex", "EntityLinker", "Linked"]
+
+GROUPS = ("names", "concepts")
+
+
+@dataclass(frozen=True)
+class Linked:
+    """One mention's answer: candidates best first, each a set of concept ids with its score and
+    the entry text that won it."""
+
+    ids: list[tuple[str, ...]]
+    scores: np.ndarray
+    texts: list[str]
+
+
+class EntityIndex:
+    """Entries (text + the concept ids it names) encoded by the document tower into a dense index;
+    with ``encoder=None``, a BM25 index over the entries' words instead (the lexical baseline)."""
+
+    def __init__(
+        self,
+        encoder: Any,
+        entries: Sequence[Name],
+        *,
+        index_type: str = "flat",
+        max_length: int | None = None,
+        batch_size: int = 128,
+        show_progress: bool = True,
+        **index_options: Any,
+    ) -> None:
+        if not entries:
+            raise ConfigError("an entity index needs at least one entry")
+        self.entries = list(entries)
+        self.encoder = encoder
+        positions = [str(i) for i in range(len(self.entries))]
+        started = time.perf_counter()
+        self.index: Any
+        if encoder is None:
+            from retrievekit.index.bm25 import Bm25Index
+
+            self.index = Bm25Index(**index_options)
+            self.index.add(positions, [e.name for e in self.entries])
+        else:
+            vectors = encoder.encode_documents(
+                [e.name for e in self.entries], batch_size=batch_size, max_length=max_length,
+                show_progress=show_progress,
+            )  # fmt: skip
+            self.index = vector_index(
+                index_type, encoder.dimension, default_metric(encoder), model_fingerprint=encoder.fingerprint,
+                **index_options,
+            )  # fmt: skip
+            fill_index(self.index, positions, np.asarray(vectors, dtype=np.float32))
+        self.build_seconds = time.perf_counter() - started
+        self.entries_per_concept = _most_entries_per_concept(self.entries)
+
+    def search(
+        self, texts: Sequence[str], depth: int, *, max_length: int | None = None, batch_size: int = 128,
+        show_progress: bool = False,
+    ) -> list[Hits]:  # fmt: skip
+        """The ``depth`` best entries of each query text (entry positions as ids)."""
+        depth = min(depth, len(self.entries))
+        if self.encoder is None:
+            return list(self.index.search(list(texts), depth))
+        vectors = self.encoder.encode_queries(
+            list(texts), batch_size=batch_size, max_length=max_length, show_progress=show_progress
+        )
+        return list(self.index.search(np.asarray(vectors, dtype=np.float32), depth))
+
+    @classmethod
+    def from_entities(cls, encoder: Any, entities: Sequence[Entity], fmt: LinkingFormat, **options: Any) -> EntityIndex:
+        """One entry per entity: ``title TITLE description`` (see :class:`LinkingFormat`)."""
+        entries = [Name(fmt.entity_text(e), (e.id,)) for e in entities]
+        return cls(encoder, entries, max_length=fmt.entity_max_length, **options)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _most_entries_per_concept(entries: Sequence[Name]) -> int:
+    counts: dict[str, int] = {}
+    for entry in entries:
+        for concept in entry.ids:
+            counts[concept] = counts.get(concept, 0) + 1
+    return max(counts.values())
+
+
+class EntityLinker:
+    """Links mentions to an :class:`EntityIndex` with its encoder's query tower (or its BM25)."""
+
+    def __init__(self, index: EntityIndex, fmt: LinkingFormat | None = None) -> None:
+        self.index, self.format = index, fmt or LinkingFormat()
+        if index.encoder is None and self.format.context:
+            self.format = dataclasses.replace(self.format, context=False)  # BM25 reads the mention alone
+
+    def query_texts(self, mentions: Sequence[Mention]) -> list[str]:
+        encoder = self.index.encoder
+        return self.format.mention_texts(mentions, encoder.query_tower.tokenizer if encoder is not None else None)
+
+    def link(
+        self,
+        mentions: Sequence[Mention] | Sequence[str],
+        k: int = 10,
+        *,
+        group: str = "concepts",
+        batch_size: int = 128,
+        show_progress: bool = False,
+    ) -> list[Linked]:
+        """The top ``k`` candidates of each mention (a :class:`Mention`, read with the format, or a
+        plain string, encoded as it is)."""
+        if all(isinstance(m, str) for m in mentions):
+            texts = [m for m in mentions if isinstance(m, str)]
+        elif all(isinstance(m, Mention) for m in mentions):
+            texts = self.query_texts([m for m in mentions if isinstance(m, Mention)])
+        else:
+            raise ConfigError("link mentions or strings, not a mix")
+        return self.link_texts(texts, k, group=group, batch_size=batch_size, show_progress=show_progress)
+
+    def link_texts(
+        self, texts: Sequence[str], k: int = 10, *, group: str = "concepts", batch_size: int = 128,
+        show_progress: bool = False,
+    ) -> list[Linked]:  # fmt: skip
+        """The top ``k`` candidates of each query text, already formatted."""
+        if group not in GROUPS:
+            raise ConfigError(f"unknown grouping {group!r}; choose one of {', '.join(GROUPS)}")
+        if k < 1:
+            raise ConfigError(f"k must be a positive integer, got {k}")
+        max_length = self.format.query_max_length if self.format.context else None
+        entries = self.index.entries
+        # concepts: deep enough that the top k distinct concepts are among the entries searched
+        depth = k if group == "names" else k * self.index.entries_per_concept
+        hits = self.index.search(
+            texts, depth, max_length=max_length, batch_size=batch_size, show_progress=show_progress
+        )
+        answers = []
+        for found in hits:
+            positions = [int(i) for i in found.ids]
+            scores = np.asarray(found.scores, dtype=np.float32)
+            if group == "names":
+                answers.append(
+                    Linked([entries[p].ids for p in positions], scores, [entries[p].name for p in positions])
+                )
+                continue
+            best: dict[str, tuple[float, str]] = {}
+            for position, score in zip(positions, scores.tolist(), strict=True):
+                for concept in entries[position].ids:
+                    if concept not in best:  # hits come best first: the first is the concept's max
+                        best[concept] = (score, entries[position].name)
+                if len(best) >= k:
+                    break
+            ranked = list(best.items())[:k]
+            answers.append(
+                Linked([(c,) for c, _ in ranked], np.asarray([s for _, (s, _) in ranked], np.float32),
+                       [t for _, (_, t) in ranked])
+            )  # fmt: skip
+        return answers

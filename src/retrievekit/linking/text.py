@@ -1,0 +1,211 @@
+"""How a mention in its context and an entity become the texts the two towers read.
+
+A mention becomes ``left context  START mention END  right context``, with the context cut in
+*tokens* of the model's tokenizer (BLINK/BET's rule: the mention first, the rest of
+``query_max_length`` shared between the two sides, a short side's quota given to the other), so
+the mention is never truncated away; cuts fall between words, on the original characters. An
+entity becomes ``title TITLE description``. The markers are BLINK's ``[unused0]``, ``[unused1]``,
+``[unused2]`` by default (already in BERT vocabularies, so no new embedding rows), or BET's
+``[ENT_START]``, ``[ENT_END]``, ``[TITLE]`` (``LinkingFormat.bet()``), added to the tokenizer and
+the embedding matrix by :func:`add_markers`. The format is saved with the model (``linking.json``)
+so training, evaluation and serving build the same texts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from retrievekit.artifacts import atomic_write_text
+from retrievekit.errors import ConfigError
+from retrievekit.linking.records import Entity, Mention
+
+__all__ = ["FORMAT_FILE", "LinkingFormat", "add_markers", "load_linking_model", "prepare_linking_model"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_FILE = "linking.json"
+
+
+@dataclass(frozen=True)
+class LinkingFormat:
+    """The texts of mentions and entities: markers, token windows, whether context is read."""
+
+    start_marker: str = "[unused0]"
+    end_marker: str = "[unused1]"
+    title_marker: str = "[unused2]"
+    query_max_length: int = 64
+    entity_max_length: int = 128
+    context: bool = True
+
+    def __post_init__(self) -> None:
+        if self.query_max_length < 8 or self.entity_max_length < 4:
+            raise ConfigError("query_max_length must be at least 8 tokens and entity_max_length at least 4")
+        if self.context and not (self.start_marker and self.end_marker):
+            raise ConfigError("a mention read in its context needs a start and an end marker")
+
+    @classmethod
+    def bet(cls, **options: Any) -> LinkingFormat:
+        """BET's markers (new tokens: call :func:`add_markers` on the model)."""
+        return cls(start_marker="[ENT_START]", end_marker="[ENT_END]", title_marker="[TITLE]", **options)
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        return tuple(m for m in (self.start_marker, self.end_marker, self.title_marker) if m)
+
+    # ---- texts -------------------------------------------------------------------------------
+    def entity_text(self, entity: Entity) -> str:
+        """``title TITLE description`` (the title alone when there is no description)."""
+        if not entity.text:
+            return entity.title
+        return (
+            f"{entity.title} {self.title_marker} {entity.text}"
+            if self.title_marker
+            else f"{entity.title} {entity.text}"
+        )
+
+    def mention_texts(self, mentions: Sequence[Mention], tokenizer: Any) -> list[str]:
+        """Each mention in its context, cut to ``query_max_length`` tokens of ``tokenizer`` (a fast
+        tokenizer: the cuts use its offsets); without context, the mention alone."""
+        if not self.context:
+            return [m.mention for m in mentions]
+        if not getattr(tokenizer, "is_fast", False):
+            raise ConfigError("cutting contexts in tokens needs a fast (Rust) tokenizer; this model has a slow one")
+        special = tokenizer.num_special_tokens_to_add(pair=False)
+        budget = self.query_max_length - special - 2  # the two markers
+        lefts = _tokens(tokenizer, [m.context_left for m in mentions])
+        rights = _tokens(tokenizer, [m.context_right for m in mentions])
+        spans = _tokens(tokenizer, [m.mention for m in mentions])
+        texts = []
+        for mention, left, right, span in zip(mentions, lefts, rights, spans, strict=True):
+            core = _keep_first(mention.mention, span, budget)
+            rest = budget - min(len(span[0]), budget)
+            left_quota = rest // 2
+            right_quota = rest - left_quota
+            if len(left[0]) < left_quota:
+                right_quota += left_quota - len(left[0])
+            elif len(right[0]) < right_quota:
+                left_quota += right_quota - len(right[0])
+            before = _keep_last(mention.context_left, left, left_quota)
+            after = _keep_first(mention.context_right, right, right_quota)
+            texts.append(f"{before}{self.start_marker} {core} {self.end_marker}{after}")
+        return texts
+
+    # ---- persistence -------------------------------------------------------------------------
+    def to_text(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    def attach(self, encoder: Any) -> None:
+        """Keep this format with ``encoder``: every later save (the trainer's too) writes it as
+        ``linking.json`` beside the weights, inside the files digest."""
+        encoder.carried[FORMAT_FILE] = self.to_text()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``linking.json`` into a folder that is not a saved retrievekit model (a saved model
+        gets it through :meth:`attach`: its files digest covers it)."""
+        return atomic_write_text(Path(directory) / FORMAT_FILE, self.to_text())
+
+    @classmethod
+    def from_text(cls, text: str, where: str) -> LinkingFormat:
+        """Parse a saved format; unknown keys and mistyped values are errors naming ``where``."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+        for key, value in data.items():
+            expected = bool if key == "context" else int if key.endswith("length") else str
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(f"{where}: {key} must be {expected.__name__}, found {value!r}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LinkingFormat | None:
+        """The format saved in a folder, or None when it has none."""
+        path = Path(directory) / FORMAT_FILE
+        return cls.from_text(path.read_text(encoding="utf-8"), str(path)) if path.is_file() else None
+
+
+Tokens = tuple[list[tuple[int, int]], list[int | None]]  # offsets, word ids
+
+
+def _tokens(tokenizer: Any, texts: list[str]) -> list[Tokens]:
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return [(list(map(tuple, encoded["offset_mapping"][i])), encoded.word_ids(i)) for i in range(len(texts))]
+
+
+def _keep_last(text: str, tokens: Tokens, n: int) -> str:
+    """The end of ``text`` holding at most its last ``n`` tokens, starting at a word's first token."""
+    offsets, words = tokens
+    if len(offsets) <= n:
+        return text
+    i = len(offsets) - n
+    while i < len(offsets) and words[i] is not None and words[i] == words[i - 1]:
+        i += 1  # a word's continuation: start at the next whole word
+    return text[offsets[i][0] :] if i < len(offsets) else ""
+
+
+def _keep_first(text: str, tokens: Tokens, n: int) -> str:
+    """The start of ``text`` holding at most its first ``n`` tokens, ending at a word's last token."""
+    offsets, words = tokens
+    if len(offsets) <= n:
+        return text
+    i = n
+    while i > 0 and words[i] is not None and words[i] == words[i - 1]:
+        i -= 1  # the cut falls inside a word: end before it
+    return text[: offsets[i - 1][1]] if i > 0 else ""
+
+
+def add_markers(encoder: Any, fmt: LinkingFormat) -> list[str]:
+    """Register the format's markers as special tokens of each tower's tokenizer (so they are never
+    split), and grow the embedding matrix for markers the vocabulary lacks (BET's). Returns the
+    markers that were new to the vocabulary."""
+    added: list[str] = []
+    towers = {id(t): t for t in (encoder.query_tower, encoder.document_tower)}.values()
+    for tower in towers:
+        tokenizer = tower.tokenizer
+        vocabulary = tokenizer.get_vocab()
+        new = [m for m in fmt.markers if m not in vocabulary]
+        tokenizer.add_tokens(list(fmt.markers), special_tokens=True)
+        if new:
+            tower.backbone.resize_token_embeddings(len(tokenizer))
+            added += [m for m in new if m not in added]
+    return added
+
+
+def prepare_linking_model(encoder: Any, fmt: LinkingFormat | None = None) -> LinkingFormat:
+    """Ready a loaded dense model for linking and return its format: ``fmt`` if given, else the one
+    saved with the model (``linking.json``), else the default. The format is attached (saved with
+    the model from now on) and its markers are registered in the tokenizers (see
+    :func:`add_markers`; a marker new to the vocabulary gets a fresh embedding row, which only
+    training makes useful)."""
+    carried = getattr(encoder, "carried", {}).get(FORMAT_FILE)
+    saved = LinkingFormat.from_text(carried, f"{encoder.source}/{FORMAT_FILE}") if carried is not None else None
+    chosen = fmt or saved or LinkingFormat()
+    chosen.attach(encoder)
+    new = add_markers(encoder, chosen)
+    if new:
+        logger.warning(
+            "markers %s are new to %s's vocabulary: their embeddings start random; train before trusting them",
+            ", ".join(new), encoder.name,
+        )  # fmt: skip
+    return chosen
+
+
+def load_linking_model(
+    model: str | Path, *, fmt: LinkingFormat | None = None, **options: Any
+) -> tuple[Any, LinkingFormat]:
+    """:func:`~retrievekit.load_encoder` then :func:`prepare_linking_model`."""
+    from retrievekit.models.loading import load_encoder
+
+    encoder = load_encoder(model, **options)
+    return encoder, prepare_linking_model(encoder, fmt)

