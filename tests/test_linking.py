@@ -300,3 +300,54 @@ def test_cli_link_evaluate_and_link(linking_data, tiny_bert_dir, tmp_path):
     printed = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert printed.exit_code == 0, printed.output
     assert "C3" in printed.output and "heart disease" in printed.output
+
+
+# ---- training ------------------------------------------------------------------------------------
+def test_mined_examples_take_every_name_of_the_gold_and_train_with_dev_acc_early_stopping(
+    linking_data, tiny_bert_dir, tmp_path
+):
+    from retrievekit import load_encoder
+    from retrievekit.linking.text import load_linking_model, prepare_linking_model
+    from retrievekit.linking.training import linking_examples, training_queries
+    from retrievekit.training import load_config, train, write_training_rows
+    from retrievekit.training.curves import read_log
+
+    (linking_data / "mentions" / "dev.jsonl").write_text((linking_data / "mentions" / "test.jsonl").read_text())
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    fmt = LinkingFormat(query_max_length=32, entity_max_length=16)
+    prepare_linking_model(encoder, fmt)
+    start = encoder.save(tmp_path / "start")
+    names = read_names(linking_data / "dictionary.tsv")
+    index = EntityIndex(encoder, names, show_progress=False)
+    mentions = read_mentions(linking_data / "mentions" / "test.jsonl")
+    queries = training_queries(mentions, fmt, encoder.query_tower.tokenizer, parts=False)
+    assert queries[0][0].startswith("we study [unused0] protein folding [unused1]")
+    examples, report = linking_examples(queries, index, num_negatives=5, show_progress=False)
+    assert report.examples == 2 and report.without_positive == 0
+    assert set(examples[0].positives) == {"protein folding", "protein function"}  # every name of C1
+    assert set(examples[0].negatives) == {"immune response", "heart disease"}  # no name of the gold concept
+    assert (
+        set(examples[1].positives) == {"immune response", "heart disease"}
+        and examples[1].negatives == ("protein folding", "protein function")
+        or set(examples[1].negatives) == {"protein folding", "protein function"}
+    )
+    parts = training_queries(mentions, fmt, encoder.query_tower.tokenizer, parts=True)
+    assert parts == [
+        ("protein folding", frozenset({"C1"})),
+        ("immune response", frozenset({"C2"})),
+        ("heart disease", frozenset({"C3"})),
+    ]  # a split composite: each part with its own gold
+    data = write_training_rows(tmp_path / "rows.jsonl", examples)
+    config = load_config(overrides={
+        "model": str(start), "data": [str(data)], "batch_size": 2, "num_negatives": 1, "learning_rate": 5e-3,
+        "warmup_ratio": 0.0, "epochs": 3, "output": str(tmp_path / "out"), "log_every": 1, "progress": False,
+        "dev_linking": str(linking_data), "dev_split": "dev", "patience": 5, "query_max_length": 32,
+        "document_max_length": 16,
+    })  # fmt: skip
+    result = train(config)
+    dev = [value for _, value in read_log(tmp_path / "out" / "logs")["dev/acc@1"]]
+    assert len(dev) == 3 and all(0.0 <= v <= 1.0 for v in dev)  # one dev acc@1 per epoch
+    assert result.best_model_dir is not None
+    for folder in (result.model_dir, result.best_model_dir):
+        _, saved = load_linking_model(folder)
+        assert saved == fmt  # the format travels with every save of the trainer

@@ -67,6 +67,10 @@ _HELP = {
     "eval_every": "Evaluate every N steps (0: at each epoch end).",
     "patience": "Stop after this many evaluations without a better ndcg@10.",
     "eval_batch_size": "Batch size when encoding the dev corpus.",
+    "dev_linking": "Entity-linking data folder (mentions/SPLIT.jsonl, dictionary.tsv, entities.jsonl): early "
+    "stopping on its dev acc@1 under the raw protocol.",
+    "dev_entity_vectors": "With --dev-linking: names (dictionary.tsv, a concept's best name) or concepts "
+    "(entities.jsonl).",
 }
 
 

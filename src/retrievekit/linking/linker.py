@@ -40,8 +40,9 @@ class Linked:
 
 
 class EntityIndex:
-    """Entries (text + the concept ids it names) encoded by the document tower into a dense index;
-    with ``encoder=None``, a BM25 index over the entries' words instead (the lexical baseline)."""
+    """Entries (text + the concept ids it names) encoded by the document tower into a dense index
+    (``vectors``: already encoded, one row per entry); with ``encoder=None``, a BM25 index over the
+    entries' words instead (the lexical baseline)."""
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class EntityIndex:
         max_length: int | None = None,
         batch_size: int = 128,
         show_progress: bool = True,
+        vectors: np.ndarray | None = None,
         **index_options: Any,
     ) -> None:
         if not entries:
@@ -67,10 +69,13 @@ class EntityIndex:
             self.index = Bm25Index(**index_options)
             self.index.add(positions, [e.name for e in self.entries])
         else:
-            vectors = encoder.encode_documents(
-                [e.name for e in self.entries], batch_size=batch_size, max_length=max_length,
-                show_progress=show_progress,
-            )  # fmt: skip
+            if vectors is None:
+                vectors = encoder.encode_documents(
+                    [e.name for e in self.entries], batch_size=batch_size, max_length=max_length,
+                    show_progress=show_progress,
+                )  # fmt: skip
+            elif len(vectors) != len(self.entries):
+                raise ConfigError(f"{len(vectors)} vectors for {len(self.entries)} entries")
             self.index = vector_index(
                 index_type, encoder.dimension, default_metric(encoder), model_fingerprint=encoder.fingerprint,
                 **index_options,

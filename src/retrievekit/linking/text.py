@@ -24,7 +24,7 @@ from retrievekit.artifacts import atomic_write_text
 from retrievekit.errors import ConfigError
 from retrievekit.linking.records import Entity, Mention
 
-__all__ = ["FORMAT_FILE", "LinkingFormat", "add_markers", "load_linking_model", "prepare_linking_model"]
+__all__ = ["FORMAT_FILE", "LinkingFormat", "add_markers", "load_linking_model", "prepare_linking_model", "saved_format"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,15 +182,19 @@ def add_markers(encoder: Any, fmt: LinkingFormat) -> list[str]:
     return added
 
 
+def saved_format(encoder: Any) -> LinkingFormat | None:
+    """The linking format a model carries (``linking.json`` beside its weights), if any."""
+    carried = getattr(encoder, "carried", {}).get(FORMAT_FILE)
+    return LinkingFormat.from_text(carried, f"{encoder.source}/{FORMAT_FILE}") if carried is not None else None
+
+
 def prepare_linking_model(encoder: Any, fmt: LinkingFormat | None = None) -> LinkingFormat:
     """Ready a loaded dense model for linking and return its format: ``fmt`` if given, else the one
     saved with the model (``linking.json``), else the default. The format is attached (saved with
     the model from now on) and its markers are registered in the tokenizers (see
     :func:`add_markers`; a marker new to the vocabulary gets a fresh embedding row, which only
     training makes useful)."""
-    carried = getattr(encoder, "carried", {}).get(FORMAT_FILE)
-    saved = LinkingFormat.from_text(carried, f"{encoder.source}/{FORMAT_FILE}") if carried is not None else None
-    chosen = fmt or saved or LinkingFormat()
+    chosen = fmt or saved_format(encoder) or LinkingFormat()
     chosen.attach(encoder)
     new = add_markers(encoder, chosen)
     if new:

@@ -398,4 +398,5 @@ class DenseEncoder:
             runtime=f"torch-{dtype}",
         )
         copy_.calibration = self.calibration
+        copy_.carried = dict(self.carried)
         return copy_

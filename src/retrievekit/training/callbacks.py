@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -20,11 +21,13 @@ class DevEvaluation(pl.Callback):
     split through :func:`~retrievekit.evaluation.evaluate_dataset`, log ``dev/<metric>``, save the
     best model to ``best_dir`` and stop after ``patience`` evaluations without a better ``ndcg@10``.
     A cross-encoder is evaluated reranking the top ``rerank_top_k`` of ``first_stage``'s run.
+    ``scorer`` replaces the dataset evaluation for other tasks: it gets the current model and
+    returns ``metric``'s value (entity linking's dev acc@1).
     """
 
     def __init__(
         self,
-        dataset: str,
+        dataset: str | None,
         split: str,
         best_dir: Path,
         save_model: Callable[[Path], None],
@@ -35,8 +38,9 @@ class DevEvaluation(pl.Callback):
         metric: str = "ndcg@10",
         first_stage: str = "bm25",
         rerank_top_k: int = 100,
+        scorer: Callable[[Any], float] | None = None,
     ) -> None:
-        self.first_stage, self.rerank_top_k = first_stage, rerank_top_k
+        self.first_stage, self.rerank_top_k, self.scorer = first_stage, rerank_top_k, scorer
         self.dataset = dataset
         self.split = split
         self.best_dir = best_dir
@@ -58,6 +62,10 @@ class DevEvaluation(pl.Callback):
         try:
             encoder = module.model.export(module.device)
             family = getattr(encoder, "family", "dense")
+            if self.scorer is not None:
+                return float(self.scorer(encoder))
+            if self.dataset is None:
+                raise ValueError("a dev evaluation needs a dataset or a scorer")
             if family == "cross_encoder":  # the first stage's run is cached; only the reranking is new
                 result = evaluate_dataset(
                     self.dataset, split=self.split, batch_size=self.batch_size, k_values=(10, 100),

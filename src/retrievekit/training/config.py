@@ -137,6 +137,8 @@ class EvaluationConfig:
     eval_batch_size: int = 64
     first_stage: str = "bm25"
     rerank_top_k: int = 100
+    dev_linking: str | None = None  # an entity-linking data folder: early stopping on its dev acc@1 (raw protocol)
+    dev_entity_vectors: str = "names"
 
 
 @dataclass

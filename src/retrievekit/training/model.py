@@ -94,6 +94,7 @@ class BiEncoderModel(nn.Module):
         encoder = DenseEncoder(
             source.spec, self.query_tower, self.document_tower, runners={}, name=source.name, source=source.source
         )
+        encoder.carried = dict(source.carried)  # task settings (linking.json) travel with the trained copy
         return encoder.with_devices([torch.device(device)])
 
     def gradient_checkpointing_enable(self) -> None:

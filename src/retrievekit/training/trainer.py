@@ -66,10 +66,12 @@ def untie_towers(encoder: DenseEncoder) -> DenseEncoder:
     if not encoder.spec.shared:
         return encoder
     document_tower = copy.deepcopy(encoder.document_tower)
-    return DenseEncoder(
+    untied = DenseEncoder(
         replace(encoder.spec, shared=False), encoder.query_tower, document_tower, runners={}, name=encoder.name,
         source=encoder.source,
     )  # fmt: skip
+    untied.carried = dict(encoder.carried)
+    return untied
 
 
 def _data_fingerprint(name: str, examples: list[TrainingExample]) -> str:
@@ -266,7 +268,18 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
                        save_top_k=1, save_last=False),
     ]  # fmt: skip
     dev = None
-    if config.evaluation.dev_dataset:
+    if config.evaluation.dev_linking:
+        from retrievekit.linking.training import LinkingDevScore
+
+        scorer = LinkingDevScore(config.evaluation.dev_linking, config.evaluation.dev_split,
+                                 entity_vectors=config.evaluation.dev_entity_vectors,
+                                 batch_size=config.evaluation.eval_batch_size)  # fmt: skip
+        dev = DevEvaluation(
+            None, config.evaluation.dev_split, output / "best-model", save_model, every=config.evaluation.eval_every,
+            patience=config.evaluation.patience, metric="acc@1", scorer=scorer,
+        )  # fmt: skip
+        all_callbacks.append(dev)
+    elif config.evaluation.dev_dataset:
         dev = DevEvaluation(
             config.evaluation.dev_dataset, config.evaluation.dev_split, output / "best-model", save_model,
             every=config.evaluation.eval_every, patience=config.evaluation.patience,

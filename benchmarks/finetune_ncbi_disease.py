@@ -1,0 +1,176 @@
+"""Entity linking on NCBI-disease: BM25, the untrained and the fine-tuned all-MiniLM-L6-v2, under the
+papers' protocol and the raw one, in one table.
+
+    python benchmarks/finetune_ncbi_disease.py --output runs/ncbi-disease
+
+Data: ../shared/data/ncbi-disease (see its README for the protocols). Everything runs through
+retrievekit's public API:
+1. baselines on test: BM25 and the untrained MiniLM, ``biosyn`` (preprocessed mention parts ranked
+   over the names of BioSyn's test dictionary; comparable with the papers) and ``raw`` (the mention
+   in its context, BLINK's [unused0]/[unused1] markers, against the 76,237 MEDIC names of
+   dictionary.tsv, a concept scored by its best name);
+2. two linkers trained from MiniLM on train+dev (as BioSyn does; no early stopping, a fixed number
+   of epochs), one per protocol, each through the one trainer: every name of the gold concept is a
+   positive (one drawn per step, the others never counted as negatives), --num-mined hard negatives
+   per query mined by the untrained model from the same names (entries of the gold concepts
+   skipped), --num-negatives of them per query in a batch plus in-batch negatives (InfoNCE).
+   ``biosyn``: queries are the mention parts (25 tokens, BioSyn's length), names from BioSyn's test
+   dictionary (MEDIC names plus the train and dev mention strings; no test mention is in it).
+   ``raw``: queries are mentions in context (--query-length tokens), names from dictionary.tsv;
+3. the trained linkers on test under their protocol; linking throughput (mentions/s: query encoding
+   and search) against sentence-transformers ``encode`` + a FAISS inner-product index over the same
+   name vectors, same threads, alternating, best of --repeats.
+Writes OUTPUT/model (the raw-protocol linker: mentions in context), OUTPUT/biosyn-model, the table in
+OUTPUT/results.md and OUTPUT/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ncbi-disease"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-negatives", type=int, default=3, help="hard negatives per query in a batch")
+    parser.add_argument("--num-mined", type=int, default=15, help="hard negatives mined per query")
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--query-length", type=int, default=64, help="raw protocol: tokens of mention + context")
+    parser.add_argument("--protocols", nargs="+", default=["biosyn", "raw"], choices=["biosyn", "raw"])
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of the throughput comparison")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+
+    from retrievekit import load_encoder
+    from retrievekit.linking import EntityIndex, LinkingFormat, evaluate_linking, read_mentions, read_names
+    from retrievekit.linking.text import prepare_linking_model
+    from retrievekit.linking.training import linking_examples, training_queries
+    from retrievekit.training import load_config, train, write_training_rows
+
+    started = time.perf_counter()
+    args.output.mkdir(parents=True, exist_ok=True)
+    mentions = read_mentions(args.data / "mentions" / "train.jsonl") + read_mentions(
+        args.data / "mentions" / "dev.jsonl"
+    )
+    formats = {
+        "biosyn": LinkingFormat(context=False, query_max_length=25, entity_max_length=25),
+        "raw": LinkingFormat(context=True, query_max_length=args.query_length, entity_max_length=32),
+    }
+    names_file = {"biosyn": args.data / "biosyn" / "test_dictionary.txt.gz", "raw": args.data / "dictionary.tsv"}
+    rows: list[dict[str, Any]] = []
+    timings: dict[str, float] = {}
+    trained_dirs: dict[str, Path] = {}
+
+    def record(result, label: str) -> None:
+        m = result.metrics
+        rows.append({"system": label, "protocol": result.protocol, "acc@1": m["acc@1"], "acc@5": m["acc@5"],
+                     "recall@64": m["recall@64"], "acc@1_normalized": m["acc@1_normalized"],
+                     "mentions_per_second": result.timings["mentions_per_second"]})  # fmt: skip
+        print(f"{label:<28} {result.protocol:<7} acc@1 {100 * m['acc@1']:.1f}  acc@5 {100 * m['acc@5']:.1f}  "
+              f"R@64 {100 * m['recall@64']:.1f}", flush=True)  # fmt: skip
+
+    for protocol in args.protocols:
+        fmt = formats[protocol]
+        t = time.perf_counter()
+        record(evaluate_linking(args.data, "test", encoder=None, protocol=protocol, show_progress=False), "BM25")
+        base = load_encoder(args.model)
+        prepare_linking_model(base, fmt)
+        record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt), "MiniLM, untrained")
+        timings[f"{protocol}: baselines"] = time.perf_counter() - t
+
+        # mine with the untrained model, then train through the one trainer
+        t = time.perf_counter()
+        start_dir = base.save(args.output / f"start-{protocol}")  # the format and markers travel with it
+        index = EntityIndex(base, read_names(names_file[protocol]), max_length=fmt.entity_max_length)
+        queries = training_queries(mentions, fmt, base.query_tower.tokenizer, parts=protocol == "biosyn")
+        examples, report = linking_examples(queries, index, num_negatives=args.num_mined)
+        data_file = write_training_rows(args.output / f"{protocol}-train.jsonl", examples)
+        timings[f"{protocol}: mining"] = time.perf_counter() - t
+        print(f"mined ({protocol}): {report}", flush=True)
+        config = load_config(
+            overrides={
+                "model": str(start_dir), "kind": "dense", "data": [str(data_file)], "batch_size": args.batch_size,
+                "num_negatives": args.num_negatives, "query_max_length": fmt.query_max_length,
+                "document_max_length": fmt.entity_max_length, "learning_rate": args.learning_rate,
+                "epochs": args.epochs, "warmup_ratio": 0.1, "loss": "infonce", "seed": args.seed,
+                "output": str(args.output / f"train-{protocol}"), "checkpoint_every": 50, "resume": True,
+            }
+        )  # fmt: skip
+        trained = train(config)
+        timings[f"{protocol}: training"] = trained.wall_seconds
+        trained_dirs[protocol] = trained.model_dir
+        model = load_encoder(trained.model_dir)
+        prepare_linking_model(model)
+        record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol), "MiniLM, fine-tuned")
+        if protocol == "raw":
+            throughput = _throughput(args, model, formats["raw"], names_file["raw"])
+            timings |= {f"throughput: {k}": v for k, v in throughput.items()}
+
+    for protocol, folder in trained_dirs.items():
+        target = args.output / ("model" if protocol == "raw" else "biosyn-model")
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(folder, target)
+    wall = time.perf_counter() - started
+    table = ["| system | protocol | acc@1 | acc@5 | recall@64 | normalised acc@1 | mentions/s |",
+             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    table += [f"| {r['system']} | {r['protocol']} | {100 * r['acc@1']:.1f} | {100 * r['acc@5']:.1f} | "
+              f"{100 * r['recall@64']:.1f} | {100 * r['acc@1_normalized']:.1f} | {r['mentions_per_second']:.0f} |"
+              for r in rows]  # fmt: skip
+    print("\nNCBI-disease test (960 mentions)\n\n" + "\n".join(table))
+    print("\ntimings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + f"; total wall {wall:.0f}")
+    (args.output / "results.md").write_text("\n".join(table) + "\n")
+    summary = {"rows": rows, "timings_s": timings, "wall_s": wall,
+               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}  # fmt: skip
+    (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _throughput(args: argparse.Namespace, model: Any, fmt: Any, names_file: Path) -> dict[str, float]:
+    """Mentions/s linking the test mentions (query encoding + top-64 search over the same name
+    vectors): retrievekit's linker against sentence-transformers ``encode`` + FAISS ``IndexFlatIP``."""
+    import faiss
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from retrievekit.linking import EntityIndex, EntityLinker, read_mentions, read_names
+
+    mentions = read_mentions(args.data / "mentions" / "test.jsonl")
+    names = read_names(names_file)
+    vectors = np.asarray(model.encode_documents([n.name for n in names], max_length=fmt.entity_max_length), np.float32)
+    linker = EntityLinker(EntityIndex(model, names, vectors=vectors), fmt)  # both search the same vectors
+    texts = linker.query_texts(mentions)
+    peer = SentenceTransformer(str(model.source), device="cpu")
+    peer.max_seq_length = fmt.query_max_length
+    flat = faiss.IndexFlatIP(model.dimension)
+    flat.add(vectors)
+    best = {"retrievekit": float("inf"), "sentence-transformers + faiss": float("inf")}
+    for round_ in range(args.repeats):
+        order = list(best) if round_ % 2 == 0 else list(reversed(best))
+        for engine in order:
+            t = time.perf_counter()
+            if engine == "retrievekit":
+                linker.link_texts(texts, 64, group="names", batch_size=128)
+            else:
+                vectors = peer.encode(texts, batch_size=128, normalize_embeddings=True, convert_to_numpy=True)
+                flat.search(np.asarray(vectors, dtype=np.float32), 64)
+            best[engine] = min(best[engine], time.perf_counter() - t)
+    rates = {engine: len(texts) / seconds for engine, seconds in best.items()}
+    ratio = rates["retrievekit"] / rates["sentence-transformers + faiss"]
+    print(f"linking throughput: retrievekit {rates['retrievekit']:.0f} mentions/s, sentence-transformers + faiss "
+          f"{rates['sentence-transformers + faiss']:.0f} mentions/s ({ratio:.2f}x)", flush=True)  # fmt: skip
+    return rates | {"ratio": ratio}
+
+
+if __name__ == "__main__":
+    main()

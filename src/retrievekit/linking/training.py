@@ -1,0 +1,107 @@
+"""Training data for entity linkers, and the dev score the trainer stops on.
+
+:func:`linking_examples` turns mentions into the trainer's :class:`~retrievekit.training.TrainingExample`
+rows: the query is the mention's text (in its context with markers, or a preprocessed part alone),
+the positives are *every* entry of its gold concepts (all the names of a concept: the trainer draws
+one per step and never counts another name of the same concept in the batch as a negative, which
+is the synonym marginalisation BioSyn does with its loss), and the hard negatives are the best
+entries of *other* concepts found by the current model in the :class:`EntityIndex` (the entries
+whose ids meet the gold are skipped: BioSyn's rule for a right candidate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from retrievekit.linking.linker import EntityIndex, EntityLinker
+from retrievekit.linking.metrics import gold_ids
+from retrievekit.linking.records import Mention
+from retrievekit.linking.text import LinkingFormat, saved_format
+
+__all__ = ["LinkingDevScore", "LinkingMiningReport", "linking_examples", "training_queries"]
+
+
+@dataclass(frozen=True)
+class LinkingMiningReport:
+    """What :func:`linking_examples` made: queries read, examples written (a query whose gold
+    concepts have no entry but itself is dropped), hard negatives written."""
+
+    queries: int
+    examples: int
+    without_positive: int
+    negatives_written: int
+
+
+def training_queries(mentions: Sequence[Mention], fmt: LinkingFormat, tokenizer: Any, *, parts: bool) -> list[
+    tuple[str, frozenset[str]]
+]:  # fmt: skip
+    """(query text, gold ids) pairs. ``parts``: each preprocessed part alone (BioSyn's queries; a
+    split composite's parts are paired with its gold ids in order, and skipped when the counts
+    differ); otherwise each mention as ``fmt`` writes it."""
+    if not parts:
+        texts = fmt.mention_texts(mentions, tokenizer)
+        return [(text, gold_ids(m.labels)) for text, m in zip(texts, mentions, strict=True)]
+    queries = []
+    for mention in mentions:
+        gold = (mention.gold or "|".join(mention.labels)).replace("+", "|").split("|")
+        if len(mention.parts) == 1:
+            queries.append((mention.parts[0], gold_ids(gold)))
+        elif len(mention.parts) == len(gold):
+            queries += [(part, frozenset({g.strip()})) for part, g in zip(mention.parts, gold, strict=True)]
+    return queries
+
+
+def linking_examples(
+    queries: Sequence[tuple[str, frozenset[str]]],
+    index: EntityIndex,
+    *,
+    num_negatives: int = 15,
+    depth: int = 64,
+    batch_size: int = 128,
+    show_progress: bool = True,
+) -> tuple[list[Any], LinkingMiningReport]:
+    """Training examples for ``queries`` (see the module doc), hard negatives mined from ``index``
+    with its own model (BM25 when it has none)."""
+    from retrievekit.training.data import TrainingExample
+
+    by_concept: dict[str, list[str]] = {}
+    for entry in index.entries:
+        for concept in entry.ids:
+            by_concept.setdefault(concept, []).append(entry.name)
+    answers = EntityLinker(index, LinkingFormat(context=False)).link_texts(
+        [q for q, _ in queries], depth, group="names", batch_size=batch_size, show_progress=show_progress
+    )
+    examples, without, written = [], 0, 0
+    for (query, gold), answer in zip(queries, answers, strict=True):
+        positives = list(dict.fromkeys(name for g in sorted(gold) for name in by_concept.get(g, []) if name != query))
+        if not positives:
+            without += 1
+            continue
+        negatives = list(dict.fromkeys(t for ids, t in zip(answer.ids, answer.texts, strict=True)
+                                       if gold.isdisjoint(ids) and t not in positives))[:num_negatives]  # fmt: skip
+        written += len(negatives)
+        examples.append(TrainingExample(query, tuple(positives), tuple(negatives)))
+    report = LinkingMiningReport(len(queries), len(examples), without, written)
+    return examples, report
+
+
+class LinkingDevScore:
+    """The trainer's dev score for a linker: acc@1 on ``split`` of a linking data folder under the
+    raw protocol, with the format the model carries (``linking.json``)."""
+
+    def __init__(
+        self, data: str | Path, split: str = "dev", *, entity_vectors: str = "names", batch_size: int = 128
+    ) -> None:
+        self.data, self.split, self.entity_vectors, self.batch_size = Path(data), split, entity_vectors, batch_size
+
+    def __call__(self, encoder: Any) -> float:
+        from retrievekit.linking.evaluate import evaluate_linking
+
+        result = evaluate_linking(
+            self.data, self.split, encoder=encoder, protocol="raw", fmt=saved_format(encoder),
+            entity_vectors=self.entity_vectors, batch_size=self.batch_size, show_progress=False,
+        )  # fmt: skip
+        return result.metrics["acc@1"]
