@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--without", nargs="*", default=[], metavar="TEXT",
+                        help="leave out the engines whose name contains TEXT (e.g. 'onnx fp32': the peer's "
+                        "slowest ONNX row, to fit a full run in a session)")  # fmt: skip
     args = parser.parse_args()
 
     import torch
@@ -93,6 +96,10 @@ def main() -> None:
         )
     except Exception as exc:  # the peer's optional backend: its absence is reported, not hidden
         print(f"no sentence-transformers ONNX rows: {type(exc).__name__}: {str(exc)[:200]}")
+    for name in [n for n in engines if any(text in n for text in args.without)]:
+        if name.startswith("sentence-transformers CrossEncoder") or name == "retrievekit torch fp32":
+            raise SystemExit(f"{name!r} is the reference of the ratios and cannot be left out")
+        del engines[name]
     # warm-up on a few pairs (the timing loop's own warm-up would score every pair once more)
     warm = pairs[: args.batch_size]
     for model in (theirs, ours, ours_int8, *([st_onnx, st_q8] if len(engines) > 3 else [])):
