@@ -104,6 +104,33 @@ def test_hnsw_against_exact(random_data, metric, tmp_path):
         assert a.ids == b.ids
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_scann_against_exact(random_data, metric, tmp_path):
+    from retrievekit.index.scann_index import ScannIndex
+
+    pytest.importorskip("scann")
+    ids, vectors, queries = random_data
+    exact, scann = ExactIndex(64, metric), ScannIndex(64, metric, leaves=30, leaves_to_search=20)
+    for index in (exact, scann):
+        index.add(ids, vectors)
+    assert recall_against_exact(scann, exact, queries) >= 0.85  # random 64-d vectors: no clusters to exploit
+    searched_all = ScannIndex(64, metric, leaves=30, leaves_to_search=30, reorder=3000)
+    searched_all.add(ids, vectors)
+    for a, b in zip(searched_all.search(queries, 10), exact.search(queries, 10), strict=True):
+        assert a.ids == b.ids  # every leaf searched and every candidate rescored: the exact answer
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+    scann.remove(ids[:1500])
+    exact.remove(ids[:1500])
+    assert all(not set(h.ids) & set(ids[:1500]) for h in scann.search(queries, 10))
+    assert recall_against_exact(scann, exact, queries) >= 0.8
+    scann.save(tmp_path / "scann")
+    assert {p.suffix for p in (tmp_path / "scann").iterdir()} == {".npy", ".json"}  # nothing but arrays and JSON
+    loaded = load_index(tmp_path / "scann")
+    assert isinstance(loaded, ScannIndex) and loaded.config() == scann.config() and len(loaded) == 1500
+    for a, b in zip(scann.search(queries, 10), loaded.search(queries, 10), strict=True):
+        assert a.ids == b.ids  # rebuilt from the stored vectors: the same searcher
+
+
 def test_ivfpq_trains_and_persists(random_data, tmp_path):
     ids, vectors, queries = random_data
     exact, ivf = ExactIndex(64), IvfPqIndex(64, nlist=16, m=16, nbits=8, nprobe=16)

@@ -18,7 +18,12 @@ from retrievekit.scoring import similarity_matrix
 pytest.importorskip("faiss")
 pytest.importorskip("bm25s")
 
-DENSE_PARAMS = {"flat": {}, "hnsw": {"M": 8}, "ivfpq": {"nlist": 4, "m": 4, "nbits": 4, "nprobe": 4}}
+DENSE_PARAMS = {
+    "flat": {},
+    "hnsw": {"M": 8},
+    "ivfpq": {"nlist": 4, "m": 4, "nbits": 4, "nprobe": 4},
+    "scann": {"leaves": 4, "leaves_to_search": 4, "brute_force_below": 0},
+}
 
 
 def _items(index: Index, n: int, rng: np.random.Generator):
@@ -28,7 +33,7 @@ def _items(index: Index, n: int, rng: np.random.Generator):
     return rng.normal(size=(n, 8)).astype(np.float32)
 
 
-@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivfpq", "bm25"])
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivfpq", "scann", "bm25"])
 def test_every_registered_type_honours_the_contract(index_type, tmp_path):
     rng = np.random.default_rng(0)
     cls = index_class(index_type)
@@ -43,7 +48,7 @@ def test_every_registered_type_honours_the_contract(index_type, tmp_path):
     queries = ["alpha doc3", "omega sigma"] if index_type == "bm25" else items[[3, 7]]
     hits = index.search(queries, k=5)
     assert len(hits) == 2 and all(0 < len(h) <= 5 for h in hits)
-    if index_type in ("flat", "hnsw"):
+    if index_type in ("flat", "hnsw", "scann"):
         assert [h.ids[0] for h in hits] == ["d3", "d7"]  # each query is one stored vector
     fingerprint = index.fingerprint()
     assert index.remove([hits[0].ids[0]]) == 1 and len(index) == 39
@@ -60,7 +65,7 @@ def test_every_registered_type_honours_the_contract(index_type, tmp_path):
 
 
 def test_registry_by_family_and_a_new_type_registers_itself():
-    assert index_types("dense") == ["flat", "hnsw", "ivfpq"] and index_types("lexical") == ["bm25"]
+    assert index_types("dense") == ["flat", "hnsw", "ivfpq", "scann"] and index_types("lexical") == ["bm25"]
     with pytest.raises(ConfigError, match="unknown index type 'nope'"):
         index_class("nope")
     with pytest.raises(ConfigError, match="unknown index family"):
