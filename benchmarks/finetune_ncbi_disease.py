@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", default=["biosyn", "raw"], choices=["biosyn", "raw"])
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the throughput comparison")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--separate-towers", action="store_true", help="BET's layout: a mention and an entity tower")
     args = parser.parse_args()
 
     from retrievekit import load_encoder
@@ -107,6 +108,7 @@ def main() -> None:
                 "num_negatives": args.num_negatives, "query_max_length": fmt.query_max_length,
                 "document_max_length": fmt.entity_max_length, "learning_rate": args.learning_rate,
                 "epochs": args.epochs, "warmup_ratio": 0.1, "loss": "infonce", "seed": args.seed,
+                "separate_towers": args.separate_towers,
                 "output": str(args.output / f"train-{protocol}"), "checkpoint_every": 50, "resume": True,
             }
         )  # fmt: skip

@@ -348,3 +348,14 @@ def test_mined_examples_take_every_name_of_the_gold_and_train_with_dev_acc_early
     for folder in (result.model_dir, result.best_model_dir):
         _, saved = load_linking_model(folder)
         assert saved == fmt  # the format travels with every save of the trainer
+
+
+def test_evaluation_reads_with_the_format_the_model_carries(linking_data, tiny_bert_dir):
+    from retrievekit import load_encoder
+    from retrievekit.linking.text import prepare_linking_model
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    prepare_linking_model(encoder, LinkingFormat(query_max_length=12, entity_max_length=8))
+    result = evaluate_linking(linking_data, encoder=encoder, protocol="raw", show_progress=False)
+    assert result.settings["format"]["query_max_length"] == 12 and result.settings["format"]["entity_max_length"] == 8
+    assert len(result.predictions[0]["query"].split()) < 12  # the context was cut to the model's window

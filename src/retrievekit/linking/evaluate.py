@@ -27,7 +27,7 @@ from retrievekit.linking.linker import EntityIndex, EntityLinker, Linked
 from retrievekit.linking.metrics import gold_ids, linking_metrics, part_rank, query_rank
 from retrievekit.linking.readers import read_entities, read_mentions, read_names
 from retrievekit.linking.records import Mention
-from retrievekit.linking.text import LinkingFormat
+from retrievekit.linking.text import LinkingFormat, saved_format
 
 __all__ = ["PROTOCOLS", "LinkingEvaluation", "evaluate_linking", "score_biosyn_predictions"]
 
@@ -92,7 +92,8 @@ def evaluate_linking(
     system: str | None = None,
 ) -> LinkingEvaluation:
     """Evaluate ``encoder`` (a dense model; None: BM25 over the same entries) on ``data``'s
-    ``split`` under ``protocol`` (see the module doc). Candidates are searched to depth 64."""
+    ``split`` under ``protocol`` (see the module doc). ``fmt`` defaults to the format the model
+    carries (``linking.json``), else the default. Candidates are searched to depth 64."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if entity_vectors not in ("names", "concepts"):
@@ -101,14 +102,14 @@ def evaluate_linking(
     mentions_path = root / "mentions" / f"{split}.jsonl"
     mentions = read_mentions(mentions_path)
     queries = _queries(mentions, protocol, mentions_path)
-    fmt = fmt or LinkingFormat()
+    fmt = fmt or (saved_format(encoder) if encoder is not None else None) or LinkingFormat()
     options: dict[str, Any] = {"index_type": index_type} if encoder is not None else {}
     started = time.perf_counter()
     if protocol == "biosyn":
         fmt = LinkingFormat(**(asdict(fmt) | {"context": False}))
         names_path = _biosyn_dictionary(root, split, dictionary)
-        index = EntityIndex(encoder, read_names(names_path), batch_size=batch_size, show_progress=show_progress,
-                            **options)  # fmt: skip
+        index = EntityIndex(encoder, read_names(names_path), max_length=fmt.entity_max_length, batch_size=batch_size,
+                            show_progress=show_progress, **options)  # fmt: skip
         group, source = "names", str(names_path)
     elif entity_vectors == "concepts":
         index = EntityIndex.from_entities(encoder, read_entities(root / "entities.jsonl"), fmt, batch_size=batch_size,
