@@ -219,3 +219,18 @@ def test_bm25_matches_raw_bm25s(tmp_path):
     assert [h.ids for h in loaded.search(QUERIES, 3)] == [h.ids for h in index.search(QUERIES, 3)]
     loaded.add(["d6"], ["Proteins fold quickly"])
     assert loaded.search(["proteins fold"], 1)[0].ids == ["d6"]
+
+
+def test_cli_builds_a_scann_index_with_its_settings(toy_beir, tiny_bert_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from retrievekit.cli.main import cli
+
+    pytest.importorskip("scann")
+    out = tmp_path / "scann"
+    args = ["index", "build", "--corpus", str(toy_beir), "--model", str(tiny_bert_dir), "--pooling", "mean",
+            "--type", "scann", "--leaves", "3", "--leaves-to-search", "2", "--reorder", "7", "--output", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    loaded = load_index(out)
+    assert (loaded.index_type, loaded.leaves, loaded.leaves_to_search, loaded.reorder) == ("scann", 3, 2, 7)

@@ -25,10 +25,11 @@ def index() -> None:
 @click.option(
     "--type",
     "index_type",
-    type=click.Choice(["flat", "hnsw", "ivfpq", "bm25", "multivector-flat", "plaid", "sparse"]),
+    type=click.Choice(["flat", "hnsw", "ivfpq", "scann", "bm25", "multivector-flat", "plaid", "sparse"]),
     default="flat",
     show_default=True,
-    help="flat: exact; hnsw / ivfpq: FAISS ANN; bm25: lexical (no model); multivector-flat / plaid: for ColBERT "
+    help="flat: exact; hnsw / ivfpq: FAISS ANN; scann: Google's ScaNN (BET's; extra scann); bm25: lexical (no "
+    "model); multivector-flat / plaid: for ColBERT "
     "models (exact MaxSim / PLAID's compressed index); sparse: for SPLADE models (inverted index, exact).",
 )
 @click.option(
@@ -87,6 +88,11 @@ def index() -> None:
     default=None,
     help="PLAID: candidates kept by the pruned approximate stage (default: PLAID's per-k setting).",
 )
+@click.option("--leaves", type=click.IntRange(1), default=None, help="ScaNN: partitions (default: about sqrt(n)).")
+@click.option("--leaves-to-search", type=click.IntRange(1), default=None,
+              help="ScaNN: partitions scored per query (default: a tenth of them).")  # fmt: skip
+@click.option("--reorder", type=click.IntRange(1), default=100, show_default=True,
+              help="ScaNN: candidates rescored exactly per query.")  # fmt: skip
 @click.option("--no-stem", is_flag=True, help="BM25: no stemming (default: English Snowball stemmer).")
 @click.option("--no-stopwords", is_flag=True, help="BM25: keep English stopwords.")
 def build(
@@ -106,6 +112,9 @@ def build(
     centroids,
     ivf_probe,
     full_scores,
+    leaves,
+    leaves_to_search,
+    reorder,
     no_stem,
     no_stopwords,
     **model_kwargs,
@@ -126,6 +135,7 @@ def build(
         "ivfpq": {"nlist": nlist, "nprobe": nprobe, "m": pq_m, "nbits": nbits},
         "bm25": {"stemmer": None if no_stem else "english", "stopwords": None if no_stopwords else "en"},
         "flat": {},
+        "scann": {"leaves": leaves, "leaves_to_search": leaves_to_search, "reorder": reorder},
         "multivector-flat": {},
         "sparse": {},
         "plaid": {
