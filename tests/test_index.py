@@ -229,7 +229,8 @@ def test_cli_builds_a_scann_index_with_its_settings(toy_beir, tiny_bert_dir, tmp
     pytest.importorskip("scann")
     out = tmp_path / "scann"
     args = ["index", "build", "--corpus", str(toy_beir), "--model", str(tiny_bert_dir), "--pooling", "mean",
-            "--type", "scann", "--leaves", "3", "--leaves-to-search", "2", "--reorder", "7", "--output", str(out)]  # fmt: skip
+            "--type", "scann", "--leaves", "3", "--leaves-to-search", "2", "--reorder", "7",
+            "--output", str(out)]  # fmt: skip
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     loaded = load_index(out)
