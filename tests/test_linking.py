@@ -359,3 +359,24 @@ def test_evaluation_reads_with_the_format_the_model_carries(linking_data, tiny_b
     result = evaluate_linking(linking_data, encoder=encoder, protocol="raw", show_progress=False)
     assert result.settings["format"]["query_max_length"] == 12 and result.settings["format"]["entity_max_length"] == 8
     assert len(result.predictions[0]["query"].split()) < 12  # the context was cut to the model's window
+
+
+def test_a_cross_encoder_second_stage_reorders_the_best_entries(tiny_bert_dir, tmp_path):
+    from retrievekit import load_encoder
+    from retrievekit.models.cross_encoder import load_cross_encoder
+    from test_cross_encoder import build_cross_encoder
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    cross = load_cross_encoder(build_cross_encoder(tmp_path / "ce"))
+    names = [Name("protein folding", ("C1",)), Name("immune response", ("C2",)), Name("protein function", ("C1",)),
+             Name("heart disease", ("C3",)), Name("sleep memory", ("C4",))]  # fmt: skip
+    index = EntityIndex(encoder, names, show_progress=False)
+    first = EntityLinker(index, LinkingFormat(context=False)).link(["protein heart"], k=3, group="names")[0]
+    second = EntityLinker(index, LinkingFormat(context=False), reranker=cross, rerank_top_k=3)
+    reranked = second.link(["protein heart"], k=3, group="names")[0]
+    scores = cross.predict([("protein heart", text) for text in first.texts])
+    order = np.argsort(-scores, kind="stable")
+    assert reranked.texts == [first.texts[i] for i in order]  # the first stage's top 3, in the reranker's order
+    np.testing.assert_allclose(reranked.scores, scores[order], atol=1e-6)
+    by_concept = second.link(["protein heart"], k=2, group="concepts")[0]
+    assert by_concept.ids[0] == reranked.ids[0]  # a concept ranks by its best reranked entry

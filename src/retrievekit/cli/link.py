@@ -30,10 +30,14 @@ _PROTOCOL_HELP = (
 @click.option("--dictionary", type=click.Path(exists=True, dir_okay=False),
               help="Or a name dictionary (cui<TAB>name, or BioSyn's CUI||name): one vector per name, a concept "
               "scored by its best name.")  # fmt: skip
+@click.option("--rerank", "rerank_model", default=None,
+              help="A cross-encoder that re-scores each mention's best --rerank-top-k entries (BLINK's second "
+              "stage).")  # fmt: skip
+@click.option("--rerank-top-k", type=click.IntRange(1), default=64, show_default=True)
 @click.option("-k", "k", type=click.IntRange(1), default=5, show_default=True, help="Entities shown per mention.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
 @click.pass_context
-def link(ctx, bm25, mentions, entities, dictionary, k, batch_size, **model_kwargs) -> None:
+def link(ctx, bm25, mentions, entities, dictionary, rerank_model, rerank_top_k, k, batch_size, **model_kwargs) -> None:
     """Link the marked mentions of a JSONL file to entities and print the top --k of each.
 
     \b
@@ -60,7 +64,9 @@ def link(ctx, bm25, mentions, entities, dictionary, k, batch_size, **model_kwarg
             for concept in name.ids:
                 titles.setdefault(concept, name.name)
         index = EntityIndex(encoder, names, max_length=fmt.entity_max_length, batch_size=batch_size)
-    linked = EntityLinker(index, fmt).link(found, k, group="concepts", batch_size=batch_size)
+    reranker = _reranker(rerank_model)
+    linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k)
+    linked = linker.link(found, k, group="concepts", batch_size=batch_size)
     for mention, answer in zip(found, linked, strict=True):
         rows = [
             (n, f"{float(score):.4f}", ids[0], titles.get(ids[0], "")[:60], text[:60])
@@ -102,6 +108,7 @@ def evaluate_command(ctx, data, split, protocol, entity_vectors, dictionary, ind
     result = evaluate_linking(
         data, split, encoder=encoder, protocol=protocol, fmt=fmt, entity_vectors=entity_vectors,
         dictionary=dictionary, index_type=index_type, batch_size=batch_size,
+        reranker=_reranker(parent["rerank_model"]), rerank_top_k=parent["rerank_top_k"],
     )  # fmt: skip
     shown = ["acc@1", "acc@5", "recall@64", "acc@1_normalized"]
     print_table(
@@ -125,6 +132,14 @@ def _linking_model(bm25: bool, params: dict):
     options = {key: params[key] for key in _MODEL_KEYS}
     encoder = load_from_options(**options, family="dense")
     return encoder, prepare_linking_model(encoder)
+
+
+def _reranker(model: str | None):
+    if model is None:
+        return None
+    from retrievekit.models.cross_encoder import load_cross_encoder
+
+    return load_cross_encoder(model)
 
 
 def write_linking_report(result, output: str) -> None:

@@ -90,10 +90,13 @@ def evaluate_linking(
     batch_size: int = 128,
     show_progress: bool = True,
     system: str | None = None,
+    reranker: Any = None,
+    rerank_top_k: int = 64,
 ) -> LinkingEvaluation:
     """Evaluate ``encoder`` (a dense model; None: BM25 over the same entries) on ``data``'s
     ``split`` under ``protocol`` (see the module doc). ``fmt`` defaults to the format the model
-    carries (``linking.json``), else the default. Candidates are searched to depth 64."""
+    carries (``linking.json``), else the default. Candidates are searched to depth 64; with
+    ``reranker`` (a cross-encoder) the best ``rerank_top_k`` entries are re-scored first."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if entity_vectors not in ("names", "concepts"):
@@ -121,7 +124,7 @@ def evaluate_linking(
                             show_progress=show_progress, **options)  # fmt: skip
         group, source = "concepts", str(names_path)
     index_seconds = time.perf_counter() - started
-    linker = EntityLinker(index, fmt)
+    linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k)
     started = time.perf_counter()
     parts_of = [part for parts, _ in queries for part in parts]
     texts = parts_of if protocol == "biosyn" else linker.query_texts(mentions)
@@ -146,7 +149,7 @@ def evaluate_linking(
     settings = {
         "entries": len(index), "entry_source": source, "group": group, "index_type": index_type if encoder else "bm25",
         "entity_vectors": entity_vectors if protocol == "raw" else "names", "format": asdict(linker.format),
-        "depth": DEPTH,
+        "depth": DEPTH, "reranker": getattr(reranker, "name", None), "rerank_top_k": rerank_top_k if reranker else None,
     }  # fmt: skip
     timings = {"index": index_seconds, "link": link_seconds, "mentions_per_second": len(mentions) / link_seconds}
     name = system or (str(getattr(encoder, "name", "model")) if encoder is not None else "bm25")

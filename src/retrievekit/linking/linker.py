@@ -116,10 +116,20 @@ def _most_entries_per_concept(entries: Sequence[Name]) -> int:
 
 
 class EntityLinker:
-    """Links mentions to an :class:`EntityIndex` with its encoder's query tower (or its BM25)."""
+    """Links mentions to an :class:`EntityIndex` with its encoder's query tower (or its BM25).
 
-    def __init__(self, index: EntityIndex, fmt: LinkingFormat | None = None) -> None:
+    ``reranker`` (a cross-encoder, BLINK's second stage) re-scores each mention's best
+    ``rerank_top_k`` entries, reading the mention text and the entry text together; concepts are
+    then ranked by their best reranked entry."""
+
+    def __init__(
+        self, index: EntityIndex, fmt: LinkingFormat | None = None, *, reranker: Any = None, rerank_top_k: int = 64
+    ) -> None:
+        if rerank_top_k < 1:
+            raise ConfigError(f"rerank_top_k must be at least 1, got {rerank_top_k}")
         self.index, self.format = index, fmt or LinkingFormat()
+        self.reranker, self.rerank_top_k = reranker, rerank_top_k
+        self._second_stage: Any = None
         if index.encoder is None and self.format.context:
             self.format = dataclasses.replace(self.format, context=False)  # BM25 reads the mention alone
 
@@ -162,6 +172,8 @@ class EntityLinker:
         hits = self.index.search(
             texts, depth, max_length=max_length, batch_size=batch_size, show_progress=show_progress
         )
+        if self.reranker is not None:
+            hits = self._rerank(texts, hits)
         answers = []
         for found in hits:
             positions = [int(i) for i in found.ids]
@@ -184,3 +196,14 @@ class EntityLinker:
                        [t for _, (_, t) in ranked])
             )  # fmt: skip
         return answers
+
+    def _rerank(self, texts: Sequence[str], hits: list[Hits]) -> list[Hits]:
+        """The first stage's best ``rerank_top_k`` entries of each query, re-scored by the
+        cross-encoder (the one reranker implementation every pipeline uses)."""
+        from retrievekit.retrieval.rerankers import CrossEncoderReranker
+
+        if self._second_stage is None:
+            documents = {str(i): entry.name for i, entry in enumerate(self.index.entries)}
+            self._second_stage = CrossEncoderReranker(self.reranker, documents, name="linking-rerank")
+        first = [h.top(self.rerank_top_k) for h in hits]
+        return list(self._second_stage.rerank(list(texts), first, self.rerank_top_k))
