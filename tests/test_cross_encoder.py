@@ -175,7 +175,7 @@ def test_rerank_fusion_rows_fuse_with_the_first_stage_and_score_each_pair_once(c
         np.testing.assert_allclose([s for _, s in ranking], expected.scores, rtol=1e-6)
 
 
-def test_cli_rerank_ranks_documents_and_reranks_a_run(ce_dir, toy_beir, tmp_path):
+def test_cli_rerank_ranks_documents_and_reranks_a_run(ce_dir, toy_beir, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from retrievekit.cli.main import cli
@@ -210,8 +210,9 @@ def test_cli_rerank_ranks_documents_and_reranks_a_run(ce_dir, toy_beir, tmp_path
         order = np.argsort(-expected, kind="stable")[:2]
         assert [doc for doc, _ in reranked[query]] == [ids[i] for i in order]
     fused = tmp_path / "fused.trec"
+    monkeypatch.setenv("RETRIEVEKIT_DATASETS", str(toy_beir.parent))  # --corpus by dataset name
     invoke("rerank", "--model", str(ce_dir), "--queries", str(toy_beir / "queries.jsonl"), "--run", str(run),
-           "--corpus", str(toy_beir), "--rerank-top-k", "3", "--fusion", "rrf", "-k", "3",
+           "--corpus", toy_beir.name, "--rerank-top-k", "3", "--fusion", "rrf", "-k", "3",
            "-o", str(fused))  # fmt: skip
     for query, text in zip(split.queries.ids, split.queries.texts(), strict=True):
         expected = model.predict([(text, texts_by_id[d]) for d in ids[:3]])

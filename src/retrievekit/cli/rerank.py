@@ -24,9 +24,7 @@ from retrievekit.cli._output import console, print_table
     "--run", "run_file", type=click.Path(exists=True, dir_okay=False),
     help="A TREC run (qid Q0 docid rank score tag) whose top --rerank-top-k per query are reranked.",
 )  # fmt: skip
-@click.option(
-    "--corpus", type=click.Path(exists=True), help="With --run: the corpus (file or BEIR folder) with the texts."
-)
+@click.option("--corpus", help="With --run: the corpus with the texts (a file, a BEIR folder or a dataset name).")
 @click.option("--rerank-top-k", type=click.IntRange(1), default=100, show_default=True,
               help="Candidates of the run reranked per query.")  # fmt: skip
 @click.option("--fusion", type=click.Choice(["none", "rrf", "weighted"]), default="none", show_default=True,
