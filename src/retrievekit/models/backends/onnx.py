@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 ONNX_KIND = "onnx_export"
 _OPSET = 17
 # bump when the exported graph changes for the same weights, so cached exports are rebuilt
-_EXPORT_VERSION = 4  # 4: a cross-encoder keeps its first feed-forward output projection in float32
+_EXPORT_VERSION = 3
 _QUANTIZE_CHOICES = (None, "int8")
 # ONNX Runtime fusions that make this graph slower on the CPU: its SkipLayerNormalization kernel is
 # slower than the residual Add plus LayerNormalization it replaces (measurements: benchmarks/README.md).
@@ -266,34 +266,14 @@ class _DropPreprocessingAdvice(logging.Filter):
         return "pre-processing before quantization" not in record.getMessage()
 
 
-def first_ffn_output_product(graph: Any, constants: set[str]) -> str | None:
-    """The first weight product after the graph's first ``Erf`` (nodes are in topological order):
-    the first layer's feed-forward output projection, whose input (the GELU's output) has the
-    widest range of the model. None for graphs without an exact GELU."""
-    seen_erf = False
-    for node in graph.node:
-        seen_erf = seen_erf or node.op_type == "Erf"
-        if seen_erf and node.op_type in ("MatMul", "Gemm") and any(i in constants for i in node.input):
-            return str(node.name)
-    return None
-
-
-def _quantize_int8(source: Path, target: Path, *, keep_first_ffn_float: bool = False) -> None:
-    """Dynamic int8 (per-channel weights) of every product with a weight matrix. With
-    ``keep_first_ffn_float`` (cross-encoders, whose scores reorder candidates directly), the first
-    layer's feed-forward output projection stays float32: on a MiniLM reranker it carries the largest
-    share of the quantisation error (Spearman against float32 0.9947 -> 0.9967) for about 4% of the
-    speed."""
+def _quantize_int8(source: Path, target: Path) -> None:
     onnx = require("onnx", extra="onnx", purpose="int8 quantisation")
     quantization = require("onnxruntime.quantization", extra="onnx", purpose="int8 quantisation")
     model = onnx.load(str(source))
     constants = {init.name for init in model.graph.initializer}
-    kept = first_ffn_output_product(model.graph, constants) if keep_first_ffn_float else None
     # only products with a weight matrix; attention's activation x activation products stay float32
     weight_products = [
-        n.name
-        for n in model.graph.node
-        if n.op_type in ("MatMul", "Gemm") and any(i in constants for i in n.input) and n.name != kept
+        n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and any(i in constants for i in n.input)
     ]
     advice_filter = _DropPreprocessingAdvice()
     logging.getLogger().addFilter(advice_filter)
@@ -346,7 +326,7 @@ def export_onnx(encoder: TowerModel, root: Path, *, quantize: str | None = "int8
             if not fp32.exists():
                 _export_tower(tower, fp32)
             if quantize == "int8":
-                _quantize_int8(fp32, target, keep_first_ffn_float=tower.head.output == "score")
+                _quantize_int8(fp32, target)
         variants = sorted(p.name for p in staging.glob("*.onnx"))
         write_manifest(
             staging,
