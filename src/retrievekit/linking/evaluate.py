@@ -110,19 +110,19 @@ def evaluate_linking(
     started = time.perf_counter()
     if protocol == "biosyn":
         fmt = LinkingFormat(**(asdict(fmt) | {"context": False}))
-        names_path = _biosyn_dictionary(root, split, dictionary)
-        index = EntityIndex(encoder, read_names(names_path), max_length=fmt.entity_max_length, batch_size=batch_size,
-                            show_progress=show_progress, **options)  # fmt: skip
-        group, source = "names", str(names_path)
-    elif entity_vectors == "concepts":
+    if protocol == "raw" and entity_vectors == "concepts":
         index = EntityIndex.from_entities(encoder, read_entities(root / "entities.jsonl"), fmt, batch_size=batch_size,
                                           show_progress=show_progress, **options)  # fmt: skip
-        group, source = "concepts", str(root / "entities.jsonl")
-    else:
-        names_path = Path(dictionary) if dictionary is not None else root / "dictionary.tsv"
+        source = str(root / "entities.jsonl")
+    else:  # names: BioSyn's test dictionary under its protocol, the knowledge base's own names under raw
+        names_path = (
+            _biosyn_dictionary(root, split, dictionary) if protocol == "biosyn"
+            else Path(dictionary) if dictionary is not None else root / "dictionary.tsv"
+        )  # fmt: skip
         index = EntityIndex(encoder, read_names(names_path), max_length=fmt.entity_max_length, batch_size=batch_size,
                             show_progress=show_progress, **options)  # fmt: skip
-        group, source = "concepts", str(names_path)
+        source = str(names_path)
+    group = "names" if protocol == "biosyn" else "concepts"
     index_seconds = time.perf_counter() - started
     linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k)
     started = time.perf_counter()

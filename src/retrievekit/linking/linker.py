@@ -82,7 +82,11 @@ class EntityIndex:
             )  # fmt: skip
             fill_index(self.index, positions, np.asarray(vectors, dtype=np.float32))
         self.build_seconds = time.perf_counter() - started
-        self.entries_per_concept = _most_entries_per_concept(self.entries)
+        self.names_by_concept: dict[str, list[str]] = {}  # each concept's entry texts, in entry order
+        for entry in self.entries:
+            for concept in entry.ids:
+                self.names_by_concept.setdefault(concept, []).append(entry.name)
+        self.entries_per_concept = max(len(names) for names in self.names_by_concept.values())
 
     def search(
         self, texts: Sequence[str], depth: int, *, max_length: int | None = None, batch_size: int = 128,
@@ -105,14 +109,6 @@ class EntityIndex:
 
     def __len__(self) -> int:
         return len(self.entries)
-
-
-def _most_entries_per_concept(entries: Sequence[Name]) -> int:
-    counts: dict[str, int] = {}
-    for entry in entries:
-        for concept in entry.ids:
-            counts[concept] = counts.get(concept, 0) + 1
-    return max(counts.values())
 
 
 class EntityLinker:

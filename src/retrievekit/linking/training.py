@@ -67,10 +67,7 @@ def linking_examples(
     with its own model (BM25 when it has none)."""
     from retrievekit.training.data import TrainingExample
 
-    by_concept: dict[str, list[str]] = {}
-    for entry in index.entries:
-        for concept in entry.ids:
-            by_concept.setdefault(concept, []).append(entry.name)
+    by_concept = index.names_by_concept
     answers = EntityLinker(index, LinkingFormat(context=False)).link_texts(
         [q for q, _ in queries], depth, group="names", batch_size=batch_size, show_progress=show_progress
     )
