@@ -24,7 +24,7 @@ $(VENV)/.torch: | $(PY)
 
 # every extra a README example uses (training included), so each example runs after `make demo`
 $(VENV)/.installed-run: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e ".[onnx,faiss,plaid,sparse,bm25,eval,train]"
+	$(PY) -m pip install --quiet -e ".[onnx,faiss,plaid,sparse,bm25,eval,train,serve]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch

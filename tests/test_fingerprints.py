@@ -99,3 +99,16 @@ def test_tokenizer_digest_ignores_the_truncation_a_caller_set(tiny_bert_dir):
     assert tokenizer_digest(tokenizer) == before
     tokenizer.add_tokens(["[Q] "])
     assert tokenizer_digest(tokenizer) != before
+
+
+def test_a_model_keeps_its_fingerprint_through_save_load_and_its_own_prompts(tiny_bert_dir, tmp_path):
+    """The fingerprint a save records is the one the loaded model computes, and reloading with the
+    prompts the folder already has (what an index records) changes nothing: search finds its index."""
+    built = load_encoder(tiny_bert_dir, pooling="mean", query_prompt="query: ", device="cpu")
+    saved = built.save(tmp_path / "saved")
+    loaded = load_encoder(saved)
+    recorded = loaded.fingerprint
+    loaded._fingerprint = None  # computed afresh from the loaded towers and spec
+    assert loaded.fingerprint == recorded == built.fingerprint
+    assert load_encoder(saved, query_prompt="query: ", document_prompt="").fingerprint == recorded
+    assert load_encoder(saved, query_prompt="other: ").fingerprint != recorded

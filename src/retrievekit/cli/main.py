@@ -19,6 +19,7 @@ from retrievekit.cli.link import link
 from retrievekit.cli.model import model
 from retrievekit.cli.rerank import rerank
 from retrievekit.cli.search import search
+from retrievekit.cli.serve import serve
 from retrievekit.cli.train import mine_negatives, train
 from retrievekit.errors import RetrievekitError
 
@@ -58,6 +59,7 @@ cli.add_command(search)
 cli.add_command(rerank)
 cli.add_command(link)
 cli.add_command(evaluate)
+cli.add_command(serve)
 cli.add_command(demo)
 cli.add_command(mine_negatives)
 cli.add_command(train)

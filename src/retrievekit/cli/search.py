@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
@@ -79,12 +78,9 @@ def search(
     from retrievekit.data.writers import write_trec_run
     from retrievekit.errors import ConfigError
     from retrievekit.index import load_index
-    from retrievekit.index.bm25 import Bm25Index
-    from retrievekit.index.multivector import MultiVectorIndex
-    from retrievekit.index.sparse import SparseIndex
-    from retrievekit.index.vector import VectorIndex
-    from retrievekit.retrieval import Bm25Retriever, DenseRetriever, Retriever, run_from_hits
-    from retrievekit.retrieval.retriever import MultiVectorRetriever, SparseRetriever
+    from retrievekit.retrieval import run_from_hits
+    from retrievekit.retrieval.from_index import retriever_for_index
+    from retrievekit.retrieval.retriever import SparseRetriever
 
     if bool(query_texts) == bool(queries_file):
         raise click.UsageError("give either --query (one or more) or --queries FILE")
@@ -94,33 +90,9 @@ def search(
     else:
         ids, texts = [str(i) for i in range(1, len(query_texts) + 1)], list(query_texts)
     index = load_index(index_dir)
-    retriever: Retriever
-    if isinstance(index, Bm25Index):
-        retriever = Bm25Retriever(index)
-    elif not isinstance(index, VectorIndex | MultiVectorIndex | SparseIndex):
-        raise ConfigError(f"{index_dir}: searching a {index.index_type} index is not supported by this command yet")
-    else:
-        from retrievekit.trust import check_artifact_model_options, recorded_model
-
-        recorded = index.model_name
-        name = model or recorded_model(recorded, Path(index_dir))
-        same = model is None or (isinstance(recorded, str) and _same_model(model, recorded))
-        # the recorded options (allow-listed) describe how the recorded model was loaded
-        manifest = Path(index_dir) / "manifest.json"
-        options = check_artifact_model_options(index.model_options, manifest, index.family) if same else {}
-        loading = {"backend": backend, "device": device, "trust_remote_code": trust_remote_code, **options}
-        if isinstance(index, MultiVectorIndex):
-            from retrievekit.models.colbert import load_colbert
-
-            retriever = MultiVectorRetriever(load_colbert(name, **loading), index, force=force)
-        elif isinstance(index, SparseIndex):
-            from retrievekit.models.sparse import load_sparse_encoder
-
-            retriever = SparseRetriever(load_sparse_encoder(name, **loading), index, force=force)
-        else:
-            from retrievekit.models import load_encoder
-
-            retriever = DenseRetriever(load_encoder(name, **loading), index, force=force)
+    retriever = retriever_for_index(
+        index, index_dir, model=model, backend=backend, device=device, force=force, trust_remote_code=trust_remote_code
+    )
     hits = retriever.search(texts, k)
     explained: list[tuple[list, list]] = []
     if explain is not None:
@@ -160,9 +132,3 @@ def search(
             console.print(f"  {rank:>3}. {score:9.4f}  {doc}  {index.titles.get(doc, '')[:90]}")
             if why:
                 console.print("            matched: " + ", ".join(f"{t} {w:.2f}" for t, w in why), highlight=False)
-
-
-def _same_model(named: str, recorded: str) -> bool:
-    if named == recorded:
-        return True
-    return Path(named).exists() and Path(recorded).exists() and Path(named).resolve() == Path(recorded).resolve()

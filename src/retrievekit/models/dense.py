@@ -13,7 +13,14 @@ import numpy as np
 
 from retrievekit.artifacts import Manifest, atomic_directory, files_digest, fingerprint_json, write_manifest
 from retrievekit.errors import ConfigError
-from retrievekit.models.encoding import BatchRunner, ChunkOutput, EncodeStats, encode_chunks
+from retrievekit.models.encoding import (
+    BatchRunner,
+    ChunkOutput,
+    EncodeStats,
+    encode_chunks,
+    prepare_texts,
+    token_counts,
+)
 from retrievekit.models.npy_stream import NpyStreamWriter
 from retrievekit.models.spec import EncoderSpec
 from retrievekit.quantization import PRECISIONS, Int8Calibration, quantize
@@ -22,7 +29,7 @@ from retrievekit.scoring import similarity_matrix
 if TYPE_CHECKING:
     from retrievekit.models.tower import Tower
 
-__all__ = ["CALIBRATION_FILE", "DENSE_KIND", "DenseEncoder", "EncodeOptions", "EncodedFile"]
+__all__ = ["CALIBRATION_FILE", "DENSE_KIND", "DenseEncoder", "EncodeOptions", "EncodedFile", "matryoshka"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,21 @@ CALIBRATION_FILE = "int8_calibration.npy"  # the int8/uint8 ranges of a calibrat
 # every save (a trained copy keeps them) and covered by the files digest
 CARRIED_FILES = ("linking.json",)
 _SIDES = ("queries", "documents")
+
+
+def matryoshka(embeddings: np.ndarray, dimensions: int | None, *, renormalize: bool) -> np.ndarray:
+    """Keep the first ``dimensions`` of each row (all of them for None), L2-normalised again when
+    ``renormalize``: sentence-transformers' ``truncate_dim`` and OpenAI's ``dimensions``.
+
+    >>> matryoshka(np.array([[3.0, 4.0, 12.0]]), 2, renormalize=True).tolist()
+    [[0.6000000238418579, 0.800000011920929]]
+    """
+    if dimensions is not None:
+        embeddings = embeddings[:, :dimensions]
+    if renormalize:
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        embeddings = embeddings / np.maximum(norms, 1e-12)
+    return np.ascontiguousarray(embeddings, dtype=np.float32)
 
 
 class EncodeOptions(TypedDict, total=False):
@@ -142,9 +164,12 @@ class DenseEncoder:
             config = self.spec.to_dict()
             for key in ("source_format", "extra"):
                 config.pop(key)
-            for side in ("query", "document"):  # folder names do not change what the model computes
+            for side, tower in (("query", self.query_tower), ("document", self.document_tower)):
+                # folder names do not change what the model computes; an unset max_length is the
+                # tokenizer's limit, which a save writes down: the same model either way
                 config[side].pop("backbone")
                 config[side].pop("projections")
+                config[side]["max_length"] = tower.max_length
             self._fingerprint = fingerprint_json(
                 {
                     "weights": [t.digest() for t in towers],
@@ -310,13 +335,18 @@ class DenseEncoder:
         )
 
     def _finish(self, embeddings: np.ndarray, normalize: bool | None, truncate_dim: int | None) -> np.ndarray:
-        if truncate_dim is not None:
-            embeddings = embeddings[:, :truncate_dim]
         renormalize = normalize if normalize is not None else (self.normalizes and truncate_dim is not None)
-        if renormalize:
-            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-            embeddings = embeddings / np.maximum(norms, 1e-12)
-        return np.ascontiguousarray(embeddings, dtype=np.float32)
+        return matryoshka(embeddings, truncate_dim, renormalize=renormalize)
+
+    def token_counts(
+        self, texts: Sequence[str], side: str = "documents", *, max_length: int | None = None
+    ) -> tuple[list[int], list[bool]]:
+        """Tokens each text takes on ``side`` (prompt and special tokens included, at most the
+        model's limit) and whether it would be cut; nothing is run."""
+        tower = self._tower(side)
+        prompt = self.spec.query_prompt if side == "queries" else self.spec.document_prompt
+        prepared = prepare_texts(list(texts), prompt, tower.spec.do_lower_case)
+        return token_counts(tower.tokenizer, prepared, self._effective_max_length(side, max_length))
 
     # ---- saving ------------------------------------------------------------------------------
     def save(self, directory: str | Path, *, overwrite: bool = True, training: dict | None = None) -> Path:

@@ -44,6 +44,8 @@ __all__ = [
     "encode_items",
     "encode_pair_chunks",
     "pad_batch",
+    "prepare_texts",
+    "token_counts",
     "tokenize_chunk",
     "tokenize_pairs",
     "tokenize_with_layout",
@@ -251,6 +253,25 @@ def tokenize_chunk(tokenizer: Any, texts: list[str], max_length: int) -> Tokeniz
         for i, row in zip(too_long, cut, strict=True):
             ids[i] = row
     return TokenizedChunk(ids, len(too_long))
+
+
+def prepare_texts(texts: list[str], prompt: str = "", lowercase: bool = False) -> list[str]:
+    """The texts as the tokenizer sees them: the prompt in front, lowercased when the model says so."""
+    prepared = [prompt + t for t in texts] if prompt else texts
+    return [t.lower() for t in prepared] if lowercase else prepared
+
+
+def token_counts(tokenizer: Any, texts: list[str], max_length: int) -> tuple[list[int], list[bool]]:
+    """Tokens each text takes (special tokens included, at most ``max_length``) and whether it had to
+    be cut: what a server reports as usage and batches by, without padding or running anything."""
+    engine = _truncating_engine(tokenizer, max_length)
+    if engine is not None:
+        encode = getattr(engine, "encode_batch_fast", engine.encode_batch)
+        encodings = encode(texts)
+        return [len(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings]
+    ids = tokenizer(texts, truncation=True, max_length=max_length + 1, padding=False,
+                    return_attention_mask=False, return_token_type_ids=False)["input_ids"]  # fmt: skip
+    return [min(len(row), max_length) for row in ids], [len(row) > max_length for row in ids]
 
 
 def tokenize_with_layout(
@@ -534,10 +555,7 @@ def encode_chunks(
 
     def tokenize(chunk: list[str]) -> TokenizedChunk:
         stats.empty += sum(1 for t in chunk if not t)
-        prepared = [prompt + t for t in chunk] if prompt else chunk
-        if lowercase:
-            prepared = [t.lower() for t in prepared]
-        return tokenize_with_layout(tokenizer, prepared, max_length, layout)
+        return tokenize_with_layout(tokenizer, prepare_texts(chunk, prompt, lowercase), max_length, layout)
 
     return encode_items(
         texts, check=check_texts, tokenize=tokenize, tokenizer=tokenizer, runners=runners, batch_size=batch_size,

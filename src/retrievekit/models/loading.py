@@ -102,12 +102,14 @@ def load_encoder(
     else:
         spec = spec.with_towers(max_length=max_length)
     if query_prompt is not None or document_prompt is not None:
-        spec = replace(
+        prompted = replace(
             spec,
             query_prompt=spec.query_prompt if query_prompt is None else query_prompt,
             document_prompt=spec.document_prompt if document_prompt is None else document_prompt,
         )
-        fingerprint = None
+        if prompted != spec:  # the prompts the folder already has change nothing
+            fingerprint = None
+        spec = prompted
     from retrievekit.models.tower import load_tower
 
     query_tower = load_tower(root, spec.query, trust_remote_code=trust_remote_code)
