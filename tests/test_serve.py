@@ -407,3 +407,17 @@ def test_sigterm_finishes_in_flight_requests(dense_dir, tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_multi_vector_model_is_refused_on_embeddings_not_given_a_wrong_shape(tiny_bert_dir, tmp_path, dense_dir):
+    from retrievekit import build_colbert
+
+    colbert = build_colbert(tiny_bert_dir, embedding_size=16, seed=3).save(tmp_path / "colbert")
+    running, _ = start(models=[f"late={colbert}", f"tiny={dense_dir}"])
+    try:
+        status, _, payload = running.request("POST", "/v1/embeddings", {"input": "a cat", "model": "late"})
+        error = json.loads(payload)["error"]
+        assert status == 400 and "multivector model" in error["message"] and "/v1/search" in error["message"]
+        assert running.request("POST", "/v1/embeddings", {"input": "a cat", "model": "tiny"})[0] == 200
+    finally:
+        running.stop()

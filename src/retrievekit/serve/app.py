@@ -153,6 +153,10 @@ def create_app(served: ServedModels, settings: ServeSettings, metrics: ServeMetr
 
     @app.post("/v1/embeddings", dependencies=auth)
     async def embeddings(body: EmbeddingsRequest) -> Any:
+        if body.model in served.other_models:
+            raise ApiError(400, f"model {body.model!r} is a {served.other_models[body.model]} model: /v1/embeddings "
+                                "gives one vector per text; search its index at /v1/search", param="model",
+                           code="model_family_not_supported")  # fmt: skip
         embedder = pick(served.embedders, body.model, "model", "model")
         texts = _input_texts(body.input)
         check_batch(len(texts), "inputs")

@@ -72,6 +72,7 @@ def load_served(
         by_path[_key(path)] = model
         loaded.append(model)
         if not _is_dense(model):  # a ColBERT or sparse model only serves its index
+            served.other_models[name] = str(getattr(model, "family", type(model).__name__))
             continue
         served.embedders[name] = ServedEmbedder.start(name, model, settings, lock, metrics.observe_batch)
     for name, path in named(rerankers, "--reranker").items():

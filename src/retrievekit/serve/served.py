@@ -153,6 +153,7 @@ class ServedModels:
     embedders: dict[str, ServedEmbedder] = field(default_factory=dict)
     rerankers: dict[str, ServedReranker] = field(default_factory=dict)
     indexes: dict[str, ServedIndex] = field(default_factory=dict)
+    other_models: dict[str, str] = field(default_factory=dict)  # name -> family of a model only its index uses
 
     def workers(self) -> list[ModelWorker]:
         served: list[Any] = [*self.embedders.values(), *self.rerankers.values(), *self.indexes.values()]
