@@ -17,7 +17,7 @@ PYTHON=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-"$VENV/bin/python" -m pip install --quiet "infinity-emb[server,torch]"
+"$VENV/bin/python" -m pip install --quiet "infinity-emb[server,torch,optimum]"
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md
 for name in ("torch", "transformers", "sentence-transformers", "infinity-emb", "fastapi", "uvicorn"):

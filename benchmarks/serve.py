@@ -231,7 +231,7 @@ def main() -> None:
     for name, engine in (("infinity", "torch"), ("infinity-optimum", "optimum")):
         servers[name] = ([str(args.infinity_python), "-m", "infinity_emb.cli", "v2", "--model-id", args.model,
                           "--served-model-name", "bench", "--engine", engine, "--device", "cpu", "--port", "{port}",
-                          "--host", "127.0.0.1", "--no-model-warmup"], "/health", "bench")  # fmt: skip
+                          "--host", "127.0.0.1", "--url-prefix", "/v1", "--no-model-warmup"], "/v1/health", "bench")  # fmt: skip
     rows: list[dict] = []
     started: dict[str, Process] = {}
     for name in args.servers:
