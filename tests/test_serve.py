@@ -170,7 +170,7 @@ def test_dimensions_truncate_and_renormalise(server, encoder):
 
 def test_concurrent_requests_each_get_their_own_vectors_in_order(server, encoder):
     rng = np.random.default_rng(0)
-    words = "cell protein bone vitamin cat dog mat gene virus health".split()
+    words = ["cell", "protein", "bone", "vitamin", "cat", "dog", "mat", "gene", "virus", "health"]
     batches = [[" ".join(rng.choice(words, size=rng.integers(1, 30))) for _ in range(rng.integers(1, 9))]
                for _ in range(24)]  # fmt: skip
 
@@ -284,8 +284,8 @@ def test_rerank_routes_equal_predict(server, reranker_dir):
     query, docs = "vitamin d", ["bone health and vitamin d", "a cat", "protein folding"]
     scores = model.predict([(query, d) for d in docs])
     logits = model.logits([(query, d) for d in docs])
-    status, _, payload = server.request("POST", "/v1/rerank",
-                                        {"query": query, "documents": docs, "top_n": 2, "return_documents": True})  # fmt: skip
+    body = {"query": query, "documents": docs, "top_n": 2, "return_documents": True}
+    status, _, payload = server.request("POST", "/v1/rerank", body)
     assert status == 200
     results = json.loads(payload)["results"]
     order = np.argsort(-scores)
@@ -371,14 +371,17 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_lives_on():
 
 
 # ---- the command: SIGTERM finishes in-flight requests -----------------------------------------------
-def test_sigterm_finishes_in_flight_requests(dense_dir, tmp_path):
+@pytest.mark.parametrize("http_server", ["uvicorn", "granian"])
+def test_sigterm_finishes_in_flight_requests(dense_dir, tmp_path, http_server):
+    if http_server == "granian":
+        pytest.importorskip("granian")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = dict(os.environ, RETRIEVEKIT_API_KEY=KEY)
     process = subprocess.Popen(
         [sys.executable, "-m", "retrievekit", "serve", "--model", f"tiny={dense_dir}", "--port", str(port),
-         "--batch-wait-ms", "800"],
+         "--batch-wait-ms", "800", "--server", http_server],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -50,12 +50,15 @@ from retrievekit.cli._output import console
               "them with 413.")  # fmt: skip
 @click.option("--max-body-bytes", type=click.IntRange(1), default=16 * 1024 * 1024, show_default=True,
               help="Request bodies past this get 413.")  # fmt: skip
+@click.option("--server", "http_server", type=click.Choice(["uvicorn", "granian"]), default="uvicorn",
+              show_default=True,
+              help="The HTTP server: uvicorn, or granian (Rust; install it with pip install granian).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads for the models (default: every core this process may use). One batch runs at a "
               "time on them.")  # fmt: skip
 def serve(models, rerankers, indexes, corpora, host, port, api_key, backend, device, trust_remote_code,
           max_batch_tokens, batch_wait_ms, max_client_batch, max_queue, request_timeout, truncate, max_body_bytes,
-          threads) -> None:  # fmt: skip
+          http_server, threads) -> None:  # fmt: skip
     """Serve embedding models, rerankers and indexes over HTTP (needs the 'serve' extra).
 
     \b
@@ -76,9 +79,10 @@ def serve(models, rerankers, indexes, corpora, host, port, api_key, backend, dev
     """
     from retrievekit._optional import require
 
-    for module in ("fastapi", "orjson", "prometheus_client"):
+    for module in ("fastapi", "orjson", "prometheus_client", "uvicorn"):
         require(module, extra="serve", purpose="retrievekit serve")
-    uvicorn = require("uvicorn", extra="serve", purpose="retrievekit serve")
+    if http_server == "granian":
+        require("granian", extra="serve", purpose="--server granian (pip install granian)")
     from retrievekit.serve.app import create_app
     from retrievekit.serve.loading import load_served
     from retrievekit.serve.metrics import ServeMetrics
@@ -106,6 +110,31 @@ def serve(models, rerankers, indexes, corpora, host, port, api_key, backend, dev
     what += [f"{n} (index)" for n in served.indexes]
     console.print(f"serving {', '.join(what)} on http://{host}:{port} (ready in {time.perf_counter() - started:.1f} s)"
                   + ("; API key required" if api_key else ""), highlight=False)  # fmt: skip
-    config = uvicorn.Config(create_app(served, settings, metrics), host=host, port=port, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=int(request_timeout) + 1)  # fmt: skip
+    app = create_app(served, settings, metrics)
+    if http_server == "granian":
+        _run_granian(app, host, port)
+        return
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=int(request_timeout) + 1)  # fmt: skip
     uvicorn.Server(config).run()
+
+
+def _run_granian(app: object, host: str, port: int) -> None:
+    """granian's embedded server in this process (the models are loaded once, here); SIGTERM and
+    SIGINT stop it after the requests in flight."""
+    import asyncio
+    import signal
+
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    async def run() -> None:
+        server = Server(app, address=host, port=port, interface=Interfaces.ASGI, log_enabled=False)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.stop)
+        await server.serve()
+
+    asyncio.run(run())
