@@ -298,7 +298,7 @@ def test_rerank_routes_equal_predict(server, reranker_dir):
     assert np.allclose([r["score"] for r in tei], logits[order], atol=1e-5)
 
 
-def test_search_equals_the_retriever_and_reranks(server, index_dir, dense_dir):
+def test_search_equals_the_retriever_and_reranks(server, index_dir, dense_dir, reranker_dir):
     from retrievekit.index import load_index
     from retrievekit.retrieval.from_index import retriever_for_index
 
@@ -311,9 +311,18 @@ def test_search_equals_the_retriever_and_reranks(server, index_dir, dense_dir):
     for got, want in zip(results, expected, strict=True):
         assert [h["id"] for h in got["hits"]] == want.ids
         assert np.allclose([h["score"] for h in got["hits"]], want.scores, atol=1e-5)
-    status, _, payload = server.request("POST", "/v1/search", {"query": queries[0], "k": 2, "rerank": True,
-                                                               "rerank_top_k": 5})  # fmt: skip
-    assert status == 200 and len(json.loads(payload)["results"][0]["hits"]) == 2
+    from conftest import TOY_BEIR
+    from retrievekit.data.readers import iter_documents
+    from retrievekit.models.cross_encoder import load_cross_encoder
+
+    texts = {d.id: d.full_text for d in iter_documents(TOY_BEIR / "corpus.jsonl")}
+    cross = load_cross_encoder(reranker_dir)
+    body = {"queries": queries, "k": 2, "rerank": "ce", "rerank_top_k": 5}
+    status, _, payload = server.request("POST", "/v1/search", body)
+    assert status == 200
+    for query, got, first in zip(queries, json.loads(payload)["results"], retriever.search(queries, 5), strict=True):
+        scores = cross.predict([(query, texts[d]) for d in first.ids])
+        assert [h["id"] for h in got["hits"]] == [first.ids[i] for i in np.argsort(-scores, kind="stable")[:2]]
     status, _, payload = server.request("POST", "/v1/search", {"index": "nope", "query": "x"})
     assert status == 404 and "no index named 'nope'" in json.loads(payload)["error"]["message"]
 

@@ -238,10 +238,13 @@ def create_app(served: ServedModels, settings: ServeSettings, metrics: ServeMetr
             raise ApiError(400, f"index {served_index.name!r} has no document texts to rerank with: start the server "
                                 f"with --corpus {served_index.name}=CORPUS", param="rerank")  # fmt: skip
         name = body.rerank if isinstance(body.rerank, str) else None
+        tops = [h.ids[: body.rerank_top_k] for h in hits]
+        texts = served_index.documents
+        # every query's pairs are queued at once, so the reranker batches them together
+        scored = await asyncio.gather(*(score(name, q, [texts.get(d, "") for d in top], "rerank")
+                                        for q, top in zip(queries, tops, strict=True)))  # fmt: skip
         reranked = []
-        for query, h in zip(queries, hits, strict=True):
-            top = h.ids[: body.rerank_top_k]
-            reranker, logits, _ = await score(name, query, [served_index.documents.get(d, "") for d in top], "rerank")
+        for top, (reranker, logits, _) in zip(tops, scored, strict=True):
             scores = reranker.activate(logits)
             order = np.argsort(-scores, kind="stable")
             reranked.append(Hits([top[i] for i in order], scores[order].astype(np.float64)))
