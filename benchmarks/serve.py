@@ -226,8 +226,9 @@ def main() -> None:
     servers: dict[str, tuple[list[str], str, str]] = {}  # name -> (command, health path, model name)
     exe = str(Path(sys.executable).parent / "retrievekit")
     for name, backend in (("retrievekit", "torch"), ("retrievekit-onnx", "onnx")):
+        # a long timeout: at 64 clients x 32 long documents a request waits minutes on 2 cores (infinity has none)
         servers[name] = ([exe, "serve", "--model", f"bench={args.model}", "--backend", backend, "--threads",
-                          str(args.threads), "--port", "{port}"], "/health", "bench")  # fmt: skip
+                          str(args.threads), "--request-timeout", "900", "--port", "{port}"], "/health", "bench")  # fmt: skip
     for name, engine in (("infinity", "torch"), ("infinity-optimum", "optimum")):
         servers[name] = ([str(args.infinity_python), "-m", "infinity_emb.cli", "v2", "--model-id", args.model,
                           "--served-model-name", "bench", "--engine", engine, "--device", "cpu", "--port", "{port}",
