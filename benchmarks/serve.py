@@ -184,6 +184,9 @@ def main() -> None:
     parser.add_argument(
         "--infinity-python", type=Path, default=ROOT / "benchmarks" / ".venv-infinity" / "bin" / "python"
     )
+    parser.add_argument("--peer-python", type=Path, default=ROOT / "benchmarks" / ".venv-peer" / "bin" / "python",
+                        help="the environment of make_peer_env.sh: exports sentence-transformers' int8 ONNX model "
+                        "for this CPU into infinity's copy of the model, which its optimum engine then serves")  # fmt: skip
     parser.add_argument(
         "--servers", nargs="+", default=["retrievekit", "retrievekit-onnx", "infinity", "infinity-optimum"]
     )
@@ -223,6 +226,7 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TOKENIZERS_PARALLELISM="true", HF_HUB_OFFLINE="1", INFINITY_ANONYMOUS_USAGE_STATS="0",
                DO_NOT_TRACK="1")  # fmt: skip
+    peer_model = _infinity_model(args)
     servers: dict[str, tuple[list[str], str, str]] = {}  # name -> (command, health path, model name)
     exe = str(Path(sys.executable).parent / "retrievekit")
     for name, backend in (("retrievekit", "torch"), ("retrievekit-onnx", "onnx")):
@@ -230,7 +234,7 @@ def main() -> None:
         servers[name] = ([exe, "serve", "--model", f"bench={args.model}", "--backend", backend, "--threads",
                           str(args.threads), "--request-timeout", "900", "--port", "{port}"], "/health", "bench")  # fmt: skip
     for name, engine in (("infinity", "torch"), ("infinity-optimum", "optimum")):
-        servers[name] = ([str(args.infinity_python), "-m", "infinity_emb.cli", "v2", "--model-id", args.model,
+        servers[name] = ([str(args.infinity_python), "-m", "infinity_emb.cli", "v2", "--model-id", peer_model,
                           "--served-model-name", "bench", "--engine", engine, "--device", "cpu", "--port", "{port}",
                           "--host", "127.0.0.1", "--url-prefix", "/v1", "--no-model-warmup"], "/health", "bench")  # fmt: skip
     rows: list[dict] = []
@@ -274,6 +278,25 @@ def main() -> None:
                "settings": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_tables(rows, offline, overload)
+
+
+def _infinity_model(args: argparse.Namespace) -> str:
+    """infinity's copy of the model folder: without retrievekit's ONNX exports (its optimum engine
+    would pick them up), with sentence-transformers' int8 ONNX build for this CPU when the peer
+    environment can make it (infinity's optimum engine prefers a quantised file: its fastest)."""
+    import shutil
+
+    target = args.output / "infinity-model"
+    if not target.exists():
+        shutil.copytree(args.model, target, ignore=shutil.ignore_patterns("retrievekit-onnx"))
+        if args.peer_python.exists():
+            script = ("import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; "
+                      "from sentence_transformers import SentenceTransformer; from _peer import export_st_quantized; "
+                      f"m = SentenceTransformer({str(target)!r}, device='cpu', backend='onnx'); "
+                      f"print(export_st_quantized(m, Path({str(target)!r})))")  # fmt: skip
+            done = subprocess.run([str(args.peer_python), "-c", script], cwd=ROOT, capture_output=True, text=True)
+            print(f"infinity's model: {target} ({done.stdout.strip() or 'no int8 export: ' + done.stderr[-300:]})")
+    return str(target)
 
 
 def _overload(args: argparse.Namespace, env: dict[str, str], workload: tuple[list, list], exe: str) -> dict:

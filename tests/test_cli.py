@@ -107,3 +107,13 @@ def test_console_script_runs_and_logs_only_from_the_cli():
         "0",
         "30",
     ]
+
+
+def test_tables_print_brackets_in_data_as_text(capsys):
+    """A linked mention "[early-onset breast cancer]" or an entity text with "[unused2]" is data, not
+    rich markup: it is printed, never swallowed as a style tag."""
+    from retrievekit.cli._output import print_table
+
+    print_table("n1: ...women to [early-onset breast cancer] and...", ("rank", "text"), [(1, "a [unused2] b")])
+    out = capsys.readouterr().out
+    assert "[early-onset breast cancer]" in out and "[unused2]" in out

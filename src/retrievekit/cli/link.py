@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from retrievekit.cli._model_options import load_from_options, model_options
@@ -69,12 +71,17 @@ def link(ctx, bm25, mentions, entities, dictionary, rerank_model, rerank_top_k, 
     linked = linker.link(found, k, group="concepts", batch_size=batch_size)
     for mention, answer in zip(found, linked, strict=True):
         rows = [
-            (n, f"{float(score):.4f}", ids[0], titles.get(ids[0], "")[:60], text[:60])
+            (n, f"{float(score):.4f}", ids[0], titles.get(ids[0], "")[:60], _shown(text, fmt)[:60])
             for n, (ids, score, text) in enumerate(zip(answer.ids, answer.scores, answer.texts, strict=True), start=1)
         ]  # fmt: skip
         gold = f"  (gold: {', '.join(mention.labels)})" if mention.labels else ""
         context = f"...{mention.context_left[-40:]}[{mention.mention}]{mention.context_right[:40]}..."
         print_table(f"{mention.id}: {context}{gold}", ("rank", "score", "id", "title", "matched text"), rows)
+
+
+def _shown(text: str, fmt: Any) -> str:
+    """An entity's text for display: the title marker shown as " | "."""
+    return text.replace(f" {fmt.title_marker} ", " | ").replace(fmt.title_marker, " | ") if fmt.title_marker else text
 
 
 @link.command("evaluate")
