@@ -421,15 +421,35 @@ def test_sigterm_finishes_in_flight_requests(dense_dir, tmp_path, http_server):
             process.kill()
 
 
-def test_a_multi_vector_model_is_refused_on_embeddings_not_given_a_wrong_shape(tiny_bert_dir, tmp_path, dense_dir):
-    from retrievekit import build_colbert
+def test_multi_vector_and_sparse_models_answer_on_encode_never_with_a_wrong_shape(
+    tiny_bert_dir, tiny_mlm_dir, tmp_path, dense_dir, encoder
+):
+    from retrievekit import build_colbert, load_model
+    from retrievekit.models.sparse import load_sparse_encoder
 
-    colbert = build_colbert(tiny_bert_dir, embedding_size=16, seed=3).save(tmp_path / "colbert")
-    running, _ = start(models=[f"late={colbert}", f"tiny={dense_dir}"])
+    colbert_dir = build_colbert(tiny_bert_dir, embedding_size=16, seed=3).save(tmp_path / "colbert")
+    sparse_dir = load_sparse_encoder(tiny_mlm_dir).save(tmp_path / "sparse")
+    running, _ = start(models=[f"late={colbert_dir}", f"splade={sparse_dir}", f"tiny={dense_dir}"])
     try:
-        status, _, payload = running.request("POST", "/v1/embeddings", {"input": "a cat", "model": "late"})
-        error = json.loads(payload)["error"]
-        assert status == 400 and "multivector model" in error["message"] and "/v1/search" in error["message"]
-        assert running.request("POST", "/v1/embeddings", {"input": "a cat", "model": "tiny"})[0] == 200
+        for name in ("late", "splade"):
+            status, _, payload = running.request("POST", "/v1/embeddings", {"input": "a cat", "model": name})
+            error = json.loads(payload)["error"]
+            assert status == 400 and "/v1/encode" in error["message"] and error["code"] == "model_family_not_supported"
+        colbert, splade = load_model(colbert_dir), load_model(sparse_dir)
+        status, _, payload = running.request("POST", "/v1/encode", {"input": TEXTS, "model": "late",
+                                                                     "input_type": "query"})  # fmt: skip
+        assert status == 200 and json.loads(payload)["family"] == "multivector"
+        expected = colbert.encode_queries(TEXTS)
+        for row, want in zip(json.loads(payload)["data"], expected, strict=True):
+            assert row["object"] == "multi_vector" and np.abs(np.array(row["embeddings"]) - want).max() < 1e-6
+        status, _, payload = running.request("POST", "/v1/encode", {"input": TEXTS, "model": "splade"})
+        expected = splade.encode_documents(TEXTS)
+        for i, row in enumerate(json.loads(payload)["data"]):
+            indices, values = expected.row(i)
+            assert row["object"] == "sparse_embedding" and row["indices"] == indices.tolist()
+            assert np.abs(np.array(row["values"]) - values).max() < 1e-6
+        status, _, payload = running.request("POST", "/v1/encode", {"input": TEXTS, "model": "tiny"})
+        got = np.array([row["embedding"] for row in json.loads(payload)["data"]])
+        assert np.abs(got - encoder.encode_documents(TEXTS)).max() < 1e-6
     finally:
         running.stop()

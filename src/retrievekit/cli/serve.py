@@ -13,8 +13,8 @@ from retrievekit.cli._output import console
 
 @click.command()
 @click.option("--model", "-m", "models", multiple=True,
-              help="An embedding model to serve at /v1/embeddings: PATH, 'minilm', or NAME=PATH (repeatable; "
-              "clients pick it by NAME in 'model').")  # fmt: skip
+              help="A model to serve: PATH, 'minilm', or NAME=PATH (repeatable; clients pick it by NAME in "
+              "'model'). Dense models answer on /v1/embeddings, every family on /v1/encode.")  # fmt: skip
 @click.option("--reranker", "rerankers", multiple=True,
               help="A reranker (cross-encoder or LLM reranker folder) for /v1/rerank, /rerank and search "
               "reranking: PATH or NAME=PATH (repeatable).")  # fmt: skip
@@ -65,6 +65,7 @@ def serve(models, rerankers, indexes, corpora, host, port, api_key, backend, dev
     Routes:
       POST /v1/embeddings   OpenAI's schema (float or base64, dimensions); "input_type": "query"
                             encodes with the model's query side
+      POST /v1/encode       any family: a vector, ColBERT token vectors, or sparse indices and values
       POST /v1/rerank       Cohere's/infinity's schema (query, documents, top_n, return_documents)
       POST /rerank          text-embeddings-inference's schema (query, texts, raw_scores, return_text)
       POST /v1/search       {"index", "query" | "queries", "k", "rerank", "rerank_top_k"}

@@ -21,7 +21,13 @@ from starlette.responses import Response
 
 from retrievekit.serve.batcher import ModelWorker, QueueFull
 from retrievekit.serve.metrics import ServeMetrics
-from retrievekit.serve.schemas import EmbeddingsRequest, RerankRequest, SearchRequest, TeiRerankRequest
+from retrievekit.serve.schemas import (
+    EmbeddingsRequest,
+    EncodeRequest,
+    RerankRequest,
+    SearchRequest,
+    TeiRerankRequest,
+)
 from retrievekit.serve.served import SIDES, ServedModels
 from retrievekit.serve.settings import ServeSettings
 
@@ -153,9 +159,10 @@ def create_app(served: ServedModels, settings: ServeSettings, metrics: ServeMetr
 
     @app.post("/v1/embeddings", dependencies=auth)
     async def embeddings(body: EmbeddingsRequest) -> Any:
-        if body.model in served.other_models:
-            raise ApiError(400, f"model {body.model!r} is a {served.other_models[body.model]} model: /v1/embeddings "
-                                "gives one vector per text; search its index at /v1/search", param="model",
+        if body.model in served.encoders:
+            raise ApiError(400, f"model {body.model!r} is a {served.encoders[body.model].family} model: "
+                                "/v1/embeddings gives one vector per text; use POST /v1/encode (token vectors, or "
+                                "indices and values) or search its index at /v1/search", param="model",
                            code="model_family_not_supported")  # fmt: skip
         embedder = pick(served.embedders, body.model, "model", "model")
         texts = _input_texts(body.input)
@@ -185,6 +192,36 @@ def create_app(served: ServedModels, settings: ServeSettings, metrics: ServeMetr
         return _json({"object": "list", "data": data, "model": embedder.name,
                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
                      headers=truncation_headers(truncated))  # fmt: skip
+
+    @app.post("/v1/encode", dependencies=auth)
+    async def encode(body: EncodeRequest) -> Any:
+        """retrievekit's extension for every family: a dense model's vector, a ColBERT model's token
+        vectors, a sparse model's indices and values."""
+        table: dict[str, Any] = {**served.embedders, **served.encoders}
+        model = pick(table, body.model, "model", "model")
+        texts = _input_texts(body.input)
+        check_batch(len(texts), "inputs")
+        side = SIDES[body.input_type]
+        lengths, cut = await asyncio.to_thread(model.count, texts, side)
+        if any(cut) and not settings.truncate:
+            raise ApiError(413, f"input[{cut.index(True)}] is longer than the model's limit; shorten it, or start "
+                                "the server with --truncate", param="input", code="input_too_long")  # fmt: skip
+        outputs = await call(model.worker, side, texts, lengths)
+        family = getattr(model, "family", "dense")
+        data: list[dict[str, Any]] = []
+        for i, output in enumerate(outputs):
+            if family == "multivector":
+                data.append({"object": "multi_vector", "index": i, "embeddings": np.asarray(output, np.float32)})
+            elif family == "sparse":
+                indices, values = output
+                data.append({"object": "sparse_embedding", "index": i, "indices": np.asarray(indices, np.int64),
+                             "values": np.asarray(values, np.float32)})  # fmt: skip
+            else:
+                data.append({"object": "embedding", "index": i, "embedding": np.asarray(output, np.float32)})
+        tokens = int(sum(lengths))
+        return _json({"object": "list", "model": model.name, "family": family, "data": data,
+                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+                     headers=truncation_headers(sum(cut)))  # fmt: skip
 
     async def score(name: str | None, query: str, documents: list[str], param: str) -> tuple[Any, np.ndarray, int]:
         reranker = pick(served.rerankers, name, "reranker", param)

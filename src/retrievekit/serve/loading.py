@@ -10,7 +10,14 @@ from typing import Any
 
 from retrievekit.errors import ConfigError
 from retrievekit.serve.metrics import ServeMetrics
-from retrievekit.serve.served import ServedEmbedder, ServedIndex, ServedModels, ServedReranker, limit_threads
+from retrievekit.serve.served import (
+    ServedEmbedder,
+    ServedEncoder,
+    ServedIndex,
+    ServedModels,
+    ServedReranker,
+    limit_threads,
+)
 from retrievekit.serve.settings import ServeSettings
 
 __all__ = ["load_served", "named"]
@@ -71,10 +78,10 @@ def load_served(
         model = load_model(path, **loading)
         by_path[_key(path)] = model
         loaded.append(model)
-        if not _is_dense(model):  # a ColBERT or sparse model only serves its index
-            served.other_models[name] = str(getattr(model, "family", type(model).__name__))
-            continue
-        served.embedders[name] = ServedEmbedder.start(name, model, settings, lock, metrics.observe_batch)
+        if _is_dense(model):
+            served.embedders[name] = ServedEmbedder.start(name, model, settings, lock, metrics.observe_batch)
+        else:  # ColBERT or sparse: /v1/encode, and the index built with it
+            served.encoders[name] = ServedEncoder.start(name, model, settings, lock, metrics.observe_batch)
     for name, path in named(rerankers, "--reranker").items():
         model = load_reranker(path, **loading)
         served.rerankers[name] = ServedReranker.start(name, model, settings, lock, metrics.observe_batch)

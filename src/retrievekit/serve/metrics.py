@@ -9,7 +9,7 @@ from retrievekit.serve.batcher import BatchRecord, ModelWorker
 
 __all__ = ["ServeMetrics"]
 
-_ROUTES = ("/v1/embeddings", "/v1/rerank", "/rerank", "/v1/search", "/v1/models", "/health", "/metrics")
+_ROUTES = ("/v1/embeddings", "/v1/encode", "/v1/rerank", "/rerank", "/v1/search", "/v1/models", "/health", "/metrics")
 _POWERS = tuple(float(2**i) for i in range(0, 15))
 
 

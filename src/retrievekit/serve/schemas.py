@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EmbeddingsRequest", "RerankRequest", "SearchRequest", "TeiRerankRequest"]
+__all__ = ["EmbeddingsRequest", "EncodeRequest", "RerankRequest", "SearchRequest", "TeiRerankRequest"]
 
 
 class _Body(BaseModel):
@@ -24,6 +24,14 @@ class EmbeddingsRequest(_Body):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
+    input_type: Literal["query", "document"] = "document"
+
+
+class EncodeRequest(_Body):
+    """retrievekit's ``POST /v1/encode``: any family's output for ``input`` (see the route)."""
+
+    input: Any
+    model: str | None = None
     input_type: Literal["query", "document"] = "document"
 
 

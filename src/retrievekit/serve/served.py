@@ -15,7 +15,7 @@ from retrievekit.hits import Hits
 from retrievekit.serve.batcher import BatchRecord, ModelWorker
 from retrievekit.serve.settings import ServeSettings
 
-__all__ = ["ServedEmbedder", "ServedIndex", "ServedModels", "ServedReranker", "limit_threads"]
+__all__ = ["ServedEmbedder", "ServedEncoder", "ServedIndex", "ServedModels", "ServedReranker", "limit_threads"]
 
 SIDES = {"query": "queries", "document": "documents"}
 
@@ -77,6 +77,49 @@ class ServedEmbedder:
         e = self.encoder
         return {"type": "embeddings", "dimension": self.dimension, "normalized": bool(e.normalizes),
                 "max_length": int(e.max_length), "backend": str(e.backend)}  # fmt: skip
+
+
+@dataclass
+class ServedEncoder:
+    """A ColBERT (multi-vector) or learned sparse model behind ``/v1/encode``: per text, its token
+    vectors or its (indices, values)."""
+
+    name: str
+    model: Any
+    worker: ModelWorker
+
+    @classmethod
+    def start(cls, name: str, model: Any, settings: ServeSettings, lock: threading.Lock,
+              on_batch: Callable[[BatchRecord], None] | None = None) -> ServedEncoder:  # fmt: skip
+        from retrievekit.outputs import MultiVectors, SparseVectors
+
+        family = getattr(model, "family", type(model).__name__)
+        if family not in ("multivector", "sparse"):
+            raise ConfigError(
+                f"model {name!r} is a {family} model: the server serves dense, multi-vector and sparse models"
+            )
+
+        def run(side: str, texts: list[str]) -> list[Any]:
+            output = model.encode_documents(texts) if side == "documents" else model.encode_queries(texts)
+            if isinstance(output, MultiVectors):
+                return [np.asarray(output[i]) for i in range(len(output))]
+            if isinstance(output, SparseVectors):
+                return [output.row(i) for i in range(len(output))]
+            raise ConfigError(f"model {name!r} returned {type(output).__name__}")
+
+        return cls(name, model, _worker(name, run, settings, lock, on_batch))
+
+    @property
+    def family(self) -> str:
+        return str(self.model.family)
+
+    def count(self, texts: list[str], side: str) -> tuple[list[int], list[bool]]:
+        from retrievekit.models.encoding import token_counts
+
+        return token_counts(self.model.tower.tokenizer, texts, int(self.model.max_length))
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "encode", "family": self.family, "max_length": int(self.model.max_length)}
 
 
 @dataclass
@@ -153,10 +196,11 @@ class ServedModels:
     embedders: dict[str, ServedEmbedder] = field(default_factory=dict)
     rerankers: dict[str, ServedReranker] = field(default_factory=dict)
     indexes: dict[str, ServedIndex] = field(default_factory=dict)
-    other_models: dict[str, str] = field(default_factory=dict)  # name -> family of a model only its index uses
+    encoders: dict[str, ServedEncoder] = field(default_factory=dict)  # multi-vector and sparse models
 
     def workers(self) -> list[ModelWorker]:
-        served: list[Any] = [*self.embedders.values(), *self.rerankers.values(), *self.indexes.values()]
+        served: list[Any] = [*self.embedders.values(), *self.encoders.values(), *self.rerankers.values(),
+                             *self.indexes.values()]  # fmt: skip
         return [s.worker for s in served]
 
     def stop(self) -> None:
