@@ -12,17 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${INFINITY_VENV:-benchmarks/.venv-infinity}
-PYTHON=${PYTHON:-python3}
-
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
+source benchmarks/_venv.sh  # the venv, pip, the CPU torch wheel
 "$VENV/bin/python" -m pip install --quiet "infinity-emb[server,torch,optimum]"
-"$VENV/bin/python" - <<'PY'
-import importlib.metadata as md
-for name in ("torch", "transformers", "sentence-transformers", "infinity-emb", "fastapi", "uvicorn"):
-    try:
-        print(f"{name:>22} {md.version(name)}")
-    except md.PackageNotFoundError:
-        print(f"{name:>22} -")
-PY
+print_versions torch transformers sentence-transformers infinity-emb fastapi uvicorn

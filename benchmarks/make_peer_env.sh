@@ -18,18 +18,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PEER_VENV:-benchmarks/.venv-peer}
-PYTHON=${PYTHON:-python3}
-
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
+source benchmarks/_venv.sh  # the venv, pip, the CPU torch wheel
 "$VENV/bin/python" -m pip install --quiet -e ".[onnx,faiss,plaid,sparse,bm25,eval,train]" \
     "sentence-transformers==5.3.0" "transformers>=4.57,<4.58" "optimum-onnx[onnxruntime]==0.1.0" \
     "datasets>=2.20" "accelerate>=0.31" "pandas>=2.2.1" "ujson==5.12.0" "ninja" "scipy"
 "$VENV/bin/python" -m pip install --quiet --no-deps "pylate==1.6.0" "fastkmeans==0.5.0" "FlagEmbedding==1.4.2"
 "$VENV/bin/python" -m pip install --quiet "peft>=0.17"  # FlagEmbedding imports it at package import
-"$VENV/bin/python" - <<'PY'
-import importlib.metadata as md
-for name in ("torch", "transformers", "sentence-transformers", "optimum-onnx", "onnxruntime", "pylate", "FlagEmbedding", "retrievekit"):
-    print(f"{name:>22} {md.version(name)}")
-PY
+print_versions torch transformers sentence-transformers optimum-onnx onnxruntime pylate FlagEmbedding retrievekit

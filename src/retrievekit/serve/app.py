@@ -136,6 +136,20 @@ def create_app(served: ServedModels, settings: ServeSettings, metrics: ServeMetr
                            code="model_not_found" if what != "index" else "index_not_found", param=param)  # fmt: skip
         return table[name]
 
+    async def encode_input(model: Any, given: Any, input_type: str) -> tuple[list[Any], int, int]:
+        """The one path of /v1/embeddings and /v1/encode: check ``input``, count its tokens (refusing
+        over-long texts under --no-truncate), run it; the outputs, the tokens and the texts cut."""
+        texts = _input_texts(given)
+        check_batch(len(texts), "inputs")
+        side = SIDES[input_type]
+        lengths, cut = await asyncio.to_thread(model.count, texts, side)
+        if any(cut) and not settings.truncate:
+            raise ApiError(413, f"input[{cut.index(True)}] is longer than the model's limit of {model.max_length} "
+                                "tokens; shorten it, or start the server with --truncate", param="input",
+                           code="input_too_long")  # fmt: skip
+        outputs = await call(model.worker, side, texts, lengths)
+        return outputs, int(sum(lengths)), sum(cut)
+
     def truncation_headers(truncated: int) -> dict[str, str]:
         return {"X-Truncated-Inputs": str(truncated)} if truncated else {}
 
@@ -165,20 +179,10 @@ def create_app(served: ServedModels, settings: ServeSettings, metrics: ServeMetr
                                 "indices and values) or search its index at /v1/search", param="model",
                            code="model_family_not_supported")  # fmt: skip
         embedder = pick(served.embedders, body.model, "model", "model")
-        texts = _input_texts(body.input)
-        check_batch(len(texts), "inputs")
         if body.dimensions is not None and body.dimensions > embedder.dimension:
             raise ApiError(400, f"dimensions {body.dimensions} is above the model's {embedder.dimension}",
                            param="dimensions")  # fmt: skip
-        side = SIDES[body.input_type]
-        lengths, cut = await asyncio.to_thread(embedder.count, texts, side)
-        truncated = sum(cut)
-        if truncated and not settings.truncate:
-            first = cut.index(True)
-            raise ApiError(413, f"input[{first}] is longer than the model's limit of {embedder.encoder.max_length} "
-                                "tokens; shorten it, or start the server with --truncate", param="input",
-                           code="input_too_long")  # fmt: skip
-        rows = await call(embedder.worker, side, texts, lengths)
+        rows, tokens, truncated = await encode_input(embedder, body.input, body.input_type)
         from retrievekit.models.dense import matryoshka
 
         vectors = matryoshka(np.stack(rows), body.dimensions,
@@ -188,7 +192,6 @@ def create_app(served: ServedModels, settings: ServeSettings, metrics: ServeMetr
         else:
             encoded = list(vectors)
         data = [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(encoded)]
-        tokens = int(sum(lengths))
         return _json({"object": "list", "data": data, "model": embedder.name,
                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
                      headers=truncation_headers(truncated))  # fmt: skip
@@ -199,14 +202,7 @@ def create_app(served: ServedModels, settings: ServeSettings, metrics: ServeMetr
         vectors, a sparse model's indices and values."""
         table: dict[str, Any] = {**served.embedders, **served.encoders}
         model = pick(table, body.model, "model", "model")
-        texts = _input_texts(body.input)
-        check_batch(len(texts), "inputs")
-        side = SIDES[body.input_type]
-        lengths, cut = await asyncio.to_thread(model.count, texts, side)
-        if any(cut) and not settings.truncate:
-            raise ApiError(413, f"input[{cut.index(True)}] is longer than the model's limit; shorten it, or start "
-                                "the server with --truncate", param="input", code="input_too_long")  # fmt: skip
-        outputs = await call(model.worker, side, texts, lengths)
+        outputs, tokens, truncated = await encode_input(model, body.input, body.input_type)
         family = getattr(model, "family", "dense")
         data: list[dict[str, Any]] = []
         for i, output in enumerate(outputs):
@@ -218,10 +214,9 @@ def create_app(served: ServedModels, settings: ServeSettings, metrics: ServeMetr
                              "values": np.asarray(values, np.float32)})  # fmt: skip
             else:
                 data.append({"object": "embedding", "index": i, "embedding": np.asarray(output, np.float32)})
-        tokens = int(sum(lengths))
         return _json({"object": "list", "model": model.name, "family": family, "data": data,
                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
-                     headers=truncation_headers(sum(cut)))  # fmt: skip
+                     headers=truncation_headers(truncated))  # fmt: skip
 
     async def score(name: str | None, query: str, documents: list[str], param: str) -> tuple[Any, np.ndarray, int]:
         reranker = pick(served.rerankers, name, "reranker", param)

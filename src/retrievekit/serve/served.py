@@ -32,6 +32,11 @@ def limit_threads(model: Any, threads: int) -> None:
             runner.workers = threads
 
 
+def _encode(model: Any, side: str, texts: list[str]) -> Any:
+    """One side of any encoder family: documents or queries."""
+    return model.encode_documents(texts) if side == "documents" else model.encode_queries(texts)
+
+
 def _worker(name: str, run: Callable[[str, list[Any]], Sequence[Any]], settings: ServeSettings,
             lock: threading.Lock, on_batch: Callable[[BatchRecord], None] | None) -> ModelWorker:  # fmt: skip
     return ModelWorker(
@@ -61,14 +66,17 @@ class ServedEmbedder:
             )
 
         def run(side: str, texts: list[str]) -> list[np.ndarray]:
-            vectors = encoder.encode_documents(texts) if side == "documents" else encoder.encode_queries(texts)
-            return list(vectors)
+            return list(_encode(encoder, side, texts))
 
         return cls(name, encoder, _worker(name, run, settings, lock, on_batch))
 
     @property
     def dimension(self) -> int:
         return int(self.encoder.dimension)
+
+    @property
+    def max_length(self) -> int:
+        return int(self.encoder.max_length)
 
     def count(self, texts: list[str], side: str) -> tuple[list[int], list[bool]]:
         return self.encoder.token_counts(texts, side)
@@ -100,7 +108,7 @@ class ServedEncoder:
             )
 
         def run(side: str, texts: list[str]) -> list[Any]:
-            output = model.encode_documents(texts) if side == "documents" else model.encode_queries(texts)
+            output = _encode(model, side, texts)
             if isinstance(output, MultiVectors):
                 return [np.asarray(output[i]) for i in range(len(output))]
             if isinstance(output, SparseVectors):
@@ -113,13 +121,17 @@ class ServedEncoder:
     def family(self) -> str:
         return str(self.model.family)
 
+    @property
+    def max_length(self) -> int:
+        return int(self.model.max_length)
+
     def count(self, texts: list[str], side: str) -> tuple[list[int], list[bool]]:
         from retrievekit.models.encoding import token_counts
 
-        return token_counts(self.model.tower.tokenizer, texts, int(self.model.max_length))
+        return token_counts(self.model.tower.tokenizer, texts, self.max_length)
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "encode", "family": self.family, "max_length": int(self.model.max_length)}
+        return {"type": "encode", "family": self.family, "max_length": self.max_length}
 
 
 @dataclass
