@@ -453,3 +453,29 @@ def test_multi_vector_and_sparse_models_answer_on_encode_never_with_a_wrong_shap
         assert np.abs(got - encoder.encode_documents(TEXTS)).max() < 1e-6
     finally:
         running.stop()
+
+
+@pytest.mark.parametrize("backend", ["lancedb", "milvus"])
+def test_search_over_a_database_index(backend, tmp_path, dense_dir, index_dir):
+    """``serve --index URI`` with a LanceDB folder or a Milvus Lite file: the same hits as the flat index."""
+    pytest.importorskip({"lancedb": "lancedb", "milvus": "pymilvus"}[backend])
+    from click.testing import CliRunner
+
+    from conftest import TOY_BEIR
+    from retrievekit.cli.main import cli
+
+    uri = str(tmp_path / ("toy.db" if backend == "milvus" else "toy-lance"))
+    result = CliRunner().invoke(cli, ["index", "build", "--corpus", str(TOY_BEIR), "--model", str(dense_dir),
+                                      "--type", backend, "--uri", uri])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    running, _ = start(models=[f"tiny={dense_dir}"], indexes=[f"db={uri}", f"flat={index_dir}"])
+    try:
+        hits = {}
+        for name in ("db", "flat"):
+            body = {"index": name, "queries": ["vitamin d bone", "cat on a mat"], "k": 3}
+            status, _, payload = running.request("POST", "/v1/search", body)
+            assert status == 200, payload
+            hits[name] = [[(h["id"], round(h["score"], 4)) for h in r["hits"]] for r in json.loads(payload)["results"]]
+        assert hits["db"] == hits["flat"] and hits["db"][0]
+    finally:
+        running.stop()

@@ -41,6 +41,7 @@ __all__ = [
     "files_digest",
     "fingerprint_files",
     "fingerprint_json",
+    "manifest_from_dict",
     "read_manifest",
     "scratch_directory",
     "write_manifest",
@@ -95,16 +96,31 @@ def read_manifest(directory: str | Path, *, expected_kind: str | Iterable[str] |
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: the manifest is not valid JSON ({exc})") from exc
+    manifest = manifest_from_dict(raw, str(path))
+    if expected_kind is not None:
+        kinds = {expected_kind} if isinstance(expected_kind, str) else set(expected_kind)
+        if manifest.kind not in kinds:
+            raise ArtifactError(f"{directory}: holds a {manifest.kind!r}, expected {' or '.join(sorted(kinds))}")
+    return manifest
+
+
+def manifest_from_dict(raw: Any, where: str) -> Manifest:
+    """A manifest from its JSON object (a file's or a database's metadata), checked: its keys, and a
+    format version this retrievekit understands. ``where`` names its source in errors."""
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{where}: the manifest is not a JSON object")
     missing = [key for key in ("format_version", "kind", "config", "fingerprint") if key not in raw]
     if missing:
-        raise ArtifactError(f"{path}: the manifest lacks {', '.join(missing)}")
+        raise ArtifactError(f"{where}: the manifest lacks {', '.join(missing)}")
     version = raw["format_version"]
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ArtifactError(
-            f"{path}: format_version {version!r} is newer than this retrievekit understands "
+            f"{where}: format_version {version!r} is newer than this retrievekit understands "
             f"({FORMAT_VERSION}); upgrade retrievekit to load it"
         )
-    manifest = Manifest(
+    if not isinstance(raw["config"], dict):
+        raise ArtifactError(f"{where}: the manifest's config is not a JSON object")
+    return Manifest(
         kind=raw["kind"],
         config=raw["config"],
         fingerprint=raw["fingerprint"],
@@ -113,11 +129,6 @@ def read_manifest(directory: str | Path, *, expected_kind: str | Iterable[str] |
         retrievekit_version=raw.get("retrievekit_version", "unknown"),
         created_at=raw.get("created_at", ""),
     )
-    if expected_kind is not None:
-        kinds = {expected_kind} if isinstance(expected_kind, str) else set(expected_kind)
-        if manifest.kind not in kinds:
-            raise ArtifactError(f"{directory}: holds a {manifest.kind!r}, expected {' or '.join(sorted(kinds))}")
-    return manifest
 
 
 def fingerprint_files(paths: Iterable[str | Path], *, extra: Any = None) -> str:

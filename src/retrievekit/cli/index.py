@@ -25,16 +25,34 @@ def index() -> None:
 @click.option(
     "--type",
     "index_type",
-    type=click.Choice(["flat", "hnsw", "ivfpq", "scann", "bm25", "multivector-flat", "plaid", "sparse"]),
+    type=click.Choice(
+        ["flat", "hnsw", "ivfpq", "scann", "lancedb", "milvus", "bm25", "multivector-flat", "plaid", "sparse"]
+    ),
     default="flat",
     show_default=True,
     help="flat: exact; hnsw / ivfpq: FAISS ANN; scann: Google's ScaNN (BET's; extra scann); bm25: lexical (no "
-    "model); multivector-flat / plaid: for ColBERT "
-    "models (exact MaxSim / PLAID's compressed index); sparse: for SPLADE models (inverted index, exact).",
+    "model); lancedb / milvus: a vector database at --uri (extras lancedb, milvus); multivector-flat / plaid: "
+    "for ColBERT models (exact MaxSim / PLAID's compressed index); sparse: for SPLADE models (inverted index, exact).",
 )
 @click.option(
-    "--output", "-o", required=True, type=click.Path(file_okay=False), help="Index folder to write (atomically)."
+    "--output", "-o", default=None, type=click.Path(file_okay=False), help="Index folder to write (atomically)."
 )
+@click.option(
+    "--uri",
+    default=None,
+    help="lancedb / milvus: where the database is: a LanceDB folder; a Milvus Lite file (*.db) or a Milvus "
+    "server (http://host:19530). Its table is replaced. Default: --output.",
+)
+@click.option(
+    "--ann",
+    type=click.Choice(["flat", "hnsw", "ivf_flat", "ivf_pq"]),
+    default="flat",
+    show_default=True,
+    help="lancedb / milvus: the database's search structure (flat is exact; the others approximate, "
+    "tuned by --nprobe, --ef-search and --partitions).",
+)
+@click.option("--partitions", type=click.IntRange(1), default=None,
+              help="lancedb / milvus with an IVF --ann: cells (default: the database's).")  # fmt: skip
 @click.option(
     "--metric",
     type=click.Choice(METRICS),
@@ -99,6 +117,9 @@ def build(
     corpus,
     index_type,
     output,
+    uri,
+    ann,
+    partitions,
     metric,
     batch_size,
     M,
@@ -125,16 +146,41 @@ def build(
     Examples:
       retrievekit index build --corpus scifact --type hnsw --output runs/scifact-hnsw
       retrievekit index build --corpus scifact --type bm25 --output runs/scifact-bm25
+      retrievekit index build --corpus scifact --type lancedb --uri runs/scifact-lancedb
+      retrievekit index build --corpus scifact --type milvus --uri runs/scifact-milvus.db --ann hnsw
       retrievekit index build --corpus scifact --model runs/colbert --type plaid --output runs/scifact-plaid
       retrievekit index build --corpus scifact --model path/to/splade --type sparse --output runs/scifact-sparse
     """
+    from retrievekit.errors import ConfigError
     from retrievekit.index.build import build_index
 
+    database = index_type in ("lancedb", "milvus")
+    if database:
+        uri = uri or output
+        if uri is None:
+            raise ConfigError(f"--type {index_type} needs --uri (where the database is)")
+        if output is not None and output != uri:
+            raise ConfigError("--output and --uri name two places; a database index lives at --uri only")
+        output = uri
+    elif uri is not None:
+        raise ConfigError("--uri is for --type lancedb or milvus; other indexes are folders (--output)")
+    elif output is None:
+        raise ConfigError("--output is required: the index folder to write")
+    database_params = {
+        "uri": uri,
+        "ann": ann,
+        "partitions": partitions,
+        "nprobes": nprobe,
+        "ef": ef_search,
+        "overwrite": True,
+    }
     params = {
         "hnsw": {"M": M, "ef_construction": ef_construction, "ef_search": ef_search},
         "ivfpq": {"nlist": nlist, "nprobe": nprobe, "m": pq_m, "nbits": nbits},
         "bm25": {"stemmer": None if no_stem else "english", "stopwords": None if no_stopwords else "en"},
         "flat": {},
+        "lancedb": database_params,
+        "milvus": database_params,
         "scann": {"leaves": leaves, "leaves_to_search": leaves_to_search, "reorder": reorder},
         "multivector-flat": {},
         "sparse": {},

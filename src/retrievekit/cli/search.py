@@ -15,8 +15,8 @@ from retrievekit.cli._output import console
     "--index",
     "index_dir",
     required=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="A folder written by 'retrievekit index build'.",
+    help="A folder written by 'retrievekit index build', a LanceDB folder, a Milvus Lite file (*.db) or a "
+    "Milvus server URI (http://host:19530).",
 )
 @click.option("--query", "-q", "query_texts", multiple=True, help="A query text (repeatable).")
 @click.option(

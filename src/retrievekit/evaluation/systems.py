@@ -330,15 +330,23 @@ class DenseSpec(EncoderIndexSpec):
 
     def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
         from retrievekit.index.build import default_metric, fill_index, vector_index
+        from retrievekit.index.database import DatabaseIndex
         from retrievekit.retrieval.retriever import DenseRetriever
 
         embeddings, encode_s, cached = corpus.embeddings(self.encoder)
         started = time.perf_counter()
+        params = dict(self.index_params)
+        if getattr(index_class(self.index_type), "backend", None) and "uri" not in params:
+            # a database index lives at a URI: a fresh one in this evaluation's scratch folder
+            suffix = ".db" if self.index_type == "milvus" else ""
+            params |= {"uri": str(corpus.scratch / f"{self.index_type}-{self.name}{suffix}"), "overwrite": True}
         index = vector_index(
             self.index_type, self.encoder.dimension, default_metric(self.encoder),
-            model_fingerprint=self.encoder.fingerprint, **self.index_params,
+            model_fingerprint=self.encoder.fingerprint, **params,
         )  # fmt: skip
         fill_index(index, embeddings.ids, embeddings.vectors)
+        if isinstance(index, DatabaseIndex):
+            index.save()  # flush: the database builds its search structure (``ann``) now
         retriever = DenseRetriever(self.encoder, index, batch_size=corpus.batch_size, name=self.name)
         return BuiltRetriever(
             retriever, {"encode": encode_s, "index": time.perf_counter() - started}, {"embeddings": cached}

@@ -45,6 +45,7 @@ __all__ = [
     "PositionalIndex",
     "ReadWriteLock",
     "check_count",
+    "check_new_ids",
     "index_class",
     "load_index",
 ]
@@ -86,26 +87,7 @@ class IdTable:
 
     def check_new(self, ids: Sequence[str], *, upsert: bool) -> None:
         """Validate ids for ``add``: non-empty strings, no repeats, and no existing id unless ``upsert``."""
-        if len(set(ids)) != len(ids):
-            seen: set[str] = set()
-            duplicate = ""
-            for value in ids:
-                if value in seen:
-                    duplicate = value
-                    break
-                seen.add(value)
-            raise ConfigError(f"id {duplicate!r} appears twice in one add()")
-        for value in ids:
-            if not isinstance(value, str):
-                raise ConfigError(f"ids must be strings, got {value!r}")
-            problem = id_problem(value)
-            if problem:
-                raise ConfigError(f"id {value!r:.60} {problem}; ids are written to TREC runs and JSON")
-        existing = [i for i in ids if i in self.position]
-        if existing and not upsert:
-            raise ConfigError(
-                f"{len(existing)} id(s) already in the index (first: {existing[0]!r}); pass upsert=True to replace them"
-            )
+        check_new_ids(ids, [i for i in ids if i in self.position], upsert=upsert)
 
     def append(self, ids: Sequence[str]) -> None:
         """Give ``ids`` the next positions; an id already present is tombstoned (upsert). Call this only
@@ -147,6 +129,30 @@ class IdTable:
         if len(set(alive)) != len(alive):
             raise ArtifactError(f"{directory / 'ids.json'}: an id appears twice")
         return cls(ids, deleted)
+
+
+def check_new_ids(ids: Sequence[str], existing: Sequence[str], *, upsert: bool) -> None:
+    """Validate the ids of one ``add``: non-empty strings, no repeats, and none of ``existing`` (the
+    ones the index already holds) unless ``upsert``."""
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        duplicate = ""
+        for value in ids:
+            if value in seen:
+                duplicate = value
+                break
+            seen.add(value)
+        raise ConfigError(f"id {duplicate!r} appears twice in one add()")
+    for value in ids:
+        if not isinstance(value, str):
+            raise ConfigError(f"ids must be strings, got {value!r}")
+        problem = id_problem(value)
+        if problem:
+            raise ConfigError(f"id {value!r:.60} {problem}; ids are written to TREC runs and JSON")
+    if existing and not upsert:
+        raise ConfigError(
+            f"{len(existing)} id(s) already in the index (first: {existing[0]!r}); pass upsert=True to replace them"
+        )
 
 
 def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
@@ -407,7 +413,15 @@ class PositionalIndex(Index[Items, Queries]):
 
 def load_index(directory: str | Path, *, mmap: bool = True) -> Index[Any, Any]:
     """Load any saved index; the manifest says which kind it is. Waits while another process swaps
-    in a new version of the same folder, so it always reads one whole version."""
+    in a new version of the same folder, so it always reads one whole version. A database index
+    (a LanceDB folder, a Milvus Lite ``*.db`` path, a Milvus ``http://`` URI) is connected to."""
+    from retrievekit.index.database import database_index_type
+
+    backend = database_index_type(directory)
+    if backend is not None:
+        database: Any = index_class(backend)
+        index: Index[Any, Any] = database.connect(directory)
+        return index
     with directory_lock(directory, exclusive=False):
         return _load_index(Path(directory), mmap=mmap)
 

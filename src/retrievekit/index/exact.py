@@ -10,7 +10,7 @@ import numpy as np
 
 from retrievekit.errors import ArtifactError
 from retrievekit.index.base import check_count
-from retrievekit.index.vector import VectorIndex
+from retrievekit.index.vector import PositionalVectorIndex
 from retrievekit.scoring import dot
 
 __all__ = ["ExactIndex", "merge_top_k", "top_k"]
@@ -50,7 +50,7 @@ def merge_top_k(
     return best, np.take_along_axis(merged_positions, order, axis=1)
 
 
-class ExactIndex(VectorIndex):
+class ExactIndex(PositionalVectorIndex):
     """Brute-force search. Memory during search is bounded by ``query_batch x chunk_size`` scores,
     never queries x documents; vectors load memory-mapped."""
 

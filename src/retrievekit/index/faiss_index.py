@@ -12,7 +12,7 @@ import numpy as np
 from retrievekit._optional import require
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.index.base import check_count
-from retrievekit.index.vector import VectorIndex
+from retrievekit.index.vector import PositionalVectorIndex
 
 __all__ = ["HnswIndex", "IvfPqIndex"]
 
@@ -23,7 +23,7 @@ def _faiss():
     return require("faiss", extra="faiss", purpose="HNSW and IVF-PQ indexes")
 
 
-class _FaissIndex(VectorIndex):
+class _FaissIndex(PositionalVectorIndex):
     """FAISS holds the vectors at positions 0..n-1; ids and tombstones live in the id table.
     Removed positions are filtered inside FAISS with an id selector, so ``k`` results still come back."""
 

@@ -57,7 +57,7 @@ def index_types(family: str | None = None) -> list[str]:
     """Registered type names, of one family when given.
 
     >>> index_types("dense"), index_types("lexical")
-    (['flat', 'hnsw', 'ivfpq', 'scann'], ['bm25'])
+    (['flat', 'hnsw', 'ivfpq', 'scann', 'lancedb', 'milvus'], ['bm25'])
     """
     return [name for name, entry in _REGISTRY.items() if family is None or entry.family == family]
 
@@ -79,6 +79,12 @@ register_index_type("flat", "retrievekit.index.exact:ExactIndex", family="dense"
 register_index_type("hnsw", "retrievekit.index.faiss_index:HnswIndex", family="dense", description="FAISS HNSW")
 register_index_type("ivfpq", "retrievekit.index.faiss_index:IvfPqIndex", family="dense", description="FAISS IVF-PQ")
 register_index_type("scann", "retrievekit.index.scann_index:ScannIndex", family="dense", description="ScaNN (BET's)")
+register_index_type(
+    "lancedb", "retrievekit.index.lancedb_index:LanceDbIndex", family="dense", description="LanceDB (embedded, on disk)"
+)
+register_index_type(
+    "milvus", "retrievekit.index.milvus_index:MilvusIndex", family="dense", description="Milvus (Lite file or server)"
+)
 register_index_type("bm25", "retrievekit.index.bm25:Bm25Index", family="lexical", description="bm25s")
 register_index_type(
     "multivector-flat",

@@ -1,4 +1,10 @@
-"""The shared half of every vector index: dimensions, metrics, ids, upserts, tombstones."""
+"""The dense family's index contract (dimension, metric, checked vectors) and its positional half.
+
+:class:`VectorIndex` is what every dense index is, wherever its vectors live: in this process
+(:class:`PositionalVectorIndex`: flat, HNSW, IVF-PQ, ScaNN, with ids, upserts and tombstones kept
+by :class:`~retrievekit.index.base.IdTable`) or in a database (LanceDB, Milvus), which keeps its own
+ids. Retrievers, builders and the server accept any :class:`VectorIndex`.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,13 @@ from typing import Any
 import numpy as np
 
 from retrievekit.errors import ConfigError
-from retrievekit.index.base import PositionalIndex, check_count
+from retrievekit.index.base import Index, PositionalIndex, check_count
 from retrievekit.scoring import canonical_similarity
 
-__all__ = ["VectorIndex"]
+__all__ = ["PositionalVectorIndex", "VectorIndex"]
 
 
-class VectorIndex(PositionalIndex[np.ndarray, np.ndarray]):
+class VectorIndex(Index[np.ndarray, np.ndarray]):
     """An index over vectors. ``metric`` is a similarity of :mod:`retrievekit.scoring` (``dot``, also
     spelt ``ip``; ``cosine``; ``l2``). ``cosine`` normalises vectors on the way in, then scores by dot
     product."""
@@ -41,3 +47,7 @@ class VectorIndex(PositionalIndex[np.ndarray, np.ndarray]):
         if self.metric == "cosine":
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
+
+
+class PositionalVectorIndex(VectorIndex, PositionalIndex[np.ndarray, np.ndarray]):
+    """A vector index whose engine runs in this process and keeps items at integer positions."""
