@@ -29,7 +29,15 @@ from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.dense import DenseEncoder
 from retrievekit.quantization import PRECISIONS, SCALAR_PRECISIONS, Int8Calibration, quantize
 
-__all__ = ["EMBEDDINGS_KIND", "EmbeddingSet", "encode_to_directory", "load_embeddings"]
+__all__ = [
+    "EMBEDDINGS_KIND",
+    "EmbeddingSet",
+    "encode_to_directory",
+    "iter_encoded",
+    "kind_of_family",
+    "load_embeddings",
+    "read_encoded",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +188,10 @@ def load_embeddings(directory: str | Path, *, mmap: bool = True) -> EmbeddingSet
 def _load_embeddings(directory: Path, mmap: bool) -> EmbeddingSet:
     manifest = read_manifest(directory, expected_kind=EMBEDDINGS_KIND)
     check_contained(directory)
+    if "shards" in manifest.config:  # written by encode_with_ray: the shards, one after another
+        parts = list(iter_encoded(directory))
+        ids = [i for shard_ids, _ in parts for i in shard_ids]
+        return EmbeddingSet(ids, np.concatenate([vectors for _, vectors in parts]), manifest)
     try:
         ids = json.loads((directory / "ids.json").read_text(encoding="utf-8"))
         vectors = np.load(directory / "embeddings.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -252,3 +264,79 @@ def encode_rows_to_directory(
         )  # fmt: skip
         write_manifest(staging, manifest)
     return config
+
+
+_KINDS = {"dense": EMBEDDINGS_KIND, "multivector": MULTIVECTOR_EMBEDDINGS_KIND, "sparse": SPARSE_EMBEDDINGS_KIND}
+
+
+def kind_of_family(family: str) -> str:
+    """The manifest kind of a family's encoded folder."""
+    if family not in _KINDS:
+        raise ConfigError(f"no encoded-folder layout for {family} models")
+    return _KINDS[family]
+
+
+def _read_part(folder: Path, family: str, mmap: bool) -> tuple[list[str], Any]:
+    """One folder's ids and rows: ``embeddings.npy`` (dense) or ``vectors/`` (ColBERT, sparse)."""
+    from retrievekit.outputs import MultiVectors, SparseVectors
+
+    try:
+        ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+        if family == "dense":
+            rows: Any = np.load(folder / "embeddings.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+        else:
+            rows = (MultiVectors if family == "multivector" else SparseVectors).load(folder / "vectors", mmap=mmap)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{folder}: incomplete encoded rows ({exc})") from None
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise ArtifactError(f"{folder / 'ids.json'}: expected a list of non-empty string ids")
+    if len(ids) != len(rows):
+        raise ArtifactError(f"{folder}: {len(ids)} ids but {len(rows)} encoded rows")
+    return ids, rows
+
+
+def iter_encoded(directory: str | Path, *, mmap: bool = True) -> Iterator[tuple[list[str], Any]]:
+    """``(ids, rows)`` of an encoded folder of any family, one shard at a time: a local ``encode``
+    folder is one part; a folder written on Ray (``--engine ray``) yields its shards in corpus
+    order, so an index can be filled from a corpus larger than memory. ``rows`` is a float32
+    array (dense), :class:`~retrievekit.outputs.MultiVectors` or :class:`~retrievekit.outputs.SparseVectors`."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, expected_kind=tuple(_KINDS.values()))
+    check_contained(directory)
+    family = manifest.family or "dense"
+    shards = manifest.config.get("shards")
+    if shards is None:
+        yield _read_part(directory, family, mmap)
+        return
+    if not isinstance(shards, list):
+        raise ArtifactError(f"{directory / 'manifest.json'}: shards must be a list")
+    seen = 0
+    for shard in shards:
+        name = shard.get("name") if isinstance(shard, dict) else None
+        if not isinstance(name, str) or not name.startswith("shard-") or "/" in name or name.startswith("shard-."):
+            raise ArtifactError(f"{directory / 'manifest.json'}: a shard name must be shard-NNNNN, got {name!r}")
+        ids, rows = _read_part(directory / name, family, mmap)
+        if len(ids) != shard.get("count"):
+            raise ArtifactError(f"{directory / name}: {len(ids)} rows, the manifest says {shard.get('count')}")
+        seen += len(ids)
+        yield ids, rows
+    if seen != manifest.config.get("count"):
+        raise ArtifactError(f"{directory}: the shards hold {seen} rows, the manifest says {manifest.config.get('count')}")
+
+
+def read_encoded(directory: str | Path) -> tuple[list[str], Any, Manifest]:
+    """Every row of an encoded folder (local or sharded) in one piece, with its manifest."""
+    from retrievekit.outputs import MultiVectors, SparseVectors
+
+    directory = Path(directory)
+    manifest = read_manifest(directory, expected_kind=tuple(_KINDS.values()))
+    parts = list(iter_encoded(directory))
+    ids = [i for shard_ids, _ in parts for i in shard_ids]
+    rows = [r for _, r in parts]
+    if len(rows) == 1:
+        return ids, rows[0], manifest
+    if isinstance(rows[0], MultiVectors):
+        return ids, MultiVectors.concatenate(rows), manifest
+    if isinstance(rows[0], SparseVectors):
+        return ids, SparseVectors.concatenate(rows), manifest
+    return ids, np.concatenate(rows), manifest

@@ -37,6 +37,10 @@ class DataFormatError(RetrievekitError, ValueError):
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple[type[DataFormatError], tuple[Path, str, int | None]]:
+        """Pickled with its own arguments, so it crosses a process boundary (a Ray worker) intact."""
+        return type(self), (self.path, self.problem, self.line)
+
 
 class ArtifactError(RetrievekitError):
     """A saved directory is missing, incomplete, of the wrong kind or of an unsupported version."""

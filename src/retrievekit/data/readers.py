@@ -12,16 +12,23 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from retrievekit.data.records import Corpus, Document, Qrels, Queries, Query, Run, ScoredDocument, id_problem
 from retrievekit.errors import DataFormatError
 
+Record = TypeVar("Record", Document, Query)
+
 __all__ = [
+    "LineBlock",
     "iter_documents",
     "iter_jsonl",
     "iter_lines",
+    "iter_numbered_documents",
+    "iter_numbered_queries",
+    "line_blocks",
     "iter_queries",
     "read_corpus",
     "read_qrels",
@@ -30,18 +37,25 @@ __all__ = [
 ]
 
 
-def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+def iter_lines(
+    path: str | Path, *, start: int = 0, first_number: int = 1, limit: int | None = None
+) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` for non-blank lines, decoding UTF-8 line by line.
 
     Raises on a missing file, an empty file and bytes that are not UTF-8 (naming the line). A
-    ``.gz`` file is read through gzip.
+    ``.gz`` file is read through gzip. ``start`` (a byte offset where line ``first_number`` begins)
+    and ``limit`` (how many non-blank lines) read one block of a file (see :func:`line_blocks`).
     """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "file not found")
-    seen_content = False
+    seen_content = 0
     with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
-        for number, raw in enumerate(_raw_lines(handle, path), start=1):
+        if start:
+            handle.seek(start)
+        for number, raw in enumerate(_raw_lines(handle, path), start=first_number):
+            if limit is not None and seen_content == limit:
+                break
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -53,10 +67,43 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue
-            seen_content = True
+            seen_content += 1
             yield number, line
-    if not seen_content:
+    if not seen_content and start == 0:
         raise DataFormatError(path, "the file is empty")
+
+
+@dataclass(frozen=True)
+class LineBlock:
+    """``count`` non-blank lines of a file, the first of them line ``first_number`` at byte ``start``."""
+
+    start: int
+    first_number: int
+    count: int
+
+
+def line_blocks(path: str | Path, lines_per_block: int) -> list[LineBlock]:
+    """Cut an uncompressed file into blocks of ``lines_per_block`` non-blank lines, read as bytes
+    without parsing: what parallel readers (Ray Data tasks) each read with :func:`iter_lines`."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        raise DataFormatError(path, "a gzip file cannot be read in parallel blocks; decompress it first")
+    blocks: list[LineBlock] = []
+    offset, number, count, block_start, block_first = 0, 0, 0, 0, 1
+    with path.open("rb") as handle:
+        for raw in handle:
+            number += 1
+            if raw.strip():
+                if count == 0:
+                    block_start, block_first = offset, number
+                count += 1
+                if count == lines_per_block:
+                    blocks.append(LineBlock(block_start, block_first, count))
+                    count = 0
+            offset += len(raw)
+    if count:
+        blocks.append(LineBlock(block_start, block_first, count))
+    return blocks
 
 
 def _raw_lines(handle: Any, path: Path) -> Iterator[bytes]:
@@ -81,9 +128,9 @@ def count_records(path: str | Path) -> int:
     return count - 1 if _is_tsv(path) and header else count
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for each JSON object line."""
-    for number, line in iter_lines(path):
+def iter_jsonl(path: str | Path, **block: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each JSON object line (of one block: :func:`iter_lines`)."""
+    for number, line in iter_lines(path, **block):
         try:
             value = json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
@@ -137,8 +184,10 @@ def _is_tsv(path: Path) -> bool:
     return path.suffix.lower() in {".tsv", ".tab"}
 
 
-def _tsv_rows(path: Path, min_fields: int, max_fields: int, what: str) -> Iterator[tuple[int, list[str]]]:
-    for number, line in iter_lines(path):
+def _tsv_rows(
+    path: Path, min_fields: int, max_fields: int, what: str, **block: int
+) -> Iterator[tuple[int, list[str]]]:
+    for number, line in iter_lines(path, **block):
         fields = line.split("\t")
         if not min_fields <= len(fields) <= max_fields:
             expected = f"{min_fields}" if min_fields == max_fields else f"{min_fields} to {max_fields}"
@@ -154,60 +203,65 @@ def iter_documents(path: str | Path) -> Iterator[Document]:
 
     Duplicate ids raise, naming both lines. Only the ids are kept in memory.
     """
+    return _unique(Path(path), iter_numbered_documents(path))
+
+
+def iter_numbered_documents(path: str | Path, **block: int) -> Iterator[tuple[int, Document]]:
+    """``(line number, document)`` of a file or of one block of it (``start``, ``first_number``,
+    ``limit``: see :func:`iter_lines`); ids are checked, repeats are not (see :func:`iter_documents`)."""
     path = Path(path)
-    first_line: dict[str, int] = {}
     if _is_tsv(path):
         rows = (
             (n, Document(f[0].strip(), f[1], f[2] if len(f) > 2 else ""))
-            for n, f in _tsv_rows(path, 2, 3, "id, text, title")
+            for n, f in _tsv_rows(path, 2, 3, "id, text, title", **block)
         )
-        rows = ((n, d) for n, d in rows if not (n == 1 and d.id in {"id", "_id", "doc_id", "docid"}))
-    else:
-        rows = (
-            (
-                n,
-                Document(
-                    _string_field(path, n, row, "_id", required=True),
-                    _string_field(path, n, row, "text", required=True),
-                    _string_field(path, n, row, "title", required=False),
-                ),
-            )
-            for n, row in iter_jsonl(path)
+        return ((n, d) for n, d in rows if not (n == 1 and d.id in {"id", "_id", "doc_id", "docid"}))
+    return (
+        (
+            n,
+            Document(
+                _string_field(path, n, row, "_id", required=True),
+                _string_field(path, n, row, "text", required=True),
+                _string_field(path, n, row, "title", required=False),
+            ),
         )
-    for number, document in rows:
-        if document.id in first_line:
+        for n, row in iter_jsonl(path, **block)
+    )
+
+
+def _unique(path: Path, rows: Iterator[tuple[int, Record]]) -> Iterator[Record]:
+    """The records of ``rows``, raising on an id seen before (naming both lines)."""
+    first_line: dict[str, int] = {}
+    for number, record in rows:
+        if record.id in first_line:
             raise DataFormatError(
-                path, f"duplicate id {document.id!r} (first seen on line {first_line[document.id]})", number
+                path, f"duplicate id {record.id!r} (first seen on line {first_line[record.id]})", number
             )
-        first_line[document.id] = number
-        yield document
+        first_line[record.id] = number
+        yield record
 
 
 def iter_queries(path: str | Path) -> Iterator[Query]:
     """Stream queries from a JSONL (``_id``, ``text``) or TSV (``id<TAB>text``) file; duplicates raise."""
+    return _unique(Path(path), iter_numbered_queries(path))
+
+
+def iter_numbered_queries(path: str | Path, **block: int) -> Iterator[tuple[int, Query]]:
+    """``(line number, query)`` of a file or of one block of it (see :func:`iter_numbered_documents`)."""
     path = Path(path)
-    first_line: dict[str, int] = {}
     if _is_tsv(path):
-        rows = ((n, Query(f[0].strip(), f[1])) for n, f in _tsv_rows(path, 2, 2, "id, text"))
-        rows = ((n, q) for n, q in rows if not (n == 1 and q.id in {"id", "_id", "query_id", "qid"}))
-    else:
-        rows = (
-            (
-                n,
-                Query(
-                    _string_field(path, n, row, "_id", required=True),
-                    _string_field(path, n, row, "text", required=True),
-                ),
-            )
-            for n, row in iter_jsonl(path)
+        rows = ((n, Query(f[0].strip(), f[1])) for n, f in _tsv_rows(path, 2, 2, "id, text", **block))
+        return ((n, q) for n, q in rows if not (n == 1 and q.id in {"id", "_id", "query_id", "qid"}))
+    return (
+        (
+            n,
+            Query(
+                _string_field(path, n, row, "_id", required=True),
+                _string_field(path, n, row, "text", required=True),
+            ),
         )
-    for number, query in rows:
-        if query.id in first_line:
-            raise DataFormatError(
-                path, f"duplicate id {query.id!r} (first seen on line {first_line[query.id]})", number
-            )
-        first_line[query.id] = number
-        yield query
+        for n, row in iter_jsonl(path, **block)
+    )
 
 
 def read_corpus(path: str | Path) -> Corpus:
