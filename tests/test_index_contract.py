@@ -65,7 +65,9 @@ def test_every_registered_type_honours_the_contract(index_type, tmp_path):
 
 
 def test_registry_by_family_and_a_new_type_registers_itself():
-    assert index_types("dense") == ["flat", "hnsw", "ivfpq", "scann", "lancedb", "milvus"] and index_types("lexical") == ["bm25"]
+    assert index_types("dense") == ["flat", "hnsw", "ivfpq", "scann", "lancedb", "milvus"] and index_types(
+        "lexical"
+    ) == ["bm25"]
     with pytest.raises(ConfigError, match="unknown index type 'nope'"):
         index_class("nope")
     with pytest.raises(ConfigError, match="unknown index family"):

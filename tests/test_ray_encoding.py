@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 pytest.importorskip("ray")
 
-from retrievekit.embeddings import encode_rows_to_directory, encode_to_directory, iter_encoded, read_encoded  # noqa: E402
-from retrievekit.errors import DataFormatError  # noqa: E402
-from retrievekit.scale import ModelRecipe, encode_with_ray  # noqa: E402
+from retrievekit.embeddings import encode_rows_to_directory, encode_to_directory, iter_encoded, read_encoded
+from retrievekit.errors import DataFormatError
+from retrievekit.scale import ModelRecipe, RaySettings, encode_with_ray
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,7 +36,22 @@ def local_ray():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """90 documents with titles, blank lines among them, in one JSONL file."""
-    words = "protein fold cell immune vitamin bone gene drug trial dose heart lung brain virus".split()
+    words = [
+        "protein",
+        "fold",
+        "cell",
+        "immune",
+        "vitamin",
+        "bone",
+        "gene",
+        "drug",
+        "trial",
+        "dose",
+        "heart",
+        "lung",
+        "brain",
+        "virus",
+    ]
     rng = random.Random(0)
     path = tmp_path_factory.mktemp("ray") / "corpus.jsonl"
     lines = []
@@ -58,7 +73,8 @@ def _dense(tiny_bert_dir):
 def test_dense_equals_local_encoding_across_blocks_and_shards(tiny_bert_dir, corpus, tmp_path):
     encoder = _dense(tiny_bert_dir)
     local = encode_to_directory(encoder, corpus, tmp_path / "local", show_progress=False)
-    result = encode_with_ray(encoder, corpus, tmp_path / "ray", rows_per_block=13, shard_rows=40, batch_size=8,
+    settings = RaySettings(rows_per_block=13, shard_rows=40)
+    result = encode_with_ray(encoder, corpus, tmp_path / "ray", settings=settings, batch_size=8,
                              show_progress=False)  # fmt: skip
     assert result.count == 90 and [s["count"] for s in result.config["shards"]] == [40, 40, 10]
     ids, vectors, manifest = read_encoded(tmp_path / "ray")
@@ -73,18 +89,22 @@ def test_dense_equals_local_encoding_across_blocks_and_shards(tiny_bert_dir, cor
 
 
 def test_colbert_and_sparse_equal_local_encoding(tiny_bert_dir, tiny_mlm_dir, corpus, tmp_path):
-    from retrievekit.models.colbert import build_colbert
+    from retrievekit.models.colbert import build_colbert, load_colbert
     from retrievekit.models.colbert_format import ColbertConfig
     from retrievekit.models.sparse import load_sparse_encoder
-
-    from retrievekit.models.colbert import load_colbert
 
     built = build_colbert(tiny_bert_dir, embedding_size=16, seed=1, config=ColbertConfig(document_length=32))
     colbert = load_colbert(built.save(tmp_path / "colbert"))
     sparse = load_sparse_encoder(tiny_mlm_dir)
     for name, model in (("colbert", colbert), ("sparse", sparse)):
         encode_rows_to_directory(model, corpus, tmp_path / f"{name}-local", show_progress=False)
-        encode_with_ray(model, corpus, tmp_path / f"{name}-ray", rows_per_block=20, shard_rows=50, show_progress=False)
+        encode_with_ray(
+            model,
+            corpus,
+            tmp_path / f"{name}-ray",
+            settings=RaySettings(rows_per_block=20, shard_rows=50),
+            show_progress=False,
+        )
         local_ids, local_rows, _ = read_encoded(tmp_path / f"{name}-local")
         ray_ids, ray_rows, _ = read_encoded(tmp_path / f"{name}-ray")
         assert ray_ids == local_ids and len(list(iter_encoded(tmp_path / f"{name}-ray"))) == 2
@@ -130,7 +150,8 @@ def test_a_replica_killed_mid_run_loses_and_repeats_nothing(tiny_bert_dir, corpu
     marker = tmp_path / "killed"
     base = ModelRecipe.of(encoder)
     recipe = _DyingRecipe(base.family, base.model, base.options, marker=str(marker))
-    result = encode_with_ray(encoder, corpus, tmp_path / "ray", recipe=recipe, rows_per_block=10, batch_size=8,
+    settings = RaySettings(rows_per_block=10)
+    result = encode_with_ray(encoder, corpus, tmp_path / "ray", recipe=recipe, settings=settings, batch_size=8,
                              show_progress=False)  # fmt: skip
     assert marker.exists(), "the replica was never killed: the test tested nothing"
     local = encode_to_directory(encoder, corpus, tmp_path / "local", show_progress=False)
@@ -145,12 +166,20 @@ def test_a_bad_line_is_the_local_readers_error(tiny_bert_dir, corpus, tmp_path):
     lines[50] = '{"_id": "x", "text": 5}'
     bad.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataFormatError, match=r"bad\.jsonl:51: field 'text' must be a string"):
-        encode_with_ray(_dense(tiny_bert_dir), bad, tmp_path / "out", rows_per_block=10, show_progress=False)
+        encode_with_ray(
+            _dense(tiny_bert_dir), bad, tmp_path / "out", settings=RaySettings(rows_per_block=10), show_progress=False
+        )
     assert not (tmp_path / "out").exists()
     duplicate = tmp_path / "dup.jsonl"
     duplicate.write_text(corpus.read_text() + json.dumps({"_id": "doc3", "text": "again"}) + "\n")
     with pytest.raises(DataFormatError, match="duplicate id 'doc3'"):
-        encode_with_ray(_dense(tiny_bert_dir), duplicate, tmp_path / "out", rows_per_block=10, show_progress=False)
+        encode_with_ray(
+            _dense(tiny_bert_dir),
+            duplicate,
+            tmp_path / "out",
+            settings=RaySettings(rows_per_block=10),
+            show_progress=False,
+        )
 
 
 def test_cli_encode_and_index_build_on_ray(tiny_bert_dir, corpus, tmp_path):
@@ -187,3 +216,23 @@ def test_without_the_extra_the_error_names_it(monkeypatch, tiny_bert_dir, corpus
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MissingExtraError, match=r"retrievekit\[ray\]"):
         ray_encoding._ray()
+
+
+def test_cli_evaluate_on_ray_equals_local(tiny_bert_dir, toy_beir, tmp_path):
+    """``evaluate --engine ray`` encodes the corpus on Ray: the same metrics as local encoding."""
+    from retrievekit.cli.main import cli
+
+    metrics = {}
+    for engine in ("local", "ray"):
+        args = ["evaluate", "--dataset", str(toy_beir), "--model", str(tiny_bert_dir), "--pooling", "mean",
+                "--retriever", "dense", "hybrid", "--no-cache", "--engine", engine,
+                "--output", str(tmp_path / engine)]  # fmt: skip
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        rows = json.loads((tmp_path / engine / "results.json").read_text())["systems"]
+        metrics[engine] = {row["retriever"]: row["metrics"] for row in rows}
+    assert set(metrics["ray"]) == {"dense", "hybrid"}
+    for retriever, values in metrics["local"].items():
+        assert metrics["ray"][retriever] == pytest.approx(values, abs=1e-6)
+    with pytest.raises(Exception, match="apply to --engine ray"):
+        CliRunner().invoke(cli, ["evaluate", "--dataset", str(toy_beir), "--replicas", "2"], catch_exceptions=False)

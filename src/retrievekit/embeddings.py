@@ -321,7 +321,9 @@ def iter_encoded(directory: str | Path, *, mmap: bool = True) -> Iterator[tuple[
         seen += len(ids)
         yield ids, rows
     if seen != manifest.config.get("count"):
-        raise ArtifactError(f"{directory}: the shards hold {seen} rows, the manifest says {manifest.config.get('count')}")
+        raise ArtifactError(
+            f"{directory}: the shards hold {seen} rows, the manifest says {manifest.config.get('count')}"
+        )
 
 
 def read_encoded(directory: str | Path) -> tuple[list[str], Any, Manifest]:

@@ -6,6 +6,7 @@ import time
 
 import click
 
+from retrievekit.cli._engine_options import engine_options, ray_settings
 from retrievekit.cli._model_options import load_from_options, model_options
 from retrievekit.cli._output import console, print_table
 from retrievekit.quantization import PRECISIONS
@@ -13,6 +14,7 @@ from retrievekit.quantization import PRECISIONS
 
 @click.command()
 @model_options
+@engine_options
 @click.option(
     "--input",
     "-i",
@@ -56,15 +58,22 @@ def encode(source, output, side, batch_size, max_length, truncate_dim, precision
     """Encode documents or queries into OUTPUT with a progress bar.
 
     \b
-    Example:
+    Examples:
       retrievekit encode --model minilm --input scifact --output runs/scifact-minilm
+      retrievekit encode --model minilm --input scifact --output runs/scifact-shards --engine ray --replicas 2
     """
     from retrievekit.embeddings import encode_rows_to_directory, encode_to_directory
 
+    settings = ray_settings(model_kwargs)
     started = time.perf_counter()
     encoder = load_from_options(**model_kwargs)
     loaded = time.perf_counter()
     family = getattr(encoder, "family", "dense")
+    if settings is not None:
+        _encode_on_ray(encoder, source, output, side, batch_size, settings, model_kwargs["trust_remote_code"],
+                       unsupported={"--max-length": max_length, "--truncate-dim": truncate_dim, "--limit": limit,
+                                    "--precision": None if precision == "float32" else precision})  # fmt: skip
+        return
     if family in ("multivector", "sparse"):
         from retrievekit.errors import ConfigError
 
@@ -121,3 +130,27 @@ def encode(source, output, side, batch_size, max_length, truncate_dim, precision
     ]
     print_table(f"Encoded {side} with {encoder.name} ({encoder.backend})", ["", "value"], rows)
     console.print(f"wrote {output}/embeddings.npy, ids.json, manifest.json")
+
+
+def _encode_on_ray(encoder, source, output, side, batch_size, settings, trust_remote_code, unsupported) -> None:
+    from retrievekit.errors import ConfigError
+    from retrievekit.scale import encode_with_ray
+
+    given = [name for name, value in unsupported.items() if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: not with --engine ray (shards hold the model's float32 output)")
+    result = encode_with_ray(
+        encoder, source, output, side=side, settings=settings, batch_size=batch_size,
+        trust_remote_code=trust_remote_code,
+    )  # fmt: skip
+    config = result.config
+    rows = [
+        ("texts", config["count"]),
+        ("shards", len(config["shards"])),
+        ("replicas", f"{settings.replicas} x {settings.cpus_per_replica} CPU"
+         + (f" + {settings.gpus_per_replica:g} GPU" if settings.gpus_per_replica else "")),
+        ("texts/s", f"{config['count'] / max(result.seconds, 1e-9):.1f}"),
+        ("encode s", f"{result.seconds:.1f}"),
+    ]  # fmt: skip
+    print_table(f"Encoded {side} with {encoder.name} on Ray", ["", "value"], rows)
+    console.print(f"wrote {output}/shard-*/ and one manifest.json (index build --embeddings {output} reads them)")

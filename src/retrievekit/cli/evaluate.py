@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from retrievekit.cli._engine_options import engine_options, ray_settings
 from retrievekit.cli._model_options import load_from_options, model_options
 from retrievekit.cli._output import console, print_table
 from retrievekit.cli._variadic import ManyValues
@@ -25,6 +26,7 @@ _RETRIEVERS = registered_retrievers()
 
 @click.command()
 @model_options
+@engine_options
 @click.option("--dataset", "-d", default="scifact", show_default=True, help="BEIR dataset name or folder.")
 @click.option("--split", default="test", show_default=True, help="Qrels split (qrels/<split>.tsv).")
 @click.option(
@@ -131,6 +133,7 @@ def evaluate(
     systems = list(retrievers) or ["dense"]
     family, second_family = _families(systems, second_model)
     needs_model = any(spec_needs_model(s) for s in systems)
+    ray = ray_settings(model_kwargs)
     encoder = load_from_options(**model_kwargs, family=family) if needs_model else None
     if second_model is not None and needs_model:
         kept = {key: model_kwargs[key] for key in ("backend", "device", "dtype", "trust_remote_code")}
@@ -160,6 +163,7 @@ def evaluate(
         reranker=reranker,
         rerank_top_k=rerank_top_k,
         rerank_fusion=[None if f == "none" else f for f in (rerank_fusion or ["none"])],
+        ray=ray,
     )
     print_evaluation(result)
     if output:

@@ -6,6 +6,7 @@ import time
 
 import click
 
+from retrievekit.cli._engine_options import engine_options, ray_settings
 from retrievekit.cli._model_options import load_from_options, model_options
 from retrievekit.cli._output import print_table
 from retrievekit.index.base import METRICS
@@ -19,6 +20,14 @@ def index() -> None:
 
 @index.command("build")
 @model_options
+@engine_options
+@click.option(
+    "--embeddings",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Index these encoded rows (a folder from 'retrievekit encode', local or --engine ray shards) instead "
+    "of encoding the corpus; --model must be the model that encoded them.",
+)
 @click.option(
     "--corpus", required=True, help="Corpus JSONL/TSV (_id, text, optional title), or a BEIR folder / dataset name."
 )
@@ -138,6 +147,7 @@ def build(
     reorder,
     no_stem,
     no_stopwords,
+    embeddings,
     **model_kwargs,
 ) -> None:
     """Encode (or tokenize) a corpus and save a searchable index.
@@ -148,6 +158,7 @@ def build(
       retrievekit index build --corpus scifact --type bm25 --output runs/scifact-bm25
       retrievekit index build --corpus scifact --type lancedb --uri runs/scifact-lancedb
       retrievekit index build --corpus scifact --type milvus --uri runs/scifact-milvus.db --ann hnsw
+      retrievekit index build --corpus scifact --type hnsw --output runs/scifact-hnsw --engine ray --replicas 2
       retrievekit index build --corpus scifact --model runs/colbert --type plaid --output runs/scifact-plaid
       retrievekit index build --corpus scifact --model path/to/splade --type sparse --output runs/scifact-sparse
     """
@@ -189,14 +200,16 @@ def build(
             "n_full_scores": full_scores,
         },
     }[index_type]  # fmt: skip
+    ray = ray_settings(model_kwargs)
     started = time.perf_counter()
     from retrievekit.index.registry import index_type_info
 
     family = index_type_info(index_type).family
     encoder = None if family == "lexical" else load_from_options(**model_kwargs, family=family)
     built = build_index(
-        corpus, index_type, encoder=encoder, output=output, metric=metric, batch_size=batch_size, params=params
-    )
+        corpus, index_type, encoder=encoder, output=output, metric=metric, batch_size=batch_size, params=params,
+        embeddings=embeddings, ray=ray,
+    )  # fmt: skip
     config = built.config()
     rows = [("type", index_type), ("documents", len(built)), *((k, str(v)) for k, v in config.items())]
     if encoder is not None:

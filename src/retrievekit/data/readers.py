@@ -28,8 +28,8 @@ __all__ = [
     "iter_lines",
     "iter_numbered_documents",
     "iter_numbered_queries",
-    "line_blocks",
     "iter_queries",
+    "line_blocks",
     "read_corpus",
     "read_qrels",
     "read_queries",
@@ -184,9 +184,7 @@ def _is_tsv(path: Path) -> bool:
     return path.suffix.lower() in {".tsv", ".tab"}
 
 
-def _tsv_rows(
-    path: Path, min_fields: int, max_fields: int, what: str, **block: int
-) -> Iterator[tuple[int, list[str]]]:
+def _tsv_rows(path: Path, min_fields: int, max_fields: int, what: str, **block: int) -> Iterator[tuple[int, list[str]]]:
     for number, line in iter_lines(path, **block):
         fields = line.split("\t")
         if not min_fields <= len(fields) <= max_fields:

@@ -204,6 +204,7 @@ def evaluate_dataset(
     reranker: Any = None,
     rerank_top_k: int = 100,
     rerank_fusion: Sequence[str | None] = (None,),
+    ray: Any = None,
 ) -> Evaluation:
     """Evaluate several systems on a BEIR split and compare them with the first.
 
@@ -216,7 +217,8 @@ def evaluate_dataset(
     With ``reranker`` (a cross-encoder), each system's top ``rerank_top_k`` is also reranked, in rows
     named ``SYSTEM>rerank`` after the first stages; ``rerank_fusion`` lists the ways the reranker's
     order meets the first stage's: ``None`` (it replaces it), ``rrf`` or ``weighted`` (fused with it,
-    rows ``SYSTEM>rerank+rrf``); every row scores each pair once.
+    rows ``SYSTEM>rerank+rrf``); every row scores each pair once. ``ray``
+    (:class:`~retrievekit.scale.RaySettings`): encode the corpus on Ray Data (same rows, same cache).
     """
     if not systems:
         raise ConfigError(f"no retriever to evaluate; choose from {', '.join(registered_retrievers())}")
@@ -241,7 +243,7 @@ def evaluate_dataset(
     results = []
     with scratch_directory("eval") as scratch:
         corpus = EvaluationCorpus(
-            loaded, beir.corpus_path, fingerprint_files([beir.corpus_path]), root, scratch, batch_size
+            loaded, beir.corpus_path, fingerprint_files([beir.corpus_path]), root, scratch, batch_size, ray=ray
         )
         for spec in specs:
             run, timing, cached, fingerprint = _run_system(spec, corpus, run_cache, loaded, top_k)

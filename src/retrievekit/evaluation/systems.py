@@ -98,19 +98,44 @@ def corpus_embeddings(
     scratch: Path,
     batch_size: int = 32,
     corpus_hash: str | None = None,
+    ray: Any = None,
 ) -> tuple[EmbeddingSet, float, bool]:
     """Encode a corpus once per (model, runtime, corpus): later calls load the cached vectors from
     ``cache_root/embeddings``. Without a cache the vectors go to ``scratch``. Returns the vectors,
     the seconds spent encoding and whether they came from the cache."""
     from retrievekit.embeddings import encode_to_directory, load_embeddings
 
+    def encode(folder: Path) -> EmbeddingSet:
+        if ray is not None:
+            _encode_on_ray(encoder, corpus_path, folder, ray, batch_size)
+            return load_embeddings(folder)
+        return encode_to_directory(encoder, corpus_path, folder, side="documents", batch_size=batch_size)
+
     return _cached_corpus_output(
         encoder, corpus_path, cache_root=cache_root, scratch=scratch, corpus_hash=corpus_hash,
-        subfolder="embeddings", load=load_embeddings,
-        encode=lambda folder: encode_to_directory(
-            encoder, corpus_path, folder, side="documents", batch_size=batch_size
-        ),
+        subfolder="embeddings", load=load_embeddings, encode=encode,
     )  # fmt: skip
+
+
+def _encode_on_ray(encoder: Any, corpus_path: Path, folder: Path, ray: Any, batch_size: int) -> None:
+    from retrievekit.scale import encode_with_ray
+
+    encode_with_ray(encoder, corpus_path, folder, settings=ray, batch_size=batch_size)
+
+
+def _ray_rows(encoder: Any, corpus_path: Path, folder: Path, ray: Any, batch_size: int) -> Any:
+    """The corpus's rows encoded on Ray (shards in a sibling of ``folder``, read back in one piece
+    and removed): for the families whose cache keeps one collection."""
+    import shutil
+
+    from retrievekit.embeddings import read_encoded
+
+    shards = folder.with_name(folder.name + "-ray")
+    _encode_on_ray(encoder, corpus_path, shards, ray, batch_size)
+    rows = read_encoded(shards)[1]
+    rows = type(rows).concatenate([rows])  # in memory: the shard files go next
+    shutil.rmtree(shards, ignore_errors=True)
+    return rows
 
 
 def _document_chunks(encoder: Any, corpus_path: Path, batch_size: int) -> Any:
@@ -131,6 +156,7 @@ def corpus_token_vectors(
     scratch: Path,
     batch_size: int = 32,
     corpus_hash: str | None = None,
+    ray: Any = None,
 ) -> tuple[MultiVectors, float, bool]:
     """A ColBERT model's token vectors of a corpus, streamed to disk once per (model, runtime,
     corpus): later calls load them (memory-mapped) from ``cache_root/multivectors``. Returns the
@@ -138,6 +164,9 @@ def corpus_token_vectors(
     from retrievekit.outputs import MultiVectors
 
     def encode(folder: Path) -> MultiVectors:
+        if ray is not None:
+            rows = _ray_rows(encoder, corpus_path, folder, ray, batch_size)
+            return MultiVectors.write_stream(folder, [rows], encoder.dimension)
         chunks = _document_chunks(encoder, corpus_path, batch_size)
         return MultiVectors.write_stream(folder, chunks, encoder.dimension)
 
@@ -155,13 +184,17 @@ def corpus_sparse_vectors(
     scratch: Path,
     batch_size: int = 32,
     corpus_hash: str | None = None,
+    ray: Any = None,
 ) -> tuple[SparseVectors, float, bool]:
     """A sparse (SPLADE) model's vectors of a corpus, encoded once per (model, runtime, corpus):
     later calls load them (memory-mapped) from ``cache_root/sparse``."""
     from retrievekit.outputs import SparseVectors
 
     def encode(folder: Path) -> SparseVectors:
-        SparseVectors.concatenate(list(_document_chunks(encoder, corpus_path, batch_size))).save(folder)
+        if ray is not None:
+            _ray_rows(encoder, corpus_path, folder, ray, batch_size).save(folder)
+        else:
+            SparseVectors.concatenate(list(_document_chunks(encoder, corpus_path, batch_size))).save(folder)
         return SparseVectors.load(folder)
 
     return _cached_corpus_output(
@@ -178,10 +211,14 @@ def corpus_m3_outputs(
     scratch: Path,
     batch_size: int = 32,
     corpus_hash: str | None = None,
+    ray: Any = None,
 ) -> tuple[M3Output, float, bool]:
     """A BGE-M3 model's three outputs of a corpus, from one pass, encoded once per (model, runtime,
     corpus): later calls load them (memory-mapped) from ``cache_root/m3``."""
     from retrievekit.models.m3 import M3Output
+
+    if ray is not None:
+        raise ConfigError("BGE-M3 models are not encoded on Ray yet: evaluate them with --engine local")
 
     def encode(folder: Path) -> M3Output:
         M3Output.concatenate(list(_document_chunks(encoder, corpus_path, batch_size))).save(folder)
@@ -203,6 +240,7 @@ class EvaluationCorpus:
     cache_root: Path | None
     scratch: Path
     batch_size: int = 32
+    ray: Any = None  # RaySettings: encode the corpus on Ray Data
     _encoded: dict[str, tuple[Any, float, bool]] = field(default_factory=dict)
     _built: dict[str, BuiltRetriever] = field(default_factory=dict)
     _pair_scores: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)
@@ -233,9 +271,10 @@ class EvaluationCorpus:
         """``encode(encoder, corpus, ...)`` the first time this model and runtime ask for ``output``."""
         key = fingerprint_json({"model": encoder.fingerprint, "runtime": encoder.runtime, "output": output})
         if key not in self._encoded:
+            extra = {"ray": self.ray} if self.ray is not None else {}
             self._encoded[key] = encode(
                 encoder, self.corpus_path, cache_root=self.cache_root, scratch=self.scratch,
-                batch_size=self.batch_size, corpus_hash=self.corpus_hash,
+                batch_size=self.batch_size, corpus_hash=self.corpus_hash, **extra,
             )  # fmt: skip
         return self._encoded[key]
 

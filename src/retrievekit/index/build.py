@@ -18,7 +18,7 @@ from retrievekit.index.registry import index_class, index_type_info, index_types
 from retrievekit.index.vector import VectorIndex
 from retrievekit.scoring import canonical_similarity
 
-__all__ = ["build_index", "default_metric", "fill_index", "vector_index"]
+__all__ = ["build_index", "default_metric", "fill_index", "index_from_encoded", "vector_index"]
 
 if TYPE_CHECKING:
     from retrievekit.models.dense import DenseEncoder
@@ -207,19 +207,87 @@ def build_index(
     batch_size: int = 32,
     show_progress: bool = True,
     params: dict[str, Any] | None = None,
+    embeddings: str | Path | None = None,
+    ray: Any = None,
 ) -> Index:
-    """Index every document of ``source``; save to ``output`` when given. Titles are kept for display."""
+    """Index every document of ``source``; save to ``output`` when given. Titles are kept for display.
+
+    The documents are encoded here, or read from ``embeddings`` (an encoded folder of the model's
+    family: local, or sharded by ``encode --engine ray``), or encoded on Ray Data first when ``ray``
+    (:class:`~retrievekit.scale.RaySettings`) is given."""
     family = index_type_info(index_type).family
     if family not in _BUILDERS:
         raise ConfigError(f"building a {family} index ({index_type}) from a corpus is not supported yet")
     path = collection_file(source, "documents")
     titles: dict[str, str] = {}
-    index = _BUILDERS[family](
-        path, index_type, dict(params or {}), titles, encoder=encoder, metric=metric, batch_size=batch_size,
-        show_progress=show_progress,
-    )  # fmt: skip
+    if family != "lexical" and (embeddings is not None or ray is not None):
+        if embeddings is not None and ray is not None:
+            raise ConfigError("give encoded rows (embeddings) or a Ray engine to encode them, not both")
+        if embeddings is not None:
+            index = index_from_encoded(embeddings, index_type, encoder, metric=metric, params=params)
+        else:
+            from retrievekit.scale import encode_with_ray
+
+            with scratch_directory("ray-index") as scratch:
+                encode_with_ray(encoder, path, scratch / "encoded", settings=ray, batch_size=batch_size,
+                                show_progress=show_progress)  # fmt: skip
+                index = index_from_encoded(scratch / "encoded", index_type, encoder, metric=metric, params=params)
+        titles = {d.id: d.title for d in iter_documents(path) if d.title}
+    else:
+        index = _BUILDERS[family](
+            path, index_type, dict(params or {}), titles, encoder=encoder, metric=metric, batch_size=batch_size,
+            show_progress=show_progress,
+        )  # fmt: skip
     index.titles = titles
     if output is not None:
         index.save(output)
         logger.info("saved a %s index of %d documents to %s", index_type, len(index), output)
+    return index
+
+
+def index_from_encoded(
+    directory: str | Path,
+    index_type: str,
+    encoder: Any,
+    *,
+    metric: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Index:
+    """A new ``index_type`` index filled from an encoded folder (local, or the shards of ``encode
+    --engine ray``), which must hold ``encoder``'s output (checked by fingerprint): shard by shard
+    where the index takes items in pieces, all at once where it trains on them (IVF-PQ, PLAID)."""
+    from retrievekit.artifacts import read_manifest
+    from retrievekit.embeddings import iter_encoded, read_encoded
+
+    family = index_type_info(index_type).family
+    manifest = read_manifest(directory)
+    if manifest.family != family:
+        raise ConfigError(f"{directory} holds {manifest.family} rows; a {index_type} index stores {family} ones")
+    recorded = manifest.config.get("model_fingerprint")
+    if encoder is None or recorded != encoder.fingerprint:
+        raise ConfigError(
+            f"{directory} was encoded with model {manifest.config.get('model')!r} ({str(recorded)[:20]}...), not "
+            f"{getattr(encoder, 'name', None)!r}: give the model that encoded it"
+        )
+    params = dict(params or {})
+    index: Any
+    if family == "dense":
+        index = vector_index(
+            index_type, encoder.dimension, metric or default_metric(encoder), model_fingerprint=encoder.fingerprint,
+            model_name=_model_reference(encoder), model_options=encoder.load_options(), **params,
+        )  # fmt: skip
+    else:
+        index = _model_index(index_type, params, encoder, family, "ColBERT" if family == "multivector" else "sparse")
+    if hasattr(index, "train") or family == "multivector":
+        ids, rows, _ = read_encoded(directory)
+        if family == "dense":
+            fill_index(index, ids, rows)
+        else:
+            index.add(ids, rows)
+        return index
+    for ids, rows in iter_encoded(directory):
+        if family == "dense":
+            fill_index(index, ids, rows)
+        else:
+            index.add(ids, rows)
     return index

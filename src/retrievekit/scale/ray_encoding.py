@@ -16,8 +16,8 @@ The pipeline is Ray Data's own:
    (``embeddings.npy`` / ``vectors/`` + ``ids.json``), and one ``manifest.json`` describes the set.
 
 A replica that dies is restarted by Ray and its block retried (Ray Data's actor pools default to
-unlimited ``max_restarts`` and ``max_task_retries``); since the driver writes rows in order from Ray's output stream, a retried
-block is neither lost nor written twice.
+unlimited ``max_restarts`` and ``max_task_retries``); since the driver writes rows in order from
+Ray's output stream, a retried block is neither lost nor written twice.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from retrievekit.data.beir import collection_file
 from retrievekit.data.readers import iter_numbered_documents, iter_numbered_queries, line_blocks
 from retrievekit.errors import ConfigError, DataFormatError
 
-__all__ = ["ModelRecipe", "RayEncoding", "encode_with_ray"]
+__all__ = ["ModelRecipe", "RayEncoding", "RaySettings", "encode_with_ray"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,33 @@ _FAMILIES = ("dense", "multivector", "sparse")
 
 def _ray() -> Any:
     return require("ray", extra="ray", purpose="encoding on Ray Data (--engine ray)")
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where and how wide to encode on Ray.
+
+    ``address``: ``None`` starts (or reuses) a local Ray; ``"auto"`` or ``"ray://host:10001"`` joins
+    a cluster. ``replicas`` model replicas each take ``cpus_per_replica`` CPUs (their torch threads)
+    and ``gpus_per_replica`` GPUs; reading takes none, so a pool as large as the machine does not
+    starve the readers. The corpus is read in blocks of ``rows_per_block`` lines (also what one
+    replica call encodes) and written in shards of ``shard_rows`` rows.
+    """
+
+    address: str | None = None
+    replicas: int = 1
+    cpus_per_replica: int = 1
+    gpus_per_replica: float = 0
+    rows_per_block: int = 1024
+    shard_rows: int = 65536
+
+    def __post_init__(self) -> None:
+        for name in ("replicas", "cpus_per_replica", "rows_per_block", "shard_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.gpus_per_replica, int | float) or self.gpus_per_replica < 0:
+            raise ConfigError(f"gpus_per_replica must be >= 0, got {self.gpus_per_replica!r}")
 
 
 @dataclass(frozen=True)
@@ -87,7 +114,9 @@ class _EncodeReplica:
         torch.set_num_threads(threads)
         self.model = recipe.load("cuda" if gpu else None)
         if self.model.fingerprint != fingerprint:
-            raise ConfigError(f"a replica loaded {recipe.model} as another model (fingerprint {self.model.fingerprint})")
+            raise ConfigError(
+                f"a replica loaded {recipe.model} as another model (fingerprint {self.model.fingerprint})"
+            )
         self.side, self.batch_size, self.family = side, batch_size, recipe.family
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -173,7 +202,9 @@ class _ShardWriter:
                                       for p in self._parts])  # fmt: skip
             np.save(folder / "embeddings.npy", vectors, allow_pickle=False)
         elif self.family == "multivector":
-            rows = [np.asarray(t, dtype=np.float32).reshape(-1, self.dimension) for p in self._parts for t in p["tokens"]]
+            rows = [
+                np.asarray(t, dtype=np.float32).reshape(-1, self.dimension) for p in self._parts for t in p["tokens"]
+            ]
             MultiVectors.from_list(rows, self.dimension).save(folder / "vectors")
             self.tokens += sum(len(r) for r in rows)
         else:
@@ -207,13 +238,8 @@ def encode_with_ray(
     output: str | Path,
     *,
     side: str = "documents",
-    replicas: int = 1,
-    cpus_per_replica: int = 1,
-    gpus_per_replica: float = 0,
-    address: str | None = None,
+    settings: RaySettings | None = None,
     batch_size: int = 32,
-    rows_per_block: int = 1024,
-    shard_rows: int = 65536,
     recipe: ModelRecipe | None = None,
     trust_remote_code: bool = False,
     show_progress: bool = True,
@@ -222,25 +248,26 @@ def encode_with_ray(
 
     ``encoder`` is the model loaded on the driver (its fingerprint, dimension and name go into the
     manifest; every replica must load the same model). ``recipe`` overrides how replicas load it
-    (default :meth:`ModelRecipe.of`). ``address``: ``None`` starts (or reuses) a local Ray,
-    ``"auto"`` or ``"ray://host:10001"`` joins a cluster. Each replica takes ``cpus_per_replica``
-    CPUs (its torch threads) and ``gpus_per_replica`` GPUs; reading takes none, so a pool as large as
-    the machine does not starve the readers.
+    (default :meth:`ModelRecipe.of`). ``settings``: see :class:`RaySettings`.
     """
+    settings = settings or RaySettings()
     if side not in ("documents", "queries"):
         raise ConfigError(f"side must be 'documents' or 'queries', got {side!r}")
-    for name, value in (("replicas", replicas), ("cpus_per_replica", cpus_per_replica),
-                        ("rows_per_block", rows_per_block), ("shard_rows", shard_rows), ("batch_size", batch_size)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    replicas, cpus_per_replica, gpus_per_replica = (
+        settings.replicas,
+        settings.cpus_per_replica,
+        settings.gpus_per_replica,
+    )
     recipe = recipe or ModelRecipe.of(encoder, trust_remote_code=trust_remote_code)
     family = recipe.family
     dimension = int(encoder.vocab_size if family == "sparse" else encoder.dimension)
     path = collection_file(source, side)
-    blocks = line_blocks(path, rows_per_block)
+    blocks = line_blocks(path, settings.rows_per_block)
     if not blocks:
         raise DataFormatError(path, "the file is empty")
-    ray = _start_ray(address)
+    ray = _start_ray(settings.address)
     available = float(ray.cluster_resources().get("CPU", 0))
     if replicas * cpus_per_replica > available:
         raise ConfigError(
@@ -267,12 +294,13 @@ def encode_with_ray(
         batch_format="numpy",
         num_cpus=cpus_per_replica,
         num_gpus=gpus_per_replica,
-    )  # fmt: skip  (Ray Data restarts a dead replica and retries its block: max_restarts = max_task_retries = -1)
+    )  # fmt: skip
+    # (Ray Data restarts a dead replica and retries its block: max_restarts = max_task_retries = -1)
     total = sum(b.count for b in blocks)
     started = time.perf_counter()
     output = Path(output)
     with atomic_directory(output) as staging:
-        writer = _ShardWriter(staging, family, dimension, shard_rows)
+        writer = _ShardWriter(staging, family, dimension, settings.shard_rows)
         count = _drain(dataset, writer, path, total, show_progress)
         writer.close_shard()
         seconds = time.perf_counter() - started
@@ -293,8 +321,12 @@ def encode_with_ray(
 
         write_manifest(
             staging,
-            Manifest(kind=kind_of_family(family), family=family, config=config,
-                     fingerprint=fingerprint_files([path], extra=config | {"seconds": None})),  # fmt: skip
+            Manifest(
+                kind=kind_of_family(family),
+                family=family,
+                config=config,
+                fingerprint=fingerprint_files([path], extra=config | {"seconds": None}),
+            ),
         )
     return RayEncoding(output, config, seconds)
 
@@ -309,7 +341,9 @@ def _drain(dataset: Any, writer: _ShardWriter, path: Path, total: int, show_prog
         for batch in _batches(dataset):
             lines = np.asarray(batch["line"], dtype=np.int64)
             if len(lines) and (lines[0] <= last or (np.diff(lines) <= 0).any()):
-                raise RuntimeError(f"Ray returned line {int(lines[0])} after line {last}: rows out of order or repeated")
+                raise RuntimeError(
+                    f"Ray returned line {int(lines[0])} after line {last}: rows out of order or repeated"
+                )
             for number, identifier in zip(lines.tolist(), batch["id"].tolist(), strict=True):
                 if identifier in first_line:
                     raise DataFormatError(
