@@ -48,7 +48,8 @@ def plan(measured: dict[str, Any], *, doc_tokens: int, node_ram_gb: float, gpu_s
     dense_core_s = doc_tokens * dense["core_seconds_per_token"]
     rows: list[dict] = []
     for n in SIZES:
-        def row(family: str, index: float, query_ram: float, core_s: float | None, backend: str) -> None:
+
+        def row(family: str, index: float, query_ram: float, core_s: float | None, backend: str, n: int = n) -> None:
             rows.append({"documents": n, "family": family, "index_bytes": index, "query_ram_bytes": query_ram,
                          "core_hours": None if core_s is None else n * core_s / 3600,
                          "gpu_hours_estimate": None if core_s is None else n * core_s / 3600 / gpu_speedup,
@@ -65,7 +66,10 @@ def plan(measured: dict[str, Any], *, doc_tokens: int, node_ram_gb: float, gpu_s
         row("dense float32 (hnsw)", hnsw, hnsw, dense_core_s, "hnsw" if hnsw <= 0.75 * ram else "milvus cluster")
         row("dense int8", n * dim, n * dim, dense_core_s, "flat int8 + float32 rescoring")
         row("dense binary", n * dim / 8, n * dim / 8, dense_core_s, "binary + int8 rescoring")
-        row("dense ivf-pq", ivfpq, ivfpq, dense_core_s, "ivfpq / lancedb ivf_pq")
+        row("dense ivf-pq (FAISS, in RAM)", ivfpq, ivfpq, dense_core_s, "ivfpq")
+        # LanceDB keeps the float32 vectors and its IVF-PQ index on disk; a query reads the probed
+        # partitions' codes and rescores refine_factor x k vectors: RAM ~ the codes, if all are cached
+        row("dense lancedb ivf_pq (disk)", f32 + ivfpq, ivfpq, dense_core_s, "lancedb")
         colbert = measured["colbert"]
         kept = min(doc_tokens, colbert["document_length"])
         tokens = n * kept

@@ -53,8 +53,8 @@ def _subset(source: Path, docs: int | None, target: Path) -> Path:
 
 def encode_comparison(encoder: Any, corpus: Path, out: Path, threads: int, repeats: int, batch_size: int) -> dict:
     import ray
-
     from _timing import best_of_alternating
+
     from retrievekit.embeddings import encode_to_directory, read_encoded
     from retrievekit.scale import RaySettings, encode_with_ray
 
@@ -98,6 +98,12 @@ def database_comparison(encoder: Any, embeddings: Any, queries: list[str], out: 
     exact.add(ids, vectors)
     truth = [set(h.ids) for h in exact.search(query_vectors, 10)]
     rows = [_search_row("flat (in process)", exact, query_vectors, truth)]
+    for backend in ("lancedb", "milvus"):  # load each database's libraries (and start Milvus Lite) untimed
+        warm = vector_index(backend, 2, "dot", uri=str(out / f"warm-{backend}{'.db' if backend == 'milvus' else ''}"),
+                            overwrite=True)  # fmt: skip
+        warm.add(["a"], np.ones((1, 2), np.float32))
+        warm.search(np.ones((1, 2), np.float32), 1)
+        warm.close()
     settings = [("lancedb", "flat"), ("lancedb", "ivf_pq"), ("lancedb", "hnsw"),
                 ("milvus", "flat"), ("milvus", "hnsw"), ("milvus", "ivf_flat")]  # fmt: skip
     for backend, ann in settings:
@@ -127,7 +133,11 @@ def _search_row(name: str, index: Any, query_vectors: np.ndarray, truth: list[se
     hits = [index.search(query_vectors[i : i + 1], 10)[0] for i in range(len(query_vectors))]
     seconds = time.perf_counter() - started
     recall = float(np.mean([len(set(h.ids) & t) / len(t) for h, t in zip(hits, truth, strict=True)]))
-    return {"setting": name, "recall@10": recall, "queries_per_s": len(hits) / seconds}
+    started = time.perf_counter()
+    index.search(query_vectors, 10)
+    batch_seconds = time.perf_counter() - started
+    return {"setting": name, "recall@10": recall, "queries_per_s": len(hits) / seconds,
+            "batch_queries_per_s": len(hits) / batch_seconds}  # fmt: skip
 
 
 def capacity_inputs(encoder: Any, corpus: Path, docs: int, out: Path, threads: int, dense: dict) -> dict:
@@ -152,12 +162,18 @@ def capacity_inputs(encoder: Any, corpus: Path, docs: int, out: Path, threads: i
         },
     }  # fmt: skip
     vectors = encoder.encode_documents(texts)
-    for index_type, params in (("hnsw", {"M": 32}), ("ivfpq", {"nlist": 64, "m": 48, "nbits": 8})):
-        index = vector_index(index_type, dim, default_metric(encoder), **params)
-        fill_index(index, [f"d{i}" for i in range(n)], vectors)
-        folder = index.save(out / f"capacity-{index_type}")
-        payload = sum(f.stat().st_size for f in folder.glob("*.faiss")) or _size(folder)
-        measured["dense"][f"{index_type}_bytes_per_document"] = payload / n
+    # the marginal bytes of a document: the saved size at n documents minus at n/2, over n/2 (what a
+    # larger collection adds per document; IVF-PQ's trained codebooks are a fixed cost left out)
+    ids = [f"d{i}" for i in range(n)]
+    for index_type, params in (("hnsw", {"M": 32}), ("ivfpq", {"nlist": 16, "m": 48, "nbits": 8})):
+        if index_type == "ivfpq" and n < 512:
+            raise SystemExit("--capacity-docs must be at least 512 (IVF-PQ trains on 256 vectors at n/2 too)")
+        sizes = []
+        for count in (n // 2, n):
+            index = vector_index(index_type, dim, default_metric(encoder), **params)
+            fill_index(index, ids[:count], vectors[:count])
+            sizes.append(_size(index.save(out / f"capacity-{index_type}-{count}")))
+        measured["dense"][f"{index_type}_bytes_per_document"] = (sizes[1] - sizes[0]) / (n - n // 2)
     # ColBERT (a 128-d head on MiniLM: the bytes and the encoding cost do not depend on its training)
     from retrievekit.index.plaid import PlaidIndex
     from retrievekit.models.colbert import load_colbert
@@ -183,7 +199,7 @@ def capacity_inputs(encoder: Any, corpus: Path, docs: int, out: Path, threads: i
         from retrievekit.models.sparse import load_sparse_encoder
 
         splade = load_sparse_encoder(resolve_model("splade-tiny"))
-    except Exception as exc:  # noqa: BLE001 - optional model: say why it is missing
+    except Exception as exc:
         print(f"sparse figures skipped: {exc}")
     else:
         splade.encode_documents(texts[:8])
@@ -202,7 +218,9 @@ def capacity_inputs(encoder: Any, corpus: Path, docs: int, out: Path, threads: i
             "core_seconds_per_document": splade_s * threads / n,
         }  # fmt: skip
     bm25 = build_index(subset, "bm25", output=out / "capacity-bm25", show_progress=False)
-    measured["bm25"] = {"bytes_per_document": _size(out / "capacity-bm25") / len(bm25)}
+    # the inverted index (bm25s's arrays and vocabulary) and the ids; not the texts kept for display
+    index_bytes = _size(out / "capacity-bm25" / "bm25s") + (out / "capacity-bm25" / "ids.json").stat().st_size
+    measured["bm25"] = {"bytes_per_document": index_bytes / len(bm25)}
     return measured
 
 
@@ -211,7 +229,15 @@ def main() -> None:
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx"])
-    parser.add_argument("--docs", type=int, default=None, help="encode only the first N documents (default: all)")
+    parser.add_argument(
+        "--encode-docs", type=int, default=2000, help="documents of the local vs Ray encoding comparison (0: all)"
+    )
+    parser.add_argument(
+        "--docs",
+        type=int,
+        default=None,
+        help="documents in the databases (default: the whole corpus, encoded once and cached as `evaluate` caches it)",
+    )
     parser.add_argument("--capacity-docs", type=int, default=1000, help="documents for the capacity figures")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=2)
@@ -224,7 +250,6 @@ def main() -> None:
     from retrievekit import load_encoder
     from retrievekit.cli._output import print_table
     from retrievekit.data import load_dataset
-    from retrievekit.embeddings import load_embeddings
 
     torch.set_num_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -234,7 +259,8 @@ def main() -> None:
     encoder = load_encoder(args.model, backend=args.backend)
     print(f"{encoder.name} ({args.backend}), {args.threads} threads, corpus {corpus}")
 
-    encoding = encode_comparison(encoder, corpus, args.output, args.threads, args.repeats, args.batch_size)
+    encode_corpus = _subset(corpus, args.encode_docs or None, args.output / "encode-corpus.jsonl")
+    encoding = encode_comparison(encoder, encode_corpus, args.output, args.threads, args.repeats, args.batch_size)
     print_table(
         f"Encoding {encoding['documents']:,} documents: local vs Ray Data (1 replica x {args.threads} CPUs)",
         ["", "value"],
@@ -245,12 +271,16 @@ def main() -> None:
          ("same ids, same order", str(encoding["same_ids"])),
          ("largest vector difference", f"{encoding['max_abs_difference']:.1e}")],
     )  # fmt: skip
-    embeddings = load_embeddings(args.output / "enc-local")
+    from retrievekit.evaluation.systems import corpus_embeddings
+    from retrievekit.resolve import cache_dir
+
+    embeddings, _, _ = corpus_embeddings(encoder, corpus, cache_root=cache_dir() / "evaluation", scratch=args.output)
     databases = database_comparison(encoder, embeddings, split.queries.texts(), args.output)
     print_table(
         f"{len(embeddings.ids):,} documents, {len(split.queries)} test queries, top 10 against the exact flat index",
-        ["setting", "recall@10", "queries/s", "insert docs/s", "reload s", "disk MB"],
-        [(r["setting"], f"{r['recall@10']:.4f}", f"{r['queries_per_s']:.1f}",
+        ["setting", "recall@10", "queries/s (one by one)", "queries/s (one batch)", "insert docs/s", "reload s",
+         "disk MB"],
+        [(r["setting"], f"{r['recall@10']:.4f}", f"{r['queries_per_s']:.1f}", f"{r['batch_queries_per_s']:.0f}",
           f"{r['insert_docs_per_s']:.0f}" if "insert_docs_per_s" in r else "",
           f"{r['reload_s']:.2f}" if "reload_s" in r else "",
           f"{r['disk_bytes'] / 1e6:.1f}" if "disk_bytes" in r else "") for r in databases],

@@ -6,7 +6,7 @@ The collection holds ``id`` (VARCHAR primary key) and ``vector`` (FLOAT_VECTOR);
 stored in the collection's properties (key ``retrievekit.manifest``) with a content token that
 every ``add`` and ``remove`` renews. ``ann`` maps to Milvus's index types: ``flat`` -> FLAT (exact),
 ``hnsw`` -> HNSW (``ef`` at search), ``ivf_flat`` / ``ivf_pq`` -> IVF_FLAT / IVF_PQ (``partitions``
-cells, ``nprobes`` searched).
+cells, default 128, ``nprobes`` searched).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ _CONTENT_KEY = "retrievekit.content"
 _MILVUS_ANN = {"flat": "FLAT", "hnsw": "HNSW", "ivf_flat": "IVF_FLAT", "ivf_pq": "IVF_PQ"}
 _MAX_ID_LENGTH = 512
 _INSERT_ROWS = 5000
+# Milvus fixes the IVF cells when the collection is made, before its size is known: a default for
+# collections up to about a million vectors (4 sqrt(n) is the usual rule; set ``partitions`` above that)
+_DEFAULT_NLIST = 128
 
 
 def _pymilvus() -> Any:
@@ -78,7 +81,7 @@ class MilvusIndex(DatabaseIndex):
         if self.ann == "hnsw":
             build = {"M": 32, "efConstruction": 200}
         elif self.ann.startswith("ivf"):
-            build = {"nlist": self.partitions or 1024}
+            build = {"nlist": self.partitions or _DEFAULT_NLIST}
             if self.ann == "ivf_pq":
                 build |= {"m": _pq_subquantizers(self.dimension), "nbits": 8}
         params.add_index("vector", index_type=_MILVUS_ANN[self.ann], metric_type=self._metric_type(), params=build)
