@@ -50,6 +50,17 @@ def fill_index(index: VectorIndex, ids: list[str], vectors: np.ndarray, *, train
         index.add(ids[start : start + _ADD_ROWS], np.asarray(vectors[start : start + _ADD_ROWS]))
 
 
+def check_dense(encoder: Any, index_type: str) -> None:
+    """Refuse a model of another family for a dense index type, naming the types that fit it."""
+    family = getattr(encoder, "family", "dense")
+    if family != "dense":
+        fits = ", ".join(index_types(family)) or "none yet"
+        raise ConfigError(
+            f"a {index_type} index stores one vector per document; {encoder.name} is a {family} model "
+            f"(its index types: {fits})"
+        )
+
+
 def vector_index(
     index_type: str, dimension: int, metric: str, *, model_fingerprint: str | None = None, **options: Any
 ) -> VectorIndex:
@@ -95,6 +106,7 @@ def _build_dense(
 ) -> Index:
     if encoder is None:
         raise ConfigError(f"a {index_type} index needs a model to encode the corpus")
+    check_dense(encoder, index_type)
     index = vector_index(
         index_type,
         encoder.dimension,
@@ -272,6 +284,7 @@ def index_from_encoded(
     params = dict(params or {})
     index: Any
     if family == "dense":
+        check_dense(encoder, index_type)
         index = vector_index(
             index_type, encoder.dimension, metric or default_metric(encoder), model_fingerprint=encoder.fingerprint,
             model_name=_model_reference(encoder), model_options=encoder.load_options(), **params,
