@@ -212,3 +212,64 @@ def test_cli_build_search_and_evaluate(name, tmp_path, toy_beir, tiny_bert_dir):
     assert set(metrics[name]) == {"dense", "bm25", "hybrid"}
     for retriever in ("dense", "hybrid"):  # fused with BM25 over the database index as over the flat one
         assert metrics[name][retriever] == pytest.approx(metrics["flat"][retriever], abs=1e-6)
+
+
+def _sparse(n: int, vocab: int, seed: int):
+    from retrievekit.outputs import SparseVectors
+
+    rng = np.random.default_rng(seed)
+    dense = np.where(rng.random((n, vocab)) < 0.05, rng.random((n, vocab)), 0.0).astype(np.float32)
+    return SparseVectors.from_dense(dense)
+
+
+def test_milvus_sparse_equals_the_inverted_index(tmp_path):
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("numba")
+    from retrievekit.index.milvus_index import MilvusSparseIndex
+    from retrievekit.index.sparse import SparseIndex
+
+    documents, queries = _sparse(120, 300, 0), _sparse(6, 300, 1)
+    ids = [f"doc-{i}" for i in range(len(documents))]
+    exact = SparseIndex(300)
+    exact.add(ids, documents)
+    uri = str(tmp_path / "sparse.db")
+    index = MilvusSparseIndex(300, uri=uri, model_fingerprint="sha256:splade")
+    index.add(ids, documents)
+    index.save()
+    index.close()
+    loaded = load_index(uri)
+    assert type(loaded) is MilvusSparseIndex and loaded.vocab_size == 300 and len(loaded) == 120
+    for got, want in zip(loaded.search(queries, 10), exact.search(queries, 10), strict=True):
+        assert got.ids == want.ids
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5)
+    stored = loaded.vectors_of(["doc-7", "doc-3"])
+    np.testing.assert_allclose(stored.to_dense(), documents.take(np.array([7, 3])).to_dense(), rtol=1e-6)
+    with pytest.raises(ConfigError, match="ann must be 'flat'"):
+        MilvusSparseIndex(300, uri=str(tmp_path / "other.db"), ann="hnsw")
+    loaded.close()
+
+
+def test_cli_milvus_sparse_and_the_families_each_backend_refuses(tmp_path, toy_beir, tiny_mlm_dir, tiny_bert_dir):
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("lancedb")
+    from retrievekit.cli.main import cli
+
+    runner = CliRunner()
+    build = ["index", "build", "--corpus", str(toy_beir), "--model", str(tiny_mlm_dir)]
+    result = runner.invoke(cli, [*build, "--type", "milvus-sparse", "--uri", str(tmp_path / "s.db")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, [*build, "--type", "sparse", "--output", str(tmp_path / "inverted")])
+    assert result.exit_code == 0, result.output
+    outputs = []
+    for location in (str(tmp_path / "s.db"), str(tmp_path / "inverted")):
+        args = ["search", "--index", location, "-q", "vitamin bones", "-k", "3", "--json", "--model", str(tiny_mlm_dir)]
+        result = runner.invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        outputs.append([h["id"] for h in json.loads(result.output)["results"]])
+    assert outputs[0] == outputs[1] and outputs[0]
+    # a SPLADE model cannot fill a dense database index, and the error names the types that fit
+    from retrievekit.index.build import build_index
+    from retrievekit.models.sparse import load_sparse_encoder
+
+    with pytest.raises(ConfigError, match=r"is a sparse model \(its index types: milvus-sparse, sparse\)"):
+        build_index(toy_beir, "lancedb", encoder=load_sparse_encoder(tiny_mlm_dir), params={"uri": str(tmp_path / "l")})

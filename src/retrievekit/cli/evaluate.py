@@ -40,7 +40,7 @@ _RETRIEVERS = registered_retrievers()
 )
 @click.option(
     "--index-type",
-    type=click.Choice(index_types("dense") + index_types("multivector")),
+    type=click.Choice(index_types("dense") + index_types("multivector") + index_types("sparse")),
     default=None,
     help="Index for the model's retriever (default: flat for dense models, plaid for ColBERT ones).",
 )

@@ -35,13 +35,26 @@ def index() -> None:
     "--type",
     "index_type",
     type=click.Choice(
-        ["flat", "hnsw", "ivfpq", "scann", "lancedb", "milvus", "bm25", "multivector-flat", "plaid", "sparse"]
+        [
+            "flat",
+            "hnsw",
+            "ivfpq",
+            "scann",
+            "lancedb",
+            "milvus",
+            "bm25",
+            "multivector-flat",
+            "plaid",
+            "sparse",
+            "milvus-sparse",
+        ]
     ),
     default="flat",
     show_default=True,
     help="flat: exact; hnsw / ivfpq: FAISS ANN; scann: Google's ScaNN (BET's; extra scann); bm25: lexical (no "
     "model); lancedb / milvus: a vector database at --uri (extras lancedb, milvus); multivector-flat / plaid: "
-    "for ColBERT models (exact MaxSim / PLAID's compressed index); sparse: for SPLADE models (inverted index, exact).",
+    "for ColBERT models (exact MaxSim / PLAID's compressed index); sparse: for SPLADE models (inverted index, exact); "
+    "milvus-sparse: SPLADE vectors in Milvus's sparse field.",
 )
 @click.option(
     "--output", "-o", default=None, type=click.Path(file_okay=False), help="Index folder to write (atomically)."
@@ -165,7 +178,7 @@ def build(
     from retrievekit.errors import ConfigError
     from retrievekit.index.build import build_index
 
-    database = index_type in ("lancedb", "milvus")
+    database = index_type in ("lancedb", "milvus", "milvus-sparse")
     if database:
         uri = uri or output
         if uri is None:
@@ -192,6 +205,7 @@ def build(
         "flat": {},
         "lancedb": database_params,
         "milvus": database_params,
+        "milvus-sparse": database_params,
         "scann": {"leaves": leaves, "leaves_to_search": leaves_to_search, "reorder": reorder},
         "multivector-flat": {},
         "sparse": {},

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from retrievekit.artifacts import fingerprint_files, fingerprint_json
 from retrievekit.data.beir import RetrievalSplit
 from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.index.database import DatabaseIndex
 from retrievekit.index.registry import index_class, index_type_info
 from retrievekit.retrieval.base import Pipeline, Retriever
 from retrievekit.retrieval.fusion import FUSIONS
@@ -337,6 +338,15 @@ class EncoderIndexSpec(RetrieverSpec):
             }
         )
 
+    def _params(self, corpus: EvaluationCorpus) -> dict[str, Any]:
+        """The index parameters; a database index (which lives at a URI) gets a fresh one in this
+        evaluation's scratch folder."""
+        params = dict(self.index_params)
+        if getattr(index_class(self.index_type), "backend", None) and "uri" not in params:
+            suffix = ".db" if self.index_type.startswith("milvus") else ""
+            params |= {"uri": str(corpus.scratch / f"{self.index_type}-{self.name}{suffix}"), "overwrite": True}
+        return params
+
     def _index_corpus(
         self, corpus: EvaluationCorpus, items: Any, encode_s: float, cached: bool, retriever_class: Any
     ) -> BuiltRetriever:
@@ -347,11 +357,13 @@ class EncoderIndexSpec(RetrieverSpec):
             raise ArtifactError(f"{len(items)} cached encoded rows for {len(documents)} documents")
         started = time.perf_counter()
         index_type: Any = index_class(self.index_type)
-        index = index_type(self.encoder.dimension, **self.index_params)
+        index = index_type(self.encoder.dimension, **self._params(corpus))
         if index.family != self.family:
             raise ConfigError(f"{self.index_type} is not a {self.family} index")
         index.model_fingerprint = self.encoder.fingerprint
         index.add(documents.ids, items)
+        if isinstance(index, DatabaseIndex):
+            index.save()  # flush
         retriever = retriever_class(self.encoder, index, batch_size=corpus.batch_size, name=self.name)
         return BuiltRetriever(
             retriever, {"encode": encode_s, "index": time.perf_counter() - started}, {"embeddings": cached}
@@ -369,16 +381,11 @@ class DenseSpec(EncoderIndexSpec):
 
     def build(self, corpus: EvaluationCorpus) -> BuiltRetriever:
         from retrievekit.index.build import default_metric, fill_index, vector_index
-        from retrievekit.index.database import DatabaseIndex
         from retrievekit.retrieval.retriever import DenseRetriever
 
         embeddings, encode_s, cached = corpus.embeddings(self.encoder)
         started = time.perf_counter()
-        params = dict(self.index_params)
-        if getattr(index_class(self.index_type), "backend", None) and "uri" not in params:
-            # a database index lives at a URI: a fresh one in this evaluation's scratch folder
-            suffix = ".db" if self.index_type == "milvus" else ""
-            params |= {"uri": str(corpus.scratch / f"{self.index_type}-{self.name}{suffix}"), "overwrite": True}
+        params = self._params(corpus)
         index = vector_index(
             self.index_type, self.encoder.dimension, default_metric(self.encoder),
             model_fingerprint=self.encoder.fingerprint, **params,

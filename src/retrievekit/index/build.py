@@ -54,7 +54,7 @@ def check_dense(encoder: Any, index_type: str) -> None:
     """Refuse a model of another family for a dense index type, naming the types that fit it."""
     family = getattr(encoder, "family", "dense")
     if family != "dense":
-        fits = ", ".join(index_types(family)) or "none yet"
+        fits = ", ".join(sorted(index_types(family))) or "none yet"
         raise ConfigError(
             f"a {index_type} index stores one vector per document; {encoder.name} is a {family} model "
             f"(its index types: {fits})"

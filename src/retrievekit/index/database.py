@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from abc import abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,8 +31,8 @@ import numpy as np
 from retrievekit.artifacts import Manifest, fingerprint_json, manifest_from_dict
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.hits import Hits
-from retrievekit.index.base import INDEX_KIND, check_count, check_new_ids
-from retrievekit.index.vector import VectorIndex
+from retrievekit.index.base import INDEX_KIND, Index, check_count, check_new_ids
+from retrievekit.index.registry import index_class
 
 __all__ = ["ANN_TYPES", "DatabaseIndex", "database_index_type"]
 
@@ -58,8 +58,11 @@ def database_index_type(location: str | Path) -> str | None:
     return None
 
 
-class DatabaseIndex(VectorIndex):
-    """A dense index stored in a database at ``uri``, in the table (collection) ``name``.
+class DatabaseIndex(Index[Any, Any]):
+    """An index stored in a database at ``uri``, in the table (collection) ``name``. A concrete
+    class also derives from its family's contract (:class:`~retrievekit.index.vector.VectorIndex`,
+    :class:`~retrievekit.index.sparse.SparseVectorIndex`), which checks items and queries
+    (``_prepare``) and holds the dimension.
 
     ``ann`` is the database's search structure: ``flat`` (exact: every vector scored, the setting
     whose results equal the flat index), ``hnsw``, ``ivf_flat`` or ``ivf_pq``; ``partitions`` (IVF
@@ -70,12 +73,11 @@ class DatabaseIndex(VectorIndex):
 
     backend: ClassVar[str]
     extra: ClassVar[str]
+    _prepare: Callable[[Any, str], Any]  # from the family's contract class
 
     def __init__(
         self,
-        dimension: int,
-        metric: str = "dot",
-        *,
+        *family_args: Any,
         uri: str | Path,
         name: str = "retrievekit",
         ann: str = "flat",
@@ -85,7 +87,7 @@ class DatabaseIndex(VectorIndex):
         overwrite: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(dimension, metric, **kwargs)
+        super().__init__(*family_args, **kwargs)
         if ann not in ANN_TYPES:
             raise ConfigError(f"ann must be one of {', '.join(ANN_TYPES)}, got {ann!r}")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", name):
@@ -114,7 +116,7 @@ class DatabaseIndex(VectorIndex):
         """The manifest stored in the open table's metadata (None when there is none)."""
 
     @abstractmethod
-    def _db_insert(self, ids: list[str], vectors: np.ndarray) -> None: ...
+    def _db_insert(self, ids: list[str], items: Any) -> None: ...
 
     @abstractmethod
     def _db_delete(self, ids: list[str]) -> None: ...
@@ -127,7 +129,7 @@ class DatabaseIndex(VectorIndex):
     def _db_count(self) -> int: ...
 
     @abstractmethod
-    def _db_search(self, queries: np.ndarray, k: int) -> list[tuple[list[str], list[float]]]:
+    def _db_search(self, queries: Any, k: int) -> list[tuple[list[str], list[float]]]:
         """Per query, at most ``k`` (ids, scores), best first; scores higher-is-better in this
         package's convention (dot, cosine, negated squared l2)."""
 
@@ -147,7 +149,7 @@ class DatabaseIndex(VectorIndex):
 
     # ---- the contract, once for every database ------------------------------------------------
     def config(self) -> dict[str, Any]:
-        return super().config() | {
+        return super().config() | {  # type: ignore[safe-super]  # the family contract is next in the MRO
             "name": self.name, "ann": self.ann, "partitions": self.partitions, "nprobes": self.nprobes,
             "ef": self.ef,
         }  # fmt: skip
@@ -177,7 +179,7 @@ class DatabaseIndex(VectorIndex):
     def __len__(self) -> int:
         return self._db_count() if self._exists else 0
 
-    def add(self, ids: Sequence[str], items: np.ndarray, *, upsert: bool = False) -> None:
+    def add(self, ids: Sequence[str], items: Any, *, upsert: bool = False) -> None:
         """Store ``items`` under ``ids``; an id already in the database is an error unless ``upsert``."""
         ids = list(ids)
         vectors = self._prepare(items, "items")
@@ -209,7 +211,7 @@ class DatabaseIndex(VectorIndex):
                 self._db_changed()
             return len(existing)
 
-    def search(self, queries: np.ndarray, k: int = 10) -> list[Hits]:
+    def search(self, queries: Any, k: int = 10) -> list[Hits]:
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
         prepared = self._prepare(queries, "queries")
@@ -258,13 +260,15 @@ class DatabaseIndex(VectorIndex):
         where = f"{text} (table {name!r} metadata)"
         manifest = manifest_from_dict(raw, where)
         config = dict(manifest.config)
-        if manifest.kind != INDEX_KIND or config.pop("index_type", None) != cls.index_type:
+        stored_type = config.pop("index_type", None)
+        target: Any = _registered(stored_type)
+        if manifest.kind != INDEX_KIND or getattr(target, "backend", None) != cls.backend:
             probe.close()
-            raise ArtifactError(f"{where}: not a {cls.index_type} index")
+            raise ArtifactError(f"{where}: not a {cls.backend} index of retrievekit's (index type {stored_type!r})")
         model, fingerprint = config.pop("model", None), config.pop("model_fingerprint", None)
         options = config.pop("model_options", {})
         try:
-            index = cls(**config, uri=text)
+            index = target(**config, uri=text)
         except (TypeError, ValueError) as exc:
             probe.close()
             raise ArtifactError(f"{where}: invalid index config: {exc}") from None
@@ -292,6 +296,14 @@ class DatabaseIndex(VectorIndex):
 
     def _load_payload(self, directory: Path, *, mmap: bool) -> None:  # pragma: no cover
         raise ConfigError("a database index is connected to, not read from a folder")
+
+
+def _registered(index_type: Any) -> Any:
+    """The class registered for a stored index type, or None."""
+    try:
+        return index_class(str(index_type))
+    except ValueError:
+        return None
 
 
 def _same_location(a: str | Path, b: str | Path) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 from retrievekit._optional import require
 from retrievekit.index.base import check_count
 from retrievekit.index.database import DatabaseIndex, parse_json_metadata, sql_string
+from retrievekit.index.vector import VectorIndex
 
 __all__ = ["LanceDbIndex"]
 
@@ -34,7 +35,7 @@ def _lancedb() -> Any:
     return require("lancedb", extra="lancedb", purpose="the LanceDB index")
 
 
-class LanceDbIndex(DatabaseIndex):
+class LanceDbIndex(DatabaseIndex, VectorIndex):
     """Dense vectors in a LanceDB table (see the module description)."""
 
     index_type = "lancedb"

@@ -85,6 +85,12 @@ register_index_type(
 register_index_type(
     "milvus", "retrievekit.index.milvus_index:MilvusIndex", family="dense", description="Milvus (Lite file or server)"
 )
+register_index_type(
+    "milvus-sparse",
+    "retrievekit.index.milvus_index:MilvusSparseIndex",
+    family="sparse",
+    description="Milvus's sparse field (SPLADE)",
+)
 register_index_type("bm25", "retrievekit.index.bm25:Bm25Index", family="lexical", description="bm25s")
 register_index_type(
     "multivector-flat",

@@ -20,11 +20,11 @@ import numpy as np
 
 from retrievekit._optional import require
 from retrievekit.errors import ArtifactError, ConfigError
-from retrievekit.index.base import PositionalIndex, check_count
+from retrievekit.index.base import Index, PositionalIndex, check_count
 from retrievekit.index.exact import top_k
 from retrievekit.outputs import SparseVectors
 
-__all__ = ["SparseIndex", "as_sparse_vectors"]
+__all__ = ["SparseIndex", "SparseVectorIndex", "as_sparse_vectors"]
 
 _ARRAYS = ("indptr", "indices", "values", "term_offsets", "postings", "posting_values")
 
@@ -57,15 +57,40 @@ def as_sparse_vectors(items: Any, vocab_size: int, what: str) -> SparseVectors:
     return SparseVectors(np.asarray(vectors.indptr, dtype=np.int64), indices.astype(np.int32), values, vocab_size)
 
 
-class SparseIndex(PositionalIndex[SparseVectors, SparseVectors]):
-    """Exact sparse dot-product search over an inverted index (see the module description)."""
+class SparseVectorIndex(Index[SparseVectors, SparseVectors]):
+    """The sparse family's index contract: items and queries are :class:`SparseVectors` over a
+    vocabulary of ``vocab_size`` terms, scored by sparse dot product. The in-process inverted index
+    (:class:`SparseIndex`) and Milvus's sparse field (``milvus-sparse``) implement it."""
 
-    index_type = "sparse"
     family = "sparse"
 
     def __init__(self, vocab_size: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.vocab_size = check_count("vocab_size", vocab_size)
+
+    @property
+    def dimension(self) -> int:
+        """The vocabulary size (what a model's vectors must match)."""
+        return self.vocab_size
+
+    def config(self) -> dict[str, Any]:
+        return {"vocab_size": self.vocab_size}
+
+    def _prepare(self, items: Any, what: str) -> SparseVectors:
+        return as_sparse_vectors(items, self.vocab_size, what)
+
+    def vectors_of(self, ids: list[str]) -> SparseVectors:
+        """The stored vectors of ``ids`` (present ones), in that order."""
+        raise ConfigError(f"a {self.index_type} index does not return its stored vectors")
+
+
+class SparseIndex(SparseVectorIndex, PositionalIndex[SparseVectors, SparseVectors]):
+    """Exact sparse dot-product search over an inverted index (see the module description)."""
+
+    index_type = "sparse"
+
+    def __init__(self, vocab_size: int, **kwargs: Any) -> None:
+        super().__init__(vocab_size, **kwargs)
         self._rows: list[SparseVectors] = []
         self._arrays: dict[str, np.ndarray] = {
             "indptr": np.zeros(1, np.int64),
@@ -77,20 +102,9 @@ class SparseIndex(PositionalIndex[SparseVectors, SparseVectors]):
         # lazily inside them, once, under this lock
         self._materialize = threading.RLock()
 
-    @property
-    def dimension(self) -> int:
-        """The vocabulary size (what a model's vectors must match)."""
-        return self.vocab_size
-
-    def config(self) -> dict[str, Any]:
-        return {"vocab_size": self.vocab_size}
-
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> SparseIndex:
         return cls(**config)
-
-    def _prepare(self, items: Any, what: str) -> SparseVectors:
-        return as_sparse_vectors(items, self.vocab_size, what)
 
     # ---- storage -----------------------------------------------------------------------------
     @property

@@ -33,14 +33,14 @@ def retriever_for_index(
     index still checks its fingerprint)."""
     from retrievekit.index.bm25 import Bm25Index
     from retrievekit.index.multivector import MultiVectorIndex
-    from retrievekit.index.sparse import SparseIndex
+    from retrievekit.index.sparse import SparseVectorIndex
     from retrievekit.index.vector import VectorIndex
     from retrievekit.retrieval.retriever import Bm25Retriever
     from retrievekit.trust import check_artifact_model_options, recorded_model
 
     if isinstance(index, Bm25Index):
         return Bm25Retriever(index)
-    if not isinstance(index, VectorIndex | MultiVectorIndex | SparseIndex):
+    if not isinstance(index, VectorIndex | MultiVectorIndex | SparseVectorIndex):
         raise ConfigError(f"{index_dir}: searching a {index.index_type} index is not supported yet")
     if encoder is not None:
         return _retriever(index, encoder, force)
@@ -54,20 +54,20 @@ def retriever_for_index(
 
     load: Callable[..., Any] = (
         load_colbert if isinstance(index, MultiVectorIndex) else
-        load_sparse_encoder if isinstance(index, SparseIndex) else load_encoder
+        load_sparse_encoder if isinstance(index, SparseVectorIndex) else load_encoder
     )  # fmt: skip
     return _retriever(index, load(name, **loading), force)
 
 
 def _retriever(index: Index, encoder: Any, force: bool) -> Retriever:
     from retrievekit.index.multivector import MultiVectorIndex
-    from retrievekit.index.sparse import SparseIndex
+    from retrievekit.index.sparse import SparseVectorIndex
     from retrievekit.index.vector import VectorIndex
     from retrievekit.retrieval.retriever import DenseRetriever, MultiVectorRetriever, SparseRetriever
 
     if isinstance(index, MultiVectorIndex):
         return MultiVectorRetriever(encoder, index, force=force)
-    if isinstance(index, SparseIndex):
+    if isinstance(index, SparseVectorIndex):
         return SparseRetriever(encoder, index, force=force)
     if not isinstance(index, VectorIndex):
         raise ConfigError(f"a {index.index_type} index is not searched with a model")
