@@ -112,8 +112,8 @@ class _MilvusCollection(DatabaseIndex):
             raise ConfigError(f"id {long!r:.60} is longer than Milvus's {_MAX_ID_LENGTH}-byte primary key")
         values = self._values(items)
         for start in range(0, len(ids), _INSERT_ROWS):
-            rows = [{"id": i, self._field: v} for i, v in zip(ids[start : start + _INSERT_ROWS],
-                                                             values[start : start + _INSERT_ROWS], strict=True)]  # fmt: skip
+            chunk = zip(ids[start : start + _INSERT_ROWS], values[start : start + _INSERT_ROWS], strict=True)
+            rows = [{"id": i, self._field: v} for i, v in chunk]
             self._client.insert(self.name, rows)
 
     def _db_delete(self, ids: list[str]) -> None:
