@@ -14,6 +14,7 @@ default 128, ``nprobes`` searched). Multi-vector (ColBERT) models have no Milvus
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -39,6 +40,9 @@ _DEFAULT_NLIST = 128
 
 
 def _pymilvus() -> Any:
+    # Milvus Lite's in-process gRPC server lacks AllocTimestamp; pymilvus asks, gets "not
+    # implemented" and carries on, but gRPC logs the refusal as an ERROR with a traceback
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     return require("pymilvus", extra="milvus", purpose="the Milvus index")
 
 

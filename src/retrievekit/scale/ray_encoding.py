@@ -223,6 +223,8 @@ class _ShardWriter:
 
 def _start_ray(address: str | None) -> Any:
     ray = _ray()
+    for name in ("ray", "ray.data"):  # our progress bar and table report the run; Ray's INFO lines repeat it
+        logging.getLogger(name).setLevel(logging.WARNING if name == "ray" else logging.ERROR)
     if not ray.is_initialized():
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
         if address is None:
