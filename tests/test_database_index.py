@@ -104,6 +104,9 @@ def test_flush_connect_and_the_manifest_in_the_database(backend):
         assert got.ids == want.ids
     loaded.remove(["doc-1"])
     assert loaded.fingerprint() != fingerprint  # a write changes the content fingerprint
+    before = loaded.fingerprint()
+    loaded.add(["doc-2"], vectors[5:6], upsert=True)  # same count, other content
+    assert loaded.fingerprint() != before
     with pytest.raises(ConfigError, match="was built with model"):
         loaded.check_model("sha256:model-b")
     with pytest.raises(ConfigError, match="lives in its database"):

@@ -182,7 +182,7 @@ def test_a_bad_line_is_the_local_readers_error(tiny_bert_dir, corpus, tmp_path):
         )
 
 
-def test_cli_encode_and_index_build_on_ray(tiny_bert_dir, corpus, tmp_path):
+def test_cli_encode_and_index_build_on_ray(tiny_bert_dir, tiny_bert_dir_b, corpus, tmp_path):
     """``encode --engine ray`` writes shards that ``index build --embeddings`` reads, and ``index build
     --engine ray`` gives the index a local build gives."""
     from retrievekit.cli.main import cli
@@ -199,6 +199,11 @@ def test_cli_encode_and_index_build_on_ray(tiny_bert_dir, corpus, tmp_path):
         args = ["index", "build", "--corpus", str(corpus), *model, "--type", "flat", "--output", str(tmp_path / label)]
         result = runner.invoke(cli, [*args, *extra], catch_exceptions=False)
         assert result.exit_code == 0, result.output
+    # rows encoded by another model are refused, naming both
+    args = ["index", "build", "--corpus", str(corpus), "--model", str(tiny_bert_dir_b), "--pooling", "mean",
+            "--type", "flat", "--output", str(tmp_path / "wrong"), "--embeddings", str(tmp_path / "emb")]  # fmt: skip
+    result = runner.invoke(cli, args)
+    assert result.exit_code != 0 and "was encoded with model" in str(result.exception)
     queries = np.random.default_rng(0).standard_normal((4, _dense(tiny_bert_dir).dimension)).astype(np.float32)
     want = load_index(tmp_path / "local").search(queries, 5)
     for label in ("ray", "embeddings"):
@@ -218,10 +223,19 @@ def test_without_the_extra_the_error_names_it(monkeypatch, tiny_bert_dir, corpus
         ray_encoding._ray()
 
 
-def test_cli_evaluate_on_ray_equals_local(tiny_bert_dir, toy_beir, tmp_path):
+def test_cli_evaluate_on_ray_equals_local(tiny_bert_dir, toy_beir, tmp_path, monkeypatch):
     """``evaluate --engine ray`` encodes the corpus on Ray: the same metrics as local encoding."""
+    import retrievekit.scale
     from retrievekit.cli.main import cli
 
+    calls = []
+    real = retrievekit.scale.encode_with_ray
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("settings"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retrievekit.scale, "encode_with_ray", counted)
     metrics = {}
     for engine in ("local", "ray"):
         args = ["evaluate", "--dataset", str(toy_beir), "--model", str(tiny_bert_dir), "--pooling", "mean",
@@ -231,6 +245,7 @@ def test_cli_evaluate_on_ray_equals_local(tiny_bert_dir, toy_beir, tmp_path):
         assert result.exit_code == 0, result.output
         rows = json.loads((tmp_path / engine / "results.json").read_text())["systems"]
         metrics[engine] = {row["retriever"]: row["metrics"] for row in rows}
+    assert len(calls) == 1  # the ray row's corpus went through Ray (once: the hybrid reuses it)
     assert set(metrics["ray"]) == {"dense", "hybrid"}
     for retriever, values in metrics["local"].items():
         assert metrics["ray"][retriever] == pytest.approx(values, abs=1e-6)
