@@ -138,6 +138,12 @@ def test_a_removed_database_is_a_clear_error(backend):
             load_index(uri)
 
 
+def test_a_folder_index_named_like_a_database_is_still_a_folder(tmp_path):
+    index = ExactIndex(2)
+    index.add(["a"], np.ones((1, 2), np.float32))
+    assert type(load_index(index.save(tmp_path / "looks-like-milvus.db"))) is ExactIndex
+
+
 def test_a_table_without_a_retrievekit_manifest_is_refused(tmp_path):
     pytest.importorskip("lancedb")
     import lancedb

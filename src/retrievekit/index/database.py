@@ -50,10 +50,12 @@ def database_index_type(location: str | Path) -> str | None:
     ('milvus', 'milvus')
     """
     text = str(location)
-    if _REMOTE.match(text) or Path(text).suffix == ".db":
-        return "milvus"
     path = Path(text)
-    if path.is_dir() and not (path / "manifest.json").exists() and any(path.glob("*.lance")):
+    if (path / "manifest.json").exists():  # a folder saved by retrievekit, whatever its name
+        return None
+    if _REMOTE.match(text) or path.suffix == ".db":
+        return "milvus"
+    if path.is_dir() and any(path.glob("*.lance")):
         return "lancedb"
     return None
 
