@@ -94,6 +94,11 @@ class ModelRecipe:
         name = str(encoder.name)
         model = str(Path(name).resolve()) if Path(name).exists() else name
         options = dict(encoder.load_options()) | {"backend": encoder.backend, "trust_remote_code": trust_remote_code}
+        backend, _, detail = str(getattr(encoder, "runtime", encoder.backend)).partition("-")
+        if backend == "torch" and detail:  # the same precision on every replica: "torch-float16"
+            options["dtype"] = detail
+        elif backend == "onnx" and detail and family != "sparse":  # "onnx-int8", "onnx-fp32"
+            options["quantize"] = None if detail == "fp32" else detail
         return cls(family, model, options)
 
     def load(self, device: str | None = None) -> Any:
@@ -108,14 +113,17 @@ class ModelRecipe:
 class _EncodeReplica:
     """One model replica of the actor pool: encodes a batch of rows (``line``, ``id``, ``text``)."""
 
-    def __init__(self, recipe: ModelRecipe, side: str, batch_size: int, fingerprint: str, threads: int, gpu: bool):
+    def __init__(
+        self, recipe: ModelRecipe, side: str, batch_size: int, fingerprint: tuple[str, str], threads: int, gpu: bool
+    ) -> None:
         import torch
 
         torch.set_num_threads(threads)
         self.model = recipe.load("cuda" if gpu else None)
-        if self.model.fingerprint != fingerprint:
+        if (self.model.fingerprint, self.model.runtime) != tuple(fingerprint):
             raise ConfigError(
-                f"a replica loaded {recipe.model} as another model (fingerprint {self.model.fingerprint})"
+                f"a replica loaded {recipe.model} as another model or runtime "
+                f"({self.model.fingerprint[:20]}..., {self.model.runtime})"
             )
         self.side, self.batch_size, self.family = side, batch_size, recipe.family
 
@@ -288,7 +296,8 @@ def encode_with_ray(
     dataset = dataset.map_batches(
         _EncodeReplica,
         fn_constructor_kwargs={
-            "recipe": recipe, "side": side, "batch_size": batch_size, "fingerprint": encoder.fingerprint,
+            "recipe": recipe, "side": side, "batch_size": batch_size,
+            "fingerprint": (encoder.fingerprint, encoder.runtime),
             "threads": cpus_per_replica, "gpu": gpus_per_replica > 0,
         },
         compute=ray.data.ActorPoolStrategy(size=replicas),
