@@ -86,6 +86,15 @@ def test_dense_equals_local_encoding_across_blocks_and_shards(tiny_bert_dir, cor
 
     loaded = load_embeddings(tmp_path / "ray")
     assert loaded.ids == local.ids and loaded.vectors.shape == (90, encoder.dimension)
+    # the manifest is data: a shard name cannot lead out of the folder
+    from retrievekit.errors import ArtifactError
+
+    manifest_path = tmp_path / "ray" / "manifest.json"
+    raw = json.loads(manifest_path.read_text())
+    raw["config"]["shards"][0]["name"] = "../local"
+    manifest_path.write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="a shard name must be shard-NNNNN"):
+        read_encoded(tmp_path / "ray")
 
 
 def test_colbert_and_sparse_equal_local_encoding(tiny_bert_dir, tiny_mlm_dir, corpus, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,7 +314,7 @@ def iter_encoded(directory: str | Path, *, mmap: bool = True) -> Iterator[tuple[
     seen = 0
     for shard in shards:
         name = shard.get("name") if isinstance(shard, dict) else None
-        if not isinstance(name, str) or not name.startswith("shard-") or "/" in name or name.startswith("shard-."):
+        if not isinstance(name, str) or not re.fullmatch(r"shard-\d{1,9}", name):  # data: never a path out
             raise ArtifactError(f"{directory / 'manifest.json'}: a shard name must be shard-NNNNN, got {name!r}")
         ids, rows = _read_part(directory / name, family, mmap)
         if len(ids) != shard.get("count"):
