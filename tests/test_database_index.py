@@ -73,6 +73,9 @@ def test_ids_upserts_and_removals(backend):
         index.add(["x", "x"], vectors[:2])
     with pytest.raises(ConfigError, match="shape"):
         index.add(["y"], vectors[:1, :5])
+    for store in (index, ExactIndex(vectors.shape[1])):  # the one count check every index's add shares
+        with pytest.raises(ConfigError, match="2 ids for 1 items"):
+            store.add(["x", "y"], vectors[:1])
     index.add(ids[:1], vectors[9:10], upsert=True)  # doc-0 now holds doc-9's vector
     assert len(index) == 50
     assert set(index.search(vectors[9], 2)[0].ids) == {"doc-0", "doc-9"}

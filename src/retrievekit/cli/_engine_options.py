@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 import click
+
+from retrievekit.cli._option_group import option_group
 
 
 def engine_options(command: Callable) -> Callable:
@@ -47,14 +48,7 @@ def engine_options(command: Callable) -> Callable:
             help="--engine ray: GPUs each replica takes (1: one GPU per replica).",
         ),
     ]
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        return command(*args, **kwargs)
-
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
+    return option_group(options)(command)
 
 
 def ray_settings(options: dict[str, Any]) -> Any:

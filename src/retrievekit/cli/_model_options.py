@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import click
 
+from retrievekit.cli._option_group import option_group
 from retrievekit.models.spec import POOLING_MODES
 
 
@@ -75,14 +75,7 @@ def model_options(command: Callable) -> Callable:
             "imply it.",
         ),
     ]
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        return command(*args, **kwargs)
-
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
+    return option_group(options)(command)
 
 
 def load_from_options(

@@ -15,7 +15,7 @@ import contextlib
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -46,6 +46,7 @@ __all__ = [
     "ReadWriteLock",
     "check_count",
     "check_new_ids",
+    "ids_and_items",
     "index_class",
     "load_index",
 ]
@@ -153,6 +154,16 @@ def check_new_ids(ids: Sequence[str], existing: Sequence[str], *, upsert: bool) 
         raise ConfigError(
             f"{len(existing)} id(s) already in the index (first: {existing[0]!r}); pass upsert=True to replace them"
         )
+
+
+def ids_and_items(ids: Sequence[str], items: Any, prepare: Callable[[Any, str], Any]) -> tuple[list[str], Any]:
+    """The ids of one ``add`` as a list and its items checked by the index's ``prepare``; their
+    counts must agree."""
+    ids = list(ids)
+    prepared = prepare(items, "items")
+    if len(ids) != len(prepared):
+        raise ConfigError(f"{len(ids)} ids for {len(prepared)} items")
+    return ids, prepared
 
 
 def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
@@ -365,10 +376,7 @@ class PositionalIndex(Index[Items, Queries]):
 
     def add(self, ids: Sequence[str], items: Items, *, upsert: bool = False) -> None:
         """Add ``items`` under ``ids``. An existing id is an error unless ``upsert=True`` replaces it."""
-        ids = list(ids)
-        prepared = self._prepare(items, "items")
-        if len(ids) != len(prepared):
-            raise ConfigError(f"{len(ids)} ids for {len(prepared)} items")
+        ids, prepared = ids_and_items(ids, items, self._prepare)
         if not ids:
             return
         with self.lock.writing():

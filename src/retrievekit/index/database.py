@@ -31,7 +31,7 @@ import numpy as np
 from retrievekit.artifacts import Manifest, fingerprint_json, manifest_from_dict
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.hits import Hits
-from retrievekit.index.base import INDEX_KIND, Index, check_count, check_new_ids
+from retrievekit.index.base import INDEX_KIND, Index, check_count, check_new_ids, ids_and_items
 from retrievekit.index.registry import index_class
 
 __all__ = ["ANN_TYPES", "DatabaseIndex", "database_index_type"]
@@ -183,17 +183,13 @@ class DatabaseIndex(Index[Any, Any]):
 
     def add(self, ids: Sequence[str], items: Any, *, upsert: bool = False) -> None:
         """Store ``items`` under ``ids``; an id already in the database is an error unless ``upsert``."""
-        ids = list(ids)
-        vectors = self._prepare(items, "items")
-        if len(ids) != len(vectors):
-            raise ConfigError(f"{len(ids)} ids for {len(vectors)} items")
+        ids, vectors = ids_and_items(ids, items, self._prepare)
         if not ids:
             return
         with self.lock.writing():
-            check_new_ids(ids, [], upsert=upsert)
+            existing = self._db_existing(ids) if self._exists and self._db_count() else []
+            check_new_ids(ids, existing, upsert=upsert)  # before a table is made for them
             self._ensure_table()
-            existing = self._db_existing(ids) if self._db_count() else []
-            check_new_ids(ids, existing, upsert=upsert)
             if existing:
                 self._db_delete(existing)
             self._db_insert(ids, vectors)
@@ -250,12 +246,22 @@ class DatabaseIndex(Index[Any, Any]):
             raise ArtifactError(f"{text}: no {cls.backend} database there (was it moved or removed?)")
         probe = cls.__new__(cls)
         probe.uri, probe.name = text, name
-        if not probe._db_open():
+        try:
+            index = cls._checked(probe, text, name)
+        except Exception:
             probe.close()
+            raise
+        index._handles = probe._handles  # the probe's open connection
+        index._exists = True
+        return index
+
+    @classmethod
+    def _checked(cls, probe: DatabaseIndex, text: str, name: str) -> DatabaseIndex:
+        """A new index of the stored type and config, once the table and its manifest check out."""
+        if not probe._db_open():
             raise ArtifactError(f"{text}: the {cls.backend} database has no table {name!r}")
         raw = probe._db_manifest()
         if raw is None:
-            probe.close()
             raise ArtifactError(
                 f"{text}: table {name!r} carries no retrievekit manifest; it was not built by retrievekit"
             )
@@ -265,25 +271,17 @@ class DatabaseIndex(Index[Any, Any]):
         stored_type = config.pop("index_type", None)
         target: Any = _registered(stored_type)
         if manifest.kind != INDEX_KIND or getattr(target, "backend", None) != cls.backend:
-            probe.close()
             raise ArtifactError(f"{where}: not a {cls.backend} index of retrievekit's (index type {stored_type!r})")
         model, fingerprint = config.pop("model", None), config.pop("model_fingerprint", None)
         options = config.pop("model_options", {})
-        try:
-            index = target(**config, uri=text)
-        except (TypeError, ValueError) as exc:
-            probe.close()
-            raise ArtifactError(f"{where}: invalid index config: {exc}") from None
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise ArtifactError(f"{where}: model_fingerprint must be a string")
+        try:
+            index: DatabaseIndex = target(**config, uri=text)
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"{where}: invalid index config: {exc}") from None
         index.model_name, index.model_fingerprint, index.model_options = model, fingerprint, dict(options or {})
-        index._adopt(probe)
-        index._exists = True
         return index
-
-    def _adopt(self, probe: DatabaseIndex) -> None:
-        """Take over ``probe``'s open connection (a backend stores its handles in ``_handles``)."""
-        self._handles = probe._handles
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> DatabaseIndex:
