@@ -380,3 +380,57 @@ def test_a_cross_encoder_second_stage_reorders_the_best_entries(tiny_bert_dir, t
     np.testing.assert_allclose(reranked.scores, scores[order], atol=1e-6)
     by_concept = second.link(["protein heart"], k=2, group="concepts")[0]
     assert by_concept.ids[0] == reranked.ids[0]  # a concept ranks by its best reranked entry
+
+
+def test_mention_pooling_averages_the_marked_span_in_context_and_is_saved_with_the_model(tiny_bert_dir, tmp_path):
+    """The query vector of ``mention_pooling``: the mean of the backbone's states from the start
+    marker through the end marker (oracle: transformers' own hidden states), the whole text's for a
+    text without markers; kept by a save, in the fingerprint, read by sentence-transformers as mean
+    pooling, and the same in the ONNX graph."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from retrievekit import load_encoder
+    from retrievekit.linking.text import load_linking_model, prepare_linking_model
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    before = encoder.fingerprint
+    fmt = LinkingFormat(mention_pooling=True, query_max_length=24, entity_max_length=8)
+    prepare_linking_model(encoder, fmt)
+    assert encoder.spec.query.pooling == "mention" and encoder.fingerprint != before
+    text = fmt.mention_texts([Mention("a", "cat", "the old ", " sat on the mat")], encoder.query_tower.tokenizer)[0]
+    plain = "the cat sat on the mat"
+    vectors = encoder.encode_queries([text, plain])
+
+    tokenizer = encoder.query_tower.tokenizer
+    backbone = encoder.query_tower.backbone  # the transformers model, its embeddings grown by the markers
+
+    def oracle(sentence: str, span: bool) -> np.ndarray:
+        ids = tokenizer(sentence, return_tensors="pt")
+        with torch.no_grad():
+            states = backbone(**ids).last_hidden_state[0]
+        tokens = ids["input_ids"][0].tolist()
+        if span:
+            start, end = tokens.index(tokenizer.convert_tokens_to_ids("[unused0]")), tokens.index(
+                tokenizer.convert_tokens_to_ids("[unused1]")
+            )
+            assert end - start >= 2  # the mention's own tokens are inside
+            states = states[start : end + 1]
+        vector = states.mean(0)
+        return (vector / vector.norm()).numpy()
+
+    np.testing.assert_allclose(vectors[0], oracle(text, span=True), atol=1e-5)
+    np.testing.assert_allclose(vectors[1], oracle(plain, span=False), atol=1e-5)
+    assert np.abs(vectors[0] - oracle(text, span=False)).max() > 1e-2  # not the whole window's mean
+
+    saved = encoder.save(tmp_path / "model")
+    again, loaded_fmt = load_linking_model(saved)
+    assert loaded_fmt == fmt and again.spec.query.span_markers == ("[unused0]", "[unused1]")
+    assert again.fingerprint == encoder.fingerprint
+    np.testing.assert_allclose(again.encode_queries([text, plain]), vectors, atol=1e-6)
+    peer = SentenceTransformer(str(saved), device="cpu")  # no span pooling there: mean
+    np.testing.assert_allclose(peer.encode([plain]), vectors[1:], atol=1e-5)
+    graph = load_encoder(saved, backend="onnx", quantize=None)
+    np.testing.assert_allclose(graph.encode_queries([text, plain]), vectors, atol=1e-5)
+    with pytest.raises(Exception, match="needs context=True"):
+        LinkingFormat(mention_pooling=True, context=False)

@@ -7,8 +7,10 @@ the mention is never truncated away; cuts fall between words, on the original ch
 entity becomes ``title TITLE description``. The markers are BLINK's ``[unused0]``, ``[unused1]``,
 ``[unused2]`` by default (already in BERT vocabularies, so no new embedding rows), or BET's
 ``[ENT_START]``, ``[ENT_END]``, ``[TITLE]`` (``LinkingFormat.bet()``), added to the tokenizer and
-the embedding matrix by :func:`add_markers`. The format is saved with the model (``linking.json``)
-so training, evaluation and serving build the same texts.
+the embedding matrix by :func:`add_markers`. With ``mention_pooling`` the query vector is the mean of
+the mention's tokens between its markers, read in context (ELQ's mention representation), instead
+of the whole window's: the context shapes the mention's states without outweighing it. The format
+is saved with the model (``linking.json``) so training, evaluation and serving build the same texts.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from retrievekit.artifacts import atomic_write_text
 from retrievekit.errors import ConfigError
 from retrievekit.linking.records import Entity, Mention
+from retrievekit.models.spec import SPAN_POOLING
 
 __all__ = ["FORMAT_FILE", "LinkingFormat", "add_markers", "load_linking_model", "prepare_linking_model", "saved_format"]
 
@@ -41,17 +44,25 @@ class LinkingFormat:
     query_max_length: int = 64
     entity_max_length: int = 128
     context: bool = True
+    mention_pooling: bool = False  # the query vector: the mean of the marked mention's tokens, not the whole text's
 
     def __post_init__(self) -> None:
         if self.query_max_length < 8 or self.entity_max_length < 4:
             raise ConfigError("query_max_length must be at least 8 tokens and entity_max_length at least 4")
-        if self.context and not (self.start_marker and self.end_marker):
-            raise ConfigError("a mention read in its context needs a start and an end marker")
+        if (self.context or self.mention_pooling) and not (self.start_marker and self.end_marker):
+            raise ConfigError("a mention read in its context (or pooled alone) needs a start and an end marker")
+        if self.mention_pooling and not self.context:
+            raise ConfigError("mention_pooling reads the mention inside its context: it needs context=True")
 
     @classmethod
     def bet(cls, **options: Any) -> LinkingFormat:
         """BET's markers (new tokens: call :func:`add_markers` on the model)."""
         return cls(start_marker="[ENT_START]", end_marker="[ENT_END]", title_marker="[TITLE]", **options)
+
+    @property
+    def span(self) -> tuple[str, str]:
+        """The mention's start and end markers."""
+        return self.start_marker, self.end_marker
 
     @property
     def markers(self) -> tuple[str, ...]:
@@ -123,7 +134,7 @@ class LinkingFormat:
         if unknown:
             raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
         for key, value in data.items():
-            expected = bool if key == "context" else int if key.endswith("length") else str
+            expected = bool if key in ("context", "mention_pooling") else int if key.endswith("length") else str
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise ConfigError(f"{where}: {key} must be {expected.__name__}, found {value!r}")
         return cls(**data)
@@ -202,6 +213,9 @@ def prepare_linking_model(encoder: Any, fmt: LinkingFormat | None = None) -> Lin
             "markers %s are new to %s's vocabulary: their embeddings start random; train before trusting them",
             ", ".join(new), encoder.name,
         )  # fmt: skip
+    query = encoder.spec.query
+    if chosen.mention_pooling and (query.pooling, query.span_markers) != (SPAN_POOLING, chosen.span):
+        encoder.pool_spans(*chosen.span)
     return chosen
 
 

@@ -22,7 +22,7 @@ from retrievekit.models.encoding import (
     token_counts,
 )
 from retrievekit.models.npy_stream import NpyStreamWriter
-from retrievekit.models.spec import EncoderSpec
+from retrievekit.models.spec import SPAN_POOLING, EncoderSpec
 from retrievekit.quantization import PRECISIONS, Int8Calibration, quantize
 from retrievekit.scoring import similarity_matrix
 
@@ -178,6 +178,21 @@ class DenseEncoder:
                 }
             )
         return self._fingerprint
+
+    def pool_spans(self, start_marker: str, end_marker: str) -> None:
+        """Pool each text's marked span (``start_marker`` ... ``end_marker``, markers included)
+        instead of the whole text, in every tower (texts without the start marker, such as entity
+        descriptions, are still pooled whole): entity linking's mention vector, read in context. The
+        setting is part of the model's config: saved with it, and in its fingerprint."""
+        if self.backend != "torch":
+            raise ConfigError(
+                "span pooling is set on a torch model; save it and load the saved folder with this backend"
+            )
+        towers = {id(t): t for t in (self.query_tower, self.document_tower)}.values()
+        for tower in towers:
+            tower.pool_spans(start_marker, end_marker)
+        self.spec = self.spec.with_towers(pooling=SPAN_POOLING, span_markers=(start_marker, end_marker))
+        self._fingerprint = None  # the config changed: so do the vectors
 
     def load_options(self) -> dict[str, object]:
         """The :func:`load_encoder` options that rebuild this encoder from its source folder

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from retrievekit.errors import ConfigError
-from retrievekit.models.modules.pooling import pool
+from retrievekit.models.modules.pooling import pool, pool_span
 from retrievekit.models.modules.projection import Projection
+from retrievekit.models.spec import SPAN_POOLING
 from retrievekit.outputs import OutputKind
 
 __all__ = [
@@ -66,16 +67,31 @@ class PoolingHead(Head):
 
     output = "dense"
 
-    def __init__(self, pooling: str, projections: list[Projection], *, normalize: bool) -> None:
+    def __init__(
+        self,
+        pooling: str,
+        projections: list[Projection],
+        *,
+        normalize: bool,
+        span_ids: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
+        if (pooling == SPAN_POOLING) != (span_ids is not None):
+            raise ConfigError("pooling 'mention' and the span's marker ids go together")
         self.pooling = pooling
+        self.span_ids = span_ids  # (start, end) marker token ids for pooling "mention"
         self.projections = nn.ModuleList(projections)
         self.normalize = normalize
 
     def forward(
         self, states: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
-        embeddings = pool(states, attention_mask, self.pooling)
+        if self.span_ids is not None:
+            if input_ids is None:
+                raise ConfigError("pooling 'mention' reads the token ids: pass input_ids")
+            embeddings = pool_span(states, attention_mask, input_ids, *self.span_ids)
+        else:
+            embeddings = pool(states, attention_mask, self.pooling)
         for projection in self.projections:
             embeddings = projection(embeddings)
         if self.normalize:

@@ -18,6 +18,7 @@ __all__ = [
     "POOLING_MODES",
     "EncoderSpec",
     "PoolingMode",
+    "SPAN_POOLING",
     "TowerSpec",
     "spec_from_hf_directory",
     "spec_from_sentence_transformers",
@@ -26,6 +27,9 @@ __all__ = [
 # plain names, no torch: the pooling itself is in models/modules/pooling.py
 PoolingMode = Literal["cls", "mean", "max", "last_token", "mean_sqrt_len"]
 POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
+# the mean of a marked span's tokens (entity linking's mention between its markers; the whole text
+# when it has no start marker): set on a loaded model with its markers, not a loading option
+SPAN_POOLING = "mention"
 
 # sentence-transformers' pooling names (old boolean keys and new mode strings) to ours
 _ST_POOLING = {
@@ -54,16 +58,24 @@ class TowerSpec:
     max_length: int | None = None
     projections: tuple[str, ...] = ()
     do_lower_case: bool = False
+    span_markers: tuple[str, ...] = ()  # with pooling "mention": the start and end marker tokens
 
     def __post_init__(self) -> None:
-        if self.pooling not in POOLING_MODES:
+        if self.pooling == SPAN_POOLING:
+            if len(self.span_markers) != 2 or not all(isinstance(m, str) and m for m in self.span_markers):
+                raise ConfigError("pooling 'mention' needs span_markers: a start and an end marker token")
+        elif self.pooling not in POOLING_MODES:
             raise ConfigError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLING_MODES)}")
+        elif self.span_markers:
+            raise ConfigError(f"span_markers apply to pooling 'mention' only, not {self.pooling!r}")
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError(f"max_length must be at least 2, got {self.max_length}")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TowerSpec:
-        return cls(**{**raw, "projections": tuple(raw.get("projections", ()))})
+        return cls(
+            **{**raw, "projections": tuple(raw.get("projections", ())), "span_markers": tuple(raw.get("span_markers", ()))}
+        )
 
 
 @dataclass(frozen=True)
@@ -87,8 +99,12 @@ class EncoderSpec:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["query"]["projections"] = list(self.query.projections)
-        data["document"]["projections"] = list(self.document.projections)
+        for side in ("query", "document"):
+            data[side]["projections"] = list(data[side]["projections"])
+            if data[side]["span_markers"]:
+                data[side]["span_markers"] = list(data[side]["span_markers"])
+            else:  # absent unless used: the configs (and fingerprints) of other models stay as they were
+                del data[side]["span_markers"]
         return data
 
     @classmethod
@@ -112,6 +128,8 @@ class EncoderSpec:
         changes = {k: v for k, v in changes.items() if v is not None}
         if not changes:
             return self
+        if changes.get("pooling", SPAN_POOLING) != SPAN_POOLING:
+            changes.setdefault("span_markers", ())  # another pooling drops the span's markers
         return replace(self, query=replace(self.query, **changes), document=replace(self.document, **changes))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.models.heads import BackboneStates, Head, PoolingHead
 from retrievekit.models.modules.projection import Projection
-from retrievekit.models.spec import TowerSpec
+from retrievekit.models.spec import SPAN_POOLING, TowerSpec
 
 __all__ = [
     "BACKBONE_CLASSES",
@@ -78,7 +79,9 @@ class Tower(nn.Module):
         self.backbone: Any = backbone  # a transformers PreTrainedModel (config, save_pretrained, ...)
         self.tokenizer = tokenizer
         if head is None:
-            head = PoolingHead(spec.pooling, list(projections or []), normalize=spec.normalize)
+            head = PoolingHead(
+                spec.pooling, list(projections or []), normalize=spec.normalize, span_ids=span_ids(tokenizer, spec)
+            )
         elif projections:
             raise ConfigError("pass projections inside the head, not beside it")
         self.head = head
@@ -172,7 +175,9 @@ class Tower(nn.Module):
         pooling_dir = folder(1, "Pooling")
         (root / pooling_dir).mkdir(parents=True, exist_ok=True)
         pooling_config = {"word_embedding_dimension": int(self.backbone.config.hidden_size)}
-        pooling_config.update({key: self.spec.pooling == mode for mode, key in _ST_POOLING_KEYS.items()})
+        # sentence-transformers has no span pooling: it reads a "mention" tower as mean pooling
+        written = "mean" if self.spec.pooling == SPAN_POOLING else self.spec.pooling
+        pooling_config.update({key: written == mode for mode, key in _ST_POOLING_KEYS.items()})
         (root / pooling_dir / "config.json").write_text(json.dumps(pooling_config, indent=2))
         projection_dirs = []
         projection: Any
@@ -192,8 +197,33 @@ class Tower(nn.Module):
             max_length=self.max_length,
             projections=tuple(projection_dirs),
             do_lower_case=self.spec.do_lower_case,
+            span_markers=self.spec.span_markers,
         )
         return SavedTower(spec, tuple(layout))
+
+    def pool_spans(self, start_marker: str, end_marker: str) -> None:
+        """Pool the tokens of the span between ``start_marker`` and ``end_marker`` (included) instead
+        of the whole text (texts without the start marker are still pooled whole): entity linking's
+        mention representation. Both markers must be single tokens of the tokenizer."""
+        if not isinstance(self.head, PoolingHead):
+            raise ConfigError(f"span pooling applies to dense towers, not {type(self.head).__name__}")
+        self.spec = replace(self.spec, pooling=SPAN_POOLING, span_markers=(start_marker, end_marker))
+        self.head.pooling = SPAN_POOLING
+        self.head.span_ids = span_ids(self.tokenizer, self.spec)
+
+
+def span_ids(tokenizer: Any, spec: TowerSpec) -> tuple[int, int] | None:
+    """The token ids of a "mention" tower's span markers (None for other poolings); each marker must
+    be one token of the vocabulary."""
+    if spec.pooling != SPAN_POOLING:
+        return None
+    ids = []
+    for marker in spec.span_markers:
+        token_id = tokenizer.convert_tokens_to_ids(marker)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise ConfigError(f"span marker {marker!r} is not a token of the tokenizer; add it first (add_markers)")
+        ids.append(int(token_id))
+    return ids[0], ids[1]
 
 
 # files without which a tokenizer cannot be rebuilt from a folder (one of them must be there)
