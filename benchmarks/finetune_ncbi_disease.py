@@ -52,6 +52,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the throughput comparison")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--separate-towers", action="store_true", help="BET's layout: a mention and an entity tower")
+    parser.add_argument("--mention-pooling", action="store_true",
+                        help="raw protocol: the query vector is the mean of the mention's own tokens (between its "
+                        "markers, read in context) instead of the whole window's")
+    parser.add_argument("--no-baselines", dest="baselines", action="store_false",
+                        help="skip BM25 and the untrained rows (they do not depend on the training options)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1,
                         help="training rounds; each after the first re-mines the hard negatives with the model the "
                         "last round trained and trains it further (BioSyn updates its candidates as it trains)")  # fmt: skip
@@ -70,7 +75,8 @@ def main() -> None:
     )
     formats = {
         "biosyn": LinkingFormat(context=False, query_max_length=25, entity_max_length=25),
-        "raw": LinkingFormat(context=True, query_max_length=args.query_length, entity_max_length=32),
+        "raw": LinkingFormat(context=True, query_max_length=args.query_length, entity_max_length=32,
+                             mention_pooling=args.mention_pooling),
     }
     names_file = {"biosyn": args.data / "biosyn" / "test_dictionary.txt.gz", "raw": args.data / "dictionary.tsv"}
     rows: list[dict[str, Any]] = []
@@ -88,13 +94,16 @@ def main() -> None:
     for protocol in args.protocols:
         fmt = formats[protocol]
         t = time.perf_counter()
-        record(evaluate_linking(args.data, "test", encoder=None, protocol=protocol, show_progress=False), "BM25")
         base = load_encoder(args.model)
         prepare_linking_model(base, fmt)
-        record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt), "MiniLM, untrained")
-        if protocol == "raw":  # one vector per concept (title + synonyms + definition) instead of per name
+        pooled = ", mention pooled" if fmt.mention_pooling else ""
+        if args.baselines:
+            record(evaluate_linking(args.data, "test", encoder=None, protocol=protocol, show_progress=False), "BM25")
+            record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt),
+                   f"MiniLM, untrained{pooled}")  # fmt: skip
+        if protocol == "raw" and args.baselines:  # one vector per concept (title + synonyms + definition) instead of per name
             record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt,
-                                    entity_vectors="concepts"), "MiniLM, untrained, per concept")  # fmt: skip
+                                    entity_vectors="concepts"), f"MiniLM, untrained{pooled}, per concept")  # fmt: skip
             # the data README's P3: the raw mention alone, no context (its table: 65.9 / 78.2)
             record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol,
                                     fmt=LinkingFormat(context=False, entity_max_length=32)),
@@ -128,12 +137,12 @@ def main() -> None:
             trained_dirs[protocol] = start_dir = trained.model_dir
             current = load_encoder(trained.model_dir)
             prepare_linking_model(current)
-            label = "MiniLM, fine-tuned" + (f" (round {round_})" if args.rounds > 1 else "")
+            label = f"MiniLM, fine-tuned{pooled}" + (f" (round {round_})" if args.rounds > 1 else "")
             record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol), label)
         model = current
         if protocol == "raw":
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, entity_vectors="concepts"),
-                   "MiniLM, fine-tuned, per concept")  # fmt: skip
+                   f"MiniLM, fine-tuned{pooled}, per concept")  # fmt: skip
             throughput = _throughput(args, model, formats["raw"], names_file["raw"])
             timings |= {f"throughput: {k}": v for k, v in throughput.items()}
 

@@ -269,3 +269,68 @@ def test_sentence_transformers_5_loads_our_save(ce_dir, tmp_path):
     result = tmp_path / "scores.json"
     run_peer(PEER_SCRIPT, str(saved), str(result), json.dumps(PAIRS))
     np.testing.assert_allclose(json.loads(result.read_text()), load_cross_encoder(saved).predict(PAIRS), atol=1e-5)
+
+
+def test_a_cascade_orders_the_fast_rerankers_best_by_the_exact_one_and_keeps_the_rest_below(ce_dir, tmp_path):
+    """CascadeReranker: ``fast`` orders every candidate, ``exact`` re-scores and orders the fast
+    one's best ``top_k``; the tail keeps the fast order, every score below the head's."""
+    from retrievekit.hits import Hits
+    from retrievekit.retrieval import CascadeReranker, CrossEncoderReranker
+
+    texts = {f"d{i}": f"document {i} about " + " ".join(["cats", "vitamin d", "bone", "cells"][: 1 + i % 4]) * (1 + i % 3)
+             for i in range(12)}  # fmt: skip
+    queries = ["vitamin d and bone", "what is a cat"]
+    fast_model = load_cross_encoder(ce_dir)
+    exact_model = load_cross_encoder(build_cross_encoder(tmp_path / "other", seed=5))  # another model: orders differ
+    fast = CrossEncoderReranker(fast_model, texts)
+    exact = CrossEncoderReranker(exact_model, texts)
+    candidates = [Hits(list(texts), np.zeros(len(texts), np.float32))] * 2
+    cascade = CascadeReranker(fast, exact, top_k=4)
+    got = cascade.rerank(queries, candidates, k=12)
+    for query, hits in zip(queries, got, strict=True):
+        fast_scores = fast_model.predict([(query, texts[d]) for d in texts])
+        by_fast = [list(texts)[i] for i in np.argsort(-fast_scores, kind="stable")]
+        exact_scores = dict(zip(by_fast[:4], exact_model.predict([(query, texts[d]) for d in by_fast[:4]]), strict=True))
+        head = sorted(by_fast[:4], key=lambda d: -exact_scores[d])
+        assert hits.ids == head + by_fast[4:]
+        np.testing.assert_allclose(hits.scores[:4], [exact_scores[d] for d in head], rtol=1e-6)
+        assert (np.diff(hits.scores) <= 0).all() and hits.scores[4] < hits.scores[3]
+    assert hits.ids != by_fast  # the exact model changed the head's order (else the test proves nothing)
+    assert [len(h) for h in cascade.rerank(queries, candidates, k=3)] == [3, 3]
+    assert cascade.fingerprint != CascadeReranker(fast, exact, top_k=5).fingerprint
+    with pytest.raises(Exception, match="at least 1"):
+        CascadeReranker(fast, exact, top_k=0)
+
+
+def test_cli_rerank_rescores_the_int8_graphs_best_with_the_float32_graph(ce_dir, toy_beir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    from click.testing import CliRunner
+
+    from retrievekit.cli.main import cli
+    from retrievekit.data.beir import BeirDataset
+
+    folder = tmp_path / "reranker"
+    shutil.copytree(ce_dir, folder)
+    split = BeirDataset(toy_beir).load("test")
+    ids = split.corpus.ids
+    run = tmp_path / "first.trec"
+    run.write_text("".join(f"{q} Q0 {d} {r + 1} {10 - r} first\n" for q in split.queries.ids for r, d in enumerate(ids)))
+    out = tmp_path / "cascade.trec"
+    args = ["rerank", "--model", str(folder), "--queries", str(toy_beir / "queries.jsonl"), "--run", str(run),
+            "--corpus", str(toy_beir), "--backend", "onnx", "--rescore-top-k", "2", "-k", "4", "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    int8 = load_cross_encoder(folder, backend="onnx", quantize="int8")
+    fp32 = load_cross_encoder(folder)
+    texts = dict(zip(ids, split.corpus.texts(), strict=True))
+    for query, text in zip(split.queries.ids, split.queries.texts(), strict=True):
+        fast = int8.predict([(text, texts[d]) for d in ids])
+        by_fast = [ids[i] for i in np.argsort(-fast, kind="stable")]
+        exact = dict(zip(by_fast[:2], fp32.predict([(text, texts[d]) for d in by_fast[:2]]), strict=True))
+        got = _read_run(out)[query]
+        assert [d for d, _ in got] == sorted(by_fast[:2], key=lambda d: -exact[d]) + by_fast[2:4]
+        np.testing.assert_allclose([s for _, s in got[:2]], sorted(exact.values(), reverse=True), atol=1e-5)
+    refused = CliRunner().invoke(cli, args[:-8] + ["--rescore-top-k", "2"])  # torch: refused
+    assert refused.exit_code != 0 and "--backend onnx" in refused.output

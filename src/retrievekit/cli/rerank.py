@@ -44,10 +44,14 @@ from retrievekit.cli._output import console, print_table
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (torch backend).")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True,
               help="How the model runs; the activation after it is always float32.")  # fmt: skip
+@click.option("--rescore-top-k", type=click.IntRange(1), default=None,
+              help="With --backend onnx and --run: the int8 graph orders every candidate, then the float32 graph "
+              "re-scores and orders the best N per query (N/candidates of a float32 pass for a float32 top; "
+              "see benchmarks/README.md).")  # fmt: skip
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code shipped with a hub model (off by default).")
 def rerank(
     model, query_texts, documents, queries_file, run_file, corpus, rerank_top_k, fusion, k, output, max_length,
-    batch_size, backend, device, dtype, trust_remote_code,
+    batch_size, backend, device, dtype, rescore_top_k, trust_remote_code,
 ) -> None:  # fmt: skip
     """Rerank with a cross-encoder: rank a documents file for one or more --query, or rerank the top
     of a TREC --run (with its --queries and --corpus) and write the reranked run.
@@ -65,12 +69,20 @@ def rerank(
         raise click.UsageError("--query needs --documents")
     if run_file and not (queries_file and corpus):
         raise click.UsageError("--run needs --queries and --corpus")
+    if rescore_top_k is not None and not (backend == "onnx" and run_file):
+        raise click.UsageError("--rescore-top-k goes with --backend onnx and --run (the int8 graph's best re-scored)")
     cross_encoder = load_reranker(
         model, max_length=max_length, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
     if run_file:
         method = None if fusion == "none" else fusion
-        _rerank_run(cross_encoder, queries_file, run_file, corpus, rerank_top_k, method, k, output, batch_size)
+        exact = None
+        if rescore_top_k is not None:
+            from retrievekit.models.cross_encoder import load_cross_encoder
+
+            exact = load_cross_encoder(model, max_length=max_length, backend="onnx", quantize=None)
+        _rerank_run(cross_encoder, queries_file, run_file, corpus, rerank_top_k, method, k, output, batch_size,
+                    exact=exact, rescore_top_k=rescore_top_k)  # fmt: skip
         return
     ids, texts = _read_documents(documents)
     for query in query_texts:
@@ -104,6 +116,9 @@ def _rerank_run(
     k: int,
     output: str | None,
     batch_size: int,
+    *,
+    exact=None,
+    rescore_top_k: int | None = None,
 ) -> None:
     from retrievekit.data.beir import collection_file
     from retrievekit.data.readers import iter_documents, iter_queries, read_trec_run
@@ -112,7 +127,7 @@ def _rerank_run(
     from retrievekit.hits import Hits
     from retrievekit.retrieval import run_from_hits
     from retrievekit.retrieval.fusion import fuse
-    from retrievekit.retrieval.rerankers import CrossEncoderReranker
+    from retrievekit.retrieval.rerankers import CascadeReranker, CrossEncoderReranker
 
     run = read_trec_run(run_file)
     queries = {q.id: q.text for q in iter_queries(queries_file)}
@@ -124,6 +139,9 @@ def _rerank_run(
     wanted = {doc.doc_id for qid in run for doc in run[qid][:top_k]}
     texts = {d.id: d.full_text for d in iter_documents(collection_file(corpus)) if d.id in wanted}
     reranker = CrossEncoderReranker(model, texts, batch_size=batch_size)
+    if exact is not None and rescore_top_k is not None:
+        rescorer = CrossEncoderReranker(exact, texts, batch_size=batch_size)
+        reranker = CascadeReranker(reranker, rescorer, top_k=rescore_top_k)
     qids = list(run)
     candidates = [Hits.from_pairs([(d.doc_id, d.score) for d in run[qid][:top_k]]) for qid in qids]
     reranked = reranker.rerank([queries[qid] for qid in qids], candidates, top_k if fusion else k)

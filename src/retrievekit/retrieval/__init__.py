@@ -3,7 +3,7 @@
 from retrievekit.retrieval.base import Pipeline, Reranker, Retriever, run_from_hits
 from retrievekit.retrieval.fusion import FUSIONS, fuse, reciprocal_rank_fusion, weighted_score_fusion
 from retrievekit.retrieval.m3 import M3Retriever
-from retrievekit.retrieval.rerankers import CrossEncoderReranker
+from retrievekit.retrieval.rerankers import CascadeReranker, CrossEncoderReranker
 from retrievekit.retrieval.retriever import (
     Bm25Retriever,
     DenseReranker,
@@ -17,6 +17,7 @@ from retrievekit.retrieval.retriever import (
 __all__ = [
     "FUSIONS",
     "Bm25Retriever",
+    "CascadeReranker",
     "CrossEncoderReranker",
     "DenseReranker",
     "DenseRetriever",

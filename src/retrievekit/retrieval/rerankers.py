@@ -15,7 +15,7 @@ from retrievekit.retrieval.base import Reranker
 if TYPE_CHECKING:
     from retrievekit.models.cross_encoder import CrossEncoder
 
-__all__ = ["CrossEncoderReranker"]
+__all__ = ["CascadeReranker", "CrossEncoderReranker"]
 
 
 class CrossEncoderReranker(Reranker):
@@ -65,4 +65,42 @@ class CrossEncoderReranker(Reranker):
             start += len(candidates)
             order = np.argsort(-own, kind="stable")[:k]
             results.append(Hits([candidates.ids[i] for i in order], own[order].astype(np.float32)))
+        return results
+
+
+class CascadeReranker(Reranker):
+    """Two rerankers in a row: ``fast`` re-scores every candidate, then ``exact`` re-scores the
+    fast one's best ``top_k`` and orders them; the rest stay below in the fast one's order.
+
+    The common use is one cross-encoder twice: its int8 graph over all of the first stage's
+    candidates, its float32 model over the few that decide the top of the ranking (the rescoring
+    step of int8 and binary vector search, applied to a reranker). ``exact`` scores ``top_k`` pairs
+    per query more, so it costs ``top_k / candidates`` of a float32 pass. Scores: ``exact``'s for
+    the head; the tail keeps ``fast``'s, lowered by one constant where needed so that every tail
+    score is below the head's lowest (the order is never changed by the shift)."""
+
+    def __init__(self, fast: Reranker, exact: Reranker, *, top_k: int = 10, name: str = "rerank") -> None:
+        if top_k < 1:
+            raise ConfigError(f"the cascade's top_k must be at least 1, got {top_k}")
+        self.fast, self.exact, self.top_k, self.name = fast, exact, top_k, name
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_json(
+            {"reranker": "cascade", "fast": self.fast.fingerprint, "exact": self.exact.fingerprint, "top_k": self.top_k}
+        )
+
+    def _rerank(self, queries: list[str], hits: list[Hits], k: int) -> list[Hits]:
+        ordered = self.fast.rerank(queries, hits, max([k, *map(len, hits)]))
+        heads = self.exact.rerank(queries, [h.top(self.top_k) for h in ordered], self.top_k)
+        results = []
+        for head, whole in zip(heads, ordered, strict=True):
+            tail = Hits(whole.ids[len(head) :], whole.scores[len(head) :].astype(np.float64))
+            if len(head) and len(tail):
+                gap = float(tail.scores[0]) - float(head.scores[-1])
+                if gap >= 0:  # lower the tail as one block: its order is kept, and it stays below
+                    tail = Hits(tail.ids, tail.scores - gap - 1e-3)
+            results.append(
+                Hits(head.ids + tail.ids, np.concatenate([head.scores, tail.scores]).astype(np.float32)).top(k)
+            )
         return results
