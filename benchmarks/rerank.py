@@ -10,7 +10,9 @@ with the same torch threads (--threads), cut to --max-length tokens (longest_fir
 - sentence-transformers ``CrossEncoder.predict`` with torch (its default);
 - its ONNX backends where ``optimum-onnx`` is installed (the peers' environment): fp32, and the
   dynamically quantised model ``export_dynamic_quantized_onnx_model`` builds for this CPU;
-- retrievekit ``CrossEncoder.predict``: torch fp32 and ONNX Runtime int8.
+- retrievekit ``CrossEncoder.predict``: torch fp32 and ONNX Runtime int8;
+- with --rescore-top-k N, retrievekit's cascade (``CascadeReranker``, ``rerank --rescore-top-k``):
+  the int8 graph orders each query's candidates, the float32 graph re-scores its best N.
 Printed: pairs/s and the ratio to the peer's torch and to its fastest backend, the largest score
 difference from sentence-transformers' torch scores, and nDCG@10 of each engine's reranked run
 (pytrec_eval) with its difference from the float32 one.
@@ -39,6 +41,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rescore-top-k", type=int, nargs="*", default=[], metavar="N",
+                        help="add a cascade row per N: int8 for every pair, float32 for each query's best N")
     parser.add_argument("--without", nargs="*", default=[], metavar="TEXT",
                         help="leave out the engines whose name contains TEXT (e.g. 'onnx fp32': the peer's "
                         "slowest ONNX row, to fit a full run in a session)")  # fmt: skip
@@ -53,7 +57,7 @@ def main() -> None:
     from retrievekit.evaluation.metrics import compute_metrics
     from retrievekit.index.bm25 import Bm25Index
     from retrievekit.models.cross_encoder import load_cross_encoder
-    from retrievekit.retrieval import Bm25Retriever
+    from retrievekit.retrieval import Bm25Retriever, CascadeReranker, CrossEncoderReranker
 
     torch.set_num_threads(args.threads)
     split = load_dataset(args.dataset, download=False).load("test")
@@ -82,6 +86,24 @@ def main() -> None:
         "retrievekit torch fp32": lambda: ours.predict(pairs, batch_size=args.batch_size),
         "retrievekit onnx int8": lambda: ours_int8.predict(pairs, batch_size=args.batch_size),
     }
+    if args.rescore_top_k:
+        ours_fp32_graph = load_cross_encoder(ours_dir, max_length=args.max_length, backend="onnx", quantize=None)
+        fast = CrossEncoderReranker(ours_int8, texts, batch_size=args.batch_size)
+        exact = CrossEncoderReranker(ours_fp32_graph, texts, batch_size=args.batch_size)
+        position = {(qi, d): offset for offset, (qi, d) in enumerate(
+            (qi, d) for qi, hits in enumerate(first) for d in hits.ids)}  # fmt: skip
+
+        def cascade(top_k: int) -> np.ndarray:
+            """The cascade's scores back in pair order (they give its order)."""
+            reranked = CascadeReranker(fast, exact, top_k=top_k).rerank(query_texts, first, args.top_k)
+            values = np.empty(len(pairs), dtype=np.float64)
+            for qi, hits in enumerate(reranked):
+                values[[position[qi, d] for d in hits.ids]] = hits.scores
+            return values
+
+        for top_k in args.rescore_top_k:
+            name = f"retrievekit onnx int8, float32 graph on the best {top_k}"
+            engines[name] = lambda top_k=top_k: cascade(top_k)
     st_onnx = st_q8 = None
     try:
         from _peer import export_st_quantized
@@ -97,13 +119,15 @@ def main() -> None:
     except Exception as exc:  # the peer's optional backend: its absence is reported, not hidden
         print(f"no sentence-transformers ONNX rows: {type(exc).__name__}: {str(exc)[:200]}")
     for name in [n for n in engines if any(text in n for text in args.without)]:
-        if name.startswith("sentence-transformers CrossEncoder") or name == "retrievekit torch fp32":
+        if name.startswith("sentence-transformers CrossEncoder"):
             raise SystemExit(f"{name!r} is the reference of the ratios and cannot be left out")
         del engines[name]
     # warm-up on a few pairs (the timing loop's own warm-up would score every pair once more)
     warm = pairs[: args.batch_size]
-    for model in (theirs, ours, ours_int8, *([st_onnx, st_q8] if len(engines) > 3 else [])):
+    for model in (theirs, ours, ours_int8, *([st_onnx, st_q8] if st_q8 is not None else [])):
         model.predict(warm, batch_size=args.batch_size)
+    if args.rescore_top_k:
+        ours_fp32_graph.predict(warm, batch_size=args.batch_size)
     started = time.perf_counter()
     best, scores = best_of_alternating(engines, args.repeats, warm_up=False)
     wall = time.perf_counter() - started
@@ -119,7 +143,8 @@ def main() -> None:
 
     reference_name = "sentence-transformers CrossEncoder.predict torch fp32"
     reference = np.asarray(scores[reference_name], dtype=np.float64).reshape(-1)
-    fp32_ndcg = ndcg(scores["retrievekit torch fp32"])
+    # float32's nDCG: ours, or the peer's torch (the same model: scores within 1e-5) when ours is left out
+    fp32_ndcg = ndcg(scores.get("retrievekit torch fp32", scores[reference_name]))
     peer_best = min(v for k, v in best.items() if k.startswith("sentence-transformers"))
     print(f"\n{len(pairs):,} pairs, max_length {args.max_length}, batch {args.batch_size}, {torch.get_num_threads()} "
           f"threads, best of {args.repeats} alternating rounds ({wall:.0f} s); first stage BM25 nDCG@10 "
@@ -129,11 +154,30 @@ def main() -> None:
     for name, seconds in best.items():
         values = np.asarray(scores[name], dtype=np.float64).reshape(-1)
         value = ndcg(values)
+        # a cascade's difference is over the pairs the float32 graph scored (the rest keep int8 scores, shifted)
+        compared = values[_heads(values, first, _top_k(name))] - reference[_heads(values, first, _top_k(name))]
         print(
             f"| {name} | {len(pairs) / seconds:,.0f} | {best[reference_name] / seconds:.2f}× | {peer_best / seconds:.2f}× "
-            f"| {np.abs(values - reference).max():.2e} | {value:.4f} | {value - fp32_ndcg:+.4f} |"
+            f"| {np.abs(compared).max():.2e} | {value:.4f} | {value - fp32_ndcg:+.4f} |"
         )
     shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _top_k(name: str) -> int | None:
+    """A cascade row's N (from its name), None for the others."""
+    return int(name.rsplit(" ", 1)[1]) if "float32 graph on the best" in name else None
+
+
+def _heads(values: np.ndarray, first, top_k: int | None) -> np.ndarray:
+    """The pairs a row scored with its own model: every pair, or each query's best ``top_k``."""
+    if top_k is None:
+        return np.ones(len(values), dtype=bool)
+    chosen, offset = np.zeros(len(values), dtype=bool), 0
+    for hits in first:
+        own = values[offset : offset + len(hits)]
+        chosen[offset + np.argsort(-own, kind="stable")[:top_k]] = True
+        offset += len(hits)
+    return chosen
 
 
 if __name__ == "__main__":
