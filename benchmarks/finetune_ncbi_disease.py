@@ -52,9 +52,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the throughput comparison")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--separate-towers", action="store_true", help="BET's layout: a mention and an entity tower")
-    parser.add_argument("--mention-pooling", action="store_true",
-                        help="raw protocol: the query vector is the mean of the mention's own tokens (between its "
-                        "markers, read in context) instead of the whole window's")
+    parser.add_argument(
+        "--mention-pooling",
+        action="store_true",
+        help="raw protocol: the query vector is the mean of the mention's own tokens (between its "
+        "markers, read in context) instead of the whole window's",
+    )
+    parser.add_argument(
+        "--no-throughput",
+        dest="throughput",
+        action="store_false",
+        help="skip the linking throughput comparison (raw protocol)",
+    )
     parser.add_argument("--no-baselines", dest="baselines", action="store_false",
                         help="skip BM25 and the untrained rows (they do not depend on the training options)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1,
@@ -75,8 +84,9 @@ def main() -> None:
     )
     formats = {
         "biosyn": LinkingFormat(context=False, query_max_length=25, entity_max_length=25),
-        "raw": LinkingFormat(context=True, query_max_length=args.query_length, entity_max_length=32,
-                             mention_pooling=args.mention_pooling),
+        "raw": LinkingFormat(
+            context=True, query_max_length=args.query_length, entity_max_length=32, mention_pooling=args.mention_pooling
+        ),
     }
     names_file = {"biosyn": args.data / "biosyn" / "test_dictionary.txt.gz", "raw": args.data / "dictionary.tsv"}
     rows: list[dict[str, Any]] = []
@@ -101,7 +111,8 @@ def main() -> None:
             record(evaluate_linking(args.data, "test", encoder=None, protocol=protocol, show_progress=False), "BM25")
             record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt),
                    f"MiniLM, untrained{pooled}")  # fmt: skip
-        if protocol == "raw" and args.baselines:  # one vector per concept (title + synonyms + definition) instead of per name
+        # one vector per concept (title + synonyms + definition) instead of per name
+        if protocol == "raw" and args.baselines:
             record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt,
                                     entity_vectors="concepts"), f"MiniLM, untrained{pooled}, per concept")  # fmt: skip
             # the data README's P3: the raw mention alone, no context (its table: 65.9 / 78.2)
@@ -143,8 +154,9 @@ def main() -> None:
         if protocol == "raw":
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, entity_vectors="concepts"),
                    f"MiniLM, fine-tuned{pooled}, per concept")  # fmt: skip
-            throughput = _throughput(args, model, formats["raw"], names_file["raw"])
-            timings |= {f"throughput: {k}": v for k, v in throughput.items()}
+            if args.throughput:
+                throughput = _throughput(args, model, formats["raw"], names_file["raw"])
+                timings |= {f"throughput: {k}": v for k, v in throughput.items()}
 
     for protocol, folder in trained_dirs.items():
         target = args.output / ("model" if protocol == "raw" else "biosyn-model")

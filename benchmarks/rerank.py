@@ -41,8 +41,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--rescore-top-k", type=int, nargs="*", default=[], metavar="N",
-                        help="add a cascade row per N: int8 for every pair, float32 for each query's best N")
+    parser.add_argument(
+        "--rescore-top-k",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="add a cascade row per N: int8 for every pair, float32 for each query's best N",
+    )
     parser.add_argument("--without", nargs="*", default=[], metavar="TEXT",
                         help="leave out the engines whose name contains TEXT (e.g. 'onnx fp32': the peer's "
                         "slowest ONNX row, to fit a full run in a session)")  # fmt: skip

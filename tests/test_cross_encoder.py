@@ -290,7 +290,9 @@ def test_a_cascade_orders_the_fast_rerankers_best_by_the_exact_one_and_keeps_the
     for query, hits in zip(queries, got, strict=True):
         fast_scores = fast_model.predict([(query, texts[d]) for d in texts])
         by_fast = [list(texts)[i] for i in np.argsort(-fast_scores, kind="stable")]
-        exact_scores = dict(zip(by_fast[:4], exact_model.predict([(query, texts[d]) for d in by_fast[:4]]), strict=True))
+        exact_scores = dict(
+            zip(by_fast[:4], exact_model.predict([(query, texts[d]) for d in by_fast[:4]]), strict=True)
+        )
         head = sorted(by_fast[:4], key=lambda d: -exact_scores[d])
         assert hits.ids == head + by_fast[4:]
         np.testing.assert_allclose(hits.scores[:4], [exact_scores[d] for d in head], rtol=1e-6)
@@ -316,7 +318,9 @@ def test_cli_rerank_rescores_the_int8_graphs_best_with_the_float32_graph(ce_dir,
     split = BeirDataset(toy_beir).load("test")
     ids = split.corpus.ids
     run = tmp_path / "first.trec"
-    run.write_text("".join(f"{q} Q0 {d} {r + 1} {10 - r} first\n" for q in split.queries.ids for r, d in enumerate(ids)))
+    run.write_text(
+        "".join(f"{q} Q0 {d} {r + 1} {10 - r} first\n" for q in split.queries.ids for r, d in enumerate(ids))
+    )
     out = tmp_path / "cascade.trec"
     args = ["rerank", "--model", str(folder), "--queries", str(toy_beir / "queries.jsonl"), "--run", str(run),
             "--corpus", str(toy_beir), "--backend", "onnx", "--rescore-top-k", "2", "-k", "4", "-o", str(out)]  # fmt: skip

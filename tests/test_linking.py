@@ -411,8 +411,9 @@ def test_mention_pooling_averages_the_marked_span_in_context_and_is_saved_with_t
             states = backbone(**ids).last_hidden_state[0]
         tokens = ids["input_ids"][0].tolist()
         if span:
-            start, end = tokens.index(tokenizer.convert_tokens_to_ids("[unused0]")), tokens.index(
-                tokenizer.convert_tokens_to_ids("[unused1]")
+            start, end = (
+                tokens.index(tokenizer.convert_tokens_to_ids("[unused0]")),
+                tokens.index(tokenizer.convert_tokens_to_ids("[unused1]")),
             )
             assert end - start >= 2  # the mention's own tokens are inside
             states = states[start : end + 1]

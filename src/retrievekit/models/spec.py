@@ -74,7 +74,11 @@ class TowerSpec:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TowerSpec:
         return cls(
-            **{**raw, "projections": tuple(raw.get("projections", ())), "span_markers": tuple(raw.get("span_markers", ()))}
+            **{
+                **raw,
+                "projections": tuple(raw.get("projections", ())),
+                "span_markers": tuple(raw.get("span_markers", ())),
+            }
         )
 
 
