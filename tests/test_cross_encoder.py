@@ -277,8 +277,8 @@ def test_a_cascade_orders_the_fast_rerankers_best_by_the_exact_one_and_keeps_the
     from retrievekit.hits import Hits
     from retrievekit.retrieval import CascadeReranker, CrossEncoderReranker
 
-    texts = {f"d{i}": f"document {i} about " + " ".join(["cats", "vitamin d", "bone", "cells"][: 1 + i % 4]) * (1 + i % 3)
-             for i in range(12)}  # fmt: skip
+    topics = ["cats", "vitamin d", "bone", "cells"]
+    texts = {f"d{i}": f"document {i} about " + " ".join(topics[: 1 + i % 4]) * (1 + i % 3) for i in range(12)}
     queries = ["vitamin d and bone", "what is a cat"]
     fast_model = load_cross_encoder(ce_dir)
     exact_model = load_cross_encoder(build_cross_encoder(tmp_path / "other", seed=5))  # another model: orders differ
@@ -323,7 +323,8 @@ def test_cli_rerank_rescores_the_int8_graphs_best_with_the_float32_graph(ce_dir,
     )
     out = tmp_path / "cascade.trec"
     args = ["rerank", "--model", str(folder), "--queries", str(toy_beir / "queries.jsonl"), "--run", str(run),
-            "--corpus", str(toy_beir), "--backend", "onnx", "--rescore-top-k", "2", "-k", "4", "-o", str(out)]  # fmt: skip
+            "--corpus", str(toy_beir), "--backend", "onnx", "--rescore-top-k", "2", "-k", "4",
+            "-o", str(out)]  # fmt: skip
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     int8 = load_cross_encoder(folder, backend="onnx", quantize="int8")
@@ -336,5 +337,5 @@ def test_cli_rerank_rescores_the_int8_graphs_best_with_the_float32_graph(ce_dir,
         got = _read_run(out)[query]
         assert [d for d, _ in got] == sorted(by_fast[:2], key=lambda d: -exact[d]) + by_fast[2:4]
         np.testing.assert_allclose([s for _, s in got[:2]], sorted(exact.values(), reverse=True), atol=1e-5)
-    refused = CliRunner().invoke(cli, args[:-8] + ["--rescore-top-k", "2"])  # torch: refused
+    refused = CliRunner().invoke(cli, [*args[:-8], "--rescore-top-k", "2"])  # torch: refused
     assert refused.exit_code != 0 and "--backend onnx" in refused.output

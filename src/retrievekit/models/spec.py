@@ -16,9 +16,9 @@ from retrievekit.errors import ArtifactError, ConfigError
 
 __all__ = [
     "POOLING_MODES",
+    "SPAN_POOLING",
     "EncoderSpec",
     "PoolingMode",
-    "SPAN_POOLING",
     "TowerSpec",
     "spec_from_hf_directory",
     "spec_from_sentence_transformers",

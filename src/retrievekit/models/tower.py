@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
