@@ -125,7 +125,7 @@ def _rerank_run(
     from retrievekit.data.writers import write_trec_run
     from retrievekit.errors import ConfigError
     from retrievekit.hits import Hits
-    from retrievekit.retrieval import run_from_hits
+    from retrievekit.retrieval import Reranker, run_from_hits
     from retrievekit.retrieval.fusion import fuse
     from retrievekit.retrieval.rerankers import CascadeReranker, CrossEncoderReranker
 
@@ -138,7 +138,7 @@ def _rerank_run(
         )
     wanted = {doc.doc_id for qid in run for doc in run[qid][:top_k]}
     texts = {d.id: d.full_text for d in iter_documents(collection_file(corpus)) if d.id in wanted}
-    reranker = CrossEncoderReranker(model, texts, batch_size=batch_size)
+    reranker: Reranker = CrossEncoderReranker(model, texts, batch_size=batch_size)
     if exact is not None and rescore_top_k is not None:
         rescorer = CrossEncoderReranker(exact, texts, batch_size=batch_size)
         reranker = CascadeReranker(reranker, rescorer, top_k=rescore_top_k)
