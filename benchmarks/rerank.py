@@ -108,7 +108,7 @@ def main() -> None:
             return values
 
         for top_k in args.rescore_top_k:
-            name = f"retrievekit onnx int8, float32 graph on the best {top_k}"
+            name = f"retrievekit cascade: onnx int8, then float32 graph on the best {top_k}"
             engines[name] = lambda top_k=top_k: cascade(top_k)
     st_onnx = st_q8 = None
     try:
@@ -171,7 +171,7 @@ def main() -> None:
 
 def _top_k(name: str) -> int | None:
     """A cascade row's N (from its name), None for the others."""
-    return int(name.rsplit(" ", 1)[1]) if "float32 graph on the best" in name else None
+    return int(name.rsplit(" ", 1)[1]) if name.startswith("retrievekit cascade") else None
 
 
 def _heads(values: np.ndarray, first, top_k: int | None) -> np.ndarray:
