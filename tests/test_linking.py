@@ -314,7 +314,7 @@ def test_mined_examples_take_every_name_of_the_gold_and_train_with_dev_acc_early
 
     (linking_data / "mentions" / "dev.jsonl").write_text((linking_data / "mentions" / "test.jsonl").read_text())
     encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
-    fmt = LinkingFormat(query_max_length=32, entity_max_length=16)
+    fmt = LinkingFormat(query_max_length=32, entity_max_length=16, mention_pooling=True)
     prepare_linking_model(encoder, fmt)
     start = encoder.save(tmp_path / "start")
     names = read_names(linking_data / "dictionary.tsv")
@@ -348,6 +348,7 @@ def test_mined_examples_take_every_name_of_the_gold_and_train_with_dev_acc_early
     for folder in (result.model_dir, result.best_model_dir):
         _, saved = load_linking_model(folder)
         assert saved == fmt  # the format travels with every save of the trainer
+        assert load_encoder(folder).spec.query.pooling == "mention"  # trained and saved with span pooling
 
 
 def test_evaluation_reads_with_the_format_the_model_carries(linking_data, tiny_bert_dir):
