@@ -436,3 +436,18 @@ def test_mention_pooling_averages_the_marked_span_in_context_and_is_saved_with_t
     np.testing.assert_allclose(graph.encode_queries([text, plain]), vectors, atol=1e-5)
     with pytest.raises(Exception, match="needs context=True"):
         LinkingFormat(mention_pooling=True, context=False)
+
+
+def test_evaluation_searches_an_index_the_caller_built_with_the_same_model(linking_data, tiny_bert_dir):
+    from retrievekit import load_encoder
+    from retrievekit.linking.text import prepare_linking_model
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    fmt = prepare_linking_model(encoder, LinkingFormat(query_max_length=16, entity_max_length=8))
+    built = evaluate_linking(linking_data, encoder=encoder, protocol="raw", show_progress=False)
+    index = EntityIndex(encoder, read_names(linking_data / "dictionary.tsv"), max_length=8, show_progress=False)
+    given = evaluate_linking(linking_data, encoder=encoder, protocol="raw", fmt=fmt, index=index, show_progress=False)
+    assert given.metrics == built.metrics and given.predictions == built.predictions
+    other = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    with pytest.raises(Exception, match="built with another model"):
+        evaluate_linking(linking_data, encoder=other, protocol="raw", index=index, show_progress=False)

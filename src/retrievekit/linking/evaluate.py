@@ -92,11 +92,14 @@ def evaluate_linking(
     system: str | None = None,
     reranker: Any = None,
     rerank_top_k: int = 64,
+    index: EntityIndex | None = None,
 ) -> LinkingEvaluation:
     """Evaluate ``encoder`` (a dense model; None: BM25 over the same entries) on ``data``'s
     ``split`` under ``protocol`` (see the module doc). ``fmt`` defaults to the format the model
     carries (``linking.json``), else the default. Candidates are searched to depth 64; with
-    ``reranker`` (a cross-encoder) the best ``rerank_top_k`` entries are re-scored first."""
+    ``reranker`` (a cross-encoder) the best ``rerank_top_k`` entries are re-scored first.
+    ``index``: an :class:`EntityIndex` the same ``encoder`` already built over the protocol's names
+    (a miner's), searched instead of encoding the names again."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if entity_vectors not in ("names", "concepts"):
@@ -108,9 +111,15 @@ def evaluate_linking(
     fmt = fmt or (saved_format(encoder) if encoder is not None else None) or LinkingFormat()
     options: dict[str, Any] = {"index_type": index_type} if encoder is not None else {}
     started = time.perf_counter()
-    if protocol == "biosyn":
-        fmt = LinkingFormat(**(asdict(fmt) | {"context": False}))
-    if protocol == "raw" and entity_vectors == "concepts":
+    if protocol == "biosyn":  # the preprocessed mention parts alone
+        fmt = LinkingFormat(**(asdict(fmt) | {"context": False, "mention_pooling": False}))
+    if index is not None:
+        if index.encoder is not encoder:
+            raise ConfigError("the entity index given was built with another model than the one evaluated")
+        if entity_vectors != "names":
+            raise ConfigError("an entity index given to the evaluation holds names: use entity_vectors='names'")
+        source = "an entity index given by the caller"
+    elif protocol == "raw" and entity_vectors == "concepts":
         index = EntityIndex.from_entities(encoder, read_entities(root / "entities.jsonl"), fmt, batch_size=batch_size,
                                           show_progress=show_progress, **options)  # fmt: skip
         source = str(root / "entities.jsonl")
