@@ -92,6 +92,7 @@ def main() -> None:
         "retrievekit torch fp32": lambda: ours.predict(pairs, batch_size=args.batch_size),
         "retrievekit onnx int8": lambda: ours_int8.predict(pairs, batch_size=args.batch_size),
     }
+    cascade_top_k: dict[str, int] = {}  # each cascade row's N
     if args.rescore_top_k:
         ours_fp32_graph = load_cross_encoder(ours_dir, max_length=args.max_length, backend="onnx", quantize=None)
         fast = CrossEncoderReranker(ours_int8, texts, batch_size=args.batch_size)
@@ -110,6 +111,7 @@ def main() -> None:
         for top_k in args.rescore_top_k:
             name = f"retrievekit cascade: onnx int8, then float32 graph on the best {top_k}"
             engines[name] = lambda top_k=top_k: cascade(top_k)
+            cascade_top_k[name] = top_k
     st_onnx = st_q8 = None
     try:
         from _peer import export_st_quantized
@@ -161,17 +163,13 @@ def main() -> None:
         values = np.asarray(scores[name], dtype=np.float64).reshape(-1)
         value = ndcg(values)
         # a cascade's difference is over the pairs the float32 graph scored (the rest keep int8 scores, shifted)
-        compared = values[_heads(values, first, _top_k(name))] - reference[_heads(values, first, _top_k(name))]
+        own = _heads(values, first, cascade_top_k.get(name))
+        compared = values[own] - reference[own]
         print(
             f"| {name} | {len(pairs) / seconds:,.0f} | {best[reference_name] / seconds:.2f}× | {peer_best / seconds:.2f}× "
             f"| {np.abs(compared).max():.2e} | {value:.4f} | {value - fp32_ndcg:+.4f} |"
         )
     shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _top_k(name: str) -> int | None:
-    """A cascade row's N (from its name), None for the others."""
-    return int(name.rsplit(" ", 1)[1]) if name.startswith("retrievekit cascade") else None
 
 
 def _heads(values: np.ndarray, first, top_k: int | None) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from retrievekit.cli._output import console, print_table
@@ -76,13 +78,14 @@ def rerank(
     )
     if run_file:
         method = None if fusion == "none" else fusion
-        exact = None
+        rescore = None
         if rescore_top_k is not None:
             from retrievekit.models.cross_encoder import load_cross_encoder
 
-            exact = load_cross_encoder(model, max_length=max_length, backend="onnx", quantize=None)
+            float32 = load_cross_encoder(model, max_length=max_length, backend="onnx", quantize=None)
+            rescore = (float32, rescore_top_k)
         _rerank_run(cross_encoder, queries_file, run_file, corpus, rerank_top_k, method, k, output, batch_size,
-                    exact=exact, rescore_top_k=rescore_top_k)  # fmt: skip
+                    rescore=rescore)  # fmt: skip
         return
     ids, texts = _read_documents(documents)
     for query in query_texts:
@@ -117,9 +120,9 @@ def _rerank_run(
     output: str | None,
     batch_size: int,
     *,
-    exact=None,
-    rescore_top_k: int | None = None,
+    rescore: tuple[Any, int] | None = None,
 ) -> None:
+    """``rescore``: a float32 model and N, re-scoring the best N of ``model``'s order (a cascade)."""
     from retrievekit.data.beir import collection_file
     from retrievekit.data.readers import iter_documents, iter_queries, read_trec_run
     from retrievekit.data.writers import write_trec_run
@@ -139,9 +142,11 @@ def _rerank_run(
     wanted = {doc.doc_id for qid in run for doc in run[qid][:top_k]}
     texts = {d.id: d.full_text for d in iter_documents(collection_file(corpus)) if d.id in wanted}
     reranker: Reranker = CrossEncoderReranker(model, texts, batch_size=batch_size)
-    if exact is not None and rescore_top_k is not None:
-        rescorer = CrossEncoderReranker(exact, texts, batch_size=batch_size)
-        reranker = CascadeReranker(reranker, rescorer, top_k=rescore_top_k)
+    if rescore is not None:
+        exact, top_k_exact = rescore
+        reranker = CascadeReranker(
+            reranker, CrossEncoderReranker(exact, texts, batch_size=batch_size), top_k=top_k_exact
+        )
     qids = list(run)
     candidates = [Hits.from_pairs([(d.doc_id, d.score) for d in run[qid][:top_k]]) for qid in qids]
     reranked = reranker.rerank([queries[qid] for qid in qids], candidates, top_k if fusion else k)

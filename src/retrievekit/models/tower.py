@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -207,9 +207,12 @@ class Tower(nn.Module):
         mention representation. Both markers must be single tokens of the tokenizer."""
         if not isinstance(self.head, PoolingHead):
             raise ConfigError(f"span pooling applies to dense towers, not {type(self.head).__name__}")
-        self.spec = replace(self.spec, pooling=SPAN_POOLING, span_markers=(start_marker, end_marker))
-        self.head.pooling = SPAN_POOLING
-        self.head.span_ids = span_ids(self.tokenizer, self.spec)
+        spec = replace(self.spec, pooling=SPAN_POOLING, span_markers=(start_marker, end_marker))
+        ids = span_ids(self.tokenizer, spec)  # checked before anything changes
+        projections = cast(list[Projection], list(self.head.projections))  # the same layers, kept
+        # a new head through the one constructor (which pairs the pooling with its marker ids)
+        self.head = PoolingHead(SPAN_POOLING, projections, normalize=self.head.normalize, span_ids=ids)
+        self.spec = spec
 
 
 def span_ids(tokenizer: Any, spec: TowerSpec) -> tuple[int, int] | None:
