@@ -451,3 +451,66 @@ def test_evaluation_searches_an_index_the_caller_built_with_the_same_model(linki
     other = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
     with pytest.raises(Exception, match="built with another model"):
         evaluate_linking(linking_data, encoder=other, protocol="raw", index=index, show_progress=False)
+
+
+# ---- abbreviations ---------------------------------------------------------------------------------
+def test_schwartz_hearst_finds_long_forms_on_hand_made_sentences():
+    from retrievekit.linking import abbreviation_definitions
+
+    text = (
+        "Clustering of mutations in the ataxia-telangiectasia (A-T) gene. Patients with Huntington disease "
+        "(HD; ref. 3) and type 2 diabetes mellitus (T2DM) were seen (p < 0.05) (see 12). "
+        "A mutation (XYZ) was found. The heavy chain disease (HCD) and HD again (HD)."
+    )
+    found = abbreviation_definitions(text)
+    assert found == {
+        "A-T": "ataxia-telangiectasia",  # punctuation in the short form is skipped
+        "HD": "Huntington disease",  # the first definition wins; text after ';' is not the short form
+        "T2DM": "type 2 diabetes mellitus",  # a digit matches too
+        "HCD": "heavy chain disease",
+    }  # "(p < 0.05)": 3 words; "(12)": no letter; "(XYZ)": no long form in "A mutation"
+    # the first character must start a word, and a definition never crosses a sentence end
+    assert abbreviation_definitions("Chronic disease. Disorder (CD)") == {}
+    assert abbreviation_definitions("the acid (CD) finding") == {}  # 'c' only inside a word
+    # the long form is the shortest run of words matching right to left
+    assert abbreviation_definitions("big bracket disease (BD)") == {"BD": "bracket disease"}
+
+
+def test_abbreviated_mentions_read_as_their_long_form_from_the_document_or_the_context(linking_data, tmp_path):
+    from retrievekit.linking import expand_abbreviations, read_documents
+    from retrievekit.linking.text import LinkingFormat as Format
+
+    docs = write_jsonl(tmp_path / "docs.jsonl", [
+        {"document": "7", "title": "Heart disease (HRT) in mice.", "abstract": "Mice with HRT died."},
+        {"document": 8, "text": "no definitions here"},
+    ])  # fmt: skip
+    documents = read_documents(docs)
+    assert documents == {"7": "Heart disease (HRT) in mice. Mice with HRT died.", "8": "no definitions here"}
+    far = Mention("m1", "HRT", "Mice with ", " died.", ("C3",), document="7")  # defined outside its context
+    near = Mention("m2", "IR", "the immune response (IR) and ", " again", ("C2",))  # no document: its context
+    plain = Mention("m3", "heart disease", "", "", ("C3",), document="7")
+    undefined = Mention("m4", "HRT", "", "", ("C3",), document="8")
+    out = expand_abbreviations([far, near, plain, undefined], documents)
+    assert [m.mention for m in out] == ["Heart disease", "immune response", "heart disease", "HRT"]
+    assert out[0].context_left == "Mice with " and out[0].labels == ("C3",)
+    assert [m.mention for m in expand_abbreviations([far, near])] == ["HRT", "immune response"]
+
+    fmt = Format(context=False, abbreviations=True)
+    assert fmt.mention_texts([far, near], None, documents) == ["Heart disease", "immune response"]
+    assert Format(context=False).mention_texts([far], None, documents) == ["HRT"]  # off unless asked
+    assert Format.from_text(fmt.to_text(), "x") == fmt  # saved with the model
+    with pytest.raises(Exception, match="abbreviations must be bool"):
+        Format.from_text('{"abbreviations": "yes"}', "linking.json")
+    with pytest.raises(DataFormatError, match=r"docs2.jsonl:2: .*repeats"):
+        read_documents(write_jsonl(tmp_path / "docs2.jsonl", [{"document": "1", "text": "a"}] * 2))
+
+    # the evaluation reads the data folder's documents.jsonl.gz for a format that asks for it
+    write_jsonl(linking_data / "mentions" / "test.jsonl", [
+        {"_id": "m1", "mention": "HRT", "context_left": "", "context_right": " died", "labels": ["C3"],
+         "document": "7"},
+    ])  # fmt: skip
+    (linking_data / "documents.jsonl.gz").write_bytes(gzip.compress(docs.read_bytes()))
+    seen = evaluate_linking(linking_data, protocol="raw", fmt=fmt, show_progress=False)
+    assert seen.predictions[0]["query"] == "Heart disease" and seen.metrics["acc@1"] == 1.0
+    raw = evaluate_linking(linking_data, protocol="raw", fmt=Format(context=False), show_progress=False)
+    assert raw.predictions[0]["query"] == "HRT"

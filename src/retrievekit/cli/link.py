@@ -32,6 +32,10 @@ _PROTOCOL_HELP = (
 @click.option("--dictionary", type=click.Path(exists=True, dir_okay=False),
               help="Or a name dictionary (cui<TAB>name, or BioSyn's CUI||name): one vector per name, a concept "
               "scored by its best name.")  # fmt: skip
+@click.option("--documents", type=click.Path(exists=True, dir_okay=False),
+              help="JSONL documents the mentions come from (document + title/abstract, or text): where a "
+              "model whose format expands abbreviations looks for their definitions (else in each mention's "
+              "context).")  # fmt: skip
 @click.option("--rerank", "rerank_model", default=None,
               help="A cross-encoder that re-scores each mention's best --rerank-top-k entries (BLINK's second "
               "stage).")  # fmt: skip
@@ -39,7 +43,9 @@ _PROTOCOL_HELP = (
 @click.option("-k", "k", type=click.IntRange(1), default=5, show_default=True, help="Entities shown per mention.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
 @click.pass_context
-def link(ctx, bm25, mentions, entities, dictionary, rerank_model, rerank_top_k, k, batch_size, **model_kwargs) -> None:
+def link(
+    ctx, bm25, mentions, entities, dictionary, documents, rerank_model, rerank_top_k, k, batch_size, **model_kwargs
+) -> None:
     """Link the marked mentions of a JSONL file to entities and print the top --k of each.
 
     \b
@@ -49,7 +55,7 @@ def link(ctx, bm25, mentions, entities, dictionary, rerank_model, rerank_top_k, 
     """
     if ctx.invoked_subcommand is not None:
         return
-    from retrievekit.linking import EntityIndex, EntityLinker, read_entities, read_mentions, read_names
+    from retrievekit.linking import EntityIndex, EntityLinker, read_documents, read_entities, read_mentions, read_names
 
     if not mentions or bool(entities) == bool(dictionary):
         raise click.UsageError("give --mentions and one of --entities or --dictionary (or a subcommand: evaluate)")
@@ -68,7 +74,8 @@ def link(ctx, bm25, mentions, entities, dictionary, rerank_model, rerank_top_k, 
         index = EntityIndex(encoder, names, max_length=fmt.entity_max_length, batch_size=batch_size)
     reranker = _reranker(rerank_model)
     linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k)
-    linked = linker.link(found, k, group="concepts", batch_size=batch_size)
+    texts = read_documents(documents) if documents else None
+    linked = linker.link(found, k, group="concepts", batch_size=batch_size, documents=texts)
     for mention, answer in zip(found, linked, strict=True):
         rows = [
             (n, f"{float(score):.4f}", ids[0], titles.get(ids[0], "")[:60], _shown(text, fmt)[:60])

@@ -25,11 +25,11 @@ from typing import Any
 from retrievekit.errors import ConfigError, DataFormatError
 from retrievekit.linking.linker import EntityIndex, EntityLinker, Linked
 from retrievekit.linking.metrics import gold_ids, linking_metrics, part_rank, query_rank
-from retrievekit.linking.readers import read_entities, read_mentions, read_names
+from retrievekit.linking.readers import read_documents, read_entities, read_mentions, read_names
 from retrievekit.linking.records import Mention
 from retrievekit.linking.text import LinkingFormat, saved_format
 
-__all__ = ["PROTOCOLS", "LinkingEvaluation", "evaluate_linking", "score_biosyn_predictions"]
+__all__ = ["PROTOCOLS", "LinkingEvaluation", "evaluate_linking", "score_biosyn_predictions", "split_documents"]
 
 PROTOCOLS = ("biosyn", "raw")
 DEPTH = 64
@@ -62,6 +62,15 @@ def _biosyn_dictionary(root: Path, split: str, dictionary: str | Path | None) ->
         f"--protocol biosyn ships only the test dictionary; for {split!r} pass --dictionary "
         "(BioSyn's dev dictionary: MEDIC names plus the train mention strings)"
     )
+
+
+def split_documents(root: Path, fmt: LinkingFormat) -> dict[str, str] | None:
+    """The data folder's ``documents.jsonl.gz`` (or ``.jsonl``) when ``fmt`` looks for abbreviations
+    in documents; None otherwise (a mention's own context is searched instead)."""
+    if not fmt.abbreviations:
+        return None
+    found = [p for p in (root / "documents.jsonl.gz", root / "documents.jsonl") if p.is_file()]
+    return read_documents(found[0]) if found else None
 
 
 def _queries(mentions: Sequence[Mention], protocol: str, path: Path) -> list[tuple[list[str], frozenset[str]]]:
@@ -136,7 +145,7 @@ def evaluate_linking(
     linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k)
     started = time.perf_counter()
     parts_of = [part for parts, _ in queries for part in parts]
-    texts = parts_of if protocol == "biosyn" else linker.query_texts(mentions)
+    texts = parts_of if protocol == "biosyn" else linker.query_texts(mentions, split_documents(root, fmt))
     answers = linker.link_texts(texts, DEPTH, group=group, batch_size=batch_size, show_progress=show_progress)
     link_seconds = time.perf_counter() - started
     ranks: list[int | None] = []

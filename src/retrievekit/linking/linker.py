@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,9 +129,11 @@ class EntityLinker:
         if index.encoder is None and self.format.context:
             self.format = dataclasses.replace(self.format, context=False)  # BM25 reads the mention alone
 
-    def query_texts(self, mentions: Sequence[Mention]) -> list[str]:
+    def query_texts(self, mentions: Sequence[Mention], documents: Mapping[str, str] | None = None) -> list[str]:
+        """The texts the query tower reads for ``mentions`` (``documents``: their whole texts, by id)."""
         encoder = self.index.encoder
-        return self.format.mention_texts(mentions, encoder.query_tower.tokenizer if encoder is not None else None)
+        tokenizer = encoder.query_tower.tokenizer if encoder is not None else None
+        return self.format.mention_texts(mentions, tokenizer, documents)
 
     def link(
         self,
@@ -141,13 +143,14 @@ class EntityLinker:
         group: str = "concepts",
         batch_size: int = 128,
         show_progress: bool = False,
+        documents: Mapping[str, str] | None = None,
     ) -> list[Linked]:
         """The top ``k`` candidates of each mention (a :class:`Mention`, read with the format, or a
-        plain string, encoded as it is)."""
+        plain string, encoded as it is); ``documents``: the mentions' whole texts, by id."""
         if all(isinstance(m, str) for m in mentions):
             texts = [m for m in mentions if isinstance(m, str)]
         elif all(isinstance(m, Mention) for m in mentions):
-            texts = self.query_texts([m for m in mentions if isinstance(m, Mention)])
+            texts = self.query_texts([m for m in mentions if isinstance(m, Mention)], documents)
         else:
             raise ConfigError("link mentions or strings, not a mix")
         return self.link_texts(texts, k, group=group, batch_size=batch_size, show_progress=show_progress)

@@ -7,6 +7,9 @@
 * entities: the shared JSONL (``_id``, ``title``, ``text``); BET's candidates (``candidate``,
   ``abstract``, ``candidate_index``); ZESHEL's documents (``document_id``, ``title``, ``text``; a
   folder of ``WORLD.json`` files, one per world);
+* documents (the whole texts mentions were taken from, for abbreviations defined far from a
+  mention): ``document`` with ``title`` and ``abstract`` (PubTator's layout: the text is
+  ``title + " " + abstract``, the offsets of ``span``) or ``text``;
 * name dictionaries: ``cui<TAB>name`` TSV with a header, or BioSyn's ``CUI||name`` lines (a name
   of several concepts carries ``ID|ID``).
 
@@ -24,7 +27,7 @@ from retrievekit.data.readers import checked_id, iter_jsonl, iter_lines
 from retrievekit.errors import DataFormatError
 from retrievekit.linking.records import Entity, Mention, Name
 
-__all__ = ["read_entities", "read_mentions", "read_names"]
+__all__ = ["read_documents", "read_entities", "read_mentions", "read_names"]
 
 
 def _text(path: Path, number: int, row: dict[str, Any], key: str, *, required: bool = True) -> str:
@@ -186,6 +189,22 @@ def read_entities(path: str | Path) -> list[Entity]:
             seen[entity.id] = f"{file.name}:{number}"
             entities.append(entity)
     return entities
+
+
+def read_documents(path: str | Path) -> dict[str, str]:
+    """``{document id: text}`` of a JSONL file (see the module doc); ids must be unique."""
+    path = Path(path)
+    documents: dict[str, str] = {}
+    for number, row in iter_jsonl(path):
+        key = _an_id(path, number, row, "document")
+        if key in documents:
+            raise DataFormatError(path, f"document id {key!r} repeats an earlier one", number)
+        if "text" in row:
+            documents[key] = _text(path, number, row, "text")
+        else:
+            title = _text(path, number, row, "title", required=False)
+            documents[key] = f"{title} {_text(path, number, row, 'abstract')}"
+    return documents
 
 
 def read_names(path: str | Path) -> list[Name]:

@@ -9,7 +9,9 @@ entity becomes ``title TITLE description``. The markers are BLINK's ``[unused0]`
 ``[ENT_START]``, ``[ENT_END]``, ``[TITLE]`` (``LinkingFormat.bet()``), added to the tokenizer and
 the embedding matrix by :func:`add_markers`. With ``mention_pooling`` the query vector is the mean of
 the mention's tokens between its markers, read in context (ELQ's mention representation), instead
-of the whole window's: the context shapes the mention's states without outweighing it. The format
+of the whole window's: the context shapes the mention's states without outweighing it. With
+``abbreviations`` a mention written as an abbreviation defined in its document (or, without one,
+its context) is read as the long form (:mod:`retrievekit.linking.abbreviations`). The format
 is saved with the model (``linking.json``) so training, evaluation and serving build the same texts.
 """
 
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from retrievekit.artifacts import atomic_write_text
 from retrievekit.errors import ConfigError
+from retrievekit.linking.abbreviations import expand_abbreviations
 from retrievekit.linking.records import Entity, Mention
 from retrievekit.models.spec import SPAN_POOLING
 
@@ -45,6 +48,7 @@ class LinkingFormat:
     entity_max_length: int = 128
     context: bool = True
     mention_pooling: bool = False  # the query vector: the mean of the marked mention's tokens, not the whole text's
+    abbreviations: bool = False  # read a mention written as an abbreviation its document defines as the long form
 
     def __post_init__(self) -> None:
         if self.query_max_length < 8 or self.entity_max_length < 4:
@@ -79,9 +83,14 @@ class LinkingFormat:
             else f"{entity.title} {entity.text}"
         )
 
-    def mention_texts(self, mentions: Sequence[Mention], tokenizer: Any) -> list[str]:
+    def mention_texts(
+        self, mentions: Sequence[Mention], tokenizer: Any, documents: Mapping[str, str] | None = None
+    ) -> list[str]:
         """Each mention in its context, cut to ``query_max_length`` tokens of ``tokenizer`` (a fast
-        tokenizer: the cuts use its offsets); without context, the mention alone."""
+        tokenizer: the cuts use its offsets); without context, the mention alone. ``documents``
+        (``{document id: text}``) is where ``abbreviations`` looks for definitions first."""
+        if self.abbreviations:
+            mentions = expand_abbreviations(mentions, documents)
         if not self.context:
             return [m.mention for m in mentions]
         if not getattr(tokenizer, "is_fast", False):
@@ -133,8 +142,10 @@ class LinkingFormat:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+        kinds = {"bool": bool, "int": int, "str": str}
+        declared = {f.name: kinds[str(f.type)] for f in fields(cls)}
         for key, value in data.items():
-            expected = bool if key in ("context", "mention_pooling") else int if key.endswith("length") else str
+            expected = declared[key]
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise ConfigError(f"{where}: {key} must be {expected.__name__}, found {value!r}")
         return cls(**data)

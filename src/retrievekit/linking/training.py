@@ -11,7 +11,7 @@ whose ids meet the gold are skipped: BioSyn's rule for a right candidate).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +35,20 @@ class LinkingMiningReport:
     negatives_written: int
 
 
-def training_queries(mentions: Sequence[Mention], fmt: LinkingFormat, tokenizer: Any, *, parts: bool) -> list[
-    tuple[str, frozenset[str]]
-]:  # fmt: skip
+def training_queries(
+    mentions: Sequence[Mention],
+    fmt: LinkingFormat,
+    tokenizer: Any,
+    *,
+    parts: bool,
+    documents: Mapping[str, str] | None = None,
+) -> list[tuple[str, frozenset[str]]]:
     """(query text, gold ids) pairs. ``parts``: each preprocessed part alone (BioSyn's queries; a
     split composite's parts are paired with its gold ids in order, and skipped when the counts
-    differ); otherwise each mention as ``fmt`` writes it."""
+    differ); otherwise each mention as ``fmt`` writes it (``documents``: their whole texts, by id,
+    where ``fmt.abbreviations`` looks for definitions)."""
     if not parts:
-        texts = fmt.mention_texts(mentions, tokenizer)
+        texts = fmt.mention_texts(mentions, tokenizer, documents)
         return [(text, gold_ids(m.labels)) for text, m in zip(texts, mentions, strict=True)]
     queries = []
     for mention in mentions:
