@@ -460,7 +460,7 @@ def test_schwartz_hearst_finds_long_forms_on_hand_made_sentences():
     text = (
         "Clustering of mutations in the ataxia-telangiectasia (A-T) gene. Patients with Huntington disease "
         "(HD; ref. 3) and type 2 diabetes mellitus (T2DM) were seen (p < 0.05) (see 12). "
-        "A mutation (XYZ) was found. The heavy chain disease (HCD) and HD again (HD)."
+        "A mutation (XYZ) was found. The heavy chain disease (HCD) and Hodgkin disease (HD)."
     )
     found = abbreviation_definitions(text)
     assert found == {
