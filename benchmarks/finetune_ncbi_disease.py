@@ -17,7 +17,9 @@ retrievekit's public API:
    skipped), --num-negatives of them per query in a batch plus in-batch negatives (InfoNCE).
    ``biosyn``: queries are the mention parts (25 tokens, BioSyn's length), names from BioSyn's test
    dictionary (MEDIC names plus the train and dev mention strings; no test mention is in it).
-   ``raw``: queries are mentions in context (--query-length tokens), names from dictionary.tsv;
+   ``raw``: queries are mentions in context (--query-length tokens; --mention-pooling pools the mention's
+   own tokens; --abbreviations reads a mention its abstract defines as an abbreviation as the long
+   form), names from dictionary.tsv;
 3. the trained linkers on test under their protocol; linking throughput (mentions/s: query encoding
    and search) against sentence-transformers ``encode`` + a FAISS inner-product index over the same
    name vectors, same threads, alternating, best of --repeats.
@@ -59,6 +61,12 @@ def main() -> None:
         "markers, read in context) instead of the whole window's",
     )
     parser.add_argument(
+        "--abbreviations",
+        action="store_true",
+        help="raw protocol: a mention written as an abbreviation its abstract defines (Schwartz & Hearst) is "
+        "read as the long form, in training and evaluation (BioSyn's queries are expanded with Ab3P)",
+    )
+    parser.add_argument(
         "--no-throughput",
         dest="throughput",
         action="store_false",
@@ -73,6 +81,7 @@ def main() -> None:
 
     from retrievekit import load_encoder
     from retrievekit.linking import EntityIndex, LinkingFormat, evaluate_linking, read_mentions, read_names
+    from retrievekit.linking.evaluate import split_documents
     from retrievekit.linking.text import prepare_linking_model
     from retrievekit.linking.training import linking_examples, training_queries
     from retrievekit.training import load_config, train, write_training_rows
@@ -85,7 +94,11 @@ def main() -> None:
     formats = {
         "biosyn": LinkingFormat(context=False, query_max_length=25, entity_max_length=25),
         "raw": LinkingFormat(
-            context=True, query_max_length=args.query_length, entity_max_length=32, mention_pooling=args.mention_pooling
+            context=True,
+            query_max_length=args.query_length,
+            entity_max_length=32,
+            mention_pooling=args.mention_pooling,
+            abbreviations=args.abbreviations,
         ),
     }
     names_file = {"biosyn": args.data / "biosyn" / "test_dictionary.txt.gz", "raw": args.data / "dictionary.tsv"}
@@ -106,7 +119,7 @@ def main() -> None:
         t = time.perf_counter()
         base = load_encoder(args.model)
         prepare_linking_model(base, fmt)
-        pooled = ", mention pooled" if fmt.mention_pooling else ""
+        pooled = (", mention pooled" if fmt.mention_pooling else "") + (", abbreviations" if fmt.abbreviations else "")
         if args.baselines:
             record(evaluate_linking(args.data, "test", encoder=None, protocol=protocol, show_progress=False), "BM25")
         # one vector per concept (title + synonyms + definition) instead of per name
@@ -117,7 +130,10 @@ def main() -> None:
 
         # mine with the current model (the untrained one first), then train through the one trainer
         current, start_dir = base, base.save(args.output / f"start-{protocol}")  # format and markers travel with it
-        queries = training_queries(mentions, fmt, base.query_tower.tokenizer, parts=protocol == "biosyn")
+        documents = split_documents(args.data, fmt)  # the abstracts, where abbreviations are defined
+        queries = training_queries(
+            mentions, fmt, base.query_tower.tokenizer, parts=protocol == "biosyn", documents=documents
+        )
         names = read_names(names_file[protocol])
         for round_ in range(1, args.rounds + 1):
             suffix = "" if round_ == 1 else f"-round{round_}"
@@ -186,12 +202,13 @@ def _throughput(args: argparse.Namespace, model: Any, fmt: Any, names_file: Path
     from sentence_transformers import SentenceTransformer
 
     from retrievekit.linking import EntityIndex, EntityLinker, read_mentions, read_names
+    from retrievekit.linking.evaluate import split_documents
 
     mentions = read_mentions(args.data / "mentions" / "test.jsonl")
     names = read_names(names_file)
     vectors = np.asarray(model.encode_documents([n.name for n in names], max_length=fmt.entity_max_length), np.float32)
     linker = EntityLinker(EntityIndex(model, names, vectors=vectors), fmt)  # both search the same vectors
-    texts = linker.query_texts(mentions)
+    texts = linker.query_texts(mentions, split_documents(args.data, fmt))
     peer = SentenceTransformer(str(model.source), device="cpu")
     peer.max_seq_length = fmt.query_max_length
     flat = faiss.IndexFlatIP(model.dimension)
