@@ -20,7 +20,8 @@ retrievekit's public API:
    ``raw``: queries are mentions in context (--query-length tokens; --mention-pooling pools the mention's
    own tokens; --abbreviations reads a mention its abstract defines as an abbreviation as the long
    form), names from dictionary.tsv;
-3. the trained linkers on test under their protocol; linking throughput (mentions/s: query encoding
+3. the trained linkers on test under their protocol (with --rerank, also behind a cross-encoder trained
+   from --model on the fine-tuned linker's hard negatives: BLINK's second stage); linking throughput (mentions/s: query encoding
    and search) against sentence-transformers ``encode`` + a FAISS inner-product index over the same
    name vectors, same threads, alternating, best of --repeats.
 Writes OUTPUT/model (the raw-protocol linker: mentions in context), OUTPUT/biosyn-model, the table in
@@ -66,6 +67,14 @@ def main() -> None:
         help="raw protocol: a mention written as an abbreviation its abstract defines (Schwartz & Hearst) is "
         "read as the long form, in training and evaluation (BioSyn's queries are expanded with Ab3P)",
     )
+    parser.add_argument("--rerank", action="store_true",
+                        help="train a cross-encoder second stage (BLINK's) on the fine-tuned model's hard negatives "
+                        "and re-score each query's best --rerank-top-k names with it")  # fmt: skip
+    parser.add_argument("--rerank-top-k", type=int, default=16)
+    parser.add_argument("--rerank-negatives", type=int, default=7, help="cross-encoder: hard negatives per query")
+    parser.add_argument("--rerank-batch-size", type=int, default=16, help="cross-encoder: queries per step")
+    parser.add_argument("--rerank-learning-rate", type=float, default=5e-5)
+    parser.add_argument("--rerank-epochs", type=int, default=1)
     parser.add_argument(
         "--no-throughput",
         dest="throughput",
@@ -135,11 +144,14 @@ def main() -> None:
             mentions, fmt, base.query_tower.tokenizer, parts=protocol == "biosyn", documents=documents
         )
         names = read_names(names_file[protocol])
+        index = None  # the current model's vectors of the names: mined from, then evaluated on
         for round_ in range(1, args.rounds + 1):
             suffix = "" if round_ == 1 else f"-round{round_}"
             t = time.perf_counter()
-            index = EntityIndex(current, names, max_length=fmt.entity_max_length)
-            if round_ == 1:  # the untrained model, on the miner's index (the same names, the same vectors)
+            if index is None:
+                index = EntityIndex(
+                    current, names, max_length=fmt.entity_max_length
+                )  # the untrained model, on the miner's index (the same names, the same vectors)
                 record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt, index=index),
                        f"MiniLM, untrained{pooled}")  # fmt: skip
                 if protocol == "raw" and args.baselines:  # the data README's P3: the mention alone (65.9 / 78.2)
@@ -166,8 +178,16 @@ def main() -> None:
             current = load_encoder(trained.model_dir)
             prepare_linking_model(current)
             label = f"MiniLM, fine-tuned{pooled}" + (f" (round {round_})" if args.rounds > 1 else "")
-            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol), label)
+            index = EntityIndex(current, names, max_length=fmt.entity_max_length)
+            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index), label)
         model = current
+        if args.rerank:
+            t = time.perf_counter()
+            reranker = _train_reranker(args, protocol, queries, index, fmt)
+            timings[f"{protocol}: cross-encoder (mining and training)"] = time.perf_counter() - t
+            record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=index,
+                                    reranker=reranker, rerank_top_k=args.rerank_top_k),
+                   f"MiniLM, fine-tuned{pooled} > cross-encoder (best {args.rerank_top_k} names)")  # fmt: skip
         if protocol == "raw":
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, entity_vectors="concepts"),
                    f"MiniLM, fine-tuned{pooled}, per concept")  # fmt: skip
@@ -192,6 +212,32 @@ def main() -> None:
     summary = {"rows": rows, "timings_s": timings, "wall_s": wall,
                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}  # fmt: skip
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _train_reranker(args: argparse.Namespace, protocol: str, queries: list, index: Any, fmt: Any) -> Any:
+    """BLINK's second stage: a cross-encoder trained from --model on the same queries, each with a
+    name of its gold concept against --rerank-negatives of the names the fine-tuned model ranks
+    highest for it (group softmax, FlagEmbedding's reranker loss), through the one trainer."""
+    from retrievekit.linking.training import linking_examples
+    from retrievekit.models.cross_encoder import load_cross_encoder
+    from retrievekit.training import load_config, train, write_training_rows
+
+    examples, report = linking_examples(queries, index, num_negatives=args.num_mined)
+    print(f"mined for the cross-encoder ({protocol}): {report}", flush=True)
+    data_file = write_training_rows(args.output / f"{protocol}-rerank-train.jsonl", examples)
+    config = load_config(
+        overrides={
+            "model": args.model, "kind": "cross_encoder", "data": [str(data_file)],
+            "batch_size": args.rerank_batch_size, "num_negatives": args.rerank_negatives,
+            "query_max_length": fmt.query_max_length, "document_max_length": fmt.entity_max_length,
+            "learning_rate": args.rerank_learning_rate, "epochs": args.rerank_epochs, "warmup_ratio": 0.1,
+            "loss": "group_softmax", "seed": args.seed, "output": str(args.output / f"rerank-{protocol}"),
+            "checkpoint_every": 50, "resume": True,
+        }
+    )  # fmt: skip
+    trained = train(config)
+    print(f"cross-encoder: {trained.steps} steps in {trained.wall_seconds:.0f} s", flush=True)
+    return load_cross_encoder(trained.model_dir, max_length=fmt.query_max_length + fmt.entity_max_length)
 
 
 def _throughput(args: argparse.Namespace, model: Any, fmt: Any, names_file: Path) -> dict[str, float]:
