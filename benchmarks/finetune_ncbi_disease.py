@@ -90,7 +90,7 @@ def main() -> None:
 
     from retrievekit import load_encoder
     from retrievekit.linking import EntityIndex, LinkingFormat, evaluate_linking, read_mentions, read_names
-    from retrievekit.linking.evaluate import split_documents
+    from retrievekit.linking.evaluate import folder_documents
     from retrievekit.linking.text import prepare_linking_model
     from retrievekit.linking.training import linking_examples, training_queries
     from retrievekit.training import load_config, train, write_training_rows
@@ -139,7 +139,7 @@ def main() -> None:
 
         # mine with the current model (the untrained one first), then train through the one trainer
         current, start_dir = base, base.save(args.output / f"start-{protocol}")  # format and markers travel with it
-        documents = split_documents(args.data, fmt)  # the abstracts, where abbreviations are defined
+        documents = folder_documents(args.data, fmt)  # the abstracts, where abbreviations are defined
         queries = training_queries(
             mentions, fmt, base.query_tower.tokenizer, parts=protocol == "biosyn", documents=documents
         )
@@ -248,13 +248,13 @@ def _throughput(args: argparse.Namespace, model: Any, fmt: Any, names_file: Path
     from sentence_transformers import SentenceTransformer
 
     from retrievekit.linking import EntityIndex, EntityLinker, read_mentions, read_names
-    from retrievekit.linking.evaluate import split_documents
+    from retrievekit.linking.evaluate import folder_documents
 
     mentions = read_mentions(args.data / "mentions" / "test.jsonl")
     names = read_names(names_file)
     vectors = np.asarray(model.encode_documents([n.name for n in names], max_length=fmt.entity_max_length), np.float32)
     linker = EntityLinker(EntityIndex(model, names, vectors=vectors), fmt)  # both search the same vectors
-    texts = linker.query_texts(mentions, split_documents(args.data, fmt))
+    texts = linker.query_texts(mentions, folder_documents(args.data, fmt))
     peer = SentenceTransformer(str(model.source), device="cpu")
     peer.max_seq_length = fmt.query_max_length
     flat = faiss.IndexFlatIP(model.dimension)

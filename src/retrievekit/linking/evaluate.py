@@ -29,7 +29,7 @@ from retrievekit.linking.readers import read_documents, read_entities, read_ment
 from retrievekit.linking.records import Mention
 from retrievekit.linking.text import LinkingFormat, saved_format
 
-__all__ = ["PROTOCOLS", "LinkingEvaluation", "evaluate_linking", "score_biosyn_predictions", "split_documents"]
+__all__ = ["PROTOCOLS", "LinkingEvaluation", "evaluate_linking", "score_biosyn_predictions", "folder_documents"]
 
 PROTOCOLS = ("biosyn", "raw")
 DEPTH = 64
@@ -64,7 +64,7 @@ def _biosyn_dictionary(root: Path, split: str, dictionary: str | Path | None) ->
     )
 
 
-def split_documents(root: Path, fmt: LinkingFormat) -> dict[str, str] | None:
+def folder_documents(root: Path, fmt: LinkingFormat) -> dict[str, str] | None:
     """The data folder's ``documents.jsonl.gz`` (or ``.jsonl``) when ``fmt`` looks for abbreviations
     in documents; None otherwise (a mention's own context is searched instead)."""
     if not fmt.abbreviations:
@@ -145,7 +145,7 @@ def evaluate_linking(
     linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k)
     started = time.perf_counter()
     parts_of = [part for parts, _ in queries for part in parts]
-    texts = parts_of if protocol == "biosyn" else linker.query_texts(mentions, split_documents(root, fmt))
+    texts = parts_of if protocol == "biosyn" else linker.query_texts(mentions, folder_documents(root, fmt))
     answers = linker.link_texts(texts, DEPTH, group=group, batch_size=batch_size, show_progress=show_progress)
     link_seconds = time.perf_counter() - started
     ranks: list[int | None] = []
