@@ -29,7 +29,7 @@ from retrievekit.linking.readers import read_documents, read_entities, read_ment
 from retrievekit.linking.records import Mention
 from retrievekit.linking.text import LinkingFormat, saved_format
 
-__all__ = ["PROTOCOLS", "LinkingEvaluation", "evaluate_linking", "score_biosyn_predictions", "folder_documents"]
+__all__ = ["PROTOCOLS", "LinkingEvaluation", "evaluate_linking", "folder_documents", "score_biosyn_predictions"]
 
 PROTOCOLS = ("biosyn", "raw")
 DEPTH = 64
