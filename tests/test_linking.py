@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from retrievekit.errors import DataFormatError
+from retrievekit.errors import ConfigError, DataFormatError
 from retrievekit.linking import (
     Entity,
     EntityIndex,
@@ -514,3 +514,58 @@ def test_abbreviated_mentions_read_as_their_long_form_from_the_document_or_the_c
     assert seen.predictions[0]["query"] == "Heart disease" and seen.metrics["acc@1"] == 1.0
     raw = evaluate_linking(linking_data, protocol="raw", fmt=Format(context=False), show_progress=False)
     assert raw.predictions[0]["query"] == "HRT"
+
+
+# ---- BioSyn's dense + sparse scores -------------------------------------------------------------
+def test_dense_plus_sparse_scores_rank_as_biosyn_scores_every_name(tiny_bert_dir):
+    """The linker's union of best dense and best sparse entries, rescored, ranks as BioSyn's
+    ``dense + weight * sparse`` over the whole dictionary does (TF-IDF of character 1-2-grams)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from retrievekit import load_encoder
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    words = ["protein", "folding", "immune", "response", "heart", "disease", "sleep", "memory", "cell", "death"]
+    rng = np.random.default_rng(0)
+    names = [Name(" ".join(rng.choice(words, size=2, replace=False)), (f"C{i % 7}",)) for i in range(30)]
+    queries = ["protein disease", "heart", "immune memories", "cell folding"]
+    index = EntityIndex(encoder, names, show_progress=False)
+    weight = 0.7
+    linked = EntityLinker(index, LinkingFormat(context=False), lexical_weight=weight).link(queries, 6, group="names")
+    tfidf = TfidfVectorizer(analyzer="char", ngram_range=(1, 2)).fit([n.name for n in names])
+    sparse = (tfidf.transform(queries) @ tfidf.transform([n.name for n in names]).T).toarray()
+    dense = encoder.encode_queries(queries) @ encoder.encode_documents([n.name for n in names]).T
+    every = dense + weight * sparse
+    for i, answer in enumerate(linked):
+        best = np.argsort(-every[i], kind="stable")[:6]
+        np.testing.assert_allclose(answer.scores, every[i, best], atol=1e-5)
+        assert answer.texts == [names[j].name for j in best]
+    dense_only = EntityLinker(index, LinkingFormat(context=False)).link(queries, 6, group="names")
+    assert any(a.texts != b.texts for a, b in zip(linked, dense_only, strict=True))  # the weight matters
+
+
+def test_sparse_scores_read_the_mention_alone_not_its_context(linking_data, tiny_bert_dir):
+    from retrievekit import load_encoder
+    from retrievekit.linking.text import prepare_linking_model
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    fmt = LinkingFormat(query_max_length=32)
+    prepare_linking_model(encoder, fmt)
+    names = read_names(linking_data / "dictionary.tsv")
+    index = EntityIndex(encoder, names, show_progress=False)
+    mention = Mention("m1", "immune respons", "heart disease heart disease ", " heart disease", ("C2",))
+    linker = EntityLinker(index, fmt, lexical_weight=100.0)  # the sparse part decides
+    assert linker.link([mention], 1)[0].ids == [("C2",)]
+    assert linker.mention_strings([mention]) == ["immune respons"]
+    with pytest.raises(ConfigError, match="lexical_texts"):
+        linker.link_texts(linker.query_texts([mention]), 1)
+    with pytest.raises(ConfigError, match="BM25"):
+        EntityLinker(EntityIndex(None, names), fmt, lexical_weight=1.0)
+    # the evaluation passes the mentions alone too, and records the weight
+    write_jsonl(linking_data / "mentions" / "test.jsonl", [
+        {"_id": "m1", "mention": "immune respons", "context_left": "heart disease heart disease ",
+         "context_right": " heart disease", "labels": ["C2"]},
+    ])  # fmt: skip
+    result = evaluate_linking(linking_data, encoder=encoder, protocol="raw", fmt=fmt, lexical_weight=100.0,
+                              show_progress=False)  # fmt: skip
+    assert result.metrics["acc@1"] == 1.0 and result.settings["lexical_weight"] == 100.0

@@ -40,12 +40,16 @@ _PROTOCOL_HELP = (
               help="A cross-encoder that re-scores each mention's best --rerank-top-k entries (BLINK's second "
               "stage).")  # fmt: skip
 @click.option("--rerank-top-k", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--lexical-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Score entries by BioSyn's dense + WEIGHT * sparse, the sparse part the character 1-2-gram "
+              "TF-IDF cosine of the mention alone and the entry (0: dense only; needs the linking extra).")  # fmt: skip
 @click.option("-k", "k", type=click.IntRange(1), default=5, show_default=True, help="Entities shown per mention.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
 @click.pass_context
 def link(
-    ctx, bm25, mentions, entities, dictionary, documents, rerank_model, rerank_top_k, k, batch_size, **model_kwargs
-) -> None:
+    ctx, bm25, mentions, entities, dictionary, documents, rerank_model, rerank_top_k, lexical_weight, k, batch_size,
+    **model_kwargs,
+) -> None:  # fmt: skip
     """Link the marked mentions of a JSONL file to entities and print the top --k of each.
 
     \b
@@ -73,7 +77,7 @@ def link(
                 titles.setdefault(concept, name.name)
         index = EntityIndex(encoder, names, max_length=fmt.entity_max_length, batch_size=batch_size)
     reranker = _reranker(rerank_model)
-    linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k)
+    linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k, lexical_weight=lexical_weight)
     texts = read_documents(documents) if documents else None
     linked = linker.link(found, k, group="concepts", batch_size=batch_size, documents=texts)
     for mention, answer in zip(found, linked, strict=True):
@@ -123,6 +127,7 @@ def evaluate_command(ctx, data, split, protocol, entity_vectors, dictionary, ind
         data, split, encoder=encoder, protocol=protocol, fmt=fmt, entity_vectors=entity_vectors,
         dictionary=dictionary, index_type=index_type, batch_size=batch_size,
         reranker=_reranker(parent["rerank_model"]), rerank_top_k=parent["rerank_top_k"],
+        lexical_weight=parent["lexical_weight"],
     )  # fmt: skip
     shown = ["acc@1", "acc@5", "recall@64", "acc@1_normalized"]
     print_table(

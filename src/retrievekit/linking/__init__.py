@@ -2,6 +2,7 @@
 
 from retrievekit.linking.abbreviations import abbreviation_definitions, expand_abbreviations
 from retrievekit.linking.evaluate import PROTOCOLS, LinkingEvaluation, evaluate_linking, score_biosyn_predictions
+from retrievekit.linking.lexical import CharNgramScorer
 from retrievekit.linking.linker import EntityIndex, EntityLinker, Linked
 from retrievekit.linking.metrics import LinkingMetrics, gold_ids, linking_metrics, part_rank, query_rank
 from retrievekit.linking.readers import read_documents, read_entities, read_mentions, read_names
@@ -10,6 +11,7 @@ from retrievekit.linking.text import LinkingFormat, add_markers
 
 __all__ = [
     "PROTOCOLS",
+    "CharNgramScorer",
     "Entity",
     "EntityIndex",
     "EntityLinker",

@@ -102,13 +102,15 @@ def evaluate_linking(
     reranker: Any = None,
     rerank_top_k: int = 64,
     index: EntityIndex | None = None,
+    lexical_weight: float = 0.0,
 ) -> LinkingEvaluation:
     """Evaluate ``encoder`` (a dense model; None: BM25 over the same entries) on ``data``'s
     ``split`` under ``protocol`` (see the module doc). ``fmt`` defaults to the format the model
     carries (``linking.json``), else the default. Candidates are searched to depth 64; with
     ``reranker`` (a cross-encoder) the best ``rerank_top_k`` entries are re-scored first.
     ``index``: an :class:`EntityIndex` the same ``encoder`` already built over the protocol's names
-    (a miner's), searched instead of encoding the names again."""
+    (a miner's), searched instead of encoding the names again. ``lexical_weight``: BioSyn's
+    ``dense + weight * sparse`` name scores (see :class:`EntityLinker`)."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if entity_vectors not in ("names", "concepts"):
@@ -142,11 +144,18 @@ def evaluate_linking(
         source = str(names_path)
     group = "names" if protocol == "biosyn" else "concepts"
     index_seconds = time.perf_counter() - started
-    linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k)
+    linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k, lexical_weight=lexical_weight)
     started = time.perf_counter()
-    parts_of = [part for parts, _ in queries for part in parts]
-    texts = parts_of if protocol == "biosyn" else linker.query_texts(mentions, folder_documents(root, fmt))
-    answers = linker.link_texts(texts, DEPTH, group=group, batch_size=batch_size, show_progress=show_progress)
+    lexical: list[str] | None
+    if protocol == "biosyn":
+        texts = lexical = [part for parts, _ in queries for part in parts]
+    else:
+        documents = folder_documents(root, fmt)
+        texts = linker.query_texts(mentions, documents)
+        lexical = linker.mention_strings(mentions, documents) if lexical_weight else None
+    answers = linker.link_texts(
+        texts, DEPTH, group=group, batch_size=batch_size, show_progress=show_progress, lexical_texts=lexical
+    )
     link_seconds = time.perf_counter() - started
     ranks: list[int | None] = []
     predictions: list[dict[str, Any]] = []
@@ -168,6 +177,7 @@ def evaluate_linking(
         "entries": len(index), "entry_source": source, "group": group, "index_type": index_type if encoder else "bm25",
         "entity_vectors": entity_vectors if protocol == "raw" else "names", "format": asdict(linker.format),
         "depth": DEPTH, "reranker": getattr(reranker, "name", None), "rerank_top_k": rerank_top_k if reranker else None,
+        "lexical_weight": lexical_weight,
     }  # fmt: skip
     timings = {"index": index_seconds, "link": link_seconds, "mentions_per_second": len(mentions) / link_seconds}
     name = system or (str(getattr(encoder, "name", "model")) if encoder is not None else "bm25")

@@ -5,7 +5,10 @@ it has names) or an entity's text (one per concept), each entry naming one or se
 any registered dense index type. :meth:`EntityLinker.link` encodes mentions with the query tower
 (the :class:`~retrievekit.linking.text.LinkingFormat` builds their texts) and answers either
 entries (``group="names"``: BioSyn's name-level ranking) or concepts (``group="concepts"``: a
-concept's score is the best of its entries, ranked over distinct concepts).
+concept's score is the best of its entries, ranked over distinct concepts). With a
+``lexical_weight``, an entry's score is BioSyn's ``dense + weight * sparse``, the sparse part the
+character n-gram cosine of the mention alone and the entry (:mod:`retrievekit.linking.lexical`),
+over the union of both scores' best entries.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import numpy as np
 from retrievekit.errors import ConfigError
 from retrievekit.hits import Hits
 from retrievekit.index.build import default_metric, fill_index, vector_index
+from retrievekit.linking.lexical import CharNgramScorer
 from retrievekit.linking.records import Entity, Mention, Name
 from retrievekit.linking.text import LinkingFormat
+from retrievekit.scoring import similarity_matrix
 
 __all__ = ["EntityIndex", "EntityLinker", "Linked"]
 
@@ -63,6 +68,8 @@ class EntityIndex:
         positions = [str(i) for i in range(len(self.entries))]
         started = time.perf_counter()
         self.index: Any
+        self.vectors: np.ndarray | None = None  # the entries' vectors (dense only), rescored by the linker
+        self.metric: str | None = None
         if encoder is None:
             from retrievekit.index.bm25 import Bm25Index
 
@@ -76,11 +83,11 @@ class EntityIndex:
                 )  # fmt: skip
             elif len(vectors) != len(self.entries):
                 raise ConfigError(f"{len(vectors)} vectors for {len(self.entries)} entries")
+            self.vectors, self.metric = np.asarray(vectors, dtype=np.float32), default_metric(encoder)
             self.index = vector_index(
-                index_type, encoder.dimension, default_metric(encoder), model_fingerprint=encoder.fingerprint,
-                **index_options,
-            )  # fmt: skip
-            fill_index(self.index, positions, np.asarray(vectors, dtype=np.float32))
+                index_type, encoder.dimension, self.metric, model_fingerprint=encoder.fingerprint, **index_options
+            )
+            fill_index(self.index, positions, self.vectors)
         self.build_seconds = time.perf_counter() - started
         self.names_by_concept: dict[str, list[str]] = {}  # each concept's entry texts, in entry order
         for entry in self.entries:
@@ -93,13 +100,30 @@ class EntityIndex:
         show_progress: bool = False,
     ) -> list[Hits]:  # fmt: skip
         """The ``depth`` best entries of each query text (entry positions as ids)."""
-        depth = min(depth, len(self.entries))
         if self.encoder is None:
-            return list(self.index.search(list(texts), depth))
+            return list(self.index.search(list(texts), min(depth, len(self.entries))))
+        return self.search_vectors(self.encode_queries(texts, max_length, batch_size, show_progress), depth)
+
+    def encode_queries(
+        self, texts: Sequence[str], max_length: int | None = None, batch_size: int = 128, show_progress: bool = False
+    ) -> np.ndarray:
+        """The query tower's vectors of ``texts`` (a dense index only)."""
+        if self.encoder is None:
+            raise ConfigError("a BM25 entity index has no query vectors")
         vectors = self.encoder.encode_queries(
             list(texts), batch_size=batch_size, max_length=max_length, show_progress=show_progress
         )
-        return list(self.index.search(np.asarray(vectors, dtype=np.float32), depth))
+        return np.asarray(vectors, dtype=np.float32)
+
+    def search_vectors(self, vectors: np.ndarray, depth: int) -> list[Hits]:
+        """The ``depth`` best entries of each query vector (entry positions as ids)."""
+        return list(self.index.search(vectors, min(depth, len(self.entries))))
+
+    def score(self, vector: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """One query vector's exact scores against the entries at ``positions`` (the index's metric)."""
+        if self.vectors is None or self.metric is None:
+            raise ConfigError("a BM25 entity index has no entry vectors to score")
+        return np.asarray(similarity_matrix(vector[None, :], self.vectors[positions], self.metric))[0]
 
     @classmethod
     def from_entities(cls, encoder: Any, entities: Sequence[Entity], fmt: LinkingFormat, **options: Any) -> EntityIndex:
@@ -116,16 +140,31 @@ class EntityLinker:
 
     ``reranker`` (a cross-encoder, BLINK's second stage) re-scores each mention's best
     ``rerank_top_k`` entries, reading the mention text and the entry text together; concepts are
-    then ranked by their best reranked entry."""
+    then ranked by their best reranked entry.
+
+    ``lexical_weight`` > 0 scores each entry by BioSyn's ``dense + lexical_weight * sparse`` (the
+    sparse part: character n-gram TF-IDF cosine of the mention alone and the entry, BioSyn's own)."""
 
     def __init__(
-        self, index: EntityIndex, fmt: LinkingFormat | None = None, *, reranker: Any = None, rerank_top_k: int = 64
+        self,
+        index: EntityIndex,
+        fmt: LinkingFormat | None = None,
+        *,
+        reranker: Any = None,
+        rerank_top_k: int = 64,
+        lexical_weight: float = 0.0,
     ) -> None:
         if rerank_top_k < 1:
             raise ConfigError(f"rerank_top_k must be at least 1, got {rerank_top_k}")
+        if lexical_weight < 0:
+            raise ConfigError(f"lexical_weight must be 0 or more, got {lexical_weight}")
+        if lexical_weight and index.encoder is None:
+            raise ConfigError("lexical_weight adds sparse scores to a dense model's: this entity index is BM25's")
         self.index, self.format = index, fmt or LinkingFormat()
         self.reranker, self.rerank_top_k = reranker, rerank_top_k
+        self.lexical_weight = float(lexical_weight)
         self._second_stage: Any = None
+        self._lexical: CharNgramScorer | None = None
         if index.encoder is None and self.format.context:
             self.format = dataclasses.replace(self.format, context=False)  # BM25 reads the mention alone
 
@@ -134,6 +173,11 @@ class EntityLinker:
         encoder = self.index.encoder
         tokenizer = encoder.query_tower.tokenizer if encoder is not None else None
         return self.format.mention_texts(mentions, tokenizer, documents)
+
+    def mention_strings(self, mentions: Sequence[Mention], documents: Mapping[str, str] | None = None) -> list[str]:
+        """The mentions alone, as the format reads them (abbreviations expanded): the sparse side's texts."""
+        bare = dataclasses.replace(self.format, context=False, mention_pooling=False)
+        return bare.mention_texts(mentions, None, documents)
 
     def link(
         self,
@@ -147,19 +191,25 @@ class EntityLinker:
     ) -> list[Linked]:
         """The top ``k`` candidates of each mention (a :class:`Mention`, read with the format, or a
         plain string, encoded as it is); ``documents``: the mentions' whole texts, by id."""
+        lexical: list[str] | None = None
         if all(isinstance(m, str) for m in mentions):
-            texts = [m for m in mentions if isinstance(m, str)]
+            texts = lexical = [m for m in mentions if isinstance(m, str)]
         elif all(isinstance(m, Mention) for m in mentions):
-            texts = self.query_texts([m for m in mentions if isinstance(m, Mention)], documents)
+            read = [m for m in mentions if isinstance(m, Mention)]
+            texts = self.query_texts(read, documents)
+            lexical = self.mention_strings(read, documents) if self.lexical_weight else None
         else:
             raise ConfigError("link mentions or strings, not a mix")
-        return self.link_texts(texts, k, group=group, batch_size=batch_size, show_progress=show_progress)
+        return self.link_texts(
+            texts, k, group=group, batch_size=batch_size, show_progress=show_progress, lexical_texts=lexical
+        )
 
     def link_texts(
         self, texts: Sequence[str], k: int = 10, *, group: str = "concepts", batch_size: int = 128,
-        show_progress: bool = False,
+        show_progress: bool = False, lexical_texts: Sequence[str] | None = None,
     ) -> list[Linked]:  # fmt: skip
-        """The top ``k`` candidates of each query text, already formatted."""
+        """The top ``k`` candidates of each query text, already formatted; ``lexical_texts``: the
+        mentions alone, for the sparse scores (the query texts themselves when they hold no context)."""
         if group not in GROUPS:
             raise ConfigError(f"unknown grouping {group!r}; choose one of {', '.join(GROUPS)}")
         if k < 1:
@@ -168,9 +218,12 @@ class EntityLinker:
         entries = self.index.entries
         # concepts: deep enough that the top k distinct concepts are among the entries searched
         depth = k if group == "names" else k * self.index.entries_per_concept
-        hits = self.index.search(
-            texts, depth, max_length=max_length, batch_size=batch_size, show_progress=show_progress
-        )
+        if self.lexical_weight:
+            hits = self._dense_and_sparse(texts, lexical_texts, depth, max_length, batch_size, show_progress)
+        else:
+            hits = self.index.search(
+                texts, depth, max_length=max_length, batch_size=batch_size, show_progress=show_progress
+            )
         if self.reranker is not None:
             hits = self._rerank(texts, hits)
         answers = []
@@ -195,6 +248,33 @@ class EntityLinker:
                        [t for _, (_, t) in ranked])
             )  # fmt: skip
         return answers
+
+    def _dense_and_sparse(
+        self, texts: Sequence[str], lexical_texts: Sequence[str] | None, depth: int, max_length: int | None,
+        batch_size: int, show_progress: bool,
+    ) -> list[Hits]:  # fmt: skip
+        """BioSyn's ``dense + weight * sparse`` over the union of each query's ``depth`` best entries
+        by either score, both scores exact; the ``depth`` best of the union."""
+        if lexical_texts is None:
+            if self.format.context:
+                raise ConfigError("sparse scores read the mentions alone: pass lexical_texts (or link Mentions)")
+            lexical_texts = texts
+        if len(lexical_texts) != len(texts):
+            raise ConfigError(f"{len(lexical_texts)} lexical texts for {len(texts)} queries")
+        if self._lexical is None:
+            self._lexical = CharNgramScorer([entry.name for entry in self.index.entries])
+        vectors = self.index.encode_queries(texts, max_length, batch_size, show_progress)
+        dense = self.index.search_vectors(vectors, depth)
+        sparse_matrix = self._lexical.scores(lexical_texts)
+        sparse_top = self._lexical.top(lexical_texts, depth)
+        combined = []
+        for row, (found, (lexical_positions, _)) in enumerate(zip(dense, sparse_top, strict=True)):
+            positions = np.union1d(np.asarray([int(i) for i in found.ids], dtype=np.int64), lexical_positions)
+            sparse = sparse_matrix[row, positions].toarray().ravel()
+            scores = self.index.score(vectors[row], positions) + self.lexical_weight * sparse
+            order = np.lexsort((positions, -scores))[: min(depth, len(self.index))]
+            combined.append(Hits([str(p) for p in positions[order]], scores[order].astype(np.float32)))
+        return combined
 
     def _rerank(self, texts: Sequence[str], hits: list[Hits]) -> list[Hits]:
         """The first stage's best ``rerank_top_k`` entries of each query, re-scored by the
