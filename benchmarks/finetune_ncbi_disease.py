@@ -23,7 +23,10 @@ retrievekit's public API:
 3. the trained linkers on test under their protocol (with --rerank, also behind a cross-encoder trained
    from --model on the fine-tuned linker's hard negatives: BLINK's second stage); linking throughput (mentions/s: query encoding
    and search) against sentence-transformers ``encode`` + a FAISS inner-product index over the same
-   name vectors, same threads, alternating, best of --repeats.
+   name vectors, same threads, alternating, best of --repeats;
+4. with --lexical-weights, BioSyn's ``dense + weight * sparse`` scores (character n-gram TF-IDF of the
+   mention alone): each weight on dev, the best dev acc@1's on test (BioSyn tunes on dev).
+--trained DIR evaluates a linker an earlier run trained (DIR/model) instead of training one.
 Writes OUTPUT/model (the raw-protocol linker: mentions in context), OUTPUT/biosyn-model, the table in
 OUTPUT/results.md and OUTPUT/summary.json.
 """
@@ -83,6 +86,10 @@ def main() -> None:
     )
     parser.add_argument("--no-baselines", dest="baselines", action="store_false",
                         help="skip BM25 and the untrained rows (they do not depend on the training options)")  # fmt: skip
+    parser.add_argument("--lexical-weights", type=float, nargs="*", default=[],
+                        help="BioSyn's sparse weights to try on dev; the best one's test row joins the table")  # fmt: skip
+    parser.add_argument("--trained", type=Path, default=None,
+                        help="a linker trained earlier (a model folder) to evaluate instead of training")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1,
                         help="training rounds; each after the first re-mines the hard negatives with the model the "
                         "last round trained and trains it further (BioSyn updates its candidates as it trains)")  # fmt: skip
@@ -114,6 +121,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
     trained_dirs: dict[str, Path] = {}
+    dev_sweeps: dict[str, dict[float, float]] = {}  # dev acc@1 of each sparse weight
 
     def record(result, label: str) -> None:
         m = result.metrics
@@ -145,7 +153,7 @@ def main() -> None:
         )
         names = read_names(names_file[protocol])
         index = None  # the current model's vectors of the names: mined from, then evaluated on
-        for round_ in range(1, args.rounds + 1):
+        for round_ in range(1, 0 if args.trained else args.rounds + 1):
             suffix = "" if round_ == 1 else f"-round{round_}"
             t = time.perf_counter()
             if index is None:
@@ -180,7 +188,20 @@ def main() -> None:
             label = f"MiniLM, fine-tuned{pooled}" + (f" (round {round_})" if args.rounds > 1 else "")
             index = EntityIndex(current, names, max_length=fmt.entity_max_length)
             record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index), label)
+        if args.trained:
+            current = load_encoder(str(args.trained))
+            prepare_linking_model(current)
+            index = EntityIndex(current, names, max_length=fmt.entity_max_length)
+            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index),
+                   f"MiniLM, fine-tuned{pooled} ({args.trained})")  # fmt: skip
         model = current
+        if args.lexical_weights:
+            t = time.perf_counter()
+            weight, dev_sweeps[protocol] = _choose_lexical_weight(args, protocol, model, index, fmt)
+            timings[f"{protocol}: sparse weight on dev"] = time.perf_counter() - t
+            record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=index,
+                                    lexical_weight=weight),
+                   f"MiniLM, fine-tuned{pooled} + sparse (weight {weight:g}, chosen on dev)")  # fmt: skip
         if args.rerank:
             t = time.perf_counter()
             reranker = _train_reranker(args, protocol, queries, index, fmt)
@@ -209,9 +230,31 @@ def main() -> None:
     print("\nNCBI-disease test (960 mentions)\n\n" + "\n".join(table))
     print("\ntimings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + f"; total wall {wall:.0f}")
     (args.output / "results.md").write_text("\n".join(table) + "\n")
-    summary = {"rows": rows, "timings_s": timings, "wall_s": wall,
+    summary = {"rows": rows, "timings_s": timings, "wall_s": wall, "dev_acc@1_by_sparse_weight": dev_sweeps,
                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}  # fmt: skip
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _choose_lexical_weight(
+    args: argparse.Namespace, protocol: str, model: Any, index: Any, fmt: Any
+) -> tuple[float, dict[float, float]]:
+    """The weight of ``--lexical-weights`` (and 0) with the best dev acc@1 (ties to the smaller), and
+    each weight's dev acc@1.
+    ``biosyn``: dev is ranked over the MEDIC names of dictionary.tsv (BioSyn's dev dictionary, MEDIC
+    plus the train mention strings, is not in the data folder); ``raw``: over the test's names."""
+    from retrievekit.linking import EntityIndex, evaluate_linking, read_names
+
+    dictionary = args.data / "dictionary.tsv"
+    if protocol == "biosyn":
+        index = EntityIndex(model, read_names(dictionary), max_length=fmt.entity_max_length)
+    found: dict[float, float] = {}
+    for weight in sorted({0.0, *args.lexical_weights}):
+        result = evaluate_linking(args.data, "dev", encoder=model, protocol=protocol, index=index,
+                                  dictionary=dictionary if protocol == "biosyn" else None, lexical_weight=weight,
+                                  show_progress=False)  # fmt: skip
+        found[weight] = result.metrics["acc@1"]
+        print(f"dev ({protocol}) sparse weight {weight:g}: acc@1 {100 * found[weight]:.1f}", flush=True)
+    return max(found, key=lambda w: (found[w], -w)), found
 
 
 def _train_reranker(args: argparse.Namespace, protocol: str, queries: list, index: Any, fmt: Any) -> Any:
