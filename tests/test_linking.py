@@ -569,3 +569,12 @@ def test_sparse_scores_read_the_mention_alone_not_its_context(linking_data, tiny
     result = evaluate_linking(linking_data, encoder=encoder, protocol="raw", fmt=fmt, lexical_weight=100.0,
                               show_progress=False)  # fmt: skip
     assert result.metrics["acc@1"] == 1.0 and result.settings["lexical_weight"] == 100.0
+    from retrievekit.cli.main import cli
+
+    out = linking_data.parent / "out"
+    args = ["link", "--model", str(tiny_bert_dir), "--pooling", "mean", "--lexical-weight", "100", "evaluate",
+            "--data", str(linking_data), "--protocol", "raw", "-o", str(out)]  # fmt: skip
+    printed = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert printed.exit_code == 0, printed.output
+    report = json.loads((out / "results.json").read_text())
+    assert report["settings"]["lexical_weight"] == 100.0 and report["metrics"]["acc@1"] == 1.0
