@@ -26,7 +26,7 @@ retrievekit's public API:
    name vectors, same threads, alternating, best of --repeats;
 4. with --lexical-weights, BioSyn's ``dense + weight * sparse`` scores (character n-gram TF-IDF of the
    mention alone): each weight on dev, the best dev acc@1's on test (BioSyn tunes on dev).
---trained DIR evaluates a linker an earlier run trained (DIR/model) instead of training one.
+--trained MODEL evaluates a linker trained earlier (an earlier run's OUTPUT/model) instead of training one.
 Writes OUTPUT/model (the raw-protocol linker: mentions in context), OUTPUT/biosyn-model, the table in
 OUTPUT/results.md and OUTPUT/summary.json.
 """
