@@ -34,7 +34,6 @@ class CharNgramScorer:
         text = require("sklearn.feature_extraction.text", extra="linking", purpose="BioSyn's sparse name scores")
         self._vectorizer = text.TfidfVectorizer(analyzer="char", ngram_range=ngram_range)
         self._names = self._vectorizer.fit_transform(list(names)).T.tocsr()  # n-grams x names, rows unit length
-        self.size = len(names)
 
     def scores(self, texts: Sequence[str]) -> Any:
         """A sparse ``len(texts) x len(names)`` matrix of cosines (CSR)."""
@@ -42,7 +41,11 @@ class CharNgramScorer:
 
     def top(self, texts: Sequence[str], depth: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each text's ``depth`` best names: positions and scores, best first (ties by position)."""
-        matrix = self.scores(texts)
+        return self.best(self.scores(texts), depth)
+
+    @staticmethod
+    def best(matrix: Any, depth: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each row's ``depth`` best names of a :meth:`scores` matrix, as :meth:`top` gives them."""
         found = []
         for row in range(matrix.shape[0]):
             start, end = matrix.indptr[row], matrix.indptr[row + 1]

@@ -266,7 +266,7 @@ class EntityLinker:
         vectors = self.index.encode_queries(texts, max_length, batch_size, show_progress)
         dense = self.index.search_vectors(vectors, depth)
         sparse_matrix = self._lexical.scores(lexical_texts)
-        sparse_top = self._lexical.top(lexical_texts, depth)
+        sparse_top = CharNgramScorer.best(sparse_matrix, depth)
         combined = []
         for row, (found, (lexical_positions, _)) in enumerate(zip(dense, sparse_top, strict=True)):
             positions = np.union1d(np.asarray([int(i) for i in found.ids], dtype=np.int64), lexical_positions)
