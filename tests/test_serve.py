@@ -242,6 +242,46 @@ def test_limits_give_413_with_the_limit_named(dense_dir):
         running.stop()
 
 
+def test_a_refused_body_is_read_before_the_413_so_the_client_gets_it():
+    """Answering 413 and closing with the body unread makes the kernel reset the connection, and the
+    client can lose the answer: the gate reads the rest of the body (bounded) before answering, both
+    when the declared length is over the limit and when a streamed body goes over it."""
+    import asyncio
+
+    from retrievekit.serve.app import _Gate
+    from retrievekit.serve.metrics import ServeMetrics
+
+    async def app(scope, receive, send):  # reads the whole body, then answers
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    def run(declared: bytes | None) -> tuple[list[str], int]:
+        chunks = [{"type": "http.request", "body": b"x" * 600, "more_body": i < 4} for i in range(5)]
+        events: list[str] = []
+
+        async def receive():
+            events.append("read")
+            return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+        async def send(message):
+            events.append(message["type"])
+            if message["type"] == "http.response.start":
+                events.append(str(message["status"]))
+
+        headers = [(b"content-length", declared)] if declared else []
+        gate = _Gate(app, ServeSettings(api_key=KEY, max_body_bytes=2000), ServeMetrics())
+        scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": headers}
+        asyncio.run(gate(scope, receive, send))
+        return events, len(chunks)
+
+    for declared in (b"3000", None):  # refused on the header, and refused while streaming
+        events, unread = run(declared)
+        assert unread == 0 and "413" in events, (declared, events)
+        assert events.index("http.response.start") > max(i for i, e in enumerate(events) if e == "read"), events
+
+
 def test_truncation_is_reported_in_a_header(server, encoder):
     status, headers, payload = server.request("POST", "/v1/embeddings", {"input": ["cell " * 100, "a dog"]})
     assert status == 200 and headers.get("x-truncated-inputs") == "1"

@@ -10,7 +10,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import numpy as np
@@ -336,23 +336,30 @@ class _Gate:
             await send(message)
 
         received = [0]
+        more_body = [True]  # the client has more of the body to send
 
         async def limited_receive() -> dict:
             message = await receive()
             if message["type"] == "http.request":
                 received[0] += len(message.get("body", b""))
+                more_body[0] = bool(message.get("more_body", False))
                 if received[0] > limit:
                     raise _BodyTooLarge
+            else:
+                more_body[0] = False
             return message
 
         too_large = ApiError(413, f"the request body is over {limit} bytes (--max-body-bytes)", code="body_too_large")
         try:
             if declared is not None and declared.isdigit() and int(declared) > limit:
+                await _drain(receive)
                 await answer(too_large)
             else:
                 await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not sent[0]:
+                if more_body[0]:
+                    await _drain(receive)
                 await answer(too_large)
         finally:
             seconds = time.perf_counter() - started
@@ -363,3 +370,27 @@ class _Gate:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+DRAIN_BYTES = 1 << 20  # the most of a refused body read and dropped before answering
+DRAIN_SECONDS = 1.0  # and the longest time spent reading it
+
+
+async def _drain(receive: Callable[[], Awaitable[dict]]) -> None:
+    """Read and drop the rest of a refused request body, bounded in bytes and in time, before
+    answering. A server that answers and closes with the body still unread makes the kernel reset
+    the connection, and the client can lose the answer with it; a client that sends more than the
+    bound, or sends slowly, is cut off (the connection closes after the answer either way)."""
+
+    async def read_rest() -> None:
+        drained = 0
+        while drained <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+    with suppress(TimeoutError):
+        await asyncio.wait_for(read_rest(), DRAIN_SECONDS)
