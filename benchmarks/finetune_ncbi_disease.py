@@ -90,6 +90,10 @@ def main() -> None:
                         help="BioSyn's sparse weights to try on dev; the best one's test row joins the table")  # fmt: skip
     parser.add_argument("--trained", type=Path, default=None,
                         help="a linker trained earlier (a model folder) to evaluate instead of training")  # fmt: skip
+    parser.add_argument("--synonym-pretraining", type=int, default=0, metavar="K",
+                        help="first align the knowledge base's synonyms as SapBERT does: up to K names of each "
+                        "concept as queries for its other names, hard negatives mined from the names")  # fmt: skip
+    parser.add_argument("--synonym-epochs", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=1,
                         help="training rounds; each after the first re-mines the hard negatives with the model the "
                         "last round trained and trains it further (BioSyn updates its candidates as it trains)")  # fmt: skip
@@ -99,8 +103,8 @@ def main() -> None:
     from retrievekit.linking import EntityIndex, LinkingFormat, evaluate_linking, read_mentions, read_names
     from retrievekit.linking.evaluate import folder_documents
     from retrievekit.linking.text import prepare_linking_model
-    from retrievekit.linking.training import linking_examples, training_queries
-    from retrievekit.training import load_config, train, write_training_rows
+    from retrievekit.linking.training import linking_examples, synonym_queries, training_queries
+    from retrievekit.training import train, write_training_rows
 
     started = time.perf_counter()
     args.output.mkdir(parents=True, exist_ok=True)
@@ -153,33 +157,39 @@ def main() -> None:
         )
         names = read_names(names_file[protocol])
         index = None  # the current model's vectors of the names: mined from, then evaluated on
+        if not args.trained:
+            index = EntityIndex(current, names, max_length=fmt.entity_max_length)  # the untrained model's
+            record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt, index=index),
+                   f"MiniLM, untrained{pooled}")  # fmt: skip
+            if protocol == "raw" and args.baselines:  # the data README's P3: the mention alone (65.9 / 78.2)
+                record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, index=index,
+                                        fmt=LinkingFormat(context=False, entity_max_length=32)),
+                       "MiniLM, untrained, mention only")  # fmt: skip
+        if args.synonym_pretraining and index is not None:  # SapBERT's self-alignment on the names first
+            t = time.perf_counter()
+            aligned = synonym_queries(names, per_concept=args.synonym_pretraining, seed=args.seed)
+            examples, report = linking_examples(aligned, index, num_negatives=args.num_mined)
+            data_file = write_training_rows(args.output / f"{protocol}-synonyms.jsonl", examples)
+            print(f"mined ({protocol}, synonyms): {report}", flush=True)
+            trained = train(_config(args, fmt, start_dir, data_file, args.output / f"synonyms-{protocol}",
+                                    args.synonym_epochs, args.seed))  # fmt: skip
+            timings[f"{protocol}: synonym pretraining"] = time.perf_counter() - t
+            start_dir = trained.model_dir
+            current = load_encoder(trained.model_dir)
+            prepare_linking_model(current)
+            index = EntityIndex(current, names, max_length=fmt.entity_max_length)
+            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index),
+                   f"MiniLM + synonym pretraining{pooled}")  # fmt: skip
         for round_ in range(1, 0 if args.trained else args.rounds + 1):
             suffix = "" if round_ == 1 else f"-round{round_}"
             t = time.perf_counter()
-            if index is None:
-                index = EntityIndex(
-                    current, names, max_length=fmt.entity_max_length
-                )  # the untrained model, on the miner's index (the same names, the same vectors)
-                record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt, index=index),
-                       f"MiniLM, untrained{pooled}")  # fmt: skip
-                if protocol == "raw" and args.baselines:  # the data README's P3: the mention alone (65.9 / 78.2)
-                    record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, index=index,
-                                            fmt=LinkingFormat(context=False, entity_max_length=32)),
-                           "MiniLM, untrained, mention only")  # fmt: skip
+            assert index is not None  # the current model's
             examples, report = linking_examples(queries, index, num_negatives=args.num_mined)
             data_file = write_training_rows(args.output / f"{protocol}-train{suffix}.jsonl", examples)
             timings[f"{protocol}: mining{suffix}"] = time.perf_counter() - t
             print(f"mined ({protocol}, round {round_}): {report}", flush=True)
-            config = load_config(
-                overrides={
-                    "model": str(start_dir), "kind": "dense", "data": [str(data_file)], "batch_size": args.batch_size,
-                    "num_negatives": args.num_negatives, "query_max_length": fmt.query_max_length,
-                    "document_max_length": fmt.entity_max_length, "learning_rate": args.learning_rate,
-                    "epochs": args.epochs, "warmup_ratio": 0.1, "loss": "infonce", "seed": args.seed + round_ - 1,
-                    "separate_towers": args.separate_towers,
-                    "output": str(args.output / f"train-{protocol}{suffix}"), "checkpoint_every": 50, "resume": True,
-                }
-            )  # fmt: skip
+            config = _config(args, fmt, start_dir, data_file, args.output / f"train-{protocol}{suffix}", args.epochs,
+                             args.seed + round_ - 1)  # fmt: skip
             trained = train(config)
             timings[f"{protocol}: training{suffix}"] = trained.wall_seconds
             trained_dirs[protocol] = start_dir = trained.model_dir
@@ -233,6 +243,23 @@ def main() -> None:
     summary = {"rows": rows, "timings_s": timings, "wall_s": wall, "dev_acc@1_by_sparse_weight": dev_sweeps,
                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}  # fmt: skip
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _config(
+    args: argparse.Namespace, fmt: Any, start: Path, data_file: Path, output: Path, epochs: int, seed: int
+) -> Any:
+    """The trainer's settings for the dense linker: InfoNCE over in-batch and mined hard negatives."""
+    from retrievekit.training import load_config
+
+    return load_config(
+        overrides={
+            "model": str(start), "kind": "dense", "data": [str(data_file)], "batch_size": args.batch_size,
+            "num_negatives": args.num_negatives, "query_max_length": fmt.query_max_length,
+            "document_max_length": fmt.entity_max_length, "learning_rate": args.learning_rate,
+            "epochs": epochs, "warmup_ratio": 0.1, "loss": "infonce", "seed": seed,
+            "separate_towers": args.separate_towers, "output": str(output), "checkpoint_every": 50, "resume": True,
+        }
+    )  # fmt: skip
 
 
 def _choose_lexical_weight(

@@ -578,3 +578,44 @@ def test_sparse_scores_read_the_mention_alone_not_its_context(linking_data, tiny
     assert printed.exit_code == 0, printed.output
     report = json.loads((out / "results.json").read_text())
     assert report["settings"]["lexical_weight"] == 100.0 and report["metrics"]["acc@1"] == 1.0
+
+
+def test_train_mentions_join_the_names_as_aliases_of_their_gold(linking_data, tmp_path):
+    """``alias_splits``: the labelled mention strings of other splits become names of their gold
+    concepts (BioSyn's test dictionary rule), never those of the split evaluated."""
+    write_jsonl(linking_data / "mentions" / "test.jsonl", [
+        {"_id": "t1", "mention": "cardiac illness", "context_left": "we study ", "context_right": " here",
+         "labels": ["C3"]},
+    ])  # fmt: skip
+    write_jsonl(linking_data / "mentions" / "train.jsonl", [
+        {"_id": "a1", "mention": "cardiac illness", "context_left": "", "context_right": "", "labels": ["C3"]},
+        {"_id": "a2", "mention": "folding", "context_left": "", "context_right": "", "labels": ["C1"]},
+    ])  # fmt: skip
+    plain = evaluate_linking(linking_data, encoder=None, protocol="raw", show_progress=False)
+    aliased = evaluate_linking(linking_data, encoder=None, protocol="raw", alias_splits=["train"], show_progress=False)
+    assert plain.metrics["acc@1"] == 0.0 and plain.settings["entries"] == 4
+    assert aliased.metrics["acc@1"] == 1.0 and aliased.settings["entries"] == 6
+    best = aliased.predictions[0]["top5"][0][0]
+    assert (best["ids"], best["text"]) == (["C3"], "cardiac illness")
+    with pytest.raises(ConfigError, match="its own labels"):
+        evaluate_linking(linking_data, encoder=None, protocol="raw", alias_splits=["test"], show_progress=False)
+    with pytest.raises(ConfigError, match="already holds"):
+        evaluate_linking(linking_data, encoder=None, protocol="biosyn", alias_splits=["train"], show_progress=False)
+    from retrievekit.cli.main import cli
+
+    args = ["link", "--bm25", "evaluate", "--data", str(linking_data), "--protocol", "raw", "--aliases-from", "train",
+            "-o", str(tmp_path / "out")]  # fmt: skip
+    printed = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert printed.exit_code == 0, printed.output
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert report["metrics"]["acc@1"] == 1.0 and report["settings"]["alias_splits"] == ["train"]
+
+
+def test_aliases_read_an_abbreviation_as_its_long_form():
+    from retrievekit.linking.text import mention_aliases
+
+    mention = Mention("a", "SCA1", "spinocerebellar ataxia type 1 (SCA1) is rare; ", "", ("D1",), document="d")
+    fmt = LinkingFormat(abbreviations=True)
+    assert mention_aliases([mention], fmt) == [Name("spinocerebellar ataxia type 1", ("D1",))]
+    assert mention_aliases([mention]) == [Name("SCA1", ("D1",))]
+    assert mention_aliases([Mention("b", "x")]) == []  # an unlabelled mention names nothing

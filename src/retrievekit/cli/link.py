@@ -107,11 +107,17 @@ def _shown(text: str, fmt: Any) -> str:
 @click.option("--dictionary", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Another name dictionary (biosyn on dev: BioSyn's dev dictionary).")  # fmt: skip
 @click.option("--index-type", default="flat", show_default=True, help="Any dense index type (flat, hnsw, ivfpq).")
+@click.option("--aliases-from", "alias_splits", multiple=True, metavar="SPLIT",
+              help="raw: the labelled mention strings of this split (repeatable: --aliases-from train "
+              "--aliases-from dev) join the names as aliases of their gold concepts, as BioSyn's test "
+              "dictionary adds the train and dev mentions.")  # fmt: skip
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
               help="Write results.json (metrics, timings, settings) and predictions.jsonl here.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
 @click.pass_context
-def evaluate_command(ctx, data, split, protocol, entity_vectors, dictionary, index_type, output, batch_size) -> None:
+def evaluate_command(
+    ctx, data, split, protocol, entity_vectors, dictionary, index_type, alias_splits, output, batch_size
+) -> None:
     """acc@1, acc@5, recall@1..64 and BLINK's normalised acc@1 of a model (or --bm25, given to
     `link`) on a data folder's split.
 
@@ -127,7 +133,7 @@ def evaluate_command(ctx, data, split, protocol, entity_vectors, dictionary, ind
         data, split, encoder=encoder, protocol=protocol, fmt=fmt, entity_vectors=entity_vectors,
         dictionary=dictionary, index_type=index_type, batch_size=batch_size,
         reranker=_reranker(parent["rerank_model"]), rerank_top_k=parent["rerank_top_k"],
-        lexical_weight=parent["lexical_weight"],
+        lexical_weight=parent["lexical_weight"], alias_splits=alias_splits,
     )  # fmt: skip
     shown = ["acc@1", "acc@5", "recall@64", "acc@1_normalized"]
     print_table(

@@ -27,7 +27,7 @@ from retrievekit.linking.linker import EntityIndex, EntityLinker, Linked
 from retrievekit.linking.metrics import gold_ids, linking_metrics, part_rank, query_rank
 from retrievekit.linking.readers import read_documents, read_entities, read_mentions, read_names
 from retrievekit.linking.records import Mention
-from retrievekit.linking.text import LinkingFormat, saved_format
+from retrievekit.linking.text import LinkingFormat, mention_aliases, saved_format
 
 __all__ = ["PROTOCOLS", "LinkingEvaluation", "evaluate_linking", "folder_documents", "score_biosyn_predictions"]
 
@@ -103,6 +103,7 @@ def evaluate_linking(
     rerank_top_k: int = 64,
     index: EntityIndex | None = None,
     lexical_weight: float = 0.0,
+    alias_splits: Sequence[str] = (),
 ) -> LinkingEvaluation:
     """Evaluate ``encoder`` (a dense model; None: BM25 over the same entries) on ``data``'s
     ``split`` under ``protocol`` (see the module doc). ``fmt`` defaults to the format the model
@@ -110,11 +111,19 @@ def evaluate_linking(
     ``reranker`` (a cross-encoder) the best ``rerank_top_k`` entries are re-scored first.
     ``index``: an :class:`EntityIndex` the same ``encoder`` already built over the protocol's names
     (a miner's), searched instead of encoding the names again. ``lexical_weight``: BioSyn's
-    ``dense + weight * sparse`` name scores (see :class:`EntityLinker`)."""
+    ``dense + weight * sparse`` name scores (see :class:`EntityLinker`). ``alias_splits``: other
+    splits of ``data`` whose labelled mention strings join the names as aliases of their gold
+    concepts (raw protocol, one vector per name; BioSyn's test dictionary already holds the train
+    and dev mentions)."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if entity_vectors not in ("names", "concepts"):
         raise ConfigError(f"--entity-vectors is names or concepts, got {entity_vectors!r}")
+    if alias_splits and (protocol != "raw" or entity_vectors != "names" or index is not None):
+        raise ConfigError("aliases join the names of the raw protocol (one vector per name, the index built here); "
+                          "BioSyn's test dictionary already holds the train and dev mentions")  # fmt: skip
+    if split in alias_splits:
+        raise ConfigError(f"aliases from {split!r} would hand the evaluation its own labels: use other splits")
     root = Path(data)
     mentions_path = root / "mentions" / f"{split}.jsonl"
     mentions = read_mentions(mentions_path)
@@ -139,9 +148,11 @@ def evaluate_linking(
             _biosyn_dictionary(root, split, dictionary) if protocol == "biosyn"
             else Path(dictionary) if dictionary is not None else root / "dictionary.tsv"
         )  # fmt: skip
-        index = EntityIndex(encoder, read_names(names_path), max_length=fmt.entity_max_length, batch_size=batch_size,
-                            show_progress=show_progress, **options)  # fmt: skip
-        source = str(names_path)
+        labelled = [m for other in alias_splits for m in read_mentions(root / "mentions" / f"{other}.jsonl")]
+        aliases = mention_aliases(labelled, fmt, folder_documents(root, fmt)) if labelled else []
+        index = EntityIndex(encoder, read_names(names_path) + aliases, max_length=fmt.entity_max_length,
+                            batch_size=batch_size, show_progress=show_progress, **options)  # fmt: skip
+        source = str(names_path) + "".join(f" + {other} mentions" for other in alias_splits)
     group = "names" if protocol == "biosyn" else "concepts"
     index_seconds = time.perf_counter() - started
     linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k, lexical_weight=lexical_weight)
@@ -177,7 +188,7 @@ def evaluate_linking(
         "entries": len(index), "entry_source": source, "group": group, "index_type": index_type if encoder else "bm25",
         "entity_vectors": entity_vectors if protocol == "raw" else "names", "format": asdict(linker.format),
         "depth": DEPTH, "reranker": getattr(reranker, "name", None), "rerank_top_k": rerank_top_k if reranker else None,
-        "lexical_weight": lexical_weight,
+        "lexical_weight": lexical_weight, "alias_splits": list(alias_splits),
     }  # fmt: skip
     timings = {"index": index_seconds, "link": link_seconds, "mentions_per_second": len(mentions) / link_seconds}
     name = system or (str(getattr(encoder, "name", "model")) if encoder is not None else "bm25")

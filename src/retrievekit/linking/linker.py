@@ -176,8 +176,7 @@ class EntityLinker:
 
     def mention_strings(self, mentions: Sequence[Mention], documents: Mapping[str, str] | None = None) -> list[str]:
         """The mentions alone, as the format reads them (abbreviations expanded): the sparse side's texts."""
-        bare = dataclasses.replace(self.format, context=False, mention_pooling=False)
-        return bare.mention_texts(mentions, None, documents)
+        return self.format.mention_strings(mentions, documents)
 
     def link(
         self,

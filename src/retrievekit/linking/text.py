@@ -20,17 +20,25 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from retrievekit.artifacts import atomic_write_text
 from retrievekit.errors import ConfigError
 from retrievekit.linking.abbreviations import expand_abbreviations
-from retrievekit.linking.records import Entity, Mention
+from retrievekit.linking.records import Entity, Mention, Name
 from retrievekit.models.spec import SPAN_POOLING
 
-__all__ = ["FORMAT_FILE", "LinkingFormat", "add_markers", "load_linking_model", "prepare_linking_model", "saved_format"]
+__all__ = [
+    "FORMAT_FILE",
+    "LinkingFormat",
+    "add_markers",
+    "load_linking_model",
+    "mention_aliases",
+    "prepare_linking_model",
+    "saved_format",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +122,10 @@ class LinkingFormat:
             after = _keep_first(mention.context_right, right, right_quota)
             texts.append(f"{before}{self.start_marker} {core} {self.end_marker}{after}")
         return texts
+
+    def mention_strings(self, mentions: Sequence[Mention], documents: Mapping[str, str] | None = None) -> list[str]:
+        """The mentions alone, as this format reads them (abbreviations expanded), without context."""
+        return replace(self, context=False, mention_pooling=False).mention_texts(mentions, None, documents)
 
     # ---- persistence -------------------------------------------------------------------------
     def to_text(self) -> str:
@@ -238,3 +250,21 @@ def load_linking_model(
 
     encoder = load_encoder(model, **options)
     return encoder, prepare_linking_model(encoder, fmt)
+
+
+def mention_aliases(
+    mentions: Sequence[Mention], fmt: LinkingFormat | None = None, documents: Mapping[str, str] | None = None
+) -> list[Name]:
+    """Labelled mentions as extra names of their gold concepts: an alias table from training data, as
+    BioSyn's test dictionary adds the train and dev mention strings to MEDIC's names. Each distinct
+    mention string (as ``fmt`` reads it alone: abbreviations expanded) names every concept it was
+    labelled with, in first-seen order.
+
+    >>> from retrievekit.linking.records import Mention
+    >>> mention_aliases([Mention("a", "SCA1", labels=("D1",)), Mention("b", "SCA1", labels=("D2",))])
+    [Name(name='SCA1', ids=('D1', 'D2'))]
+    """
+    labelled: dict[str, dict[str, None]] = {}
+    for text, mention in zip((fmt or LinkingFormat()).mention_strings(mentions, documents), mentions, strict=True):
+        labelled.setdefault(text, {}).update(dict.fromkeys(mention.labels))
+    return [Name(text, tuple(ids)) for text, ids in labelled.items() if ids]

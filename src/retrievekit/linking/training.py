@@ -18,10 +18,10 @@ from typing import Any
 
 from retrievekit.linking.linker import EntityIndex, EntityLinker
 from retrievekit.linking.metrics import gold_ids
-from retrievekit.linking.records import Mention
+from retrievekit.linking.records import Mention, Name
 from retrievekit.linking.text import LinkingFormat, saved_format
 
-__all__ = ["LinkingDevScore", "LinkingMiningReport", "linking_examples", "training_queries"]
+__all__ = ["LinkingDevScore", "LinkingMiningReport", "linking_examples", "synonym_queries", "training_queries"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,35 @@ def training_queries(
             queries.append((mention.parts[0], gold_ids(gold)))
         elif len(mention.parts) == len(gold):
             queries += [(part, frozenset({g.strip()})) for part, g in zip(mention.parts, gold, strict=True)]
+    return queries
+
+
+def synonym_queries(names: Sequence[Name], *, per_concept: int = 4, seed: int = 0) -> list[tuple[str, frozenset[str]]]:
+    """SapBERT's self-alignment queries: names of the knowledge base as queries for the other names
+    of their concepts, before any mention is seen. At most ``per_concept`` names of each concept
+    with two or more distinct names (a seeded sample), each paired with the ids it names; feed them
+    to :func:`linking_examples`, which makes the concept's other names the positives and mines
+    names of other concepts as hard negatives.
+
+    >>> names = [Name("heart attack", ("D1",)), Name("myocardial infarction", ("D1",)), Name("flu", ("D2",))]
+    >>> synonym_queries(names)
+    [('heart attack', frozenset({'D1'})), ('myocardial infarction', frozenset({'D1'}))]
+    """
+    import random
+
+    by_concept: dict[str, dict[str, frozenset[str]]] = {}
+    for entry in names:
+        for concept in entry.ids:
+            by_concept.setdefault(concept, {})[entry.name] = frozenset(entry.ids)
+    sampler, queries, seen = random.Random(seed), [], set()
+    for concept in sorted(by_concept):
+        own = sorted(by_concept[concept])
+        if len(own) < 2:
+            continue
+        for name in sampler.sample(own, min(per_concept, len(own))) if len(own) > per_concept else own:
+            if name not in seen:  # a name several concepts share is one query, with all their ids
+                seen.add(name)
+                queries.append((name, by_concept[concept][name]))
     return queries
 
 
