@@ -26,6 +26,10 @@ retrievekit's public API:
    name vectors, same threads, alternating, best of --repeats;
 4. with --lexical-weights, BioSyn's ``dense + weight * sparse`` scores (character n-gram TF-IDF of the
    mention alone): each weight on dev, the best dev acc@1's on test (BioSyn tunes on dev).
+--synonym-pretraining K first aligns the names of each concept with each other (SapBERT's self-alignment:
+up to K names per concept as queries for the others, hard negatives mined from the names), then fine-tunes
+on the mentions. --aliases adds a raw row with the train and dev mention strings as names (BioSyn's
+test-dictionary rule).
 --trained MODEL evaluates a linker trained earlier (an earlier run's OUTPUT/model) instead of training one.
 Writes OUTPUT/model (the raw-protocol linker: mentions in context), OUTPUT/biosyn-model, the table in
 OUTPUT/results.md and OUTPUT/summary.json.
@@ -94,6 +98,10 @@ def main() -> None:
                         help="first align the knowledge base's synonyms as SapBERT does: up to K names of each "
                         "concept as queries for its other names, hard negatives mined from the names")  # fmt: skip
     parser.add_argument("--synonym-epochs", type=int, default=1)
+    parser.add_argument("--synonym-negatives", type=int, default=1, help="synonym stage: hard negatives per query")
+    parser.add_argument("--aliases", action="store_true",
+                        help="raw protocol: also evaluate with the train and dev mention strings as names of their "
+                        "gold concepts (BioSyn's test dictionary adds them to MEDIC's names the same way)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1,
                         help="training rounds; each after the first re-mines the hard negatives with the model the "
                         "last round trained and trains it further (BioSyn updates its candidates as it trains)")  # fmt: skip
@@ -172,7 +180,7 @@ def main() -> None:
             data_file = write_training_rows(args.output / f"{protocol}-synonyms.jsonl", examples)
             print(f"mined ({protocol}, synonyms): {report}", flush=True)
             trained = train(_config(args, fmt, start_dir, data_file, args.output / f"synonyms-{protocol}",
-                                    args.synonym_epochs, args.seed))  # fmt: skip
+                                    args.synonym_epochs, args.seed, num_negatives=args.synonym_negatives))  # fmt: skip
             timings[f"{protocol}: synonym pretraining"] = time.perf_counter() - t
             start_dir = trained.model_dir
             current = load_encoder(trained.model_dir)
@@ -219,6 +227,9 @@ def main() -> None:
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=index,
                                     reranker=reranker, rerank_top_k=args.rerank_top_k),
                    f"MiniLM, fine-tuned{pooled} > cross-encoder (best {args.rerank_top_k} names)")  # fmt: skip
+        if protocol == "raw" and args.aliases:  # BioSyn's test-dictionary rule: train and dev mentions as names
+            record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, alias_splits=("train", "dev")),
+                   f"MiniLM, fine-tuned{pooled}, + train/dev mentions as names")  # fmt: skip
         if protocol == "raw":
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, entity_vectors="concepts"),
                    f"MiniLM, fine-tuned{pooled}, per concept")  # fmt: skip
@@ -246,7 +257,14 @@ def main() -> None:
 
 
 def _config(
-    args: argparse.Namespace, fmt: Any, start: Path, data_file: Path, output: Path, epochs: int, seed: int
+    args: argparse.Namespace,
+    fmt: Any,
+    start: Path,
+    data_file: Path,
+    output: Path,
+    epochs: int,
+    seed: int,
+    num_negatives: int | None = None,
 ) -> Any:
     """The trainer's settings for the dense linker: InfoNCE over in-batch and mined hard negatives."""
     from retrievekit.training import load_config
@@ -254,7 +272,8 @@ def _config(
     return load_config(
         overrides={
             "model": str(start), "kind": "dense", "data": [str(data_file)], "batch_size": args.batch_size,
-            "num_negatives": args.num_negatives, "query_max_length": fmt.query_max_length,
+            "num_negatives": args.num_negatives if num_negatives is None else num_negatives,
+            "query_max_length": fmt.query_max_length,
             "document_max_length": fmt.entity_max_length, "learning_rate": args.learning_rate,
             "epochs": epochs, "warmup_ratio": 0.1, "loss": "infonce", "seed": seed,
             "separate_towers": args.separate_towers, "output": str(output), "checkpoint_every": 50, "resume": True,
