@@ -619,3 +619,27 @@ def test_aliases_read_an_abbreviation_as_its_long_form():
     assert mention_aliases([mention], fmt) == [Name("spinocerebellar ataxia type 1", ("D1",))]
     assert mention_aliases([mention]) == [Name("SCA1", ("D1",))]
     assert mention_aliases([Mention("b", "x")]) == []  # an unlabelled mention names nothing
+
+
+def test_synonym_queries_align_each_concepts_names_with_each_other():
+    """SapBERT's self-alignment rows: a concept's names as queries for its other names, at most
+    ``per_concept`` of them; a name shared by two concepts is one query with both ids."""
+    from retrievekit.linking.training import linking_examples, synonym_queries
+
+    names = [Name(f"name {i}", ("C1",)) for i in range(5)] + [Name("alone", ("C2",)), Name("shared", ("C1", "C3")),
+                                                               Name("other", ("C3",))]  # fmt: skip
+    queries = synonym_queries(names, per_concept=2, seed=1)
+    by_concept = {}
+    for text, ids in queries:
+        for concept in ids:
+            by_concept.setdefault(concept, []).append(text)
+    assert "C2" not in by_concept  # a concept with one name has nothing to align
+    assert len(by_concept["C1"]) <= 3 and len(by_concept["C3"]) == 2  # C1: 2 sampled, maybe "shared" via C3
+    assert synonym_queries(names, per_concept=2, seed=1) == queries  # seeded
+    every = dict(synonym_queries(names, per_concept=9))
+    assert len(every) == len(names) - 1 and every["shared"] == {"C1", "C3"}
+    examples, _ = linking_examples(queries, EntityIndex(None, names), num_negatives=3, show_progress=False)
+    for example, (text, ids) in zip(examples, queries, strict=True):
+        own = {n.name for n in names if set(n.ids) & ids} - {text}
+        assert example.query == text and set(example.positives) == own
+        assert not set(example.negatives) & own and text not in example.negatives
