@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -258,13 +259,22 @@ def mention_aliases(
     """Labelled mentions as extra names of their gold concepts: an alias table from training data, as
     BioSyn's test dictionary adds the train and dev mention strings to MEDIC's names. Each distinct
     mention string (as ``fmt`` reads it alone: abbreviations expanded) names every concept it was
-    labelled with, in first-seen order.
+    labelled with. The concepts of one alias tie on its score, so they come in the order of an alias
+    table's prior: the most often labelled with this string first, then the most often labelled in
+    all the mentions, then the first seen.
 
     >>> from retrievekit.linking.records import Mention
-    >>> mention_aliases([Mention("a", "SCA1", labels=("D1",)), Mention("b", "SCA1", labels=("D2",))])
-    [Name(name='SCA1', ids=('D1', 'D2'))]
+    >>> mention_aliases([Mention("a", "SCA1", labels=("D1",)), Mention("b", "SCA1", labels=("D2",)),
+    ...                  Mention("c", "ataxia", labels=("D2",))])
+    [Name(name='SCA1', ids=('D2', 'D1')), Name(name='ataxia', ids=('D2',))]
     """
-    labelled: dict[str, dict[str, None]] = {}
+    labelled: dict[str, Counter[str]] = {}
+    overall: Counter[str] = Counter()
     for text, mention in zip((fmt or LinkingFormat()).mention_strings(mentions, documents), mentions, strict=True):
-        labelled.setdefault(text, {}).update(dict.fromkeys(mention.labels))
-    return [Name(text, tuple(ids)) for text, ids in labelled.items() if ids]
+        labelled.setdefault(text, Counter()).update(mention.labels)
+        overall.update(mention.labels)
+    return [
+        Name(text, tuple(sorted(ids, key=lambda concept: (-ids[concept], -overall[concept]))))
+        for text, ids in labelled.items()
+        if ids
+    ]
