@@ -164,6 +164,13 @@ def main() -> None:
             mentions, fmt, base.query_tower.tokenizer, parts=protocol == "biosyn", documents=documents
         )
         names = read_names(names_file[protocol])
+
+        def reloaded(folder: Path, names: list = names, fmt: Any = fmt) -> tuple[Any, Any]:
+            """A trained linker loaded with its format, and its index over the protocol's names."""
+            encoder = load_encoder(str(folder))
+            prepare_linking_model(encoder)
+            return encoder, EntityIndex(encoder, names, max_length=fmt.entity_max_length)
+
         index = None  # the current model's vectors of the names: mined from, then evaluated on
         if not args.trained:
             index = EntityIndex(current, names, max_length=fmt.entity_max_length)  # the untrained model's
@@ -183,9 +190,7 @@ def main() -> None:
                                     args.synonym_epochs, args.seed, num_negatives=args.synonym_negatives))  # fmt: skip
             timings[f"{protocol}: synonym pretraining"] = time.perf_counter() - t
             start_dir = trained.model_dir
-            current = load_encoder(trained.model_dir)
-            prepare_linking_model(current)
-            index = EntityIndex(current, names, max_length=fmt.entity_max_length)
+            current, index = reloaded(trained.model_dir)
             record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index),
                    f"MiniLM + synonym pretraining{pooled}")  # fmt: skip
         for round_ in range(1, 0 if args.trained else args.rounds + 1):
@@ -201,15 +206,11 @@ def main() -> None:
             trained = train(config)
             timings[f"{protocol}: training{suffix}"] = trained.wall_seconds
             trained_dirs[protocol] = start_dir = trained.model_dir
-            current = load_encoder(trained.model_dir)
-            prepare_linking_model(current)
+            current, index = reloaded(trained.model_dir)
             label = f"MiniLM, fine-tuned{pooled}" + (f" (round {round_})" if args.rounds > 1 else "")
-            index = EntityIndex(current, names, max_length=fmt.entity_max_length)
             record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index), label)
         if args.trained:
-            current = load_encoder(str(args.trained))
-            prepare_linking_model(current)
-            index = EntityIndex(current, names, max_length=fmt.entity_max_length)
+            current, index = reloaded(args.trained)
             record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index),
                    f"MiniLM, fine-tuned{pooled} ({args.trained})")  # fmt: skip
         model = current

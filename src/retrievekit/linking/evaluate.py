@@ -133,6 +133,7 @@ def evaluate_linking(
     started = time.perf_counter()
     if protocol == "biosyn":  # the preprocessed mention parts alone
         fmt = LinkingFormat(**(asdict(fmt) | {"context": False, "mention_pooling": False}))
+    documents = folder_documents(root, fmt) if protocol == "raw" else None  # where abbreviations are defined
     if index is not None:
         if index.encoder is not encoder:
             raise ConfigError("the entity index given was built with another model than the one evaluated")
@@ -149,7 +150,7 @@ def evaluate_linking(
             else Path(dictionary) if dictionary is not None else root / "dictionary.tsv"
         )  # fmt: skip
         labelled = [m for other in alias_splits for m in read_mentions(root / "mentions" / f"{other}.jsonl")]
-        aliases = mention_aliases(labelled, fmt, folder_documents(root, fmt)) if labelled else []
+        aliases = mention_aliases(labelled, fmt, documents) if labelled else []
         index = EntityIndex(encoder, read_names(names_path) + aliases, max_length=fmt.entity_max_length,
                             batch_size=batch_size, show_progress=show_progress, **options)  # fmt: skip
         source = str(names_path) + "".join(f" + {other} mentions" for other in alias_splits)
@@ -161,7 +162,6 @@ def evaluate_linking(
     if protocol == "biosyn":
         texts = lexical = [part for parts, _ in queries for part in parts]
     else:
-        documents = folder_documents(root, fmt)
         texts = linker.query_texts(mentions, documents)
         lexical = linker.mention_strings(mentions, documents) if lexical_weight else None
     answers = linker.link_texts(

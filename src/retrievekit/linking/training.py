@@ -82,7 +82,7 @@ def synonym_queries(names: Sequence[Name], *, per_concept: int = 4, seed: int = 
         own = sorted(by_concept[concept])
         if len(own) < 2:
             continue
-        for name in sampler.sample(own, min(per_concept, len(own))) if len(own) > per_concept else own:
+        for name in sampler.sample(own, per_concept) if len(own) > per_concept else own:
             if name not in seen:  # a name several concepts share is one query, with all their ids
                 seen.add(name)
                 queries.append((name, by_concept[concept][name]))
