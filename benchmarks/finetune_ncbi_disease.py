@@ -102,6 +102,10 @@ def main() -> None:
     parser.add_argument("--aliases", action="store_true",
                         help="raw protocol: also evaluate with the train and dev mention strings as names of their "
                         "gold concepts (BioSyn's test dictionary adds them to MEDIC's names the same way)")  # fmt: skip
+    parser.add_argument("--positive-depth", type=int, default=None, metavar="K",
+                        help="fine-tuning: a mention's positives are only the names of its gold concept the mining "
+                        "model ranks in its best K (BioSyn's marginalisation over its top-K candidates); all of "
+                        "them where none is")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1,
                         help="training rounds; each after the first re-mines the hard negatives with the model the "
                         "last round trained and trains it further (BioSyn updates its candidates as it trains)")  # fmt: skip
@@ -197,7 +201,8 @@ def main() -> None:
             suffix = "" if round_ == 1 else f"-round{round_}"
             t = time.perf_counter()
             assert index is not None  # the current model's
-            examples, report = linking_examples(queries, index, num_negatives=args.num_mined)
+            examples, report = linking_examples(queries, index, num_negatives=args.num_mined,
+                                                positive_depth=args.positive_depth)  # fmt: skip
             data_file = write_training_rows(args.output / f"{protocol}-train{suffix}.jsonl", examples)
             timings[f"{protocol}: mining{suffix}"] = time.perf_counter() - t
             print(f"mined ({protocol}, round {round_}): {report}", flush=True)

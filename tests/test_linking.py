@@ -643,3 +643,24 @@ def test_synonym_queries_align_each_concepts_names_with_each_other():
         own = {n.name for n in names if set(n.ids) & ids} - {text}
         assert example.query == text and set(example.positives) == own
         assert not set(example.negatives) & own and text not in example.negatives
+
+
+def test_positive_depth_keeps_the_gold_names_the_model_ranks_best():
+    """BioSyn's marginalisation set: with ``positive_depth=k`` the positives are the gold names among
+    the mining model's best ``k`` (best first); a query with none there keeps every gold name."""
+    from retrievekit.linking.training import linking_examples
+
+    names = [Name("alpha beta", ("C1",)), Name("gamma delta", ("C1",)), Name("epsilon zeta", ("C1",)),
+             Name("alpha gamma", ("C2",))]  # fmt: skip
+    index = EntityIndex(None, names)  # BM25: "alpha beta" (rarer beta) > "alpha gamma" > "gamma delta"
+    queries = [("alpha beta gamma", frozenset({"C1"})), ("epsilon", frozenset({"C2"}))]
+    every, _ = linking_examples(queries, index, num_negatives=3, show_progress=False)
+    assert every[0].positives == ("alpha beta", "gamma delta", "epsilon zeta")
+    best, _ = linking_examples(queries, index, num_negatives=3, positive_depth=3, show_progress=False)
+    assert best[0].positives == ("alpha beta", "gamma delta")  # "epsilon zeta" is not in the best 3
+    assert best[0].negatives == ("alpha gamma",)
+    top, _ = linking_examples(queries, index, num_negatives=3, positive_depth=1, show_progress=False)
+    assert top[0].positives == ("alpha beta",)
+    assert top[1].positives == best[1].positives == ("alpha gamma",)  # none of C2 first: all of them kept
+    with pytest.raises(ConfigError, match="positive_depth"):
+        linking_examples(queries, index, positive_depth=0, show_progress=False)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from retrievekit.errors import ConfigError
 from retrievekit.linking.linker import EntityIndex, EntityLinker
 from retrievekit.linking.metrics import gold_ids
 from retrievekit.linking.records import Mention, Name
@@ -95,12 +96,21 @@ def linking_examples(
     *,
     num_negatives: int = 15,
     depth: int = 64,
+    positive_depth: int | None = None,
     batch_size: int = 128,
     show_progress: bool = True,
 ) -> tuple[list[Any], LinkingMiningReport]:
     """Training examples for ``queries`` (see the module doc), hard negatives mined from ``index``
-    with its own model (BM25 when it has none)."""
+    with its own model (BM25 when it has none).
+
+    ``positive_depth=k`` keeps as positives only the gold entries the model already ranks among
+    its best ``k`` (best first), as BioSyn marginalises over the synonyms among its top-k
+    candidates rather than over every name of the concept; a query with none there keeps them all.
+    """
     from retrievekit.training.data import TrainingExample
+
+    if positive_depth is not None and not 1 <= positive_depth <= depth:
+        raise ConfigError(f"positive_depth must be between 1 and depth ({depth}), got {positive_depth}")
 
     by_concept = index.names_by_concept
     answers = EntityLinker(index, LinkingFormat(context=False)).link_texts(
@@ -109,6 +119,10 @@ def linking_examples(
     examples, without, written = [], 0, 0
     for (query, gold), answer in zip(queries, answers, strict=True):
         positives = list(dict.fromkeys(name for g in sorted(gold) for name in by_concept.get(g, []) if name != query))
+        if positive_depth is not None:
+            ranked = [t for ids, t in zip(answer.ids[:positive_depth], answer.texts[:positive_depth], strict=True)
+                      if not gold.isdisjoint(ids) and t in positives]  # fmt: skip
+            positives = list(dict.fromkeys(ranked)) or positives
         if not positives:
             without += 1
             continue
