@@ -119,6 +119,8 @@ def main() -> None:
     from retrievekit.training import train, write_training_rows
 
     started = time.perf_counter()
+    # the rows name the start model: the bundled MiniLM, or the folder --model gave
+    who, fresh = ("MiniLM", "untrained") if args.model == "minilm" else (args.model, "before fine-tuning")
     args.output.mkdir(parents=True, exist_ok=True)
     mentions = read_mentions(args.data / "mentions" / "train.jsonl") + read_mentions(
         args.data / "mentions" / "dev.jsonl"
@@ -158,7 +160,7 @@ def main() -> None:
         # one vector per concept (title + synonyms + definition) instead of per name
         if protocol == "raw" and args.baselines:
             record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt,
-                                    entity_vectors="concepts"), f"MiniLM, untrained{pooled}, per concept")  # fmt: skip
+                                    entity_vectors="concepts"), f"{who}, {fresh}{pooled}, per concept")  # fmt: skip
         timings[f"{protocol}: baselines"] = time.perf_counter() - t
 
         # mine with the current model (the untrained one first), then train through the one trainer
@@ -179,11 +181,11 @@ def main() -> None:
         if not args.trained:
             index = EntityIndex(current, names, max_length=fmt.entity_max_length)  # the untrained model's
             record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt, index=index),
-                   f"MiniLM, untrained{pooled}")  # fmt: skip
+                   f"{who}, {fresh}{pooled}")  # fmt: skip
             if protocol == "raw" and args.baselines:  # the data README's P3: the mention alone (65.9 / 78.2)
                 record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, index=index,
                                         fmt=LinkingFormat(context=False, entity_max_length=32)),
-                       "MiniLM, untrained, mention only")  # fmt: skip
+                       f"{who}, {fresh}, mention only")  # fmt: skip
         if args.synonym_pretraining and index is not None:  # SapBERT's self-alignment on the names first
             t = time.perf_counter()
             aligned = synonym_queries(names, per_concept=args.synonym_pretraining, seed=args.seed)
@@ -196,7 +198,7 @@ def main() -> None:
             start_dir = trained.model_dir
             current, index = reloaded(trained.model_dir)
             record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index),
-                   f"MiniLM + synonym pretraining{pooled}")  # fmt: skip
+                   f"{who} + synonym pretraining{pooled}")  # fmt: skip
         for round_ in range(1, 0 if args.trained else args.rounds + 1):
             suffix = "" if round_ == 1 else f"-round{round_}"
             t = time.perf_counter()
@@ -212,12 +214,12 @@ def main() -> None:
             timings[f"{protocol}: training{suffix}"] = trained.wall_seconds
             trained_dirs[protocol] = start_dir = trained.model_dir
             current, index = reloaded(trained.model_dir)
-            label = f"MiniLM, fine-tuned{pooled}" + (f" (round {round_})" if args.rounds > 1 else "")
+            label = f"{who}, fine-tuned{pooled}" + (f" (round {round_})" if args.rounds > 1 else "")
             record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index), label)
         if args.trained:
             current, index = reloaded(args.trained)
             record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index),
-                   f"MiniLM, fine-tuned{pooled} ({args.trained})")  # fmt: skip
+                   f"{who}, fine-tuned{pooled} ({args.trained})")  # fmt: skip
         model = current
         if args.lexical_weights:
             t = time.perf_counter()
@@ -225,20 +227,20 @@ def main() -> None:
             timings[f"{protocol}: sparse weight on dev"] = time.perf_counter() - t
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=index,
                                     lexical_weight=weight),
-                   f"MiniLM, fine-tuned{pooled} + sparse (weight {weight:g}, chosen on dev)")  # fmt: skip
+                   f"{who}, fine-tuned{pooled} + sparse (weight {weight:g}, chosen on dev)")  # fmt: skip
         if args.rerank:
             t = time.perf_counter()
             reranker = _train_reranker(args, protocol, queries, index, fmt)
             timings[f"{protocol}: cross-encoder (mining and training)"] = time.perf_counter() - t
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=index,
                                     reranker=reranker, rerank_top_k=args.rerank_top_k),
-                   f"MiniLM, fine-tuned{pooled} > cross-encoder (best {args.rerank_top_k} names)")  # fmt: skip
+                   f"{who}, fine-tuned{pooled} > cross-encoder (best {args.rerank_top_k} names)")  # fmt: skip
         if protocol == "raw" and args.aliases:  # BioSyn's test-dictionary rule: train and dev mentions as names
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, alias_splits=("train", "dev")),
-                   f"MiniLM, fine-tuned{pooled}, + train/dev mentions as names")  # fmt: skip
+                   f"{who}, fine-tuned{pooled}, + train/dev mentions as names")  # fmt: skip
         if protocol == "raw":
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, entity_vectors="concepts"),
-                   f"MiniLM, fine-tuned{pooled}, per concept")  # fmt: skip
+                   f"{who}, fine-tuned{pooled}, per concept")  # fmt: skip
             if args.throughput:
                 throughput = _throughput(args, model, formats["raw"], names_file["raw"])
                 timings |= {f"throughput: {k}": v for k, v in throughput.items()}
