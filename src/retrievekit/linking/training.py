@@ -4,7 +4,8 @@
 rows: the query is the mention's text (in its context with markers, or a preprocessed part alone),
 the positives are *every* entry of its gold concepts (all the names of a concept: the trainer draws
 one per step and never counts another name of the same concept in the batch as a negative, which
-is the synonym marginalisation BioSyn does with its loss), and the hard negatives are the best
+is the synonym marginalisation BioSyn does with its loss; ``positive_depth`` narrows them to the
+ones the model already ranks best, as BioSyn's loss counts only its top candidates), and the hard negatives are the best
 entries of *other* concepts found by the current model in the :class:`EntityIndex` (the entries
 whose ids meet the gold are skipped: BioSyn's rule for a right candidate).
 """
