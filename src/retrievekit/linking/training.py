@@ -5,9 +5,10 @@ rows: the query is the mention's text (in its context with markers, or a preproc
 the positives are *every* entry of its gold concepts (all the names of a concept: the trainer draws
 one per step and never counts another name of the same concept in the batch as a negative, which
 is the synonym marginalisation BioSyn does with its loss; ``positive_depth`` narrows them to the
-ones the model already ranks best, as BioSyn's loss counts only its top candidates), and the hard negatives are the best
-entries of *other* concepts found by the current model in the :class:`EntityIndex` (the entries
-whose ids meet the gold are skipped: BioSyn's rule for a right candidate).
+ones the model already ranks best, as BioSyn's loss counts only its top candidates), and the hard
+negatives are the best entries of *other* concepts found by the current model in the
+:class:`EntityIndex` (the entries whose ids meet the gold are skipped: BioSyn's rule for a right
+candidate).
 """
 
 from __future__ import annotations
