@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ncbi-disease"
+MINING_DEPTH = 64  # linking_examples' default: the candidates hard negatives and positives are drawn from
 
 
 def main() -> None:
@@ -110,6 +111,10 @@ def main() -> None:
                         help="training rounds; each after the first re-mines the hard negatives with the model the "
                         "last round trained and trains it further (BioSyn updates its candidates as it trains)")  # fmt: skip
     args = parser.parse_args()
+    if args.positive_depth is not None and not 1 <= args.positive_depth <= MINING_DEPTH:
+        parser.error(
+            f"--positive-depth must be between 1 and {MINING_DEPTH} (the mining depth), got {args.positive_depth}"
+        )
 
     from retrievekit import load_encoder
     from retrievekit.linking import EntityIndex, LinkingFormat, evaluate_linking, read_mentions, read_names
@@ -143,7 +148,7 @@ def main() -> None:
 
     def record(result, label: str) -> None:
         m = result.metrics
-        rows.append({"system": label, "protocol": result.protocol, "entries": result.settings["entries"], "acc@1": m["acc@1"], "acc@5": m["acc@5"],
+        rows.append({"system": label, "protocol": result.protocol, "queries": result.queries, "entries": result.settings["entries"], "acc@1": m["acc@1"], "acc@5": m["acc@5"],
                      "recall@64": m["recall@64"], "acc@1_normalized": m["acc@1_normalized"],
                      "mentions_per_second": result.timings["mentions_per_second"]})  # fmt: skip
         print(f"{label:<28} {result.protocol:<7} acc@1 {100 * m['acc@1']:.1f}  acc@5 {100 * m['acc@5']:.1f}  "
@@ -163,8 +168,9 @@ def main() -> None:
                                     entity_vectors="concepts"), f"{who}, {fresh}{pooled}, per concept")  # fmt: skip
         timings[f"{protocol}: baselines"] = time.perf_counter() - t
 
-        # mine with the current model (the untrained one first), then train through the one trainer
-        current, start_dir = base, base.save(args.output / f"start-{protocol}")  # format and markers travel with it
+        # mine with the current model (the untrained one first), then train through the one trainer from the
+        # saved start model (its format and markers travel with it); a --trained run trains nothing
+        current, start_dir = base, None if args.trained else base.save(args.output / f"start-{protocol}")
         documents = folder_documents(args.data, fmt)  # the abstracts, where abbreviations are defined
         queries = training_queries(
             mentions, fmt, base.query_tower.tokenizer, parts=protocol == "biosyn", documents=documents
@@ -256,7 +262,8 @@ def main() -> None:
     table += [f"| {r['system']} | {r['protocol']} | {r['entries']:,} | {100 * r['acc@1']:.1f} | {100 * r['acc@5']:.1f} | "
               f"{100 * r['recall@64']:.1f} | {100 * r['acc@1_normalized']:.1f} | {r['mentions_per_second']:.0f} |"
               for r in rows]  # fmt: skip
-    print("\nNCBI-disease test (960 mentions)\n\n" + "\n".join(table))
+    counts = sorted({r["queries"] for r in rows})
+    print(f"\n{args.data.name} test ({' / '.join(f'{n:,}' for n in counts)} mentions)\n\n" + "\n".join(table))
     print("\ntimings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + f"; total wall {wall:.0f}")
     (args.output / "results.md").write_text("\n".join(table) + "\n")
     summary = {"rows": rows, "timings_s": timings, "wall_s": wall, "dev_acc@1_by_sparse_weight": dev_sweeps,
@@ -267,7 +274,7 @@ def main() -> None:
 def _config(
     args: argparse.Namespace,
     fmt: Any,
-    start: Path,
+    start: Path | None,
     data_file: Path,
     output: Path,
     epochs: int,
@@ -277,6 +284,7 @@ def _config(
     """The trainer's settings for the dense linker: InfoNCE over in-batch and mined hard negatives."""
     from retrievekit.training import load_config
 
+    assert start is not None, "a --trained run trains nothing"
     return load_config(
         overrides={
             "model": str(start), "kind": "dense", "data": [str(data_file)], "batch_size": args.batch_size,
