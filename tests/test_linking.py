@@ -274,6 +274,78 @@ def linking_data(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture
+def biosyn_dev_data(tmp_path) -> Path:
+    """A folder where BioSyn's test dictionary holds MEDIC's names, one train mention string and the
+    dev mention strings: one new (dropped from the dev dictionary), one a MEDIC name, one a train string."""
+    root = tmp_path / "dev-kb"
+    (root / "biosyn").mkdir(parents=True)
+    (root / "dictionary.tsv").write_text("cui\tname\nC1\tProtein-Folding\nC3\theart disease\n")
+    (root / "biosyn" / "test_dictionary.txt.gz").write_bytes(gzip.compress(
+        b"C1||protein folding\nC3||heart disease\nC2||immune reply\nC2||immune answer\n"
+    ))  # fmt: skip
+    write_jsonl(root / "mentions" / "train.jsonl", [
+        {"_id": "t1", "mention": "immune reply", "context_left": "", "context_right": "", "labels": ["C2"],
+         "mention_parts": ["immune reply"], "gold_biosyn": "C2"},
+    ])  # fmt: skip
+    write_jsonl(root / "mentions" / "dev.jsonl", [
+        {"_id": "d1", "mention": "immune answer", "context_left": "", "context_right": "", "labels": ["C9"],
+         "mention_parts": ["immune answer"], "gold_biosyn": "C2"},
+        {"_id": "d2", "mention": "protein folding", "context_left": "", "context_right": "", "labels": ["C9"],
+         "mention_parts": ["protein folding"], "gold_biosyn": "C1"},
+        {"_id": "d3", "mention": "immune reply", "context_left": "", "context_right": "", "labels": ["C9"],
+         "mention_parts": ["immune reply"], "gold_biosyn": "C2"},
+    ])  # fmt: skip
+    return root
+
+
+def test_biosyn_dev_dictionary_drops_only_the_names_the_dev_mentions_added(biosyn_dev_data):
+    from retrievekit.linking import biosyn_dev_dictionary
+    from retrievekit.linking.evaluate import biosyn_name
+
+    assert biosyn_name("Protein-Folding,  Type_2") == "protein folding type 2"
+    names = biosyn_dev_dictionary(biosyn_dev_data)
+    assert [n.name for n in names] == ["protein folding", "heart disease", "immune reply"]  # MEDIC's and train's
+    result = evaluate_linking(biosyn_dev_data, "dev", encoder=None, protocol="biosyn", show_progress=False)
+    assert result.settings["entries"] == 3 and "less the dev mention strings" in result.settings["entry_source"]
+    assert [p["rank"] for p in result.predictions][1:] == [1, 1]  # d1's own string is not there to find
+    assert result.predictions[0]["top5"][0][0]["text"] != "immune answer"
+    with pytest.raises(ConfigError, match="test and dev"):
+        evaluate_linking(biosyn_dev_data, "train", encoder=None, protocol="biosyn", show_progress=False)
+
+
+def test_dev_acc_early_stopping_under_the_biosyn_protocol(biosyn_dev_data, tiny_bert_dir, tmp_path):
+    """The dev mentions' raw labels (C9) are in no dictionary, so only the biosyn protocol (parts,
+    gold_biosyn) can score them: a dev acc@1 above 0 shows the trainer used it."""
+    from retrievekit import load_encoder
+    from retrievekit.linking.text import prepare_linking_model
+    from retrievekit.linking.training import LinkingDevScore
+    from retrievekit.training import load_config, train, write_training_rows
+    from retrievekit.training.curves import read_log
+    from retrievekit.training.data import TrainingExample
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    prepare_linking_model(encoder, LinkingFormat(context=False, query_max_length=16, entity_max_length=16))
+    start = encoder.save(tmp_path / "start")
+    assert LinkingDevScore(biosyn_dev_data)(encoder) == 0.0  # raw: C9 is nowhere
+    biosyn = LinkingDevScore(biosyn_dev_data, protocol="biosyn")(encoder)
+    assert biosyn >= 2 / 3  # d2 and d3 find their own strings (a cosine of 1)
+    with pytest.raises(ConfigError, match="protocol"):
+        LinkingDevScore(biosyn_dev_data, protocol="papers")
+    rows = [TrainingExample("immune reply", ["immune answer"], ["heart disease"])] * 2
+    data = write_training_rows(tmp_path / "rows.jsonl", rows)
+    overrides = {
+        "model": str(start), "data": [str(data)], "batch_size": 2, "num_negatives": 1, "learning_rate": 0.0,
+        "warmup_ratio": 0.0, "epochs": 1, "output": str(tmp_path / "out"), "log_every": 1, "progress": False,
+        "dev_linking": str(biosyn_dev_data), "dev_linking_protocol": "biosyn", "query_max_length": 16,
+        "document_max_length": 16,
+    }  # fmt: skip
+    train(load_config(overrides=overrides))
+    assert [v for _, v in read_log(tmp_path / "out" / "logs")["dev/acc@1"]] == [pytest.approx(biosyn)]
+    with pytest.raises(ConfigError, match="dev_linking_protocol"):
+        load_config(overrides=overrides | {"dev_linking_protocol": "papers"})
+
+
 def test_evaluate_bm25_under_both_protocols(linking_data):
     biosyn = evaluate_linking(linking_data, encoder=None, protocol="biosyn", show_progress=False)
     assert biosyn.metrics["acc@1"] == 1.0 and biosyn.queries == 2

@@ -105,7 +105,9 @@ def _shown(text: str, fmt: Any) -> str:
               help="raw: one vector per dictionary name (a concept's score is its best name's) or one per "
               "entity (title + description).")  # fmt: skip
 @click.option("--dictionary", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Another name dictionary (biosyn on dev: BioSyn's dev dictionary).")  # fmt: skip
+              help="Another name dictionary (default: biosyn on test, BioSyn's test dictionary; on dev, its "
+              "dev dictionary, rebuilt as the test dictionary less the dev mention strings; raw, "
+              "dictionary.tsv).")  # fmt: skip
 @click.option("--index-type", default="flat", show_default=True, help="Any dense index type (flat, hnsw, ivfpq).")
 @click.option("--aliases-from", "alias_splits", multiple=True, metavar="SPLIT",
               help="raw: the labelled mention strings of this split (repeatable: --aliases-from train "

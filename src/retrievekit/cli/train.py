@@ -68,7 +68,9 @@ _HELP = {
     "patience": "Stop after this many evaluations without a better ndcg@10.",
     "eval_batch_size": "Batch size when encoding the dev corpus.",
     "dev_linking": "Entity-linking data folder (mentions/SPLIT.jsonl, dictionary.tsv, entities.jsonl): early "
-    "stopping on its dev acc@1 under the raw protocol.",
+    "stopping on its dev acc@1 under --dev-linking-protocol.",
+    "dev_linking_protocol": "With --dev-linking: raw (mentions in context against dictionary.tsv or entities.jsonl) "
+    "or biosyn (mention parts against BioSyn's dev dictionary: its test dictionary less the dev mention strings).",
     "dev_entity_vectors": "With --dev-linking: names (dictionary.tsv, a concept's best name) or concepts "
     "(entities.jsonl).",
 }

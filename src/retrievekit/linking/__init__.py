@@ -1,7 +1,13 @@
 """Entity linking: mentions in context linked to a knowledge base by a bi-encoder (BET/BLINK style)."""
 
 from retrievekit.linking.abbreviations import abbreviation_definitions, expand_abbreviations
-from retrievekit.linking.evaluate import PROTOCOLS, LinkingEvaluation, evaluate_linking, score_biosyn_predictions
+from retrievekit.linking.evaluate import (
+    PROTOCOLS,
+    LinkingEvaluation,
+    biosyn_dev_dictionary,
+    evaluate_linking,
+    score_biosyn_predictions,
+)
 from retrievekit.linking.lexical import CharNgramScorer
 from retrievekit.linking.linker import EntityIndex, EntityLinker, Linked
 from retrievekit.linking.metrics import LinkingMetrics, gold_ids, linking_metrics, part_rank, query_rank
@@ -23,6 +29,7 @@ __all__ = [
     "Name",
     "abbreviation_definitions",
     "add_markers",
+    "biosyn_dev_dictionary",
     "evaluate_linking",
     "expand_abbreviations",
     "gold_ids",

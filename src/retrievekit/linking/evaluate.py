@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,13 +27,23 @@ from retrievekit.errors import ConfigError, DataFormatError
 from retrievekit.linking.linker import EntityIndex, EntityLinker, Linked
 from retrievekit.linking.metrics import gold_ids, linking_metrics, part_rank, query_rank
 from retrievekit.linking.readers import read_documents, read_entities, read_mentions, read_names
-from retrievekit.linking.records import Mention
+from retrievekit.linking.records import Mention, Name
 from retrievekit.linking.text import LinkingFormat, mention_aliases, saved_format
 
-__all__ = ["PROTOCOLS", "LinkingEvaluation", "evaluate_linking", "folder_documents", "score_biosyn_predictions"]
+__all__ = [
+    "PROTOCOLS",
+    "LinkingEvaluation",
+    "biosyn_dev_dictionary",
+    "biosyn_name",
+    "evaluate_linking",
+    "folder_documents",
+    "score_biosyn_predictions",
+]
 
 PROTOCOLS = ("biosyn", "raw")
 DEPTH = 64
+TEST_DICTIONARY = "test_dictionary.txt.gz"  # BioSyn's, under the folder's biosyn/
+_PUNCTUATION = re.compile(r"[^\w\s]|_")
 
 
 @dataclass(frozen=True)
@@ -53,15 +64,41 @@ class LinkingEvaluation:
         return asdict(self)
 
 
-def _biosyn_dictionary(root: Path, split: str, dictionary: str | Path | None) -> Path:
+def _biosyn_dictionary(root: Path, split: str, dictionary: str | Path | None) -> tuple[list[Name], str]:
+    """The names a ``split`` is ranked over under the biosyn protocol, and where they came from."""
     if dictionary is not None:
-        return Path(dictionary)
+        return read_names(dictionary), str(dictionary)
     if split == "test":
-        return root / "biosyn" / "test_dictionary.txt.gz"
+        return read_names(root / "biosyn" / TEST_DICTIONARY), str(root / "biosyn" / TEST_DICTIONARY)
+    if split == "dev":
+        names = biosyn_dev_dictionary(root)
+        return names, f"{root / 'biosyn' / TEST_DICTIONARY} less the dev mention strings"
     raise ConfigError(
-        f"--protocol biosyn ships only the test dictionary; for {split!r} pass --dictionary "
-        "(BioSyn's dev dictionary: MEDIC names plus the train mention strings)"
+        f"--protocol biosyn has dictionaries for test and dev; for {split!r} pass --dictionary "
+        "(BioSyn ranks train against MEDIC's names alone)"
     )
+
+
+def biosyn_name(text: str) -> str:
+    """A name as BioSyn preprocesses dictionary names: lower case, punctuation as spaces, single spaces."""
+    return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
+
+
+def biosyn_dev_dictionary(root: str | Path) -> list[Name]:
+    """BioSyn's dev dictionary (MEDIC's names plus the train mention strings with their gold ids),
+    rebuilt from its test dictionary, which also holds the dev mention strings: an entry is dropped
+    when its name is a dev mention part that is neither a train mention part nor one of MEDIC's
+    names (``dictionary.tsv``, as :func:`biosyn_name` preprocesses it). Tuning on dev against the
+    test dictionary would hand each dev mention its own string as a name."""
+    root = Path(root)
+
+    def parts(split: str) -> set[str]:
+        path = root / "mentions" / f"{split}.jsonl"
+        return {part for query_parts, _ in _queries(read_mentions(path), "biosyn", path) for part in query_parts}
+
+    medic = {biosyn_name(name.name) for name in read_names(root / "dictionary.tsv")}
+    dev_only = parts("dev") - parts("train") - medic
+    return [name for name in read_names(root / "biosyn" / TEST_DICTIONARY) if name.name not in dev_only]
 
 
 def folder_documents(root: Path, fmt: LinkingFormat) -> dict[str, str] | None:
@@ -145,15 +182,16 @@ def evaluate_linking(
                                           show_progress=show_progress, **options)  # fmt: skip
         source = str(root / "entities.jsonl")
     else:  # names: BioSyn's test dictionary under its protocol, the knowledge base's own names under raw
-        names_path = (
-            _biosyn_dictionary(root, split, dictionary) if protocol == "biosyn"
-            else Path(dictionary) if dictionary is not None else root / "dictionary.tsv"
-        )  # fmt: skip
+        if protocol == "biosyn":
+            names, source = _biosyn_dictionary(root, split, dictionary)
+        else:
+            names_path = Path(dictionary) if dictionary is not None else root / "dictionary.tsv"
+            names, source = read_names(names_path), str(names_path)
         labelled = [m for other in alias_splits for m in read_mentions(root / "mentions" / f"{other}.jsonl")]
         aliases = mention_aliases(labelled, fmt, documents) if labelled else []
-        index = EntityIndex(encoder, read_names(names_path) + aliases, max_length=fmt.entity_max_length,
+        index = EntityIndex(encoder, names + aliases, max_length=fmt.entity_max_length,
                             batch_size=batch_size, show_progress=show_progress, **options)  # fmt: skip
-        source = str(names_path) + "".join(f" + {other} mentions" for other in alias_splits)
+        source += "".join(f" + {other} mentions" for other in alias_splits)
     group = "names" if protocol == "biosyn" else "concepts"
     index_seconds = time.perf_counter() - started
     linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k, lexical_weight=lexical_weight)

@@ -137,19 +137,26 @@ def linking_examples(
 
 
 class LinkingDevScore:
-    """The trainer's dev score for a linker: acc@1 on ``split`` of a linking data folder under the
-    raw protocol, with the format the model carries (``linking.json``)."""
+    """The trainer's dev score for a linker: acc@1 on ``split`` of a linking data folder under
+    ``protocol`` (raw: with the format the model carries, ``linking.json``; biosyn: the mention
+    parts against BioSyn's dev dictionary, see :func:`~retrievekit.linking.evaluate.evaluate_linking`)."""
 
     def __init__(
-        self, data: str | Path, split: str = "dev", *, entity_vectors: str = "names", batch_size: int = 128
-    ) -> None:
-        self.data, self.split, self.entity_vectors, self.batch_size = Path(data), split, entity_vectors, batch_size
+        self, data: str | Path, split: str = "dev", *, protocol: str = "raw", entity_vectors: str = "names",
+        batch_size: int = 128,
+    ) -> None:  # fmt: skip
+        from retrievekit.linking.evaluate import PROTOCOLS
+
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown linking protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        self.data, self.split, self.protocol = Path(data), split, protocol
+        self.entity_vectors, self.batch_size = entity_vectors, batch_size
 
     def __call__(self, encoder: Any) -> float:
         from retrievekit.linking.evaluate import evaluate_linking
 
         result = evaluate_linking(
-            self.data, self.split, encoder=encoder, protocol="raw", fmt=saved_format(encoder),
+            self.data, self.split, encoder=encoder, protocol=self.protocol, fmt=saved_format(encoder),
             entity_vectors=self.entity_vectors, batch_size=self.batch_size, show_progress=False,
         )  # fmt: skip
         return result.metrics["acc@1"]

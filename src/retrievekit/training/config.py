@@ -137,7 +137,8 @@ class EvaluationConfig:
     eval_batch_size: int = 64
     first_stage: str = "bm25"
     rerank_top_k: int = 100
-    dev_linking: str | None = None  # an entity-linking data folder: early stopping on its dev acc@1 (raw protocol)
+    dev_linking: str | None = None  # an entity-linking data folder: early stopping on its dev acc@1
+    dev_linking_protocol: str = "raw"  # raw (mentions in context) or biosyn (mention parts, BioSyn's dictionary)
     dev_entity_vectors: str = "names"
 
 
@@ -261,6 +262,8 @@ def _check(config: TrainConfig) -> None:
     for name, (value, minimum) in minimums.items():
         if value is not None and value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if config.evaluation.dev_linking_protocol not in ("raw", "biosyn"):
+        raise ConfigError(f"dev_linking_protocol must be raw or biosyn, got {config.evaluation.dev_linking_protocol!r}")
     if config.model.kind not in ("auto", "dense", "colbert", "sparse", "cross_encoder"):
         raise ConfigError(f"kind must be auto, dense, colbert, sparse or cross_encoder, got {config.model.kind!r}")
     if config.model.embedding_size < 1:

@@ -272,6 +272,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         from retrievekit.linking.training import LinkingDevScore
 
         scorer = LinkingDevScore(config.evaluation.dev_linking, config.evaluation.dev_split,
+                                 protocol=config.evaluation.dev_linking_protocol,
                                  entity_vectors=config.evaluation.dev_entity_vectors,
                                  batch_size=config.evaluation.eval_batch_size)  # fmt: skip
         dev = DevEvaluation(
