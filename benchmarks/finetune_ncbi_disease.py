@@ -26,6 +26,9 @@ retrievekit's public API:
    name vectors, same threads, alternating, best of --repeats;
 4. with --lexical-weights, BioSyn's ``dense + weight * sparse`` scores (character n-gram TF-IDF of the
    mention alone): each weight on dev, the best dev acc@1's on test (BioSyn tunes on dev).
+--train-splits train holds dev out, to choose settings without test: the trainer scores dev acc@1
+after each epoch and the best epoch's model goes on; under ``biosyn`` dev is ranked over BioSyn's dev
+dictionary (its test dictionary less the dev mention strings), which is also what such a run mines from.
 --synonym-pretraining K first aligns the names of each concept with each other (SapBERT's self-alignment:
 up to K names per concept as queries for the others, hard negatives mined from the names), then fine-tunes
 on the mentions. --aliases adds a raw row with the train and dev mention strings as names (BioSyn's
@@ -107,6 +110,10 @@ def main() -> None:
                         help="fine-tuning: a mention's positives are only the names of its gold concept the mining "
                         "model ranks in its best K (BioSyn's marginalisation over its top-K candidates); all of "
                         "them where none is")  # fmt: skip
+    parser.add_argument("--train-splits", nargs="+", default=["train", "dev"], choices=["train", "dev"],
+                        help="the splits trained on (BioSyn: train+dev). Without dev, dev is held out: the trainer "
+                        "scores dev acc@1 each epoch and the best epoch's model is evaluated (early stopping), biosyn "
+                        "mines from BioSyn's dev dictionary, and --lexical-weights are chosen on an unseen dev")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1,
                         help="training rounds; each after the first re-mines the hard negatives with the model the "
                         "last round trained and trains it further (BioSyn updates its candidates as it trains)")  # fmt: skip
@@ -117,19 +124,26 @@ def main() -> None:
         )
 
     from retrievekit import load_encoder
-    from retrievekit.linking import EntityIndex, LinkingFormat, evaluate_linking, read_mentions, read_names
+    from retrievekit.linking import (
+        EntityIndex,
+        LinkingFormat,
+        biosyn_dev_dictionary,
+        evaluate_linking,
+        read_mentions,
+        read_names,
+    )
     from retrievekit.linking.evaluate import folder_documents
     from retrievekit.linking.text import prepare_linking_model
     from retrievekit.linking.training import linking_examples, synonym_queries, training_queries
     from retrievekit.training import train, write_training_rows
+    from retrievekit.training.curves import read_log
 
     started = time.perf_counter()
     # the rows name the start model: the bundled MiniLM, or the folder --model gave
     who, fresh = ("MiniLM", "untrained") if args.model == "minilm" else (args.model, "before fine-tuning")
     args.output.mkdir(parents=True, exist_ok=True)
-    mentions = read_mentions(args.data / "mentions" / "train.jsonl") + read_mentions(
-        args.data / "mentions" / "dev.jsonl"
-    )
+    mentions = [m for split in args.train_splits for m in read_mentions(args.data / "mentions" / f"{split}.jsonl")]
+    held_out = "dev" not in args.train_splits  # dev is unseen: early stopping on it, and a fair place to tune
     formats = {
         "biosyn": LinkingFormat(context=False, query_max_length=25, entity_max_length=25),
         "raw": LinkingFormat(
@@ -145,6 +159,7 @@ def main() -> None:
     timings: dict[str, float] = {}
     trained_dirs: dict[str, Path] = {}
     dev_sweeps: dict[str, dict[float, float]] = {}  # dev acc@1 of each sparse weight
+    dev_curves: dict[str, list[float]] = {}  # with dev held out: the trainer's dev acc@1 after each epoch
 
     def record(result, label: str) -> None:
         m = result.metrics
@@ -175,7 +190,14 @@ def main() -> None:
         queries = training_queries(
             mentions, fmt, base.query_tower.tokenizer, parts=protocol == "biosyn", documents=documents
         )
-        names = read_names(names_file[protocol])
+        # the names mined from: BioSyn's test dictionary holds the dev mention strings, so a run that
+        # holds dev out mines from its dev dictionary, and the test rows get an index of their own
+        mined_from_dev_dictionary = held_out and protocol == "biosyn"
+        names = biosyn_dev_dictionary(args.data) if mined_from_dev_dictionary else read_names(names_file[protocol])
+
+        def on_test(index: Any, reusable: bool = not mined_from_dev_dictionary) -> Any:
+            """The index a test evaluation may reuse: the mining one unless it lacks the test's names."""
+            return index if reusable else None
 
         def reloaded(folder: Path, names: list = names, fmt: Any = fmt) -> tuple[Any, Any]:
             """A trained linker loaded with its format, and its index over the protocol's names."""
@@ -186,10 +208,10 @@ def main() -> None:
         index = None  # the current model's vectors of the names: mined from, then evaluated on
         if not args.trained:
             index = EntityIndex(current, names, max_length=fmt.entity_max_length)  # the untrained model's
-            record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt, index=index),
+            record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt, index=on_test(index)),
                    f"{who}, {fresh}{pooled}")  # fmt: skip
             if protocol == "raw" and args.baselines:  # the data README's P3: the mention alone (65.9 / 78.2)
-                record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, index=index,
+                record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, index=on_test(index),
                                         fmt=LinkingFormat(context=False, entity_max_length=32)),
                        f"{who}, {fresh}, mention only")  # fmt: skip
         if args.synonym_pretraining and index is not None:  # SapBERT's self-alignment on the names first
@@ -203,7 +225,7 @@ def main() -> None:
             timings[f"{protocol}: synonym pretraining"] = time.perf_counter() - t
             start_dir = trained.model_dir
             current, index = reloaded(trained.model_dir)
-            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index),
+            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=on_test(index)),
                    f"{who} + synonym pretraining{pooled}")  # fmt: skip
         for round_ in range(1, 0 if args.trained else args.rounds + 1):
             suffix = "" if round_ == 1 else f"-round{round_}"
@@ -215,30 +237,35 @@ def main() -> None:
             timings[f"{protocol}: mining{suffix}"] = time.perf_counter() - t
             print(f"mined ({protocol}, round {round_}): {report}", flush=True)
             config = _config(args, fmt, start_dir, data_file, args.output / f"train-{protocol}{suffix}", args.epochs,
-                             args.seed + round_ - 1)  # fmt: skip
+                             args.seed + round_ - 1, dev_protocol=protocol if held_out else None)  # fmt: skip
             trained = train(config)
             timings[f"{protocol}: training{suffix}"] = trained.wall_seconds
-            trained_dirs[protocol] = start_dir = trained.model_dir
-            current, index = reloaded(trained.model_dir)
+            if held_out:  # the epoch with the best dev acc@1 (early stopping)
+                dev_curves[f"{protocol}{suffix}"] = [v for _, v in read_log(Path(config.run.output) / "logs")["dev/acc@1"]]
+                print(f"dev acc@1 by epoch ({protocol}{suffix}): {dev_curves[f'{protocol}{suffix}']}", flush=True)
+            trained_dirs[protocol] = start_dir = trained.best_model_dir or trained.model_dir
+            current, index = reloaded(start_dir)
             label = f"{who}, fine-tuned{pooled}" + (f" (round {round_})" if args.rounds > 1 else "")
-            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index), label)
+            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=on_test(index)), label)
         if args.trained:
             current, index = reloaded(args.trained)
-            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=index),
+            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=on_test(index)),
                    f"{who}, fine-tuned{pooled} ({args.trained})")  # fmt: skip
         model = current
         if args.lexical_weights:
             t = time.perf_counter()
-            weight, dev_sweeps[protocol] = _choose_lexical_weight(args, protocol, model, index, fmt)
+            weight, dev_sweeps[protocol] = _choose_lexical_weight(
+                args, protocol, model, index, fmt, index_is_dev=mined_from_dev_dictionary
+            )
             timings[f"{protocol}: sparse weight on dev"] = time.perf_counter() - t
-            record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=index,
+            record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
                                     lexical_weight=weight),
                    f"{who}, fine-tuned{pooled} + sparse (weight {weight:g}, chosen on dev)")  # fmt: skip
         if args.rerank:
             t = time.perf_counter()
             reranker = _train_reranker(args, protocol, queries, index, fmt)
             timings[f"{protocol}: cross-encoder (mining and training)"] = time.perf_counter() - t
-            record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=index,
+            record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
                                     reranker=reranker, rerank_top_k=args.rerank_top_k),
                    f"{who}, fine-tuned{pooled} > cross-encoder (best {args.rerank_top_k} names)")  # fmt: skip
         if protocol == "raw" and args.aliases:  # BioSyn's test-dictionary rule: train and dev mentions as names
@@ -267,6 +294,7 @@ def main() -> None:
     print("\ntimings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + f"; total wall {wall:.0f}")
     (args.output / "results.md").write_text("\n".join(table) + "\n")
     summary = {"rows": rows, "timings_s": timings, "wall_s": wall, "dev_acc@1_by_sparse_weight": dev_sweeps,
+               "dev_acc@1_by_epoch": dev_curves, "train_splits": args.train_splits,
                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}  # fmt: skip
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -280,8 +308,10 @@ def _config(
     epochs: int,
     seed: int,
     num_negatives: int | None = None,
+    dev_protocol: str | None = None,
 ) -> Any:
-    """The trainer's settings for the dense linker: InfoNCE over in-batch and mined hard negatives."""
+    """The trainer's settings for the dense linker: InfoNCE over in-batch and mined hard negatives;
+    with ``dev_protocol``, dev acc@1 under it after each epoch, the best epoch's model kept."""
     from retrievekit.training import load_config
 
     assert start is not None, "a --trained run trains nothing"
@@ -293,27 +323,29 @@ def _config(
             "document_max_length": fmt.entity_max_length, "learning_rate": args.learning_rate,
             "epochs": epochs, "warmup_ratio": 0.1, "loss": "infonce", "seed": seed,
             "separate_towers": args.separate_towers, "output": str(output), "checkpoint_every": 50, "resume": True,
-        }
+        } | ({"dev_linking": str(args.data), "dev_linking_protocol": dev_protocol, "patience": args.epochs}
+             if dev_protocol else {})
     )  # fmt: skip
 
 
 def _choose_lexical_weight(
-    args: argparse.Namespace, protocol: str, model: Any, index: Any, fmt: Any
+    args: argparse.Namespace, protocol: str, model: Any, index: Any, fmt: Any, *, index_is_dev: bool
 ) -> tuple[float, dict[float, float]]:
     """The weight of ``--lexical-weights`` (and 0) with the best dev acc@1 (ties to the smaller), and
     each weight's dev acc@1.
-    ``biosyn``: dev is ranked over the MEDIC names of dictionary.tsv (BioSyn's dev dictionary, MEDIC
-    plus the train mention strings, is not in the data folder); ``raw``: over the test's names."""
-    from retrievekit.linking import EntityIndex, evaluate_linking, read_names
+    ``biosyn``: dev is ranked over BioSyn's dev dictionary (its test dictionary less the dev mention
+    strings; ``index`` already holds it when ``index_is_dev``); ``raw``: over the test's names."""
+    from retrievekit.linking import EntityIndex, biosyn_dev_dictionary, evaluate_linking
 
-    dictionary = args.data / "dictionary.tsv"
-    if protocol == "biosyn":
-        index = EntityIndex(model, read_names(dictionary), max_length=fmt.entity_max_length)
+    if "dev" in args.train_splits:
+        print("note: the model was trained on dev, so its dev acc@1 flatters the dense side; "
+              "--train-splits train holds dev out", flush=True)  # fmt: skip
+    if protocol == "biosyn" and not index_is_dev:
+        index = EntityIndex(model, biosyn_dev_dictionary(args.data), max_length=fmt.entity_max_length)
     found: dict[float, float] = {}
     for weight in sorted({0.0, *args.lexical_weights}):
         result = evaluate_linking(args.data, "dev", encoder=model, protocol=protocol, index=index,
-                                  dictionary=dictionary if protocol == "biosyn" else None, lexical_weight=weight,
-                                  show_progress=False)  # fmt: skip
+                                  lexical_weight=weight, show_progress=False)  # fmt: skip
         found[weight] = result.metrics["acc@1"]
         print(f"dev ({protocol}) sparse weight {weight:g}: acc@1 {100 * found[weight]:.1f}", flush=True)
     return max(found, key=lambda w: (found[w], -w)), found
