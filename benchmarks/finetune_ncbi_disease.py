@@ -241,7 +241,9 @@ def main() -> None:
             trained = train(config)
             timings[f"{protocol}: training{suffix}"] = trained.wall_seconds
             if held_out:  # the epoch with the best dev acc@1 (early stopping)
-                dev_curves[f"{protocol}{suffix}"] = [v for _, v in read_log(Path(config.run.output) / "logs")["dev/acc@1"]]
+                dev_curves[f"{protocol}{suffix}"] = [
+                    v for _, v in read_log(Path(config.run.output) / "logs")["dev/acc@1"]
+                ]
                 print(f"dev acc@1 by epoch ({protocol}{suffix}): {dev_curves[f'{protocol}{suffix}']}", flush=True)
             trained_dirs[protocol] = start_dir = trained.best_model_dir or trained.model_dir
             current, index = reloaded(start_dir)
