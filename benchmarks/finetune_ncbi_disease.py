@@ -357,16 +357,21 @@ def _train_reranker(args: argparse.Namespace, protocol: str, queries: list, inde
     """BLINK's second stage: a cross-encoder trained from --model on the same queries, each with a
     name of its gold concept against --rerank-negatives of the names the fine-tuned model ranks
     highest for it (group softmax, FlagEmbedding's reranker loss), through the one trainer."""
+    from retrievekit.linking.text import register_markers
     from retrievekit.linking.training import linking_examples
-    from retrievekit.models.cross_encoder import load_cross_encoder
+    from retrievekit.models.cross_encoder import build_cross_encoder, load_cross_encoder
     from retrievekit.training import load_config, train, write_training_rows
 
     examples, report = linking_examples(queries, index, num_negatives=args.num_mined)
     print(f"mined for the cross-encoder ({protocol}): {report}", flush=True)
     data_file = write_training_rows(args.output / f"{protocol}-rerank-train.jsonl", examples)
+    # the start: --model under a new score head, its tokenizer reading each marker as one token
+    start = build_cross_encoder(args.model, seed=args.seed)
+    register_markers([start.tower], fmt.markers)
+    start_dir = start.save(args.output / f"start-rerank-{protocol}")
     config = load_config(
         overrides={
-            "model": args.model, "kind": "cross_encoder", "data": [str(data_file)],
+            "model": str(start_dir), "kind": "cross_encoder", "data": [str(data_file)],
             "batch_size": args.rerank_batch_size, "num_negatives": args.rerank_negatives,
             "query_max_length": fmt.query_max_length, "document_max_length": fmt.entity_max_length,
             "learning_rate": args.rerank_learning_rate, "epochs": args.rerank_epochs, "warmup_ratio": 0.1,

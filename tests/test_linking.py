@@ -455,6 +455,38 @@ def test_a_cross_encoder_second_stage_reorders_the_best_entries(tiny_bert_dir, t
     assert by_concept.ids[0] == reranked.ids[0]  # a concept ranks by its best reranked entry
 
 
+def test_the_reranker_reads_each_marker_its_vocabulary_holds_as_one_token(tiny_bert_dir, tmp_path):
+    """BLINK's markers are BERT vocabulary entries that a BERT tokenizer splits into word pieces
+    unless registered: a linker registers them in its reranker's tokenizer as in its bi-encoder's,
+    but never grows the reranker's vocabulary for a marker it lacks (BET's)."""
+    import json
+
+    from retrievekit import load_encoder
+    from retrievekit.models.cross_encoder import load_cross_encoder
+    from test_cross_encoder import build_cross_encoder
+
+    folder = build_cross_encoder(tmp_path / "ce")
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    vocabulary = spec["model"]["vocab"]
+    for old, marker in zip(list(vocabulary)[-2:], ("[unused0]", "[unused1]"), strict=True):
+        vocabulary[marker] = vocabulary.pop(old)  # plain entries, as in BERT's vocabulary
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    index = EntityIndex(encoder, [Name("protein folding", ("C1",))], show_progress=False)
+    text = "heart [unused0] protein [unused1] sleep"
+    for fmt in (LinkingFormat.bet(), LinkingFormat()):
+        cross = load_cross_encoder(folder)
+        tokenizer = cross.tower.tokenizer
+        size, start = len(tokenizer), vocabulary["[unused0]"]
+        assert start not in tokenizer(text)["input_ids"]  # split into pieces as loaded
+        EntityLinker(index, fmt, reranker=cross)
+        assert len(tokenizer) == size  # nothing new: BET's markers are not in this vocabulary
+        whole = fmt.start_marker == "[unused0]"
+        assert (start in tokenizer(text)["input_ids"]) == whole
+        if whole:
+            assert tokenizer(text)["input_ids"].count(vocabulary["[unused1]"]) == 1
+
+
 def test_mention_pooling_averages_the_marked_span_in_context_and_is_saved_with_the_model(tiny_bert_dir, tmp_path):
     """The query vector of ``mention_pooling``: the mean of the backbone's states from the start
     marker through the end marker (oracle: transformers' own hidden states), the whole text's for a

@@ -26,7 +26,7 @@ from retrievekit.hits import Hits
 from retrievekit.index.build import default_metric, fill_index, vector_index
 from retrievekit.linking.lexical import CharNgramScorer
 from retrievekit.linking.records import Entity, Mention, Name
-from retrievekit.linking.text import LinkingFormat
+from retrievekit.linking.text import LinkingFormat, register_markers
 from retrievekit.scoring import similarity_matrix
 
 __all__ = ["EntityIndex", "EntityLinker", "Linked"]
@@ -162,6 +162,8 @@ class EntityLinker:
             raise ConfigError("lexical_weight adds sparse scores to a dense model's: this entity index is BM25's")
         self.index, self.format = index, fmt or LinkingFormat()
         self.reranker, self.rerank_top_k = reranker, rerank_top_k
+        if reranker is not None:
+            _read_markers_whole(reranker, self.format)
         self.lexical_weight = float(lexical_weight)
         self._second_stage: Any = None
         self._lexical: CharNgramScorer | None = None
@@ -285,3 +287,15 @@ class EntityLinker:
             self._second_stage = CrossEncoderReranker(self.reranker, documents, name="linking-rerank")
         first = [h.top(self.rerank_top_k) for h in hits]
         return list(self._second_stage.rerank(list(texts), first, self.rerank_top_k))
+
+
+def _read_markers_whole(reranker: Any, fmt: LinkingFormat) -> None:
+    """Make the reranker's tokenizer read each of the format's markers that its vocabulary holds as
+    one token, as the bi-encoder's does (BLINK's ``[unused0]``/``[unused1]`` are in BERT's
+    vocabulary but its tokenizer splits them unless they are registered). A marker the vocabulary
+    lacks is left alone: growing a trained reranker's embeddings here would give it random rows."""
+    tower = getattr(reranker, "tower", None)
+    if tower is None:  # a reranker without a tokenizer of its own to teach
+        return
+    vocabulary = tower.tokenizer.get_vocab()
+    register_markers([tower], [m for m in fmt.markers if m in vocabulary])

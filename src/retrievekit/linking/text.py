@@ -38,6 +38,7 @@ __all__ = [
     "load_linking_model",
     "mention_aliases",
     "prepare_linking_model",
+    "register_markers",
     "saved_format",
 ]
 
@@ -201,16 +202,22 @@ def _keep_first(text: str, tokens: Tokens, n: int) -> str:
 
 
 def add_markers(encoder: Any, fmt: LinkingFormat) -> list[str]:
-    """Register the format's markers as special tokens of each tower's tokenizer (so they are never
-    split), and grow the embedding matrix for markers the vocabulary lacks (BET's). Returns the
-    markers that were new to the vocabulary."""
+    """Register the format's markers in each tower of a dense model (see :func:`register_markers`).
+    Returns the markers that were new to the vocabulary."""
+    return register_markers([encoder.query_tower, encoder.document_tower], fmt.markers)
+
+
+def register_markers(towers: Sequence[Any], markers: Sequence[str]) -> list[str]:
+    """Register ``markers`` as special tokens of each tower's tokenizer, so they are never split
+    into word pieces (a BERT tokenizer reads a plain ``[unused0]`` as ``[``, ``unused``, ``##0``,
+    ``]``), and grow the embedding matrix for markers the vocabulary lacks (BET's). A tower that
+    appears twice (shared towers) is done once. Returns the markers that were new to the vocabulary."""
     added: list[str] = []
-    towers = {id(t): t for t in (encoder.query_tower, encoder.document_tower)}.values()
-    for tower in towers:
+    for tower in {id(t): t for t in towers}.values():
         tokenizer = tower.tokenizer
         vocabulary = tokenizer.get_vocab()
-        new = [m for m in fmt.markers if m not in vocabulary]
-        tokenizer.add_tokens(list(fmt.markers), special_tokens=True)
+        new = [m for m in markers if m not in vocabulary]
+        tokenizer.add_tokens(list(markers), special_tokens=True)
         if new:
             tower.backbone.resize_token_embeddings(len(tokenizer))
             added += [m for m in new if m not in added]
