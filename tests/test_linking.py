@@ -462,6 +462,7 @@ def test_the_reranker_reads_each_marker_its_vocabulary_holds_as_one_token(tiny_b
     import json
 
     from retrievekit import load_encoder
+    from retrievekit.linking.text import register_markers
     from retrievekit.models.cross_encoder import load_cross_encoder
     from test_cross_encoder import build_cross_encoder
 
@@ -481,6 +482,7 @@ def test_the_reranker_reads_each_marker_its_vocabulary_holds_as_one_token(tiny_b
         assert start not in tokenizer(text)["input_ids"]  # split into pieces as loaded
         EntityLinker(index, fmt, reranker=cross)
         assert len(tokenizer) == size  # nothing new: BET's markers are not in this vocabulary
+        assert register_markers([cross.tower], fmt.markers, grow=False) == []  # and none reported added
         whole = fmt.start_marker == "[unused0]"
         assert (start in tokenizer(text)["input_ids"]) == whole
         if whole:

@@ -162,8 +162,10 @@ class EntityLinker:
             raise ConfigError("lexical_weight adds sparse scores to a dense model's: this entity index is BM25's")
         self.index, self.format = index, fmt or LinkingFormat()
         self.reranker, self.rerank_top_k = reranker, rerank_top_k
-        if reranker is not None:
-            _read_markers_whole(reranker, self.format)
+        if (reranker_tower := getattr(reranker, "tower", None)) is not None:
+            # its tokenizer reads the markers its vocabulary holds (BLINK's) as one token each, as the
+            # bi-encoder's does; never grown here: a trained reranker would get random rows
+            register_markers([reranker_tower], self.format.markers, grow=False)
         self.lexical_weight = float(lexical_weight)
         self._second_stage: Any = None
         self._lexical: CharNgramScorer | None = None
@@ -287,15 +289,3 @@ class EntityLinker:
             self._second_stage = CrossEncoderReranker(self.reranker, documents, name="linking-rerank")
         first = [h.top(self.rerank_top_k) for h in hits]
         return list(self._second_stage.rerank(list(texts), first, self.rerank_top_k))
-
-
-def _read_markers_whole(reranker: Any, fmt: LinkingFormat) -> None:
-    """Make the reranker's tokenizer read each of the format's markers that its vocabulary holds as
-    one token, as the bi-encoder's does (BLINK's ``[unused0]``/``[unused1]`` are in BERT's
-    vocabulary but its tokenizer splits them unless they are registered). A marker the vocabulary
-    lacks is left alone: growing a trained reranker's embeddings here would give it random rows."""
-    tower = getattr(reranker, "tower", None)
-    if tower is None:  # a reranker without a tokenizer of its own to teach
-        return
-    vocabulary = tower.tokenizer.get_vocab()
-    register_markers([tower], [m for m in fmt.markers if m in vocabulary])

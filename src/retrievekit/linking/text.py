@@ -207,17 +207,19 @@ def add_markers(encoder: Any, fmt: LinkingFormat) -> list[str]:
     return register_markers([encoder.query_tower, encoder.document_tower], fmt.markers)
 
 
-def register_markers(towers: Sequence[Any], markers: Sequence[str]) -> list[str]:
+def register_markers(towers: Sequence[Any], markers: Sequence[str], *, grow: bool = True) -> list[str]:
     """Register ``markers`` as special tokens of each tower's tokenizer, so they are never split
     into word pieces (a BERT tokenizer reads a plain ``[unused0]`` as ``[``, ``unused``, ``##0``,
-    ``]``), and grow the embedding matrix for markers the vocabulary lacks (BET's). A tower that
-    appears twice (shared towers) is done once. Returns the markers that were new to the vocabulary."""
+    ``]``), and grow the embedding matrix for markers the vocabulary lacks (BET's). With
+    ``grow=False`` a marker the vocabulary lacks is left alone instead (a trained model would get a
+    random row for it). A tower that appears twice (shared towers) is done once. Returns the markers
+    that were new to the vocabulary (and added)."""
     added: list[str] = []
     for tower in {id(t): t for t in towers}.values():
         tokenizer = tower.tokenizer
         vocabulary = tokenizer.get_vocab()
-        new = [m for m in markers if m not in vocabulary]
-        tokenizer.add_tokens(list(markers), special_tokens=True)
+        new = [m for m in markers if m not in vocabulary] if grow else []
+        tokenizer.add_tokens([m for m in markers if grow or m in vocabulary], special_tokens=True)
         if new:
             tower.backbone.resize_token_embeddings(len(tokenizer))
             added += [m for m in new if m not in added]
