@@ -455,6 +455,68 @@ def test_a_cross_encoder_second_stage_reorders_the_best_entries(tiny_bert_dir, t
     assert by_concept.ids[0] == reranked.ids[0]  # a concept ranks by its best reranked entry
 
 
+def test_a_fused_second_stage_weighs_the_first_stage_and_the_reranker(tiny_bert_dir, linking_data, tmp_path):
+    """``rerank_fusion``: the reranker's order meets the first stage's over the best ``rerank_top_k``
+    entries (oracle: the per-mention min-max normalised weighted sum, and reciprocal rank fusion, by
+    hand); linkers sharing a ``rerank_memo`` score each pair once."""
+    from retrievekit import load_encoder
+    from retrievekit.models.cross_encoder import load_cross_encoder
+    from test_cross_encoder import build_cross_encoder
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    cross = load_cross_encoder(build_cross_encoder(tmp_path / "ce"))
+    names = [Name("protein folding", ("C1",)), Name("immune response", ("C2",)), Name("protein function", ("C1",)),
+             Name("heart disease", ("C3",)), Name("sleep memory", ("C4",))]  # fmt: skip
+    index = EntityIndex(encoder, names, show_progress=False)
+    fmt, query = LinkingFormat(context=False), "protein heart"
+    first = EntityLinker(index, fmt).link([query], k=4, group="names")[0]
+    dense = np.asarray(first.scores, dtype=np.float64)
+    cross_scores = np.asarray(cross.predict([(query, text) for text in first.texts]), dtype=np.float64)
+    norm = lambda v: (v - v.min()) / (v.max() - v.min())  # noqa: E731
+    position = [str([n.name for n in names].index(text)) for text in first.texts]
+    pairs_scored: list[int] = []
+    predict = cross.predict
+    cross.predict = lambda pairs, **kw: pairs_scored.append(len(pairs)) or predict(pairs, **kw)  # type: ignore[method-assign]
+    memo: dict = {}
+    for weights in [(1.0, 0.0), (0.0, 1.0), (1.0, 3.0), (2.0, 0.5)]:
+        fused = EntityLinker(index, fmt, reranker=cross, rerank_top_k=4, rerank_fusion="weighted",
+                             rerank_weights=weights, rerank_memo=memo).link([query], k=4, group="names")[0]  # fmt: skip
+        expected = weights[0] * norm(dense) + weights[1] * norm(cross_scores)
+        order = sorted(range(4), key=lambda i: (-expected[i], position[i]))  # ties: by entry id, as fuse does
+        assert fused.texts == [first.texts[i] for i in order]
+        np.testing.assert_allclose(fused.scores, expected[order], atol=1e-5)
+    assert pairs_scored == [4]  # four linkers, one memo: each pair scored once
+    rrf_linker = EntityLinker(index, fmt, reranker=cross, rerank_top_k=4, rerank_fusion="rrf")
+    rrf = rrf_linker.link([query], k=4, group="names")[0]
+    cross_rank = {i: r for r, i in enumerate(np.argsort(-cross_scores, kind="stable"), start=1)}
+    expected = np.asarray([1 / (60 + i + 1) + 1 / (60 + cross_rank[i]) for i in range(4)])
+    order = sorted(range(4), key=lambda i: (-expected[i], position[i]))
+    assert rrf.texts == [first.texts[i] for i in order]
+    np.testing.assert_allclose(rrf.scores, expected[order], atol=1e-6)
+    with pytest.raises(ConfigError, match="unknown rerank fusion"):
+        EntityLinker(index, fmt, reranker=cross, rerank_fusion="max")
+    with pytest.raises(ConfigError, match="give a reranker"):
+        EntityLinker(index, fmt, rerank_fusion="rrf")
+    with pytest.raises(ConfigError, match="2 weights"):
+        EntityLinker(index, fmt, reranker=cross, rerank_weights=(1.0, 1.0))
+    from retrievekit.cli.main import cli
+
+    out = tmp_path / "out"
+    args = ["link", "--model", str(tiny_bert_dir), "--pooling", "mean", "--rerank", str(tmp_path / "ce"),
+            "--rerank-top-k", "3", "--rerank-fusion", "weighted", "--rerank-weights", "1", "2", "evaluate",
+            "--data", str(linking_data), "-o", str(out)]  # fmt: skip
+    printed = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert printed.exit_code == 0, printed.output
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert (settings["rerank_fusion"], settings["rerank_weights"], settings["rerank_top_k"]) == ("weighted", [1, 2], 3)
+    for wrong, message in [
+        (["--rerank-fusion", "rrf"], "give --rerank"),
+        (["--rerank", str(tmp_path / "ce"), "--rerank-weights", "1", "2"], "give --rerank-fusion"),
+    ]:
+        printed = CliRunner().invoke(cli, ["link", "--bm25", *wrong, "evaluate", "--data", str(linking_data)])
+        assert printed.exit_code == 2 and message in printed.output
+
+
 def test_the_reranker_reads_each_marker_its_vocabulary_holds_as_one_token(tiny_bert_dir, tmp_path):
     """BLINK's markers are BERT vocabulary entries that a BERT tokenizer splits into word pieces
     unless registered: a linker registers them in its reranker's tokenizer as in its bi-encoder's,

@@ -40,6 +40,18 @@ _PROTOCOL_HELP = (
               help="A cross-encoder that re-scores each mention's best --rerank-top-k entries (BLINK's second "
               "stage).")  # fmt: skip
 @click.option("--rerank-top-k", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--rerank-fusion", type=click.Choice(["none", "rrf", "weighted"]), default="none", show_default=True,
+              help="How the reranker's order meets the first stage's: none (it replaces it, as BLINK), rrf "
+              "(reciprocal rank fusion) or weighted (per-mention min-max normalised scores, summed with "
+              "--rerank-weights).")  # fmt: skip
+@click.option(
+    "--rerank-weights",
+    type=float,
+    nargs=2,
+    default=None,
+    metavar="FIRST RERANKER",
+    help="The weights of the first stage and the reranker in the fusion (default: 1 1).",
+)
 @click.option("--lexical-weight", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Score entries by BioSyn's dense + WEIGHT * sparse, the sparse part the character 1-2-gram "
               "TF-IDF cosine of the mention alone and the entry (0: dense only; needs the linking extra).")  # fmt: skip
@@ -47,8 +59,8 @@ _PROTOCOL_HELP = (
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
 @click.pass_context
 def link(
-    ctx, bm25, mentions, entities, dictionary, documents, rerank_model, rerank_top_k, lexical_weight, k, batch_size,
-    **model_kwargs,
+    ctx, bm25, mentions, entities, dictionary, documents, rerank_model, rerank_top_k, rerank_fusion, rerank_weights,
+    lexical_weight, k, batch_size, **model_kwargs,
 ) -> None:  # fmt: skip
     """Link the marked mentions of a JSONL file to entities and print the top --k of each.
 
@@ -76,8 +88,7 @@ def link(
             for concept in name.ids:
                 titles.setdefault(concept, name.name)
         index = EntityIndex(encoder, names, max_length=fmt.entity_max_length, batch_size=batch_size)
-    reranker = _reranker(rerank_model)
-    linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k, lexical_weight=lexical_weight)
+    linker = EntityLinker(index, fmt, **_second_stage(ctx.params), lexical_weight=lexical_weight)
     texts = read_documents(documents) if documents else None
     linked = linker.link(found, k, group="concepts", batch_size=batch_size, documents=texts)
     for mention, answer in zip(found, linked, strict=True):
@@ -134,8 +145,7 @@ def evaluate_command(
     result = evaluate_linking(
         data, split, encoder=encoder, protocol=protocol, fmt=fmt, entity_vectors=entity_vectors,
         dictionary=dictionary, index_type=index_type, batch_size=batch_size,
-        reranker=_reranker(parent["rerank_model"]), rerank_top_k=parent["rerank_top_k"],
-        lexical_weight=parent["lexical_weight"], alias_splits=alias_splits,
+        **_second_stage(parent), lexical_weight=parent["lexical_weight"], alias_splits=alias_splits,
     )  # fmt: skip
     shown = ["acc@1", "acc@5", "recall@64", "acc@1_normalized"]
     print_table(
@@ -161,12 +171,21 @@ def _linking_model(bm25: bool, params: dict):
     return encoder, prepare_linking_model(encoder)
 
 
-def _reranker(model: str | None):
-    if model is None:
-        return None
+def _second_stage(params: dict) -> dict[str, Any]:
+    """The linker's reranker settings from the group's options: the cross-encoder of --rerank, its
+    depth and how its order meets the first stage's."""
+    fusion = None if params["rerank_fusion"] == "none" else params["rerank_fusion"]
+    weights = params["rerank_weights"]
+    if params["rerank_model"] is None:
+        if fusion or weights:
+            raise click.UsageError("--rerank-fusion and --rerank-weights fuse a reranker's order: give --rerank")
+        return {}
+    if weights and fusion is None:
+        raise click.UsageError("--rerank-weights weigh a fusion: give --rerank-fusion rrf or weighted")
     from retrievekit.models.cross_encoder import load_cross_encoder
 
-    return load_cross_encoder(model)
+    return {"reranker": load_cross_encoder(params["rerank_model"]), "rerank_top_k": params["rerank_top_k"],
+            "rerank_fusion": fusion, "rerank_weights": weights}  # fmt: skip
 
 
 def write_linking_report(result, output: str) -> None:

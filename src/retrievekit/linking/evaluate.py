@@ -18,7 +18,7 @@ import gzip
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,9 @@ def evaluate_linking(
     system: str | None = None,
     reranker: Any = None,
     rerank_top_k: int = 64,
+    rerank_fusion: str | None = None,
+    rerank_weights: Sequence[float] | None = None,
+    rerank_memo: MutableMapping[tuple[str, str], float] | None = None,
     index: EntityIndex | None = None,
     lexical_weight: float = 0.0,
     alias_splits: Sequence[str] = (),
@@ -145,7 +148,9 @@ def evaluate_linking(
     """Evaluate ``encoder`` (a dense model; None: BM25 over the same entries) on ``data``'s
     ``split`` under ``protocol`` (see the module doc). ``fmt`` defaults to the format the model
     carries (``linking.json``), else the default. Candidates are searched to depth 64; with
-    ``reranker`` (a cross-encoder) the best ``rerank_top_k`` entries are re-scored first.
+    ``reranker`` (a cross-encoder) the best ``rerank_top_k`` entries are re-scored first, its order
+    replacing the first stage's or fused with it (``rerank_fusion``, ``rerank_weights``,
+    ``rerank_memo``: see :class:`EntityLinker`).
     ``index``: an :class:`EntityIndex` the same ``encoder`` already built over the protocol's names
     (a miner's), searched instead of encoding the names again. ``lexical_weight``: BioSyn's
     ``dense + weight * sparse`` name scores (see :class:`EntityLinker`). ``alias_splits``: other
@@ -194,7 +199,9 @@ def evaluate_linking(
         source += "".join(f" + {other} mentions" for other in alias_splits)
     group = "names" if protocol == "biosyn" else "concepts"
     index_seconds = time.perf_counter() - started
-    linker = EntityLinker(index, fmt, reranker=reranker, rerank_top_k=rerank_top_k, lexical_weight=lexical_weight)
+    second_stage = {"reranker": reranker, "rerank_top_k": rerank_top_k, "rerank_fusion": rerank_fusion,
+                    "rerank_weights": rerank_weights, "rerank_memo": rerank_memo}  # fmt: skip
+    linker = EntityLinker(index, fmt, **second_stage, lexical_weight=lexical_weight)
     started = time.perf_counter()
     lexical: list[str] | None
     if protocol == "biosyn":
@@ -226,6 +233,7 @@ def evaluate_linking(
         "entries": len(index), "entry_source": source, "group": group, "index_type": index_type if encoder else "bm25",
         "entity_vectors": entity_vectors if protocol == "raw" else "names", "format": asdict(linker.format),
         "depth": DEPTH, "reranker": getattr(reranker, "name", None), "rerank_top_k": rerank_top_k if reranker else None,
+        "rerank_fusion": rerank_fusion, "rerank_weights": None if rerank_weights is None else list(rerank_weights),
         "lexical_weight": lexical_weight, "alias_splits": list(alias_splits),
     }  # fmt: skip
     timings = {"index": index_seconds, "link": link_seconds, "mentions_per_second": len(mentions) / link_seconds}

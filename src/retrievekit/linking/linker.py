@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from retrievekit.index.build import default_metric, fill_index, vector_index
 from retrievekit.linking.lexical import CharNgramScorer
 from retrievekit.linking.records import Entity, Mention, Name
 from retrievekit.linking.text import LinkingFormat, register_markers
+from retrievekit.retrieval.fusion import FUSIONS, fuse
 from retrievekit.scoring import similarity_matrix
 
 __all__ = ["EntityIndex", "EntityLinker", "Linked"]
@@ -140,7 +141,10 @@ class EntityLinker:
 
     ``reranker`` (a cross-encoder, BLINK's second stage) re-scores each mention's best
     ``rerank_top_k`` entries, reading the mention text and the entry text together; concepts are
-    then ranked by their best reranked entry.
+    then ranked by their best reranked entry. Its order replaces the first stage's (BLINK), or with
+    ``rerank_fusion`` (``rrf`` or ``weighted``, :func:`~retrievekit.retrieval.fusion.fuse`) is fused
+    with it over those entries, ``rerank_weights`` being (first stage, reranker). ``rerank_memo``
+    keeps each (query text, entry) score, so linkers that share it score a pair once.
 
     ``lexical_weight`` > 0 scores each entry by BioSyn's ``dense + lexical_weight * sparse`` (the
     sparse part: character n-gram TF-IDF cosine of the mention alone and the entry, BioSyn's own)."""
@@ -152,16 +156,28 @@ class EntityLinker:
         *,
         reranker: Any = None,
         rerank_top_k: int = 64,
+        rerank_fusion: str | None = None,
+        rerank_weights: Sequence[float] | None = None,
+        rerank_memo: MutableMapping[tuple[str, str], float] | None = None,
         lexical_weight: float = 0.0,
     ) -> None:
         if rerank_top_k < 1:
             raise ConfigError(f"rerank_top_k must be at least 1, got {rerank_top_k}")
+        if rerank_fusion is not None and rerank_fusion not in FUSIONS:
+            raise ConfigError(f"unknown rerank fusion {rerank_fusion!r}; choose one of {', '.join(FUSIONS)}")
+        if (rerank_fusion or rerank_weights is not None) and reranker is None:
+            raise ConfigError("rerank_fusion and rerank_weights fuse a reranker's order with the first stage's: "
+                              "give a reranker")  # fmt: skip
+        if rerank_weights is not None and (rerank_fusion is None or len(rerank_weights) != 2):
+            raise ConfigError("rerank_weights are (first stage, reranker): 2 weights, with a rerank_fusion")
         if lexical_weight < 0:
             raise ConfigError(f"lexical_weight must be 0 or more, got {lexical_weight}")
         if lexical_weight and index.encoder is None:
             raise ConfigError("lexical_weight adds sparse scores to a dense model's: this entity index is BM25's")
         self.index, self.format = index, fmt or LinkingFormat()
         self.reranker, self.rerank_top_k = reranker, rerank_top_k
+        self.rerank_fusion, self.rerank_memo = rerank_fusion, rerank_memo
+        self.rerank_weights = None if rerank_weights is None else [float(w) for w in rerank_weights]
         if (reranker_tower := getattr(reranker, "tower", None)) is not None:
             # its tokenizer reads the markers its vocabulary holds (BLINK's) as one token each, as the
             # bi-encoder's does; never grown here: a trained reranker would get random rows
@@ -281,11 +297,20 @@ class EntityLinker:
 
     def _rerank(self, texts: Sequence[str], hits: list[Hits]) -> list[Hits]:
         """The first stage's best ``rerank_top_k`` entries of each query, re-scored by the
-        cross-encoder (the one reranker implementation every pipeline uses)."""
+        cross-encoder (the one reranker implementation every pipeline uses), its order fused with
+        the first stage's under ``rerank_fusion``."""
         from retrievekit.retrieval.rerankers import CrossEncoderReranker
 
         if self._second_stage is None:
             documents = {str(i): entry.name for i, entry in enumerate(self.index.entries)}
-            self._second_stage = CrossEncoderReranker(self.reranker, documents, name="linking-rerank")
+            self._second_stage = CrossEncoderReranker(
+                self.reranker, documents, name="linking-rerank", memo=self.rerank_memo
+            )
         first = [h.top(self.rerank_top_k) for h in hits]
-        return list(self._second_stage.rerank(list(texts), first, self.rerank_top_k))
+        reranked = list(self._second_stage.rerank(list(texts), first, self.rerank_top_k))
+        if self.rerank_fusion is None:
+            return reranked
+        return [
+            fuse([f, r], method=self.rerank_fusion, k=self.rerank_top_k, weights=self.rerank_weights)
+            for f, r in zip(first, reranked, strict=True)
+        ]
