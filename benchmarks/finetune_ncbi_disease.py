@@ -21,7 +21,8 @@ retrievekit's public API:
    own tokens; --abbreviations reads a mention its abstract defines as an abbreviation as the long
    form), names from dictionary.tsv;
 3. the trained linkers on test under their protocol (with --rerank, also behind a cross-encoder trained
-   from --model on the fine-tuned linker's hard negatives: BLINK's second stage); linking throughput (mentions/s: query encoding
+   from --model on the fine-tuned linker's hard negatives: BLINK's second stage; with --rerank-weights, also
+   fused with the first stage, the reranker's weight chosen on dev); linking throughput (mentions/s: query encoding
    and search) against sentence-transformers ``encode`` + a FAISS inner-product index over the same
    name vectors, same threads, alternating, best of --repeats;
 4. with --lexical-weights, BioSyn's ``dense + weight * sparse`` scores (character n-gram TF-IDF of the
@@ -86,6 +87,10 @@ def main() -> None:
     parser.add_argument("--rerank-batch-size", type=int, default=16, help="cross-encoder: queries per step")
     parser.add_argument("--rerank-learning-rate", type=float, default=5e-5)
     parser.add_argument("--rerank-epochs", type=int, default=1)
+    parser.add_argument("--rerank-weights", type=float, nargs="*", default=[],
+                        help="with --rerank: the reranker's weights to try on dev in a weighted fusion with the "
+                        "first stage (weight 1; per-mention min-max normalised scores; 0: the first stage alone); "
+                        "the best dev acc@1's test row joins the table")  # fmt: skip
     parser.add_argument(
         "--no-throughput",
         dest="throughput",
@@ -159,6 +164,7 @@ def main() -> None:
     timings: dict[str, float] = {}
     trained_dirs: dict[str, Path] = {}
     dev_sweeps: dict[str, dict[float, float]] = {}  # dev acc@1 of each sparse weight
+    rerank_sweeps: dict[str, dict[float, float]] = {}  # dev acc@1 of each fused reranker weight
     dev_curves: dict[str, list[float]] = {}  # with dev held out: the trainer's dev acc@1 after each epoch
 
     def record(result, label: str) -> None:
@@ -256,9 +262,10 @@ def main() -> None:
         model = current
         if args.lexical_weights:
             t = time.perf_counter()
-            weight, dev_sweeps[protocol] = _choose_lexical_weight(
-                args, protocol, model, index, fmt, index_is_dev=mined_from_dev_dictionary
-            )
+            weight, dev_sweeps[protocol] = _choose_on_dev(
+                args, protocol, model, index, fmt, "sparse weight", args.lexical_weights,
+                lambda w: {"lexical_weight": w}, index_is_dev=mined_from_dev_dictionary,
+            )  # fmt: skip
             timings[f"{protocol}: sparse weight on dev"] = time.perf_counter() - t
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
                                     lexical_weight=weight),
@@ -270,6 +277,22 @@ def main() -> None:
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
                                     reranker=reranker, rerank_top_k=args.rerank_top_k),
                    f"{who}, fine-tuned{pooled} > cross-encoder (best {args.rerank_top_k} names)")  # fmt: skip
+            if args.rerank_weights:  # the reranker as a second opinion: fused with the first stage, weight on dev
+                t = time.perf_counter()
+                memo: dict[tuple[str, str], float] = {}  # the dev index's pairs, scored once for every weight
+
+                def fused(weight: float, memo: dict = memo, reranker: Any = reranker) -> dict[str, Any]:
+                    return {"reranker": reranker, "rerank_top_k": args.rerank_top_k, "rerank_fusion": "weighted",
+                            "rerank_weights": (1.0, weight), "rerank_memo": memo} if weight else {}  # fmt: skip
+
+                weight, rerank_sweeps[protocol] = _choose_on_dev(
+                    args, protocol, model, index, fmt, "reranker weight", args.rerank_weights, fused,
+                    index_is_dev=mined_from_dev_dictionary,
+                )  # fmt: skip
+                timings[f"{protocol}: reranker weight on dev"] = time.perf_counter() - t
+                record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
+                                        **fused(weight, memo={})),
+                       f"{who}, fine-tuned{pooled} + cross-encoder (weight {weight:g} of 1, chosen on dev)")  # fmt: skip
         if protocol == "raw" and args.aliases:  # BioSyn's test-dictionary rule: train and dev mentions as names
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, alias_splits=("train", "dev")),
                    f"{who}, fine-tuned{pooled}, + train/dev mentions as names")  # fmt: skip
@@ -296,6 +319,7 @@ def main() -> None:
     print("\ntimings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + f"; total wall {wall:.0f}")
     (args.output / "results.md").write_text("\n".join(table) + "\n")
     summary = {"rows": rows, "timings_s": timings, "wall_s": wall, "dev_acc@1_by_sparse_weight": dev_sweeps,
+               "dev_acc@1_by_reranker_weight": rerank_sweeps,
                "dev_acc@1_by_epoch": dev_curves, "train_splits": args.train_splits,
                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}  # fmt: skip
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -330,11 +354,12 @@ def _config(
     )  # fmt: skip
 
 
-def _choose_lexical_weight(
-    args: argparse.Namespace, protocol: str, model: Any, index: Any, fmt: Any, *, index_is_dev: bool
-) -> tuple[float, dict[float, float]]:
-    """The weight of ``--lexical-weights`` (and 0) with the best dev acc@1 (ties to the smaller), and
-    each weight's dev acc@1.
+def _choose_on_dev(
+    args: argparse.Namespace, protocol: str, model: Any, index: Any, fmt: Any, what: str, values: list[float],
+    options: Any, *, index_is_dev: bool,
+) -> tuple[float, dict[float, float]]:  # fmt: skip
+    """The value of ``values`` (and 0) whose evaluation ``options(value)`` has the best dev acc@1
+    (ties to the smaller), and each value's dev acc@1 (BioSyn tunes its sparse weight on dev).
     ``biosyn``: dev is ranked over BioSyn's dev dictionary (its test dictionary less the dev mention
     strings; ``index`` already holds it when ``index_is_dev``); ``raw``: over the test's names."""
     from retrievekit.linking import EntityIndex, biosyn_dev_dictionary, evaluate_linking
@@ -345,12 +370,12 @@ def _choose_lexical_weight(
     if protocol == "biosyn" and not index_is_dev:
         index = EntityIndex(model, biosyn_dev_dictionary(args.data), max_length=fmt.entity_max_length)
     found: dict[float, float] = {}
-    for weight in sorted({0.0, *args.lexical_weights}):
+    for value in sorted({0.0, *values}):
         result = evaluate_linking(args.data, "dev", encoder=model, protocol=protocol, index=index,
-                                  lexical_weight=weight, show_progress=False)  # fmt: skip
-        found[weight] = result.metrics["acc@1"]
-        print(f"dev ({protocol}) sparse weight {weight:g}: acc@1 {100 * found[weight]:.1f}", flush=True)
-    return max(found, key=lambda w: (found[w], -w)), found
+                                  show_progress=False, **options(value))  # fmt: skip
+        found[value] = result.metrics["acc@1"]
+        print(f"dev ({protocol}) {what} {value:g}: acc@1 {100 * found[value]:.1f}", flush=True)
+    return max(found, key=lambda v: (found[v], -v)), found
 
 
 def _train_reranker(args: argparse.Namespace, protocol: str, queries: list, index: Any, fmt: Any) -> Any:

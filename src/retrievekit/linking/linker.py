@@ -144,7 +144,8 @@ class EntityLinker:
     then ranked by their best reranked entry. Its order replaces the first stage's (BLINK), or with
     ``rerank_fusion`` (``rrf`` or ``weighted``, :func:`~retrievekit.retrieval.fusion.fuse`) is fused
     with it over those entries, ``rerank_weights`` being (first stage, reranker). ``rerank_memo``
-    keeps each (query text, entry) score, so linkers that share it score a pair once.
+    keeps each (query text, entry position) score, so linkers over the same index that share it score
+    a pair once (one memo per index: positions name other entries in another).
 
     ``lexical_weight`` > 0 scores each entry by BioSyn's ``dense + lexical_weight * sparse`` (the
     sparse part: character n-gram TF-IDF cosine of the mention alone and the entry, BioSyn's own)."""
