@@ -495,10 +495,12 @@ def test_a_fused_second_stage_weighs_the_first_stage_and_the_reranker(tiny_bert_
     np.testing.assert_allclose(rrf.scores, expected[order], atol=1e-6)
     with pytest.raises(ConfigError, match="unknown rerank fusion"):
         EntityLinker(index, fmt, reranker=cross, rerank_fusion="max")
-    with pytest.raises(ConfigError, match="give a reranker"):
+    with pytest.raises(ConfigError, match="needs a reranker"):
         EntityLinker(index, fmt, rerank_fusion="rrf")
-    with pytest.raises(ConfigError, match="2 weights"):
+    with pytest.raises(ConfigError, match="weigh a rerank_fusion"):
         EntityLinker(index, fmt, reranker=cross, rerank_weights=(1.0, 1.0))
+    with pytest.raises(ConfigError, match="2 weights"):
+        EntityLinker(index, fmt, reranker=cross, rerank_fusion="weighted", rerank_weights=(1.0,))
     from retrievekit.cli.main import cli
 
     out = tmp_path / "out"
@@ -510,8 +512,8 @@ def test_a_fused_second_stage_weighs_the_first_stage_and_the_reranker(tiny_bert_
     settings = json.loads((out / "results.json").read_text())["settings"]
     assert (settings["rerank_fusion"], settings["rerank_weights"], settings["rerank_top_k"]) == ("weighted", [1, 2], 3)
     for wrong, message in [
-        (["--rerank-fusion", "rrf"], "give --rerank"),
-        (["--rerank", str(tmp_path / "ce"), "--rerank-weights", "1", "2"], "give --rerank-fusion"),
+        (["--rerank-fusion", "rrf"], "needs a reranker"),
+        (["--rerank", str(tmp_path / "ce"), "--rerank-weights", "1", "2"], "weigh a rerank_fusion"),
     ]:
         printed = CliRunner().invoke(cli, ["link", "--bm25", *wrong, "evaluate", "--data", str(linking_data)])
         assert printed.exit_code == 2 and message in printed.output

@@ -174,14 +174,16 @@ def _linking_model(bm25: bool, params: dict):
 def _second_stage(params: dict) -> dict[str, Any]:
     """The linker's reranker settings from the group's options: the cross-encoder of --rerank, its
     depth and how its order meets the first stage's."""
+    from retrievekit.errors import ConfigError
+    from retrievekit.retrieval.fusion import check_rerank_fusion
+
     fusion = None if params["rerank_fusion"] == "none" else params["rerank_fusion"]
-    weights = params["rerank_weights"]
+    try:  # before the model loads
+        weights = check_rerank_fusion(fusion, params["rerank_weights"], has_reranker=bool(params["rerank_model"]))
+    except ConfigError as exc:
+        raise click.UsageError(f"{exc} (--rerank MODEL, --rerank-fusion, --rerank-weights)") from None
     if params["rerank_model"] is None:
-        if fusion or weights:
-            raise click.UsageError("--rerank-fusion and --rerank-weights fuse a reranker's order: give --rerank")
         return {}
-    if weights and fusion is None:
-        raise click.UsageError("--rerank-weights weigh a fusion: give --rerank-fusion rrf or weighted")
     from retrievekit.models.cross_encoder import load_cross_encoder
 
     return {"reranker": load_cross_encoder(params["rerank_model"]), "rerank_top_k": params["rerank_top_k"],

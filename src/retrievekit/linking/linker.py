@@ -27,7 +27,7 @@ from retrievekit.index.build import default_metric, fill_index, vector_index
 from retrievekit.linking.lexical import CharNgramScorer
 from retrievekit.linking.records import Entity, Mention, Name
 from retrievekit.linking.text import LinkingFormat, register_markers
-from retrievekit.retrieval.fusion import FUSIONS, fuse
+from retrievekit.retrieval.fusion import check_rerank_fusion, fuse
 from retrievekit.scoring import similarity_matrix
 
 __all__ = ["EntityIndex", "EntityLinker", "Linked"]
@@ -164,13 +164,7 @@ class EntityLinker:
     ) -> None:
         if rerank_top_k < 1:
             raise ConfigError(f"rerank_top_k must be at least 1, got {rerank_top_k}")
-        if rerank_fusion is not None and rerank_fusion not in FUSIONS:
-            raise ConfigError(f"unknown rerank fusion {rerank_fusion!r}; choose one of {', '.join(FUSIONS)}")
-        if (rerank_fusion or rerank_weights is not None) and reranker is None:
-            raise ConfigError("rerank_fusion and rerank_weights fuse a reranker's order with the first stage's: "
-                              "give a reranker")  # fmt: skip
-        if rerank_weights is not None and (rerank_fusion is None or len(rerank_weights) != 2):
-            raise ConfigError("rerank_weights are (first stage, reranker): 2 weights, with a rerank_fusion")
+        checked_weights = check_rerank_fusion(rerank_fusion, rerank_weights, has_reranker=reranker is not None)
         if lexical_weight < 0:
             raise ConfigError(f"lexical_weight must be 0 or more, got {lexical_weight}")
         if lexical_weight and index.encoder is None:
@@ -178,7 +172,7 @@ class EntityLinker:
         self.index, self.format = index, fmt or LinkingFormat()
         self.reranker, self.rerank_top_k = reranker, rerank_top_k
         self.rerank_fusion, self.rerank_memo = rerank_fusion, rerank_memo
-        self.rerank_weights = None if rerank_weights is None else [float(w) for w in rerank_weights]
+        self.rerank_weights = checked_weights
         if (reranker_tower := getattr(reranker, "tower", None)) is not None:
             # its tokenizer reads the markers its vocabulary holds (BLINK's) as one token each, as the
             # bi-encoder's does; never grown here: a trained reranker would get random rows

@@ -12,7 +12,7 @@ from retrievekit.artifacts import fingerprint_json
 from retrievekit.data.records import Queries, Run, ScoredDocument
 from retrievekit.errors import ConfigError
 from retrievekit.hits import Hits
-from retrievekit.retrieval.fusion import FUSIONS, fuse
+from retrievekit.retrieval.fusion import FUSIONS, check_rerank_fusion, fuse
 
 __all__ = ["Pipeline", "Reranker", "Retriever", "run_from_hits"]
 
@@ -127,12 +127,7 @@ class Pipeline(Retriever):
             raise ConfigError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
         if weights is not None and len(weights) != len(retrievers):
             raise ConfigError(f"{len(weights)} weights for {len(retrievers)} retrievers")
-        if rerank_fusion is not None and rerank_fusion not in FUSIONS:
-            raise ConfigError(f"unknown rerank fusion {rerank_fusion!r}; choose one of {', '.join(FUSIONS)}")
-        if rerank_fusion is not None and reranker is None:
-            raise ConfigError("rerank_fusion needs a reranker")
-        if rerank_weights is not None and len(rerank_weights) != 2:
-            raise ConfigError(f"rerank_weights are (first stage, reranker): 2 weights, got {len(rerank_weights)}")
+        checked_weights = check_rerank_fusion(rerank_fusion, rerank_weights, has_reranker=reranker is not None)
         _check_k(depth)
         _check_k(rerank_top_k)
         self.retrievers = retrievers
@@ -144,7 +139,7 @@ class Pipeline(Retriever):
         )
         self.reranker, self.rerank_top_k = reranker, rerank_top_k
         self.rerank_fusion = rerank_fusion
-        self.rerank_weights = None if rerank_weights is None else [float(w) for w in rerank_weights]
+        self.rerank_weights = checked_weights
         default = "+".join(r.name for r in retrievers) + (f">{reranker.name}" if reranker else "")
         default += f"+{rerank_fusion}" if rerank_fusion else ""
         self.name = name or default

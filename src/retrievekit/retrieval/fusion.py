@@ -9,7 +9,7 @@ import numpy as np
 from retrievekit.errors import ConfigError
 from retrievekit.hits import Hits
 
-__all__ = ["FUSIONS", "fuse", "reciprocal_rank_fusion", "weighted_score_fusion"]
+__all__ = ["FUSIONS", "check_rerank_fusion", "fuse", "reciprocal_rank_fusion", "weighted_score_fusion"]
 
 FUSIONS = ("rrf", "weighted")
 
@@ -73,3 +73,21 @@ def fuse(
     if method == "weighted":
         return weighted_score_fusion(lists, k=k, weights=weights)
     raise ConfigError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")
+
+
+def check_rerank_fusion(
+    fusion: str | None, weights: Sequence[float] | None, *, has_reranker: bool
+) -> list[float] | None:
+    """Refuses second-stage fusion settings that cannot work (an unknown method, fusion without a
+    reranker, weights without a fusion or not two of them: first stage, reranker); the weights as floats."""
+    if fusion is not None and fusion not in FUSIONS:
+        raise ConfigError(f"unknown rerank fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    if (fusion is not None or weights is not None) and not has_reranker:
+        raise ConfigError("rerank_fusion needs a reranker: it fuses the reranker's order with the first stage's")
+    if weights is None:
+        return None
+    if fusion is None:
+        raise ConfigError("rerank_weights weigh a rerank_fusion (rrf or weighted): give one")
+    if len(weights) != 2:
+        raise ConfigError(f"rerank_weights are (first stage, reranker): 2 weights, got {len(weights)}")
+    return [float(w) for w in weights]
