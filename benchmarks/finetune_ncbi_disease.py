@@ -201,9 +201,20 @@ def main() -> None:
         mined_from_dev_dictionary = held_out and protocol == "biosyn"
         names = biosyn_dev_dictionary(args.data) if mined_from_dev_dictionary else read_names(names_file[protocol])
 
-        def on_test(index: Any, reusable: bool = not mined_from_dev_dictionary) -> Any:
-            """The index a test evaluation may reuse: the mining one unless it lacks the test's names."""
-            return index if reusable else None
+        test_indexes: dict[str, Any] = {}  # the test names' index of the model last asked for
+
+        def on_test(
+            index: Any, reusable: bool = not mined_from_dev_dictionary, fmt: Any = fmt,
+            test_names: Path = names_file[protocol], built: dict = test_indexes,
+        ) -> Any:  # fmt: skip
+            """The index a test evaluation searches: the mining one, or where that lacks the test's
+            names, the same model's index over them, built once per mining index."""
+            if reusable:
+                return index
+            if built.get("for") is not index:
+                built.update({"for": index, "index": EntityIndex(index.encoder, read_names(test_names),
+                                                                 max_length=fmt.entity_max_length)})  # fmt: skip
+            return built["index"]
 
         def reloaded(folder: Path, names: list = names, fmt: Any = fmt) -> tuple[Any, Any]:
             """A trained linker loaded with its format, and its index over the protocol's names."""
