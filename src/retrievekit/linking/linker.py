@@ -27,7 +27,7 @@ from retrievekit.index.build import default_metric, fill_index, vector_index
 from retrievekit.linking.lexical import CharNgramScorer
 from retrievekit.linking.records import Entity, Mention, Name
 from retrievekit.linking.text import LinkingFormat, register_markers
-from retrievekit.retrieval.fusion import check_rerank_fusion, fuse
+from retrievekit.retrieval.fusion import check_rerank_fusion
 from retrievekit.scoring import similarity_matrix
 
 __all__ = ["EntityIndex", "EntityLinker", "Linked"]
@@ -302,10 +302,6 @@ class EntityLinker:
                 self.reranker, documents, name="linking-rerank", memo=self.rerank_memo
             )
         first = [h.top(self.rerank_top_k) for h in hits]
-        reranked = list(self._second_stage.rerank(list(texts), first, self.rerank_top_k))
-        if self.rerank_fusion is None:
-            return reranked
-        return [
-            fuse([f, r], method=self.rerank_fusion, k=self.rerank_top_k, weights=self.rerank_weights)
-            for f, r in zip(first, reranked, strict=True)
-        ]
+        return self._second_stage.rerank_fused(
+            list(texts), first, self.rerank_top_k, fusion=self.rerank_fusion, weights=self.rerank_weights
+        )

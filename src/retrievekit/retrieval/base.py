@@ -91,6 +91,21 @@ class Reranker(ABC):
     @abstractmethod
     def _rerank(self, queries: list[str], hits: list[Hits], k: int) -> list[Hits]: ...
 
+    def rerank_fused(
+        self, queries: Sequence[str], hits: Sequence[Hits], k: int = 10, *, fusion: str | None = None,
+        weights: Sequence[float] | None = None, rrf_k: int = 60,
+    ) -> list[Hits]:  # fmt: skip
+        """A second stage: each query's candidates in this reranker's order (``fusion`` None), or that
+        order fused with the candidates' own (``rrf`` or ``weighted``; ``weights``: first stage,
+        reranker), at most ``k``, best first."""
+        if fusion is None:
+            return [found.top(k) for found in self.rerank(queries, hits, k)]
+        reranked = self.rerank(queries, hits, max([k, *(len(found) for found in hits)]))
+        return [
+            fuse([first, own], method=fusion, k=k, weights=weights, rrf_k=rrf_k)
+            for first, own in zip(hits, reranked, strict=True)
+        ]
+
 
 class Pipeline(Retriever):
     """One or several retrievers -> fusion -> optional reranker, usable wherever a retriever is.
@@ -179,10 +194,6 @@ class Pipeline(Retriever):
         if self.reranker is None:
             return candidates
         first = [c.top(self.rerank_top_k) for c in candidates]
-        if self.rerank_fusion is None:
-            return [hits.top(k) for hits in self.reranker.rerank(queries, first, k)]
-        reranked = self.reranker.rerank(queries, first, self.rerank_top_k)
-        return [
-            fuse([f, r], method=self.rerank_fusion, k=k, weights=self.rerank_weights, rrf_k=self.rrf_k)
-            for f, r in zip(first, reranked, strict=True)
-        ]
+        return self.reranker.rerank_fused(
+            queries, first, k, fusion=self.rerank_fusion, weights=self.rerank_weights, rrf_k=self.rrf_k
+        )
