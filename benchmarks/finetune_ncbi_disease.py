@@ -115,6 +115,10 @@ def main() -> None:
                         help="fine-tuning: a mention's positives are only the names of its gold concept the mining "
                         "model ranks in its best K (BioSyn's marginalisation over its top-K candidates); all of "
                         "them where none is")  # fmt: skip
+    parser.add_argument("--positives-per-query", type=int, default=1, metavar="P",
+                        help="fine-tuning: put up to P names of a mention's gold concept in each batch and train "
+                        "with the marginal loss, every one of them counting towards the mention (BioSyn's synonym "
+                        "marginalisation); 1: one name per step, the others masked")  # fmt: skip
     parser.add_argument("--train-splits", nargs="+", default=["train", "dev"], choices=["train", "dev"],
                         help="the splits trained on (BioSyn: train+dev). Without dev, dev is held out: the trainer "
                         "scores dev acc@1 each epoch and the best epoch's model is evaluated (early stopping), biosyn "
@@ -123,6 +127,8 @@ def main() -> None:
                         help="training rounds; each after the first re-mines the hard negatives with the model the "
                         "last round trained and trains it further (BioSyn updates its candidates as it trains)")  # fmt: skip
     args = parser.parse_args()
+    if args.positives_per_query < 1:
+        parser.error(f"--positives-per-query must be at least 1, got {args.positives_per_query}")
     if args.positive_depth is not None and not 1 <= args.positive_depth <= MINING_DEPTH:
         parser.error(
             f"--positive-depth must be between 1 and {MINING_DEPTH} (the mining depth), got {args.positive_depth}"
@@ -254,7 +260,8 @@ def main() -> None:
             timings[f"{protocol}: mining{suffix}"] = time.perf_counter() - t
             print(f"mined ({protocol}, round {round_}): {report}", flush=True)
             config = _config(args, fmt, start_dir, data_file, args.output / f"train-{protocol}{suffix}", args.epochs,
-                             args.seed + round_ - 1, dev_protocol=protocol if held_out else None)  # fmt: skip
+                             args.seed + round_ - 1, dev_protocol=protocol if held_out else None,
+                             positives_per_query=args.positives_per_query)  # fmt: skip
             trained = train(config)
             timings[f"{protocol}: training{suffix}"] = trained.wall_seconds
             if held_out:  # the epoch with the best dev acc@1 (early stopping)
@@ -346,8 +353,10 @@ def _config(
     seed: int,
     num_negatives: int | None = None,
     dev_protocol: str | None = None,
+    positives_per_query: int = 1,
 ) -> Any:
-    """The trainer's settings for the dense linker: InfoNCE over in-batch and mined hard negatives;
+    """The trainer's settings for the dense linker: InfoNCE over in-batch and mined hard negatives
+    (marginal over up to ``positives_per_query`` names of the gold concept when above 1);
     with ``dev_protocol``, dev acc@1 under it after each epoch, the best epoch's model kept."""
     from retrievekit.training import load_config
 
@@ -359,6 +368,7 @@ def _config(
             "query_max_length": fmt.query_max_length,
             "document_max_length": fmt.entity_max_length, "learning_rate": args.learning_rate,
             "epochs": epochs, "warmup_ratio": 0.1, "loss": "infonce", "seed": seed,
+            "positives_per_query": positives_per_query, "marginal": positives_per_query > 1,
             "separate_towers": args.separate_towers, "output": str(output), "checkpoint_every": 50, "resume": True,
         } | ({"dev_linking": str(args.data), "dev_linking_protocol": dev_protocol, "patience": args.epochs}
              if dev_protocol else {})

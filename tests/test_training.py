@@ -223,6 +223,30 @@ def test_cached_infonce_trains_through_the_trainer(tmp_path, tiny_bert_dir):
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
 
 
+def test_the_marginal_loss_trains_with_further_positives_in_each_batch(tmp_path, tiny_bert_dir):
+    import lightning.pytorch as lightning
+
+    rows = tmp_path / "synonyms.jsonl"
+    rows.write_text("".join(json.dumps({"query": f"what about {t}", "pos": [f"{t} study", f"{t} {t} report"],
+                                        "neg": [f"{TOPICS[(i + 3) % 8]} study"]}) + "\n"
+                            for i, t in enumerate(TOPICS)))  # fmt: skip
+
+    class Seen(lightning.Callback):
+        def __init__(self) -> None:
+            self.documents: list[int] = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            assert module.loss.marginal and module.data.positives_per_query == 2
+            self.documents.append(int(batch.document_input_ids.shape[0]))
+
+    seen = Seen()
+    config = _config(tmp_path, tiny_bert_dir, rows, positives_per_query=2, marginal=True, epochs=3)
+    train(config, callbacks=[seen])
+    assert seen.documents and set(seen.documents) == {4 + 4 + 4}  # 4 positives, 4 negatives, 4 further positives
+    losses = _losses(tmp_path / "out")
+    assert np.mean(losses[-2:]) < np.mean(losses[:2])
+
+
 @pytest.mark.slow
 def test_a_killed_training_process_resumes_where_it_stopped(tmp_path, tiny_bert_dir):
     """The real thing: SIGKILL the CLI after a checkpoint, run the same command again, compare with

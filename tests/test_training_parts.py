@@ -125,6 +125,23 @@ def test_training_set_samples_positives_negatives_and_teacher_scores():
     assert set(random_negatives.negatives) <= {"p1", "p2", "x"} and random_negatives.teacher_scores is None
 
 
+def test_further_positives_are_distinct_names_drawn_after_the_other_draws():
+    example = TrainingExample("q", ("p1", "p2", "p3", "p4"), ("n1", "n2", "n3"))
+    single = TrainingSet({"d": [example, TrainingExample("q2", ("x",), ("n1",))]}, num_negatives=2)
+    several = TrainingSet({"d": [example, TrainingExample("q2", ("x",), ("n1",))]}, num_negatives=2,
+                          positives_per_query=3)  # fmt: skip
+    for seed in range(6):
+        one, three = single[(0, 0, seed)], several[(0, 0, seed)]
+        assert (three.positive, three.negatives) == (one.positive, one.negatives) and one.further_positives == ()
+        assert len(set(three.further_positives)) == 2 and set(three.further_positives) <= set(example.positives)
+        assert three.positive not in three.further_positives
+    assert several[(0, 1, 0)].further_positives == ()  # a query with one positive has no further one
+    everything = TrainingSet({"d": [example]}, positives_per_query=10)[(0, 0, 1)]
+    assert sorted((everything.positive, *everything.further_positives)) == list(example.positives)
+    with pytest.raises(ConfigError, match="positives_per_query"):
+        TrainingSet({"d": [example]}, positives_per_query=0)
+
+
 def test_collator_lays_out_positives_then_negatives(tiny_bert_dir):
     from transformers import AutoTokenizer
 
@@ -137,6 +154,22 @@ def test_collator_lays_out_positives_then_negatives(tiny_bert_dir):
     assert batch.document_input_ids.shape[0] == 4
     assert batch.document_hashes.tolist() == [text_hash(t) for t in ("memory", "coffee", "coffee", "sleep")]
     assert tokenizer.decode(batch.query_input_ids[0], skip_special_tokens=True).startswith("q")
+
+
+def test_collator_puts_further_positives_after_every_negative(tiny_bert_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    collate = TrainingCollator(tokenizer, tokenizer, query_max_length=8, document_max_length=16)
+    data = TrainingSet({"d": [TrainingExample("sleep", ("memory", "recall"), ("coffee",)),
+                              TrainingExample("heart", ("coffee",), ("sleep",))]}, num_negatives=1,
+                       positives_per_query=2)  # fmt: skip
+    first = data[(0, 0, 1)]
+    batch = collate([first, data[(0, 1, 1)]])
+    assert batch.num_negatives == 1 and batch.document_input_ids.shape[0] == 5
+    texts = [first.positive, "coffee", "coffee", "sleep", *first.further_positives]
+    assert batch.document_hashes.tolist() == [text_hash(t) for t in texts]
+    assert {first.positive, *first.further_positives} == {"memory", "recall"}
 
 
 # ---- losses -----------------------------------------------------------------------------------
@@ -183,6 +216,32 @@ def test_infonce_matches_a_hand_computation_and_masks_a_repeated_positive():
     expected = (_cross_entropy([scores[0][0], scores[0][2], scores[0][3]], 0)
                 + _cross_entropy([scores[1][1], scores[1][2], scores[1][3]], 0)) / 2  # fmt: skip
     assert masked.item() == pytest.approx(expected, rel=1e-6) and unmasked.item() > masked.item()
+
+
+def test_marginal_infonce_sums_the_softmax_over_every_positive_column_once():
+    q = [[1.0, 0.0], [0.0, 1.0]]
+    # q0's positives a, a2; q1's b. Columns: positives, one negative each, q0's further positive a2,
+    # then a repeat of "a" (counted once)
+    d = [[1.0, 0.0], [0.5, 0.5], [0.0, 0.2], [0.3, 0.0], [0.6, 0.1], [1.0, 0.0]]
+    texts = ["a", "b", "n0", "n1", "a2", "a"]
+    batch = _batch(q, d, ["a", "b"], texts, k=1)
+    batch.positive_hashes = torch.tensor([[text_hash("a"), text_hash("a2")], [text_hash("b"), text_hash("b")]])
+    s = (torch.tensor(q) @ torch.tensor(d).T / 0.5).tolist()
+
+    def marginal(row: list[float], relevant: list[int]) -> float:
+        kept = row[:5]  # the repeat of "a" is left out
+        return -math.log(sum(math.exp(kept[c]) for c in relevant) / sum(math.exp(v) for v in kept))
+
+    expected = (marginal(s[0], [0, 4]) + marginal(s[1], [1])) / 2
+    loss = InfoNCELoss(_FixedModel(), temperature=0.5, marginal=True)(batch)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    masked = InfoNCELoss(_FixedModel(), temperature=0.5)(batch)  # the plain loss masks a2 for q0 instead
+    expected_masked = (_cross_entropy([s[0][c] for c in (0, 1, 2, 3)], 0) + _cross_entropy(s[1], 1)) / 2
+    assert masked.item() == pytest.approx(expected_masked, rel=1e-6) and loss.item() < masked.item()
+    # the pairing of each query with its own candidates ignores the further positives
+    pairs = _FixedModel().candidate_scores(batch)
+    assert pairs.shape == (2, 2)
+    assert pairs.flatten().tolist() == pytest.approx([s[0][0] / 2, s[0][2] / 2, s[1][1] / 2, s[1][3] / 2])
 
 
 def test_symmetric_infonce_adds_the_document_to_query_term():
@@ -281,6 +340,12 @@ def test_config_from_yaml_sections_with_flag_overrides(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read 'x' as int"):
         load_config(None, {"batch_size": "x"})
+    with pytest.raises(ConfigError, match="set marginal: true"):
+        load_config(None, {"positives_per_query": "3"})
+    with pytest.raises(ConfigError, match="marginal is an option of the infonce"):
+        load_config(None, {"marginal": "true", "loss": "margin_mse"})
+    with pytest.raises(ConfigError, match="positives_per_query must be at least 1"):
+        load_config(None, {"positives_per_query": "0", "marginal": "true"})
 
 
 def _tiny_model_and_batch(tiny_bert_dir):

@@ -126,7 +126,8 @@ class DatasetBatchSampler:
 @dataclass(frozen=True)
 class SampledExample:
     """One example as it enters a batch: the query, one positive, ``k`` negatives, teacher scores
-    for those ``1 + k`` texts (or None), and the hashes of all the query's positives."""
+    for those ``1 + k`` texts (or None), the hashes of all the query's positives, and further
+    positives drawn for a marginal loss (``positives_per_query`` above 1)."""
 
     query: str
     prompt: str | None
@@ -134,6 +135,7 @@ class SampledExample:
     negatives: tuple[str, ...]
     teacher_scores: tuple[float, ...] | None
     positive_hashes: tuple[int, ...]
+    further_positives: tuple[str, ...] = ()
 
 
 class TrainingSet(Dataset):
@@ -141,14 +143,21 @@ class TrainingSet(Dataset):
 
     An example with fewer hard negatives than ``num_negatives`` repeats them; one with none gets
     positives of other examples of its dataset (random negatives), as FlagEmbedding does.
+    ``positives_per_query``: positives drawn per query, distinct, as many as it has up to this
+    number (several names of one concept, for a marginal loss); the first is the usual positive.
     """
 
-    def __init__(self, datasets: dict[str, list[TrainingExample]], num_negatives: int = 0) -> None:
+    def __init__(
+        self, datasets: dict[str, list[TrainingExample]], num_negatives: int = 0, positives_per_query: int = 1
+    ) -> None:
         if not datasets:
             raise ConfigError("no training data given")
+        if positives_per_query < 1:
+            raise ConfigError(f"positives_per_query must be at least 1, got {positives_per_query}")
         self.names = list(datasets)
         self.datasets = [datasets[name] for name in self.names]
         self.num_negatives = num_negatives
+        self.positives_per_query = positives_per_query
 
     @property
     def sizes(self) -> list[int]:
@@ -178,6 +187,11 @@ class TrainingSet(Dataset):
             others: Sequence[int] = rng.choice(len(examples), size=k, replace=True).tolist() if k else []
             negatives = tuple(examples[int(i)].positives[0] for i in others)
             scores = None if k else (example.positive_scores[p],) if example.positive_scores is not None else None
+        further: tuple[str, ...] = ()
+        if self.positives_per_query > 1 and len(example.positives) > 1:  # drawn last: other draws stay as they were
+            others_left = [i for i in range(len(example.positives)) if i != p]
+            count = min(self.positives_per_query - 1, len(others_left))
+            further = tuple(example.positives[others_left[int(i)]] for i in rng.choice(len(others_left), count, False))
         return SampledExample(
             query=example.query,
             prompt=example.prompt,
@@ -185,13 +199,15 @@ class TrainingSet(Dataset):
             negatives=negatives,
             teacher_scores=scores,
             positive_hashes=tuple(text_hash(t) for t in example.positives),
+            further_positives=further,
         )
 
 
 @dataclass
 class TrainingBatch:
     """Tensors of one batch. Documents are laid out ``[positive_0 .. positive_{B-1}, negatives of
-    query 0 (k), negatives of query 1 (k), ...]``; ``document_hashes`` has one hash per document and
+    query 0 (k), negatives of query 1 (k), ..., further positives of every query]`` (the last block,
+    of any length, only with ``positives_per_query`` above 1); ``document_hashes`` has one hash per document and
     ``positive_hashes`` ``(B, P)`` every positive of each query (padded by repeating one), so a loss
     can mask texts that are relevant to a query but sit in another query's column."""
 
@@ -257,6 +273,7 @@ class TrainingCollator:
     def __call__(self, samples: list[SampledExample]) -> TrainingBatch:
         queries = [(s.prompt if s.prompt is not None else self.query_prompt) + s.query for s in samples]
         documents = [s.positive for s in samples] + [n for s in samples for n in s.negatives]
+        documents += [p for s in samples for p in s.further_positives]
         q_ids, q_mask, q_kept = self._tokenize(self.query_tokenizer, queries, self.query_max_length, self.query_layout)
         d_ids, d_mask, d_kept = self._tokenize(
             self.document_tokenizer, [self.document_prompt + d for d in documents], self.document_max_length,

@@ -58,11 +58,13 @@ class DataConfig:
     every batch is drawn from one of them. ``num_negatives``: hard negatives per query (a
     cross-encoder's group is the positive and these: FlagEmbedding's ``train_group_size`` 8 is 7).
     A cross-encoder reads each pair cut to ``query_max_length + document_max_length`` tokens (its
-    own limit without ``document_max_length``)."""
+    own limit without ``document_max_length``). ``positives_per_query``: distinct positives of each
+    query put in a batch (as many as it has, up to this), for the ``marginal`` loss option."""
 
     data: list[str] = field(default_factory=list)
     batch_size: int = 32
     num_negatives: int = 1
+    positives_per_query: int = 1
     query_max_length: int = 64
     document_max_length: int | None = None
 
@@ -72,7 +74,8 @@ class LossConfig:
     """``loss``: infonce | cached_infonce | margin_mse | kl for bi-encoders, group_softmax | bce |
     margin_mse | kl for cross-encoders, and their options (``mini_batch_size``: texts encoded at once
     by cached_infonce; ``temperature``: 0.05 for bi-encoders' similarities, 1 for cross-encoders'
-    logits, when not given). Sparse (SPLADE) models add FLOPS on the documents
+    logits, when not given; ``marginal``: infonce's synonym marginalisation, every positive of a
+    query in the batch counting towards it, as BioSyn trains). Sparse (SPLADE) models add FLOPS on the documents
     (``document_regularizer_weight``) and ``query_regularizer`` (flops or l1) on the queries
     (``query_regularizer_weight``, the document weight when unset), both warmed up quadratically over
     ``regularizer_warmup_ratio`` of the steps."""
@@ -81,6 +84,7 @@ class LossConfig:
     temperature: float | None = None
     learnable_temperature: bool = False
     symmetric: bool = False
+    marginal: bool = False
     mask_false_negatives: bool = True
     gather_across_devices: bool = False
     teacher_temperature: float = 1.0
@@ -251,6 +255,7 @@ def _check(config: TrainConfig) -> None:
         "query_max_length": (data.query_max_length, 2),
         "document_max_length": (data.document_max_length, 2),
         "mini_batch_size": (loss.mini_batch_size, 1),
+        "positives_per_query": (data.positives_per_query, 1),
         "accumulate_grad_batches": (optimizer.accumulate_grad_batches, 1),
         "log_every": (run.log_every, 1),
         "num_nodes": (run.num_nodes, 1),
@@ -283,6 +288,10 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError("batch_size must be at least 1")
     if config.data.num_negatives < 0:
         raise ConfigError("num_negatives must be 0 or more")
+    if loss.marginal and loss.loss not in ("infonce", "cached_infonce"):
+        raise ConfigError(f"marginal is an option of the infonce and cached_infonce losses, not of {loss.loss}")
+    if data.positives_per_query > 1 and not loss.marginal:
+        raise ConfigError("positives_per_query above 1 feeds the marginal loss: set marginal: true in the loss section")
     if config.optimizer.epochs < 1 and config.optimizer.max_steps < 1:
         raise ConfigError("give epochs >= 1 or max_steps >= 1")
     if not 0 <= config.optimizer.warmup_ratio < 1:

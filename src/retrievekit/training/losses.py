@@ -3,7 +3,8 @@
 * :class:`InfoNCELoss` — multiple-negatives ranking over in-batch and hard negatives (BET,
   sentence-transformers' ``MultipleNegativesRankingLoss``, FlagEmbedding), fixed or learnable
   temperature, masking of false in-batch negatives, optional symmetric term, optional gathering
-  of documents from every device.
+  of documents from every device; or, ``marginal``, BioSyn's synonym marginalisation: every column
+  holding one of the query's positives counts towards it.
 * :class:`CachedInfoNCELoss` — the same with GradCache, for large batches in small memory.
 * :class:`MarginMSELoss` and :class:`KLDivergenceLoss` — distillation from teacher scores
   (``pos_scores`` / ``neg_scores`` of the training rows), for bi-encoders and cross-encoders alike
@@ -84,6 +85,11 @@ class InfoNCELoss(nn.Module):
         learnable_temperature: learn it (as a log-scale parameter, clamped to ``[0.01, 1]``).
         symmetric: add the document-to-query term (each positive against every query).
         mask_false_negatives: mask the columns described above.
+        marginal: synonym marginalisation (BioSyn, Sung et al. 2020): the probability of a query is
+            the sum of its softmax over *every* column holding one of its positives (the batch's
+            further positives, from ``positives_per_query``, and other queries' columns alike),
+            ``-log sum_{c relevant} p(c)``; a column repeating an earlier one's text is left out,
+            so each text counts once. Replaces the masking of those columns.
         gather_across_devices: under DDP, score against the documents of every process.
     """
 
@@ -96,11 +102,13 @@ class InfoNCELoss(nn.Module):
         symmetric: bool = False,
         mask_false_negatives: bool = True,
         gather_across_devices: bool = False,
+        marginal: bool = False,
     ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {temperature}")
         self.model = model
+        self.marginal = marginal
         self.symmetric = symmetric
         self.mask_false_negatives = mask_false_negatives
         self.gather_across_devices = gather_across_devices
@@ -123,6 +131,19 @@ class InfoNCELoss(nn.Module):
             scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
         return F.cross_entropy(scores, labels)
 
+    def _marginal_cross_entropy(
+        self, scores: torch.Tensor, labels: torch.Tensor, positive_hashes: torch.Tensor, hashes: torch.Tensor
+    ) -> torch.Tensor:
+        """``-log`` of each query's softmax mass on the columns relevant to it, averaged."""
+        scores = scores * self._scale()
+        earlier = torch.ones(len(hashes), len(hashes), dtype=torch.bool, device=hashes.device).tril(-1)
+        repeated = ((hashes[:, None] == hashes[None, :]) & earlier).any(-1)  # an earlier column holds the text
+        relevant = (hashes[None, :, None] == positive_hashes[:, None, :]).any(-1)
+        relevant[torch.arange(len(labels)), labels] = True
+        lowest = torch.finfo(scores.dtype).min
+        kept = scores.masked_fill(repeated[None, :], lowest)
+        return (kept.logsumexp(-1) - kept.masked_fill(~relevant, lowest).logsumexp(-1)).mean()
+
     def forward(self, batch: TrainingBatch) -> torch.Tensor:
         return self.loss_from_embeddings(self.model.encode_queries(batch), self.model.encode_documents(batch), batch)
 
@@ -142,8 +163,12 @@ class InfoNCELoss(nn.Module):
             all_positive_hashes = positive_hashes
         similarity = self.model.similarity
         labels = rank * local_docs + torch.arange(size, device=queries.device)
-        mask = false_negative_mask(positive_hashes, hashes, labels) if self.mask_false_negatives else None
-        loss = self._cross_entropy(similarity_matrix(queries, all_documents, similarity), labels, mask)
+        scores = similarity_matrix(queries, all_documents, similarity)
+        if self.marginal:
+            loss = self._marginal_cross_entropy(scores, labels, positive_hashes, hashes)
+        else:
+            mask = false_negative_mask(positive_hashes, hashes, labels) if self.mask_false_negatives else None
+            loss = self._cross_entropy(scores, labels, mask)
         if not self.symmetric:
             return loss
         # each positive document against every query of the batch (and of every device)

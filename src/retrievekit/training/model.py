@@ -32,7 +32,7 @@ def candidate_scores(
     if not num_negatives:
         return positives
     # each query repeated once per negative (its token vectors too, for per-token scores)
-    negatives = documents[size:].reshape(size * num_negatives, *documents.shape[1:])
+    negatives = documents[size : size * (1 + num_negatives)]  # further positives, if any, come after
     repeated = queries.repeat_interleave(num_negatives, dim=0)
     scores = pairwise_scores(repeated, negatives, similarity)
     return torch.cat([positives, scores.view(size, num_negatives)], dim=1)

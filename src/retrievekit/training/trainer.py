@@ -226,6 +226,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         "temperature": config.loss.temperature or (1.0 if cross else 0.05),
         "learnable_temperature": config.loss.learnable_temperature,
         "symmetric": config.loss.symmetric,
+        "marginal": config.loss.marginal,
         "mask_false_negatives": config.loss.mask_false_negatives,
         "gather_across_devices": config.loss.gather_across_devices,
         "teacher_temperature": config.loss.teacher_temperature,
@@ -248,7 +249,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     module = RetrievalTrainingModule(
         model,
         loss,
-        TrainingSet(datasets, num_negatives=config.data.num_negatives),
+        TrainingSet(
+            datasets, num_negatives=config.data.num_negatives, positives_per_query=config.data.positives_per_query
+        ),
         collator,
         batch_size=config.data.batch_size,
         optimizer=config.optimizer,
