@@ -493,6 +493,10 @@ def test_a_fused_second_stage_weighs_the_first_stage_and_the_reranker(tiny_bert_
     order = sorted(range(4), key=lambda i: (-expected[i], position[i]))
     assert rrf.texts == [first.texts[i] for i in order]
     np.testing.assert_allclose(rrf.scores, expected[order], atol=1e-6)
+    head = EntityLinker(index, fmt, reranker=cross, rerank_top_k=2).link([query], k=4, group="names")[0]
+    by_cross = sorted(range(2), key=lambda i: -cross_scores[i])  # the best 2 reranked, the dense 3rd and 4th after
+    assert head.texts == [first.texts[i] for i in (*by_cross, 2, 3)]
+    assert list(head.scores) == sorted(head.scores, reverse=True) and head.scores[2] < cross_scores[by_cross[1]]
     with pytest.raises(ConfigError, match="unknown rerank fusion"):
         EntityLinker(index, fmt, reranker=cross, rerank_fusion="max")
     with pytest.raises(ConfigError, match="needs a reranker"):

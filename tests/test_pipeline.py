@@ -123,6 +123,8 @@ def test_pipeline_reranks_the_fused_top_k_and_has_a_fingerprint():
     first = Listed({"q": [("a", 3.0), ("b", 2.0), ("c", 1.0), ("d", 0.5)]}, "first")
     pipeline = Pipeline([first], reranker=ReverseReranker(), rerank_top_k=3)
     assert pipeline.search(["q"], k=2)[0].ids == ["c", "b"]  # the top 3 reversed, then cut to 2
+    deeper = pipeline.search(["q"], k=6)[0]  # past rerank_top_k, the first stage's order, scored below
+    assert deeper.ids == ["c", "b", "a", "d"] and deeper.scores.tolist() == [2.0, 1.0, 0.0, -1.0]
     assert pipeline.name == "first>reverse"
     other = Pipeline([first], reranker=ReverseReranker(), rerank_top_k=2)
     assert pipeline.fingerprint != other.fingerprint

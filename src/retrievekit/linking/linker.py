@@ -140,12 +140,13 @@ class EntityLinker:
     """Links mentions to an :class:`EntityIndex` with its encoder's query tower (or its BM25).
 
     ``reranker`` (a cross-encoder, BLINK's second stage) re-scores each mention's best
-    ``rerank_top_k`` entries, reading the mention text and the entry text together; concepts are
-    then ranked by their best reranked entry. Its order replaces the first stage's (BLINK), or with
-    ``rerank_fusion`` (``rrf`` or ``weighted``, :func:`~retrievekit.retrieval.fusion.fuse`) is fused
-    with it over those entries, ``rerank_weights`` being (first stage, reranker). ``rerank_memo``
-    keeps each (query text, entry position) score, so linkers over the same index that share it score
-    a pair once (one memo per index: positions name other entries in another).
+    ``rerank_top_k`` entries, reading the mention text and the entry text together (the first
+    stage's deeper entries follow them, in its order); concepts are then ranked by their best entry.
+    Its order replaces the first stage's (BLINK), or with ``rerank_fusion`` (``rrf`` or ``weighted``,
+    :func:`~retrievekit.retrieval.fusion.fuse`) is fused with it over those entries, ``rerank_weights``
+    being (first stage, reranker). ``rerank_memo`` keeps each (query text, entry position) score, so
+    linkers over the same index that share it score a pair once (one memo per index: positions name
+    other entries in another).
 
     ``lexical_weight`` > 0 scores each entry by BioSyn's ``dense + lexical_weight * sparse`` (the
     sparse part: character n-gram TF-IDF cosine of the mention alone and the entry, BioSyn's own)."""
@@ -293,7 +294,7 @@ class EntityLinker:
     def _rerank(self, texts: Sequence[str], hits: list[Hits]) -> list[Hits]:
         """The first stage's best ``rerank_top_k`` entries of each query, re-scored by the
         cross-encoder (the one reranker implementation every pipeline uses), its order fused with
-        the first stage's under ``rerank_fusion``."""
+        the first stage's under ``rerank_fusion``; the first stage's other entries follow, in its order."""
         from retrievekit.retrieval.rerankers import CrossEncoderReranker
 
         if self._second_stage is None:
@@ -301,7 +302,7 @@ class EntityLinker:
             self._second_stage = CrossEncoderReranker(
                 self.reranker, documents, name="linking-rerank", memo=self.rerank_memo
             )
-        first = [h.top(self.rerank_top_k) for h in hits]
+        depth = max([1, *(len(h) for h in hits)])
         return self._second_stage.rerank_fused(
-            list(texts), first, self.rerank_top_k, fusion=self.rerank_fusion, weights=self.rerank_weights
+            list(texts), hits, depth, top_k=self.rerank_top_k, fusion=self.rerank_fusion, weights=self.rerank_weights
         )

@@ -92,19 +92,23 @@ class Reranker(ABC):
     def _rerank(self, queries: list[str], hits: list[Hits], k: int) -> list[Hits]: ...
 
     def rerank_fused(
-        self, queries: Sequence[str], hits: Sequence[Hits], k: int = 10, *, fusion: str | None = None,
-        weights: Sequence[float] | None = None, rrf_k: int = 60,
+        self, queries: Sequence[str], hits: Sequence[Hits], k: int = 10, *, top_k: int | None = None,
+        fusion: str | None = None, weights: Sequence[float] | None = None, rrf_k: int = 60,
     ) -> list[Hits]:  # fmt: skip
-        """A second stage: each query's candidates in this reranker's order (``fusion`` None), or that
-        order fused with the candidates' own (``rrf`` or ``weighted``; ``weights``: first stage,
-        reranker), at most ``k``, best first."""
+        """A second stage: each query's first ``top_k`` candidates (all when None) in this reranker's
+        order (``fusion`` None), or that order fused with the candidates' own (``rrf`` or
+        ``weighted``; ``weights``: first stage, reranker); then the candidates past ``top_k`` in their
+        own order, scored below (:meth:`Hits.followed_by`); at most ``k``, best first."""
+        heads = [found.top(top_k) if top_k is not None else found for found in hits]
         if fusion is None:
-            return [found.top(k) for found in self.rerank(queries, hits, k)]
-        reranked = self.rerank(queries, hits, max([k, *(len(found) for found in hits)]))
-        return [
-            fuse([first, own], method=fusion, k=k, weights=weights, rrf_k=rrf_k)
-            for first, own in zip(hits, reranked, strict=True)
-        ]
+            reranked = [found.top(k) for found in self.rerank(queries, heads, k)]
+        else:
+            own = self.rerank(queries, heads, max([k, *(len(found) for found in heads)]))
+            reranked = [
+                fuse([first, mine], method=fusion, k=k, weights=weights, rrf_k=rrf_k)
+                for first, mine in zip(heads, own, strict=True)
+            ]
+        return [head.followed_by(found, k) for head, found in zip(reranked, hits, strict=True)]
 
 
 class Pipeline(Retriever):
@@ -113,7 +117,8 @@ class Pipeline(Retriever):
     Each retriever contributes its top ``max(k, depth)``; several lists are fused per query by
     ``fusion`` (``rrf``: reciprocal rank fusion, ``weighted``: per-query min-max normalised scores,
     weighted sum); the reranker, when given, re-scores the first ``rerank_top_k`` fused results and
-    the pipeline returns its top ``k``. With ``rerank_fusion`` (``rrf`` or ``weighted``), the
+    the pipeline returns its top ``k`` (with ``k`` above ``rerank_top_k``, the first stage's next
+    results follow the reranked ones, in its order). With ``rerank_fusion`` (``rrf`` or ``weighted``), the
     reranker's order is fused with the first stage's over those candidates (``rerank_weights``:
     first stage, reranker) instead of replacing it: a reranker trained on little data often gains
     most as a second opinion.
@@ -193,7 +198,7 @@ class Pipeline(Retriever):
             ]  # fmt: skip
         if self.reranker is None:
             return candidates
-        first = [c.top(self.rerank_top_k) for c in candidates]
+        fusion, weights = self.rerank_fusion, self.rerank_weights
         return self.reranker.rerank_fused(
-            queries, first, k, fusion=self.rerank_fusion, weights=self.rerank_weights, rrf_k=self.rrf_k
+            queries, candidates, k, top_k=self.rerank_top_k, fusion=fusion, weights=weights, rrf_k=self.rrf_k
         )
