@@ -26,6 +26,7 @@ _HELP = {
     "split as DATASET[:SPLIT]. Repeat for several datasets; each batch comes from one.",
     "batch_size": "Queries per batch (per device).",
     "num_negatives": "Hard negatives per query in a batch (0: in-batch negatives only).",
+    "positives_per_query": "Distinct positives of each query in a batch, up to as many as it has (with --marginal).",
     "query_max_length": "Token limit for queries.",
     "document_max_length": "Token limit for documents (default: the model's).",
     "loss": "infonce (in-batch + hard negatives), cached_infonce (the same with GradCache: big batches, small "
@@ -34,6 +35,8 @@ _HELP = {
     "temperature": "Softmax temperature (0.05 = sentence-transformers' scale 20).",
     "learnable_temperature": "Learn the temperature.",
     "symmetric": "Add the document-to-query InfoNCE term.",
+    "marginal": "InfoNCE with BioSyn's synonym marginalisation: every column holding one of the query's positives "
+    "counts towards it (-log of their summed softmax), each text once.",
     "mask_false_negatives": "Mask in-batch columns holding one of the query's own positives.",
     "gather_across_devices": "Under DDP, use every device's documents as negatives.",
     "teacher_temperature": "Temperature of the teacher's scores (kl).",
