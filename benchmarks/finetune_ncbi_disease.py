@@ -207,20 +207,12 @@ def main() -> None:
         mined_from_dev_dictionary = held_out and protocol == "biosyn"
         names = biosyn_dev_dictionary(args.data) if mined_from_dev_dictionary else read_names(names_file[protocol])
 
-        test_indexes: dict[str, Any] = {}  # the test names' index of the model last asked for
-
-        def on_test(
-            index: Any, reusable: bool = not mined_from_dev_dictionary, fmt: Any = fmt,
-            test_names: Path = names_file[protocol], built: dict = test_indexes,
-        ) -> Any:  # fmt: skip
-            """The index a test evaluation searches: the mining one, or where that lacks the test's
-            names, the same model's index over them, built once per mining index."""
-            if reusable:
-                return index
-            if built.get("for") is not index:
-                built.update({"for": index, "index": EntityIndex(index.encoder, read_names(test_names),
-                                                                 max_length=fmt.entity_max_length)})  # fmt: skip
-            return built["index"]
+        # the indexes test and dev evaluations search: the mining one where it holds their names, else
+        # the same model's index over them, built once per mining index
+        on_test = _SameModelIndex(lambda path=names_file[protocol]: read_names(path), fmt,
+                                  reusable=not mined_from_dev_dictionary)  # fmt: skip
+        on_dev = _SameModelIndex(lambda: biosyn_dev_dictionary(args.data), fmt,
+                                 reusable=protocol == "raw" or mined_from_dev_dictionary)  # fmt: skip
 
         def reloaded(folder: Path, names: list = names, fmt: Any = fmt) -> tuple[Any, Any]:
             """A trained linker loaded with its format, and its index over the protocol's names."""
@@ -281,8 +273,8 @@ def main() -> None:
         if args.lexical_weights:
             t = time.perf_counter()
             weight, dev_sweeps[protocol] = _choose_on_dev(
-                args, protocol, model, index, fmt, "sparse weight", args.lexical_weights,
-                lambda w: {"lexical_weight": w}, index_is_dev=mined_from_dev_dictionary,
+                args, protocol, model, on_dev(index), "sparse weight", args.lexical_weights,
+                lambda w: {"lexical_weight": w},
             )  # fmt: skip
             timings[f"{protocol}: sparse weight on dev"] = time.perf_counter() - t
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
@@ -304,8 +296,7 @@ def main() -> None:
                             "rerank_weights": (1.0, weight), "rerank_memo": memo} if weight else {}  # fmt: skip
 
                 weight, rerank_sweeps[protocol] = _choose_on_dev(
-                    args, protocol, model, index, fmt, "reranker weight", args.rerank_weights, fused,
-                    index_is_dev=mined_from_dev_dictionary,
+                    args, protocol, model, on_dev(index), "reranker weight", args.rerank_weights, fused
                 )  # fmt: skip
                 timings[f"{protocol}: reranker weight on dev"] = time.perf_counter() - t
                 record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
@@ -375,24 +366,42 @@ def _config(
     )  # fmt: skip
 
 
+class _SameModelIndex:
+    """The index an evaluation searches, given the current mining index: that one where it already
+    holds the evaluation's names (``reusable``), else its model's index over ``names()``, built once
+    per mining index."""
+
+    def __init__(self, names: Any, fmt: Any, *, reusable: bool) -> None:
+        self.names, self.fmt, self.reusable = names, fmt, reusable
+        self.built_for: Any = None
+        self.built: Any = None
+
+    def __call__(self, index: Any) -> Any:
+        from retrievekit.linking import EntityIndex
+
+        if self.reusable:
+            return index
+        if self.built_for is not index:
+            self.built_for = index
+            self.built = EntityIndex(index.encoder, self.names(), max_length=self.fmt.entity_max_length)
+        return self.built
+
+
 def _choose_on_dev(
-    args: argparse.Namespace, protocol: str, model: Any, index: Any, fmt: Any, what: str, values: list[float],
-    options: Any, *, index_is_dev: bool,
-) -> tuple[float, dict[float, float]]:  # fmt: skip
+    args: argparse.Namespace, protocol: str, model: Any, dev_index: Any, what: str, values: list[float], options: Any
+) -> tuple[float, dict[float, float]]:
     """The value of ``values`` (and 0) whose evaluation ``options(value)`` has the best dev acc@1
     (ties to the smaller), and each value's dev acc@1 (BioSyn tunes its sparse weight on dev).
-    ``biosyn``: dev is ranked over BioSyn's dev dictionary (its test dictionary less the dev mention
-    strings; ``index`` already holds it when ``index_is_dev``); ``raw``: over the test's names."""
-    from retrievekit.linking import EntityIndex, biosyn_dev_dictionary, evaluate_linking
+    ``dev_index``: ``biosyn``, BioSyn's dev dictionary (its test dictionary less the dev mention
+    strings); ``raw``, the test's names."""
+    from retrievekit.linking import evaluate_linking
 
     if "dev" in args.train_splits:
         print("note: the model was trained on dev, so its dev acc@1 flatters the dense side; "
               "--train-splits train holds dev out", flush=True)  # fmt: skip
-    if protocol == "biosyn" and not index_is_dev:
-        index = EntityIndex(model, biosyn_dev_dictionary(args.data), max_length=fmt.entity_max_length)
     found: dict[float, float] = {}
     for value in sorted({0.0, *values}):
-        result = evaluate_linking(args.data, "dev", encoder=model, protocol=protocol, index=index,
+        result = evaluate_linking(args.data, "dev", encoder=model, protocol=protocol, index=dev_index,
                                   show_progress=False, **options(value))  # fmt: skip
         found[value] = result.metrics["acc@1"]
         print(f"dev ({protocol}) {what} {value:g}: acc@1 {100 * found[value]:.1f}", flush=True)
