@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ncbi-disease"
-MINING_DEPTH = 64  # linking_examples' default: the candidates hard negatives and positives are drawn from
 
 
 def main() -> None:
@@ -129,6 +128,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.positives_per_query < 1:
         parser.error(f"--positives-per-query must be at least 1, got {args.positives_per_query}")
+    from retrievekit.linking.training import MINING_DEPTH
+
     if args.positive_depth is not None and not 1 <= args.positive_depth <= MINING_DEPTH:
         parser.error(
             f"--positive-depth must be between 1 and {MINING_DEPTH} (the mining depth), got {args.positive_depth}"

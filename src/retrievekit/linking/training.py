@@ -24,7 +24,16 @@ from retrievekit.linking.metrics import gold_ids
 from retrievekit.linking.records import Mention, Name
 from retrievekit.linking.text import LinkingFormat, saved_format
 
-__all__ = ["LinkingDevScore", "LinkingMiningReport", "linking_examples", "synonym_queries", "training_queries"]
+__all__ = [
+    "MINING_DEPTH",
+    "LinkingDevScore",
+    "LinkingMiningReport",
+    "linking_examples",
+    "synonym_queries",
+    "training_queries",
+]
+
+MINING_DEPTH = 64  # the entries :func:`linking_examples` ranks per query, hard negatives and positives drawn from them
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ def linking_examples(
     index: EntityIndex,
     *,
     num_negatives: int = 15,
-    depth: int = 64,
+    depth: int = MINING_DEPTH,
     positive_depth: int | None = None,
     batch_size: int = 128,
     show_progress: bool = True,
