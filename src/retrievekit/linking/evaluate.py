@@ -35,6 +35,7 @@ __all__ = [
     "LinkingEvaluation",
     "biosyn_dev_dictionary",
     "biosyn_name",
+    "check_protocol",
     "evaluate_linking",
     "folder_documents",
     "score_biosyn_predictions",
@@ -44,6 +45,14 @@ PROTOCOLS = ("biosyn", "raw")
 DEPTH = 64
 TEST_DICTIONARY = "test_dictionary.txt.gz"  # BioSyn's, under the folder's biosyn/
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
+
+
+def check_protocol(protocol: str, option: str = "linking protocol") -> str:
+    """``protocol`` if it is one of :data:`PROTOCOLS`, else a :class:`ConfigError` naming them (and
+    ``option``, the setting that gave it)."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown {option} {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    return protocol
 
 
 @dataclass(frozen=True)
@@ -157,8 +166,7 @@ def evaluate_linking(
     splits of ``data`` whose labelled mention strings join the names as aliases of their gold
     concepts (raw protocol, one vector per name; BioSyn's test dictionary already holds the train
     and dev mentions)."""
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    check_protocol(protocol)
     if entity_vectors not in ("names", "concepts"):
         raise ConfigError(f"--entity-vectors is names or concepts, got {entity_vectors!r}")
     if alias_splits and (protocol != "raw" or entity_vectors != "names" or index is not None):

@@ -154,11 +154,9 @@ class LinkingDevScore:
         self, data: str | Path, split: str = "dev", *, protocol: str = "raw", entity_vectors: str = "names",
         batch_size: int = 128,
     ) -> None:  # fmt: skip
-        from retrievekit.linking.evaluate import PROTOCOLS
+        from retrievekit.linking.evaluate import check_protocol
 
-        if protocol not in PROTOCOLS:
-            raise ConfigError(f"unknown linking protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-        self.data, self.split, self.protocol = Path(data), split, protocol
+        self.data, self.split, self.protocol = Path(data), split, check_protocol(protocol)
         self.entity_vectors, self.batch_size = entity_vectors, batch_size
 
     def __call__(self, encoder: Any) -> float:

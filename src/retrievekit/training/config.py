@@ -267,8 +267,9 @@ def _check(config: TrainConfig) -> None:
     for name, (value, minimum) in minimums.items():
         if value is not None and value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    if config.evaluation.dev_linking_protocol not in ("raw", "biosyn"):
-        raise ConfigError(f"dev_linking_protocol must be raw or biosyn, got {config.evaluation.dev_linking_protocol!r}")
+    from retrievekit.linking.evaluate import check_protocol
+
+    check_protocol(config.evaluation.dev_linking_protocol, "dev_linking_protocol")
     if config.model.kind not in ("auto", "dense", "colbert", "sparse", "cross_encoder"):
         raise ConfigError(f"kind must be auto, dense, colbert, sparse or cross_encoder, got {config.model.kind!r}")
     if config.model.embedding_size < 1:
