@@ -51,7 +51,12 @@ def false_negative_mask(
     >>> false_negative_mask(pos, cols, torch.tensor([0, 1, 2])).int().tolist()
     [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
     """
-    return _except_own((column_hashes[None, :, None] == positive_hashes[:, None, :]).any(-1), labels)
+    return _except_own(_relevant_columns(positive_hashes, column_hashes), labels)
+
+
+def _relevant_columns(positive_hashes: torch.Tensor, column_hashes: torch.Tensor) -> torch.Tensor:
+    """``(B, N)`` True where column ``c`` holds one of query ``i``'s positives."""
+    return (column_hashes[None, :, None] == positive_hashes[:, None, :]).any(-1)
 
 
 def _except_own(relevant: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -138,7 +143,7 @@ class InfoNCELoss(nn.Module):
         scores = scores * self._scale()
         earlier = torch.ones(len(hashes), len(hashes), dtype=torch.bool, device=hashes.device).tril(-1)
         repeated = ((hashes[:, None] == hashes[None, :]) & earlier).any(-1)  # an earlier column holds the text
-        relevant = (hashes[None, :, None] == positive_hashes[:, None, :]).any(-1)
+        relevant = _relevant_columns(positive_hashes, hashes)
         relevant[torch.arange(len(labels)), labels] = True
         lowest = torch.finfo(scores.dtype).min
         kept = scores.masked_fill(repeated[None, :], lowest)
