@@ -64,6 +64,31 @@ def test_every_registered_type_honours_the_contract(index_type, tmp_path):
         index_class(other).load(saved)
 
 
+@pytest.mark.parametrize("index_type", ["flat", "scann", "hnsw", "ivfpq"])
+def test_stored_vectors_are_the_scored_rows_or_none(index_type, tmp_path):
+    """flat and ScaNN keep every vector exactly and hand back the rows of any ids in their order
+    (cosine's normalised rows; also from a loaded, memory-mapped copy; a removed or unknown id is a
+    one-line error); HNSW and IVF-PQ keep no copy a caller may rely on and say so with None."""
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(20, 8)).astype(np.float32) * 3
+    cls = index_class(index_type)
+    index = cls(8, "cosine", **DENSE_PARAMS[index_type])
+    if hasattr(index, "train"):
+        index.train(vectors)
+    index.add([f"d{i}" for i in range(20)], vectors)
+    if index_type in ("hnsw", "ivfpq"):
+        assert index.stored_vectors(["d1"]) is None
+        return
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for each in (index, cls.load(index.save(tmp_path / "index"))):
+        np.testing.assert_allclose(each.stored_vectors(["d7", "d0", "d7"]), unit[[7, 0, 7]], atol=1e-6)
+        with pytest.raises(ConfigError, match="no item with id 'd99'"):
+            each.stored_vectors(["d99"])
+    index.remove(["d3"])
+    with pytest.raises(ConfigError, match="'d3'"):
+        index.stored_vectors(["d3"])
+
+
 def test_registry_by_family_and_a_new_type_registers_itself():
     assert index_types("dense") == ["flat", "hnsw", "ivfpq", "scann", "lancedb", "milvus"] and index_types(
         "lexical"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retrievekit.errors import ArtifactError
+from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.index.base import check_count
 from retrievekit.index.vector import PositionalVectorIndex
 from retrievekit.scoring import dot
@@ -99,6 +100,15 @@ class ExactIndex(PositionalVectorIndex):
             best_scores[q_start : q_start + len(q), : run_scores.shape[1]] = run_scores
             best_positions[q_start : q_start + len(q), : run_positions.shape[1]] = run_positions
         return best_scores, best_positions
+
+    def stored_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored rows of ``ids``, in that order (a copy, also from a memory-mapped index)."""
+        with self.lock.reading():
+            try:
+                positions = np.fromiter((self.table.position[i] for i in ids), dtype=np.int64, count=len(ids))
+            except KeyError as missing:
+                raise ConfigError(f"no item with id {missing.args[0]!r} in this {self.index_type} index") from None
+            return np.array(self._vectors[positions], dtype=np.float32)
 
     def _payload_digest(self) -> str:
         digest = hashlib.sha256()

@@ -8,6 +8,7 @@ ids. Retrievers, builders and the server accept any :class:`VectorIndex`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,12 @@ class VectorIndex(Index[np.ndarray, np.ndarray]):
 
     def config(self) -> dict[str, Any]:
         return {"dimension": self.dimension, "metric": self.metric}
+
+    def stored_vectors(self, ids: Sequence[str]) -> np.ndarray | None:
+        """The vectors the index scores for ``ids``, one row per id in that order (after ``cosine``'s
+        normalisation), so a caller need not keep its own copy; ``None`` from an index that keeps no
+        exact copy of them (quantised, a graph over its own storage, or a database)."""
+        return None
 
     def _prepare(self, vectors: np.ndarray, what: str) -> np.ndarray:
         vectors = np.asarray(vectors)

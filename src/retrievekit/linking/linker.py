@@ -47,8 +47,9 @@ class Linked:
 
 class EntityIndex:
     """Entries (text + the concept ids it names) encoded by the document tower into a dense index
-    (``vectors``: already encoded, one row per entry); with ``encoder=None``, a BM25 index over the
-    entries' words instead (the lexical baseline)."""
+    (``vectors``: already encoded, one row per entry; held once, by the index where it keeps them
+    exactly: :meth:`~retrievekit.index.vector.VectorIndex.stored_vectors`); with ``encoder=None``,
+    a BM25 index over the entries' words instead (the lexical baseline)."""
 
     def __init__(
         self,
@@ -69,7 +70,7 @@ class EntityIndex:
         positions = [str(i) for i in range(len(self.entries))]
         started = time.perf_counter()
         self.index: Any
-        self.vectors: np.ndarray | None = None  # the entries' vectors (dense only), rescored by the linker
+        self._own_vectors: np.ndarray | None = None  # kept only where the index keeps no exact copy
         self.metric: str | None = None
         if encoder is None:
             from retrievekit.index.bm25 import Bm25Index
@@ -84,11 +85,13 @@ class EntityIndex:
                 )  # fmt: skip
             elif len(vectors) != len(self.entries):
                 raise ConfigError(f"{len(vectors)} vectors for {len(self.entries)} entries")
-            self.vectors, self.metric = np.asarray(vectors, dtype=np.float32), default_metric(encoder)
+            vectors, self.metric = np.asarray(vectors, dtype=np.float32), default_metric(encoder)
             self.index = vector_index(
                 index_type, encoder.dimension, self.metric, model_fingerprint=encoder.fingerprint, **index_options
             )
-            fill_index(self.index, positions, self.vectors)
+            fill_index(self.index, positions, vectors)
+            if self.index.stored_vectors(positions[:1]) is None:  # score() reads the index's copy where it has one
+                self._own_vectors = vectors
         self.build_seconds = time.perf_counter() - started
         self.names_by_concept: dict[str, list[str]] = {}  # each concept's entry texts, in entry order
         for entry in self.entries:
@@ -122,9 +125,13 @@ class EntityIndex:
 
     def score(self, vector: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """One query vector's exact scores against the entries at ``positions`` (the index's metric)."""
-        if self.vectors is None or self.metric is None:
+        if self.encoder is None or self.metric is None:
             raise ConfigError("a BM25 entity index has no entry vectors to score")
-        return np.asarray(similarity_matrix(vector[None, :], self.vectors[positions], self.metric))[0]
+        if self._own_vectors is not None:
+            entries = self._own_vectors[positions]
+        else:
+            entries = self.index.stored_vectors([str(p) for p in positions])
+        return np.asarray(similarity_matrix(vector[None, :], entries, self.metric))[0]
 
     @classmethod
     def from_entities(cls, encoder: Any, entities: Sequence[Entity], fmt: LinkingFormat, **options: Any) -> EntityIndex:
