@@ -163,6 +163,44 @@ def test_exact_save_load_is_identical_and_memory_mapped(random_data, tmp_path):
     assert len(loaded) == len(index) + 1
 
 
+@pytest.mark.parametrize("metric", ["dot", "l2"])
+def test_exact_index_filled_in_chunks_allocates_once_and_grows_amortised(metric, tmp_path, monkeypatch):
+    """fill_index reserves the rows first, so chunked adds write into one allocation (no copy of
+    what is stored); adds beyond it grow the storage geometrically; a loaded, memory-mapped index
+    copies into new storage on its next add. Every path stores and finds what one add does."""
+    from retrievekit.index import build
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    ids = [f"d{i}" for i in range(50)]
+    reference = ExactIndex(8, metric)
+    reference.add(ids, vectors)
+    monkeypatch.setattr(build, "_ADD_ROWS", 7)
+    index = ExactIndex(8, metric)
+    adds = []
+    original = index._add_vectors
+    monkeypatch.setattr(index, "_add_vectors", lambda v, s: (original(v, s), adds.append(index._rows)))
+    build.fill_index(index, ids, vectors)
+    assert len(adds) == 8 and all(rows is adds[0] for rows in adds) and len(adds[0]) == 50
+    np.testing.assert_array_equal(index._vectors, vectors)
+    grown = ExactIndex(8, metric)
+    allocations: list[np.ndarray] = []  # held, so no two are ever the same object
+    for start in range(0, 50, 3):
+        grown.add(ids[start : start + 3], vectors[start : start + 3])
+        if not any(rows is grown._rows for rows in allocations):
+            allocations.append(grown._rows)
+    assert len(allocations) <= 9 and len(grown._rows) < 75  # 17 adds, 1.5x growth: about log1.5(50 / 3) + 1
+    loaded = ExactIndex.load(index.save(tmp_path / "flat"))
+    loaded.add(["new"], vectors[:1])
+    for each in (index, grown):
+        np.testing.assert_array_equal(each._vectors, vectors)
+        for a, b in zip(each.search(vectors[:5], 10), reference.search(vectors[:5], 10), strict=True):
+            assert a.ids == b.ids
+            np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(loaded._vectors, np.concatenate([vectors, vectors[:1]]))
+    assert set(loaded.search(vectors[:1], 2)[0].ids) == {"d0", "new"}
+
+
 def test_failed_index_save_keeps_the_previous_one(random_data, tmp_path, monkeypatch):
     ids, vectors, _ = random_data
     index = ExactIndex(64)

@@ -46,6 +46,7 @@ def fill_index(index: VectorIndex, ids: list[str], vectors: np.ndarray, *, train
     if hasattr(index, "train"):
         sample = np.sort(np.random.default_rng(0).permutation(len(vectors))[:train_sample])
         index.train(np.asarray(vectors[sample]))
+    index.reserve(len(vectors))
     for start in range(0, len(vectors), _ADD_ROWS):
         index.add(ids[start : start + _ADD_ROWS], np.asarray(vectors[start : start + _ADD_ROWS]))
 

@@ -64,6 +64,7 @@ class ExactIndex(PositionalVectorIndex):
         self.chunk_size = check_count("chunk_size", chunk_size)
         self.query_batch = check_count("query_batch", query_batch)
         self._vectors = np.empty((0, dimension), dtype=np.float32)
+        self._rows: np.ndarray | None = None  # writable storage with room to grow; _vectors is its filled head
         self._sq_norms = np.empty(0, dtype=np.float32)
 
     def config(self) -> dict[str, Any]:
@@ -73,8 +74,26 @@ class ExactIndex(PositionalVectorIndex):
     def _from_config(cls, config: dict[str, Any]) -> ExactIndex:
         return cls(**config)
 
+    def reserve(self, rows: int) -> None:
+        """Room for ``rows`` more vectors, so adding them in chunks copies none already stored."""
+        with self.lock.writing():
+            self._grow(len(self._vectors) + check_count("rows", rows, 0))
+
+    def _grow(self, capacity: int) -> None:
+        if self._rows is not None and len(self._rows) >= capacity:
+            return
+        rows = np.empty((capacity, self.dimension), dtype=np.float32)
+        rows[: len(self._vectors)] = self._vectors
+        self._rows, self._vectors = rows, rows[: len(self._vectors)]
+
     def _add_vectors(self, vectors: np.ndarray, start: int) -> None:
-        self._vectors = np.concatenate([np.asarray(self._vectors), vectors]) if len(self._vectors) else vectors.copy()
+        filled = len(self._vectors)
+        needed = filled + len(vectors)
+        if self._rows is None or len(self._rows) < needed:
+            self._grow(max(needed, filled + filled // 2))  # geometric: each row is copied O(1) times
+        assert self._rows is not None
+        self._rows[filled:needed] = vectors
+        self._vectors = self._rows[:needed]
         if self.metric == "l2":
             self._sq_norms = np.concatenate([np.asarray(self._sq_norms), np.einsum("ij,ij->i", vectors, vectors)])
 
@@ -133,5 +152,6 @@ class ExactIndex(PositionalVectorIndex):
 
     def _load_payload(self, directory: Path, *, mmap: bool) -> None:
         self._vectors = np.load(directory / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+        self._rows = None  # read-only when memory-mapped: the next add copies into new storage
         if self.metric == "l2":
             self._sq_norms = np.einsum("ij,ij->i", self._vectors, self._vectors)

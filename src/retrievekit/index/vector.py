@@ -36,6 +36,10 @@ class VectorIndex(Index[np.ndarray, np.ndarray]):
     def config(self) -> dict[str, Any]:
         return {"dimension": self.dimension, "metric": self.metric}
 
+    def reserve(self, rows: int) -> None:
+        """A hint that ``rows`` more vectors are coming (:func:`~retrievekit.index.build.fill_index`
+        gives it), so an index that stores them in this process can allocate once; a no-op here."""
+
     def stored_vectors(self, ids: Sequence[str]) -> np.ndarray | None:
         """The vectors the index scores for ``ids``, one row per id in that order (after ``cosine``'s
         normalisation), so a caller need not keep its own copy; ``None`` from an index that keeps no
