@@ -77,23 +77,24 @@ class ExactIndex(PositionalVectorIndex):
     def reserve(self, rows: int) -> None:
         """Room for ``rows`` more vectors, so adding them in chunks copies none already stored."""
         with self.lock.writing():
-            self._grow(len(self._vectors) + check_count("rows", rows, 0))
+            self._storage_for(len(self._vectors) + check_count("rows", rows, 0), geometric=False)
 
-    def _grow(self, capacity: int) -> None:
-        if self._rows is not None and len(self._rows) >= capacity:
-            return
-        rows = np.empty((capacity, self.dimension), dtype=np.float32)
-        rows[: len(self._vectors)] = self._vectors
-        self._rows, self._vectors = rows, rows[: len(self._vectors)]
+    def _storage_for(self, needed: int, *, geometric: bool) -> np.ndarray:
+        """Writable storage for at least ``needed`` rows, the stored ones copied in when it is new;
+        ``geometric`` grows it by half again, so adds one after another copy each row O(1) times."""
+        if self._rows is None or len(self._rows) < needed:
+            filled = len(self._vectors)
+            capacity = max(needed, filled + filled // 2) if geometric else needed
+            rows = np.empty((capacity, self.dimension), dtype=np.float32)
+            rows[:filled] = self._vectors
+            self._rows, self._vectors = rows, rows[:filled]
+        return self._rows
 
     def _add_vectors(self, vectors: np.ndarray, start: int) -> None:
         filled = len(self._vectors)
-        needed = filled + len(vectors)
-        if self._rows is None or len(self._rows) < needed:
-            self._grow(max(needed, filled + filled // 2))  # geometric: each row is copied O(1) times
-        assert self._rows is not None
-        self._rows[filled:needed] = vectors
-        self._vectors = self._rows[:needed]
+        rows = self._storage_for(filled + len(vectors), geometric=True)
+        rows[filled : filled + len(vectors)] = vectors
+        self._vectors = rows[: filled + len(vectors)]
         if self.metric == "l2":
             self._sq_norms = np.concatenate([np.asarray(self._sq_norms), np.einsum("ij,ij->i", vectors, vectors)])
 
