@@ -179,9 +179,11 @@ def test_exact_index_filled_in_chunks_allocates_once_and_grows_amortised(metric,
     index = ExactIndex(8, metric)
     adds = []
     original = index._add_vectors
-    monkeypatch.setattr(index, "_add_vectors", lambda v, s: (original(v, s), adds.append(index._rows)))
+    stored = lambda: (index._rows, index._sq_norms.base)  # noqa: E731  (l2's squared norms: a view of one allocation too)
+    monkeypatch.setattr(index, "_add_vectors", lambda v, s: (original(v, s), adds.append(stored())))
     build.fill_index(index, ids, vectors)
-    assert len(adds) == 8 and all(rows is adds[0] for rows in adds) and len(adds[0]) == 50
+    assert len(adds) == 8 and all(rows is adds[0][0] and norms is adds[0][1] for rows, norms in adds)
+    assert len(adds[0][0]) == 50 and (len(adds[0][1]) == 50 if metric == "l2" else adds[0][1] is None)
     np.testing.assert_array_equal(index._vectors, vectors)
     grown = ExactIndex(8, metric)
     allocations: list[np.ndarray] = []  # held, so no two are ever the same object
@@ -194,6 +196,8 @@ def test_exact_index_filled_in_chunks_allocates_once_and_grows_amortised(metric,
     loaded.add(["new"], vectors[:1])
     for each in (index, grown):
         np.testing.assert_array_equal(each._vectors, vectors)
+        if metric == "l2":
+            np.testing.assert_allclose(each._sq_norms, (vectors**2).sum(1), rtol=1e-6)
         for a, b in zip(each.search(vectors[:5], 10), reference.search(vectors[:5], 10), strict=True):
             assert a.ids == b.ids
             np.testing.assert_array_equal(a.scores, b.scores)

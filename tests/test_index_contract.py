@@ -66,9 +66,9 @@ def test_every_registered_type_honours_the_contract(index_type, tmp_path):
 
 @pytest.mark.parametrize("index_type", ["flat", "scann", "hnsw", "ivfpq"])
 def test_stored_vectors_are_the_scored_rows_or_none(index_type, tmp_path):
-    """flat and ScaNN keep every vector exactly and hand back the rows of any ids in their order
-    (cosine's normalised rows; also from a loaded, memory-mapped copy; a removed or unknown id is a
-    one-line error); HNSW and IVF-PQ keep no copy a caller may rely on and say so with None."""
+    """flat, ScaNN and HNSW keep every vector exactly and hand back the rows of any ids in their
+    order (cosine's normalised rows; also from a loaded, memory-mapped copy; a removed or unknown id
+    is a one-line error); IVF-PQ keeps only codes and says so with None."""
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(20, 8)).astype(np.float32) * 3
     cls = index_class(index_type)
@@ -76,7 +76,7 @@ def test_stored_vectors_are_the_scored_rows_or_none(index_type, tmp_path):
     if hasattr(index, "train"):
         index.train(vectors)
     index.add([f"d{i}" for i in range(20)], vectors)
-    if index_type in ("hnsw", "ivfpq"):
+    if index_type == "ivfpq":
         assert index.stored_vectors(["d1"]) is None
         return
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

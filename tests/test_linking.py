@@ -691,23 +691,27 @@ def test_abbreviated_mentions_read_as_their_long_form_from_the_document_or_the_c
 
 
 # ---- BioSyn's dense + sparse scores -------------------------------------------------------------
-@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
-def test_dense_plus_sparse_scores_rank_as_biosyn_scores_every_name(tiny_bert_dir, index_type):
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "no-copy"])
+def test_dense_plus_sparse_scores_rank_as_biosyn_scores_every_name(tiny_bert_dir, index_type, monkeypatch):
     """The linker's union of best dense and best sparse entries, rescored, ranks as BioSyn's
     ``dense + weight * sparse`` over the whole dictionary does (TF-IDF of character 1-2-grams),
-    rescoring from the index's own copy of the vectors (flat: the entity index keeps none) or from
-    the entity index's (HNSW, which keeps no exact copy)."""
+    rescoring from the index's copy of the vectors (flat, HNSW: the entity index keeps none) or from
+    the entity index's own (an index whose ``stored_vectors`` is None, as IVF-PQ's and databases')."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from retrievekit import load_encoder
+    from retrievekit.index.exact import ExactIndex
 
+    if index_type == "no-copy":
+        monkeypatch.setattr(ExactIndex, "stored_vectors", lambda self, ids: None)
     encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
     words = ["protein", "folding", "immune", "response", "heart", "disease", "sleep", "memory", "cell", "death"]
     rng = np.random.default_rng(0)
     names = [Name(" ".join(rng.choice(words, size=2, replace=False)), (f"C{i % 7}",)) for i in range(30)]
     queries = ["protein disease", "heart", "immune memories", "cell folding"]
-    index = EntityIndex(encoder, names, show_progress=False, index_type=index_type)
-    assert (index._own_vectors is None) == (index_type == "flat")  # held once where the index keeps them
+    engine = "flat" if index_type == "no-copy" else index_type
+    index = EntityIndex(encoder, names, show_progress=False, index_type=engine)
+    assert (index._own_vectors is None) == (index_type != "no-copy")  # held once where the index keeps them
     weight = 0.7
     linked = EntityLinker(index, LinkingFormat(context=False), lexical_weight=weight).link(queries, 6, group="names")
     tfidf = TfidfVectorizer(analyzer="char", ngram_range=(1, 2)).fit([n.name for n in names])

@@ -74,6 +74,13 @@ class IdTable:
             self._array = np.array(self.ids, dtype=object)
         return self._array[positions].tolist()
 
+    def positions_of(self, ids: Sequence[str], index_type: str) -> np.ndarray:
+        """The live positions of ``ids``, in that order; an unknown or removed id is a one-line error."""
+        try:
+            return np.fromiter((self.position[i] for i in ids), dtype=np.int64, count=len(ids))
+        except KeyError as missing:
+            raise ConfigError(f"no item with id {missing.args[0]!r} in this {index_type} index") from None
+
     def __len__(self) -> int:
         return len(self.position)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from retrievekit.errors import ArtifactError, ConfigError
+from retrievekit.errors import ArtifactError
 from retrievekit.index.base import check_count
 from retrievekit.index.vector import PositionalVectorIndex
 from retrievekit.scoring import dot
@@ -65,7 +65,8 @@ class ExactIndex(PositionalVectorIndex):
         self.query_batch = check_count("query_batch", query_batch)
         self._vectors = np.empty((0, dimension), dtype=np.float32)
         self._rows: np.ndarray | None = None  # writable storage with room to grow; _vectors is its filled head
-        self._sq_norms = np.empty(0, dtype=np.float32)
+        self._sq_norms = np.empty(0, dtype=np.float32)  # l2 only: each vector's squared norm
+        self._norm_rows = np.empty(0, dtype=np.float32)  # l2 only: their storage, as _rows for _vectors
 
     def config(self) -> dict[str, Any]:
         return super().config() | {"chunk_size": self.chunk_size, "query_batch": self.query_batch}
@@ -88,15 +89,20 @@ class ExactIndex(PositionalVectorIndex):
             rows = np.empty((capacity, self.dimension), dtype=np.float32)
             rows[:filled] = self._vectors
             self._rows, self._vectors = rows, rows[:filled]
+            if self.metric == "l2":
+                norms = np.empty(capacity, dtype=np.float32)
+                norms[:filled] = self._sq_norms
+                self._norm_rows, self._sq_norms = norms, norms[:filled]
         return self._rows
 
     def _add_vectors(self, vectors: np.ndarray, start: int) -> None:
-        filled = len(self._vectors)
-        rows = self._storage_for(filled + len(vectors), geometric=True)
-        rows[filled : filled + len(vectors)] = vectors
-        self._vectors = rows[: filled + len(vectors)]
+        filled, end = len(self._vectors), len(self._vectors) + len(vectors)
+        rows = self._storage_for(end, geometric=True)
+        rows[filled:end] = vectors
+        self._vectors = rows[:end]
         if self.metric == "l2":
-            self._sq_norms = np.concatenate([np.asarray(self._sq_norms), np.einsum("ij,ij->i", vectors, vectors)])
+            self._norm_rows[filled:end] = np.einsum("ij,ij->i", vectors, vectors)
+            self._sq_norms = self._norm_rows[:end]
 
     def _search_vectors(self, queries: np.ndarray, k: int, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         n = len(queries)
@@ -124,11 +130,7 @@ class ExactIndex(PositionalVectorIndex):
     def stored_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """The stored rows of ``ids``, in that order (a copy, also from a memory-mapped index)."""
         with self.lock.reading():
-            try:
-                positions = np.fromiter((self.table.position[i] for i in ids), dtype=np.int64, count=len(ids))
-            except KeyError as missing:
-                raise ConfigError(f"no item with id {missing.args[0]!r} in this {self.index_type} index") from None
-            return np.array(self._vectors[positions], dtype=np.float32)
+            return np.array(self._vectors[self.table.positions_of(ids, self.index_type)], dtype=np.float32)
 
     def _payload_digest(self) -> str:
         digest = hashlib.sha256()

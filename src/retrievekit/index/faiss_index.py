@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,14 @@ class HnswIndex(_FaissIndex):
         index.hnsw.efConstruction = self.ef_construction
         index.hnsw.efSearch = self.ef_search
         return index
+
+    def stored_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """The rows of ``ids``, in that order: ``IndexHNSWFlat`` keeps every vector exactly beside its graph."""
+        with self.lock.reading():
+            positions = self.table.positions_of(ids, self.index_type)
+            if not len(positions):
+                return np.empty((0, self.dimension), dtype=np.float32)
+            return np.asarray(self._index.reconstruct_batch(positions), dtype=np.float32)
 
     def _search_params(self, alive: np.ndarray | None):
         params = _faiss().SearchParametersHNSW()

@@ -43,7 +43,7 @@ class VectorIndex(Index[np.ndarray, np.ndarray]):
     def stored_vectors(self, ids: Sequence[str]) -> np.ndarray | None:
         """The vectors the index scores for ``ids``, one row per id in that order (after ``cosine``'s
         normalisation), so a caller need not keep its own copy; ``None`` from an index that keeps no
-        exact copy of them (quantised, a graph over its own storage, or a database)."""
+        exact copy of them (quantised, or a database)."""
         return None
 
     def _prepare(self, vectors: np.ndarray, what: str) -> np.ndarray:
