@@ -14,7 +14,8 @@ retrievekit's public API:
    one per protocol, each through the one trainer: every name of the gold concept is a
    positive (one drawn per step, the others never counted as negatives), --num-mined hard negatives
    per query mined by the untrained model from the same names (entries of the gold concepts
-   skipped), --num-negatives of them per query in a batch plus in-batch negatives (InfoNCE).
+   skipped), --num-negatives of them per query in a batch plus in-batch negatives (InfoNCE at
+   --temperature; --symmetric adds the name-to-mention term).
    ``biosyn``: queries are the mention parts (25 tokens, BioSyn's length), names from BioSyn's test
    dictionary (MEDIC names plus the train and dev mention strings; no test mention is in it).
    ``raw``: queries are mentions in context (--query-length tokens; --mention-pooling pools the mention's
@@ -61,6 +62,10 @@ def main() -> None:
     parser.add_argument("--num-negatives", type=int, default=3, help="hard negatives per query in a batch")
     parser.add_argument("--num-mined", type=int, default=15, help="hard negatives mined per query")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--temperature", type=float, default=0.05,
+                        help="fine-tuning: InfoNCE's temperature (0.05 = sentence-transformers' scale 20)")  # fmt: skip
+    parser.add_argument("--symmetric", action="store_true",
+                        help="fine-tuning: add InfoNCE's name-to-mention term (each positive against every query)")  # fmt: skip
     parser.add_argument("--query-length", type=int, default=64, help="raw protocol: tokens of mention + context")
     parser.add_argument("--protocols", nargs="+", default=["biosyn", "raw"], choices=["biosyn", "raw"])
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the throughput comparison")
@@ -360,6 +365,7 @@ def _config(
             "query_max_length": fmt.query_max_length,
             "document_max_length": fmt.entity_max_length, "learning_rate": args.learning_rate,
             "epochs": epochs, "warmup_ratio": 0.1, "loss": "infonce", "seed": seed,
+            "temperature": args.temperature, "symmetric": args.symmetric,
             "positives_per_query": positives_per_query, "marginal": positives_per_query > 1,
             "separate_towers": args.separate_towers, "output": str(output), "checkpoint_every": 50, "resume": True,
         } | ({"dev_linking": str(args.data), "dev_linking_protocol": dev_protocol, "patience": args.epochs}
