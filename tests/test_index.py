@@ -50,8 +50,11 @@ def test_exact_edge_cases():
     assert len(index) == 4 and index.search(np.array([[1.0, 1.0]]), k=1)[0].ids == ["a"]
     assert index.remove(["a", "zzz"], missing_ok=True) == 1
     assert "a" not in index.search(np.array([[1.0, 1.0]]), k=4)[0].ids and len(index) == 3
-    with pytest.raises(ConfigError, match="'zzz' is not in the index"):
+    with pytest.raises(ConfigError, match=r"^id 'zzz' is not in the index$"):
         index.remove(["zzz"])
+    with pytest.raises(ConfigError, match=r"^2 ids are not in the index \(first: 'zzz'\)$"):
+        index.remove(["b", "zzz", "yyy"])
+    assert len(index) == 3  # a failed remove tombstones nothing, "b" included
     with pytest.raises(ConfigError, match=r"shape \(n, 2\)"):
         index.add(["x"], np.zeros((1, 3)))
     with pytest.raises(ConfigError, match="appears twice in one add"):

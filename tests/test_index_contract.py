@@ -82,7 +82,7 @@ def test_stored_vectors_are_the_scored_rows_or_none(index_type, tmp_path):
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     for each in (index, cls.load(index.save(tmp_path / "index"))):
         np.testing.assert_allclose(each.stored_vectors(["d7", "d0", "d7"]), unit[[7, 0, 7]], atol=1e-6)
-        with pytest.raises(ConfigError, match="no item with id 'd99'"):
+        with pytest.raises(ConfigError, match=f"id 'd99' is not in this {index_type} index"):
             each.stored_vectors(["d99"])
     index.remove(["d3"])
     with pytest.raises(ConfigError, match="'d3'"):

@@ -738,7 +738,7 @@ def test_sparse_scores_read_the_mention_alone_not_its_context(linking_data, tiny
     mention = Mention("m1", "immune respons", "heart disease heart disease ", " heart disease", ("C2",))
     linker = EntityLinker(index, fmt, lexical_weight=100.0)  # the sparse part decides
     assert linker.link([mention], 1)[0].ids == [("C2",)]
-    assert linker.mention_strings([mention]) == ["immune respons"]
+    assert linker.read([mention]) == (linker.query_texts([mention]), ["immune respons"])
     with pytest.raises(ConfigError, match="lexical_texts"):
         linker.link_texts(linker.query_texts([mention]), 1)
     with pytest.raises(ConfigError, match="BM25"):
@@ -760,6 +760,32 @@ def test_sparse_scores_read_the_mention_alone_not_its_context(linking_data, tiny
     assert printed.exit_code == 0, printed.output
     report = json.loads((out / "results.json").read_text())
     assert report["settings"]["lexical_weight"] == 100.0 and report["metrics"]["acc@1"] == 1.0
+
+
+def test_a_linker_expands_abbreviations_once_for_the_dense_and_the_sparse_side(linking_data, tiny_bert_dir,
+                                                                               monkeypatch):  # fmt: skip
+    from retrievekit import load_encoder
+    from retrievekit.linking import linker as linker_module
+    from retrievekit.linking import text as text_module
+    from retrievekit.linking.abbreviations import expand_abbreviations
+    from retrievekit.linking.text import prepare_linking_model
+
+    encoder = load_encoder(tiny_bert_dir, pooling="mean", normalize=True)
+    fmt = LinkingFormat(context=False, abbreviations=True)
+    prepare_linking_model(encoder, fmt)
+    index = EntityIndex(encoder, read_names(linking_data / "dictionary.tsv"), show_progress=False)
+    calls = []
+
+    def counted(mentions, documents=None):
+        calls.append(len(mentions))
+        return expand_abbreviations(mentions, documents)
+
+    for module in (linker_module, text_module):
+        monkeypatch.setattr(module, "expand_abbreviations", counted)
+    near = Mention("m2", "IR", "the immune response (IR) and ", " again", ("C2",))
+    assert EntityLinker(index, fmt, lexical_weight=1.0).read([near]) == (["immune response"], ["immune response"])
+    assert calls == [1]
+    assert EntityLinker(index, fmt).read([near]) == (["immune response"], None)  # no sparse side
 
 
 def test_train_mentions_join_the_names_as_aliases_of_their_gold(linking_data, tmp_path):

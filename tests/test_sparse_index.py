@@ -75,6 +75,10 @@ def test_bad_input_and_payload_fail_clearly(tmp_path):
     with pytest.raises(ConfigError, match="NaN"):
         index.add(["x"], bad)
     index.add(["a", "b"], random_sparse(np.random.default_rng(1), 2, 4))
+    both = index.vectors_of(["b", "a"])  # in the ids' order
+    assert both.indices.tolist() == index.documents.take(np.array([1, 0])).indices.tolist()
+    with pytest.raises(ConfigError, match=r"^2 ids are not in this sparse index \(first: 'zz'\)$"):
+        index.vectors_of(["a", "zz", "yy"])
     saved = index.save(tmp_path / "s")
     np.save(saved / "sparse_postings.npy", np.array([0, 99, 1], np.int32))
     with pytest.raises(ArtifactError, match="sparse payload does not match"):

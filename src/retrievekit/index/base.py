@@ -49,6 +49,7 @@ __all__ = [
     "ids_and_items",
     "index_class",
     "load_index",
+    "missing_ids_error",
 ]
 
 INDEX_KIND = "index"
@@ -75,11 +76,11 @@ class IdTable:
         return self._array[positions].tolist()
 
     def positions_of(self, ids: Sequence[str], index_type: str) -> np.ndarray:
-        """The live positions of ``ids``, in that order; an unknown or removed id is a one-line error."""
+        """The live positions of ``ids``, in that order; unknown or removed ids are a one-line error."""
         try:
             return np.fromiter((self.position[i] for i in ids), dtype=np.int64, count=len(ids))
-        except KeyError as missing:
-            raise ConfigError(f"no item with id {missing.args[0]!r} in this {index_type} index") from None
+        except KeyError:
+            raise missing_ids_error([i for i in ids if i not in self.position], f"this {index_type} index") from None
 
     def __len__(self) -> int:
         return len(self.position)
@@ -109,13 +110,10 @@ class IdTable:
 
     def remove(self, ids: Iterable[str], *, missing_ok: bool = False) -> np.ndarray:
         """Tombstone ``ids``; return their positions."""
-        positions = []
-        for value in ids:
-            if value not in self.position:
-                if missing_ok:
-                    continue
-                raise ConfigError(f"id {value!r} is not in the index")
-            positions.append(self.position.pop(value))
+        ids = list(ids)
+        if not missing_ok and (missing := [i for i in ids if i not in self.position]):
+            raise missing_ids_error(missing)
+        positions = [self.position.pop(value) for value in ids if value in self.position]
         positions_array = np.asarray(positions, dtype=np.int64)
         self.alive[positions_array] = False
         self.version += 1
@@ -137,6 +135,18 @@ class IdTable:
         if len(set(alive)) != len(alive):
             raise ArtifactError(f"{directory / 'ids.json'}: an id appears twice")
         return cls(ids, deleted)
+
+
+def missing_ids_error(missing: Sequence[str], where: str = "the index") -> ConfigError:
+    """The one error for ids an index does not hold (``missing``, in the caller's order):
+    one named, several counted with the first named.
+
+    >>> str(missing_ids_error(["a"])), str(missing_ids_error(["a", "b"], "this flat index"))
+    ("id 'a' is not in the index", "2 ids are not in this flat index (first: 'a')")
+    """
+    if len(missing) == 1:
+        return ConfigError(f"id {missing[0]!r} is not in {where}")
+    return ConfigError(f"{len(missing)} ids are not in {where} (first: {missing[0]!r})")
 
 
 def check_new_ids(ids: Sequence[str], existing: Sequence[str], *, upsert: bool) -> None:

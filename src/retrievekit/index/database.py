@@ -31,7 +31,7 @@ import numpy as np
 from retrievekit.artifacts import Manifest, fingerprint_json, manifest_from_dict
 from retrievekit.errors import ArtifactError, ConfigError
 from retrievekit.hits import Hits
-from retrievekit.index.base import INDEX_KIND, Index, check_count, check_new_ids, ids_and_items
+from retrievekit.index.base import INDEX_KIND, Index, check_count, check_new_ids, ids_and_items, missing_ids_error
 from retrievekit.index.registry import index_class
 
 __all__ = ["ANN_TYPES", "DatabaseIndex", "database_index_type"]
@@ -201,9 +201,9 @@ class DatabaseIndex(Index[Any, Any]):
             return 0
         with self.lock.writing():
             existing = self._db_existing(ids) if self._exists else []
-            missing = sorted(set(ids) - set(existing))
-            if missing and not missing_ok:
-                raise ConfigError(f"id {missing[0]!r} is not in the index")
+            held = set(existing)
+            if not missing_ok and (missing := [i for i in ids if i not in held]):
+                raise missing_ids_error(missing, f"this {self.index_type} index")
             if existing:
                 self._db_delete(existing)
                 self._db_changed()

@@ -22,6 +22,7 @@ import numpy as np
 
 from retrievekit._optional import require
 from retrievekit.errors import ConfigError
+from retrievekit.index.base import missing_ids_error
 from retrievekit.index.database import DatabaseIndex, parse_json_metadata
 from retrievekit.index.sparse import SparseVectorIndex
 from retrievekit.index.vector import VectorIndex
@@ -227,7 +228,7 @@ class MilvusSparseIndex(_MilvusCollection, SparseVectorIndex):
         }
         missing = [i for i in ids if i not in rows]
         if missing:
-            raise ConfigError(f"{len(missing)} id(s) not in the index (first: {missing[0]!r})")
+            raise missing_ids_error(missing, f"this {self.index_type} index")
         parts = []
         for identifier in ids:
             weights = rows[identifier]

@@ -124,10 +124,7 @@ class SparseIndex(SparseVectorIndex, PositionalIndex[SparseVectors, SparseVector
     def vectors_of(self, ids: list[str]) -> SparseVectors:
         """The stored vectors of ``ids`` (present ones), in that order."""
         with self.lock.reading():
-            missing = [i for i in ids if i not in self.table.position]
-            if missing:
-                raise ConfigError(f"{len(missing)} id(s) not in the index (first: {missing[0]!r})")
-            return self.documents.take(np.array([self.table.position[i] for i in ids], dtype=np.int64))
+            return self.documents.take(self.table.positions_of(ids, self.index_type))
 
     def _add_vectors(self, vectors: SparseVectors, start: int) -> None:
         self._rows.append(vectors)

@@ -215,8 +215,7 @@ def evaluate_linking(
     if protocol == "biosyn":
         texts = lexical = [part for parts, _ in queries for part in parts]
     else:
-        texts = linker.query_texts(mentions, documents)
-        lexical = linker.mention_strings(mentions, documents) if lexical_weight else None
+        texts, lexical = linker.read(mentions, documents)
     answers = linker.link_texts(
         texts, DEPTH, group=group, batch_size=batch_size, show_progress=show_progress, lexical_texts=lexical
     )

@@ -24,6 +24,7 @@ import numpy as np
 from retrievekit.errors import ConfigError
 from retrievekit.hits import Hits
 from retrievekit.index.build import default_metric, fill_index, vector_index
+from retrievekit.linking.abbreviations import expand_abbreviations
 from retrievekit.linking.lexical import CharNgramScorer
 from retrievekit.linking.records import Entity, Mention, Name
 from retrievekit.linking.text import LinkingFormat, register_markers
@@ -193,13 +194,20 @@ class EntityLinker:
 
     def query_texts(self, mentions: Sequence[Mention], documents: Mapping[str, str] | None = None) -> list[str]:
         """The texts the query tower reads for ``mentions`` (``documents``: their whole texts, by id)."""
+        return self.read(mentions, documents)[0]
+
+    def read(
+        self, mentions: Sequence[Mention], documents: Mapping[str, str] | None = None
+    ) -> tuple[list[str], list[str] | None]:
+        """The query tower's texts for ``mentions`` and, with a ``lexical_weight``, the mentions alone
+        (the sparse side's texts), abbreviations expanded once for both."""
+        if self.format.abbreviations:
+            mentions = expand_abbreviations(mentions, documents)
+        fmt = dataclasses.replace(self.format, abbreviations=False)
         encoder = self.index.encoder
         tokenizer = encoder.query_tower.tokenizer if encoder is not None else None
-        return self.format.mention_texts(mentions, tokenizer, documents)
-
-    def mention_strings(self, mentions: Sequence[Mention], documents: Mapping[str, str] | None = None) -> list[str]:
-        """The mentions alone, as the format reads them (abbreviations expanded): the sparse side's texts."""
-        return self.format.mention_strings(mentions, documents)
+        texts = fmt.mention_texts(mentions, tokenizer, documents)
+        return texts, fmt.mention_strings(mentions) if self.lexical_weight else None
 
     def link(
         self,
@@ -217,9 +225,7 @@ class EntityLinker:
         if all(isinstance(m, str) for m in mentions):
             texts = lexical = [m for m in mentions if isinstance(m, str)]
         elif all(isinstance(m, Mention) for m in mentions):
-            read = [m for m in mentions if isinstance(m, Mention)]
-            texts = self.query_texts(read, documents)
-            lexical = self.mention_strings(read, documents) if self.lexical_weight else None
+            texts, lexical = self.read([m for m in mentions if isinstance(m, Mention)], documents)
         else:
             raise ConfigError("link mentions or strings, not a mix")
         return self.link_texts(
