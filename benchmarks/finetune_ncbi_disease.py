@@ -52,7 +52,8 @@ from typing import Any
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ncbi-disease"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's command line (its flags reach the trainer through :func:`_config`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--data", type=Path, default=DATA)
@@ -130,6 +131,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="training rounds; each after the first re-mines the hard negatives with the model the "
                         "last round trained and trains it further (BioSyn updates its candidates as it trains)")  # fmt: skip
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.positives_per_query < 1:
         parser.error(f"--positives-per-query must be at least 1, got {args.positives_per_query}")

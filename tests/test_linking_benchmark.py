@@ -1,0 +1,50 @@
+"""The NCBI-disease benchmark's training flags reach the trainer's settings
+(``benchmarks/finetune_ncbi_disease.py``: the script itself needs the data folder and hours)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from retrievekit.linking import LinkingFormat
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "finetune_ncbi_disease.py"
+
+
+@pytest.fixture(scope="module")
+def script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("finetune_ncbi_disease", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_flags_reach_the_trainers_settings(script, tmp_path):
+    fmt = LinkingFormat(context=False, query_max_length=25, entity_max_length=20)
+    flags = ["--temperature", "0.02", "--symmetric", "--batch-size", "32", "--num-negatives", "7",
+             "--learning-rate", "2e-5", "--separate-towers", "--data", str(tmp_path / "data")]  # fmt: skip
+    args = script.build_parser().parse_args(["--output", str(tmp_path / "run"), *flags])
+    config = script._config(args, fmt, tmp_path / "start", tmp_path / "rows.jsonl", tmp_path / "out", 1, 43,
+                            positives_per_query=4, dev_protocol="biosyn")  # fmt: skip
+    assert config.loss.loss == "infonce" and config.loss.temperature == 0.02 and config.loss.symmetric
+    assert config.loss.marginal and config.data.positives_per_query == 4  # BioSyn's loss over 4 names
+    assert config.data.batch_size == 32 and config.data.num_negatives == 7
+    assert (config.data.query_max_length, config.data.document_max_length) == (25, 20)
+    assert config.optimizer.learning_rate == 2e-5 and config.optimizer.epochs == 1 and config.run.seed == 43
+    assert config.model.separate_towers and config.model.model == str(tmp_path / "start")
+    assert config.data.data == [str(tmp_path / "rows.jsonl")] and config.run.output == str(tmp_path / "out")
+    assert config.evaluation.dev_linking == str(tmp_path / "data")
+    assert config.evaluation.dev_linking_protocol == "biosyn"
+
+    # the defaults: the loss's own temperature, one positive, the synonym stage's negatives when given
+    defaults = script.build_parser().parse_args(["--output", str(tmp_path / "run")])
+    config = script._config(defaults, fmt, tmp_path / "start", tmp_path / "rows.jsonl", tmp_path / "out", 2, 42,
+                            num_negatives=1)  # fmt: skip
+    assert config.loss.temperature == 0.05 and not config.loss.symmetric and not config.loss.marginal
+    assert config.data.batch_size == 64 and config.data.num_negatives == 1 and config.data.positives_per_query == 1
+    assert config.optimizer.learning_rate == 5e-5 and config.optimizer.epochs == 2 and config.run.seed == 42
+    assert not config.model.separate_towers and config.evaluation.dev_linking is None
