@@ -190,11 +190,16 @@ def test_exact_index_filled_in_chunks_allocates_once_and_grows_amortised(metric,
     np.testing.assert_array_equal(index._vectors, vectors)
     grown = ExactIndex(8, metric)
     allocations: list[np.ndarray] = []  # held, so no two are ever the same object
+    flags: list[np.ndarray] = []  # the id table's live flags grow the same way
     for start in range(0, 50, 3):
         grown.add(ids[start : start + 3], vectors[start : start + 3])
         if not any(rows is grown._rows for rows in allocations):
             allocations.append(grown._rows)
+        if not any(rows is grown.table.alive.base for rows in flags):
+            flags.append(grown.table.alive.base)
     assert len(allocations) <= 9 and len(grown._rows) < 75  # 17 adds, 1.5x growth: about log1.5(50 / 3) + 1
+    assert all(f is not None for f in flags) and len(flags) <= 9  # views of a few allocations, not copies
+    assert grown.table.alive.shape == (50,) and grown.table.alive.all()
     loaded = ExactIndex.load(index.save(tmp_path / "flat"))
     loaded.add(["new"], vectors[:1])
     for each in (index, grown):
@@ -206,6 +211,10 @@ def test_exact_index_filled_in_chunks_allocates_once_and_grows_amortised(metric,
             np.testing.assert_array_equal(a.scores, b.scores)
     np.testing.assert_array_equal(loaded._vectors, np.concatenate([vectors, vectors[:1]]))
     assert set(loaded.search(vectors[:1], 2)[0].ids) == {"d0", "new"}
+    grown.remove(["d4"])  # a removal writes through to the flags' storage
+    assert grown.table.alive.base is flags[-1] and not grown.table.alive[4] and grown.table.alive.sum() == 49
+    grown.add(["d4"], vectors[4:5])  # and adds after it keep it
+    assert not grown.table.alive[4] and grown.table.alive[50] and len(grown) == 50
 
 
 def test_failed_index_save_keeps_the_previous_one(random_data, tmp_path, monkeypatch):

@@ -65,6 +65,7 @@ class IdTable:
     def __init__(self, ids: Sequence[str] = (), deleted: np.ndarray | None = None) -> None:
         self.ids: list[str] = list(ids)
         self.alive = np.ones(len(self.ids), dtype=bool) if deleted is None else ~deleted
+        self._alive_rows = self.alive  # the flags' storage, grown like an index's rows: alive is its head
         self.position: dict[str, int] = {i: p for p, i in enumerate(self.ids) if self.alive[p]}
         self._array: np.ndarray | None = None
         self.version = 0  # bumped by every change, so content fingerprints know when to recompute
@@ -102,9 +103,14 @@ class IdTable:
         """Give ``ids`` the next positions; an id already present is tombstoned (upsert). Call this only
         once the engine holds the new items, so a failed add leaves the old ones in place."""
         self.remove([i for i in ids if i in self.position])
-        start = len(self.ids)
+        start, end = len(self.ids), len(self.ids) + len(ids)
+        if len(self._alive_rows) < end:  # by half again, so appends one after another copy each flag O(1) times
+            rows = np.empty(max(end, start + start // 2), dtype=bool)
+            rows[:start] = self.alive
+            self._alive_rows = rows
+        self._alive_rows[start:end] = True
+        self.alive = self._alive_rows[:end]
         self.ids.extend(ids)
-        self.alive = np.concatenate([self.alive, np.ones(len(ids), dtype=bool)])
         self.position.update({i: start + n for n, i in enumerate(ids)})
         self.version += 1
 
