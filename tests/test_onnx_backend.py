@@ -154,3 +154,30 @@ def test_runner_reports_a_failed_slice_in_the_caller_and_rejects_zero_workers(mo
         )
     with pytest.raises(ConfigError, match="workers"):
         OnnxRunner(graph, workers=0)
+
+
+def test_the_quantize_option_picks_the_onnx_graph_and_refuses_other_backends(model_copy):
+    """``--quantize none`` (every command's model options) serves the float32 graph, which scores as
+    torch does; int8 stays the onnx default; the option means nothing to torch, so it is refused."""
+    from click.testing import CliRunner
+
+    from retrievekit.cli._model_options import load_from_options
+    from retrievekit.cli.main import cli
+
+    options = {"model": str(model_copy), "pooling": "mean", "normalize": True, "query_prompt": None,
+               "document_prompt": None, "device": None, "dtype": "float32", "trust_remote_code": False}  # fmt: skip
+    torch_vectors = load_from_options(**options, backend="torch").encode_documents(TEXTS)
+    fp32 = load_from_options(**options, backend="onnx", quantize="none")
+    assert fp32.runtime == "onnx-fp32"
+    np.testing.assert_allclose(fp32.encode_documents(TEXTS), torch_vectors, atol=1e-5)
+    assert load_from_options(**options, backend="onnx").runtime == "onnx-int8"
+    assert load_from_options(**options, backend="onnx", quantize="int8").runtime == "onnx-int8"
+    with pytest.raises(ConfigError, match=r"^--quantize none applies to the onnx backend: add --backend onnx$"):
+        load_from_options(**options, backend="torch", quantize="none")
+    from retrievekit.cli.link import _linking_model  # `retrievekit link` hands its model options on too
+
+    linking = options | {"backend": "onnx", "quantize": "none", "document_length": None, "model_family": None}
+    assert _linking_model(False, linking)[0].runtime == "onnx-fp32"
+    args = ["model", "info", "--model", str(model_copy), "--pooling", "mean", "--backend", "onnx", "--quantize", "none"]
+    printed = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert printed.exit_code == 0 and "onnx-fp32" in printed.output, printed.output

@@ -11,8 +11,8 @@ from retrievekit.models.spec import POOLING_MODES
 
 
 def model_options(command: Callable) -> Callable:
-    """Add --model, --pooling, --normalize, --query-prompt, --document-prompt, --backend, --device, --dtype,
-    --trust-remote-code, --document-length and --model-family."""
+    """Add --model, --pooling, --normalize, --query-prompt, --document-prompt, --backend, --quantize, --device,
+    --dtype, --trust-remote-code, --document-length and --model-family."""
     options = [
         click.option(
             "--model",
@@ -41,6 +41,13 @@ def model_options(command: Callable) -> Callable:
             default="torch",
             show_default=True,
             help="torch (any device) or onnx (fast CPU, int8; exported once and cached in the model folder).",
+        ),
+        click.option(
+            "--quantize",
+            type=click.Choice(["int8", "none"]),
+            default=None,
+            help="onnx backend: int8 weights (the default, fastest) or none (float32: torch's scores to float "
+            "precision, for tasks int8 costs accuracy).",
         ),
         click.option(
             "--device",
@@ -91,6 +98,7 @@ def load_from_options(
     document_length: int | None = None,
     model_family: str | None = None,
     family: str | None = None,
+    quantize: str | None = None,
 ):
     """The model the options name. ``family`` (what the command needs: ``sparse`` for a sparse index
     or retriever) or ``--model-family`` reads a plain masked-LM folder as SPLADE; otherwise the
@@ -101,6 +109,9 @@ def load_from_options(
     if family is not None and wanted is not None and wanted != family:
         raise ConfigError(f"--model-family {model_family} does not fit this command, which needs a {family} model")
     family = family or wanted
+    if quantize is not None and backend != "onnx":
+        raise ConfigError(f"--quantize {quantize} applies to the onnx backend: add --backend onnx")
+    onnx_weights = None if quantize == "none" else "int8"  # the loaders' own default when not given
     from retrievekit.models import load_encoder
     from retrievekit.models.registry import detect_model_kind
     from retrievekit.resolve import resolve_model
@@ -113,6 +124,8 @@ def load_from_options(
             raise ConfigError(f"{model}: not a BGE-M3 folder (colbert_linear and sparse_linear heads beside the model)")
         given = [n for n, v in (("--pooling", pooling), ("--normalize", normalize), ("--document-prompt",
                  document_prompt)) if v is not None]  # fmt: skip
+        if quantize is not None:
+            given.append("--quantize")
         if given:
             raise ConfigError(f"{', '.join(given)} do not apply to BGE-M3 models")
         return load_m3(
@@ -124,6 +137,8 @@ def load_from_options(
 
         given = [n for n, v in (("--pooling", pooling), ("--normalize", normalize), ("--document-length",
                  document_length)) if v is not None]  # fmt: skip
+        if quantize is not None:
+            given.append("--quantize")
         if given:
             raise ConfigError(f"{', '.join(given)} do not apply to sparse (SPLADE) models")
         return load_sparse_encoder(
@@ -137,7 +152,7 @@ def load_from_options(
             raise ConfigError(f"{', '.join(given)} do not apply to ColBERT models (one vector per token)")
         return load_colbert(
             model, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-            document_length=document_length,
+            document_length=document_length, quantize=onnx_weights,
         )  # fmt: skip
     if family == "multivector":
         raise ConfigError(f"{model}: not a ColBERT model folder (PyLate, Stanford or retrievekit)")
@@ -153,4 +168,5 @@ def load_from_options(
         device=device,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
+        quantize=onnx_weights,
     )

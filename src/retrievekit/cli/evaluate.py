@@ -136,7 +136,7 @@ def evaluate(
     ray = ray_settings(model_kwargs)
     encoder = load_from_options(**model_kwargs, family=family) if needs_model else None
     if second_model is not None and needs_model:
-        kept = {key: model_kwargs[key] for key in ("backend", "device", "dtype", "trust_remote_code")}
+        kept = {key: model_kwargs[key] for key in ("backend", "quantize", "device", "dtype", "trust_remote_code")}
         blank = dict.fromkeys(("pooling", "normalize", "query_prompt", "document_prompt", "document_length"))
         second = load_from_options(second_model, **kept, **blank, family=second_family)
         encoder = [encoder, second]

@@ -9,8 +9,8 @@ import click
 from retrievekit.cli._model_options import load_from_options, model_options
 from retrievekit.cli._output import console, print_table
 
-_MODEL_KEYS = ("model", "pooling", "normalize", "query_prompt", "document_prompt", "backend", "device", "dtype",
-               "trust_remote_code", "document_length", "model_family")  # fmt: skip
+_MODEL_KEYS = ("model", "pooling", "normalize", "query_prompt", "document_prompt", "backend", "quantize", "device",
+               "dtype", "trust_remote_code", "document_length", "model_family")  # fmt: skip
 
 _PROTOCOL_HELP = (
     "biosyn: the papers' protocol (BioSyn/SapBERT): preprocessed mention parts ranked over the names of "

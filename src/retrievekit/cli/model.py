@@ -40,7 +40,7 @@ def info(**model_kwargs) -> None:
     console.print(f"[bold]{encoder.name}[/bold]  {encoder.source}  ({spec.source_format} format)")
     console.print(
         f"dimension {encoder.dimension}, similarity {encoder.similarity_fn_name}, "
-        f"{'shared tower' if spec.shared else 'two towers'}, backend {encoder.backend}"
+        f"{'shared tower' if spec.shared else 'two towers'}, backend {encoder.runtime}"  # onnx-int8, torch-float16
     )
     print_table("Towers", ["side", "pooling", "normalize", "max length", "projections", "prompt"], rows)
     console.print(f"fingerprint {encoder.fingerprint}")
