@@ -269,3 +269,12 @@ def test_each_member_of_a_cross_family_hybrid_gets_the_model_of_its_family(tiny_
     assert isinstance(late, MultiVectorSpec) and late.encoder is colbert and late.index_type == "multivector-flat"
     with pytest.raises(ConfigError, match="needs a second model, a multivector one"):
         make_spec("sparse-colbert", SpecOptions(encoder=splade))
+
+
+def test_the_onnx_quantize_option_is_refused_for_sparse_models(tiny_mlm_dir):
+    from retrievekit.cli._model_options import load_from_options
+
+    options = {"model": str(tiny_mlm_dir), "pooling": None, "normalize": None, "query_prompt": None,
+               "document_prompt": None, "device": None, "dtype": "float32", "trust_remote_code": False}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^--quantize do not apply to sparse \(SPLADE\) models$"):
+        load_from_options(**options, backend="onnx", quantize="none", family="sparse")

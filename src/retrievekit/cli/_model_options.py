@@ -123,9 +123,7 @@ def load_from_options(
         if kind != "m3_encoder":
             raise ConfigError(f"{model}: not a BGE-M3 folder (colbert_linear and sparse_linear heads beside the model)")
         given = [n for n, v in (("--pooling", pooling), ("--normalize", normalize), ("--document-prompt",
-                 document_prompt)) if v is not None]  # fmt: skip
-        if quantize is not None:
-            given.append("--quantize")
+                 document_prompt), ("--quantize", quantize)) if v is not None]  # fmt: skip
         if given:
             raise ConfigError(f"{', '.join(given)} do not apply to BGE-M3 models")
         return load_m3(
@@ -136,9 +134,7 @@ def load_from_options(
         from retrievekit.models.sparse import load_sparse_encoder
 
         given = [n for n, v in (("--pooling", pooling), ("--normalize", normalize), ("--document-length",
-                 document_length)) if v is not None]  # fmt: skip
-        if quantize is not None:
-            given.append("--quantize")
+                 document_length), ("--quantize", quantize)) if v is not None]  # fmt: skip
         if given:
             raise ConfigError(f"{', '.join(given)} do not apply to sparse (SPLADE) models")
         return load_sparse_encoder(

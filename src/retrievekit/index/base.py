@@ -50,6 +50,7 @@ __all__ = [
     "index_class",
     "load_index",
     "missing_ids_error",
+    "storage_for",
 ]
 
 INDEX_KIND = "index"
@@ -104,10 +105,7 @@ class IdTable:
         once the engine holds the new items, so a failed add leaves the old ones in place."""
         self.remove([i for i in ids if i in self.position])
         start, end = len(self.ids), len(self.ids) + len(ids)
-        if len(self._alive_rows) < end:  # by half again, so appends one after another copy each flag O(1) times
-            rows = np.empty(max(end, start + start // 2), dtype=bool)
-            rows[:start] = self.alive
-            self._alive_rows = rows
+        self._alive_rows = storage_for(self._alive_rows, self.alive, end)
         self._alive_rows[start:end] = True
         self.alive = self._alive_rows[:end]
         self.ids.extend(ids)
@@ -141,6 +139,24 @@ class IdTable:
         if len(set(alive)) != len(alive):
             raise ArtifactError(f"{directory / 'ids.json'}: an id appears twice")
         return cls(ids, deleted)
+
+
+def storage_for(storage: np.ndarray | None, filled: np.ndarray, needed: int, *, geometric: bool = True) -> np.ndarray:
+    """Storage for ``needed`` rows whose head is ``filled``: ``storage`` itself when it has the room,
+    else new storage with ``filled`` copied in, by half again when ``geometric``, so adds one after
+    another copy each row O(1) times (an index's vectors, their norms, an id table's live flags).
+
+    >>> rows = storage_for(None, np.ones(4), 5)
+    >>> len(rows), storage_for(rows, rows[:5], 6) is rows, len(storage_for(None, np.ones(4), 5, geometric=False))
+    (6, True, 5)
+    """
+    if storage is not None and len(storage) >= needed:
+        return storage
+    filled_rows = len(filled)
+    grown = np.empty((max(needed, filled_rows + filled_rows // 2) if geometric else needed, *filled.shape[1:]),
+                     dtype=filled.dtype)  # fmt: skip
+    grown[:filled_rows] = filled
+    return grown
 
 
 def missing_ids_error(missing: Sequence[str], where: str = "the index") -> ConfigError:

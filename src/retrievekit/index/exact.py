@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from retrievekit.errors import ArtifactError
-from retrievekit.index.base import check_count
+from retrievekit.index.base import check_count, storage_for
 from retrievekit.index.vector import PositionalVectorIndex
 from retrievekit.scoring import dot
 
@@ -81,19 +81,16 @@ class ExactIndex(PositionalVectorIndex):
             self._storage_for(len(self._vectors) + check_count("rows", rows, 0), geometric=False)
 
     def _storage_for(self, needed: int, *, geometric: bool) -> np.ndarray:
-        """Writable storage for at least ``needed`` rows, the stored ones copied in when it is new;
-        ``geometric`` grows it by half again, so adds one after another copy each row O(1) times."""
-        if self._rows is None or len(self._rows) < needed:
+        """Writable storage for at least ``needed`` rows (:func:`~retrievekit.index.base.storage_for`);
+        l2's squared norms move to storage of the same size whenever the rows do."""
+        rows = storage_for(self._rows, self._vectors, needed, geometric=geometric)
+        if rows is not self._rows:
             filled = len(self._vectors)
-            capacity = max(needed, filled + filled // 2) if geometric else needed
-            rows = np.empty((capacity, self.dimension), dtype=np.float32)
-            rows[:filled] = self._vectors
             self._rows, self._vectors = rows, rows[:filled]
             if self.metric == "l2":
-                norms = np.empty(capacity, dtype=np.float32)
-                norms[:filled] = self._sq_norms
-                self._norm_rows, self._sq_norms = norms, norms[:filled]
-        return self._rows
+                self._norm_rows = storage_for(None, self._sq_norms, len(rows), geometric=False)
+                self._sq_norms = self._norm_rows[:filled]
+        return rows
 
     def _add_vectors(self, vectors: np.ndarray, start: int) -> None:
         filled, end = len(self._vectors), len(self._vectors) + len(vectors)
