@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from retrievekit.index import ExactIndex, load_index
+from retrievekit.index.base import IdTable
 from retrievekit.index.faiss_index import HnswIndex
 
 pytest.importorskip("faiss")
@@ -90,3 +91,22 @@ def test_hnsw_search_while_another_thread_adds():
     for thread in threads:
         thread.join(timeout=120)
     assert not failures and len(index) == 200 + 20 * 100
+
+
+@pytest.mark.parametrize("make", [lambda: ExactIndex(16), lambda: HnswIndex(16, "dot", M=8)], ids=["exact", "hnsw"])
+def test_a_search_reads_its_ids_while_it_holds_the_read_lock(make, monkeypatch):
+    """An add extends the id list and a compaction renumbers it: ids read after the lock is let go
+    can be torn (numpy saw the list change during its copy) or belong to another table."""
+    index = make()
+    index.add([f"d{i}" for i in range(30)], np.random.default_rng(1).normal(size=(30, 16)).astype(np.float32))
+    readers_at_lookup: list[int] = []
+    original = IdTable.lookup
+
+    def lookup(table: IdTable, positions: np.ndarray) -> list[str]:
+        readers_at_lookup.append(index.lock._readers)
+        return original(table, positions)
+
+    monkeypatch.setattr(IdTable, "lookup", lookup)
+    hits = index.search(np.eye(16, dtype=np.float32)[:3], k=5)
+    assert readers_at_lookup and all(count == 1 for count in readers_at_lookup)
+    assert [len(h) for h in hits] == [5, 5, 5]

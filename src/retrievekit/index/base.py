@@ -451,10 +451,14 @@ class PositionalIndex(Index[Items, Queries]):
             k = min(k, len(self))
             alive = self.table.alive.copy() if self.table.has_tombstones else None
             scores, positions = self._search_vectors(prepared, k, alive)
-        results = []
-        for row_scores, row_positions in zip(scores, positions, strict=True):
-            keep = row_positions >= 0
-            results.append(Hits(self.table.lookup(row_positions[keep]), row_scores[keep].astype(np.float32)))
+            # ids are read under the same lock: an add extends them and a compaction renumbers them
+            keep = positions >= 0
+            found = self.table.lookup(positions[keep])
+        results, start = [], 0
+        for row_scores, row_keep in zip(scores, keep, strict=True):
+            count = int(row_keep.sum())
+            results.append(Hits(found[start : start + count], row_scores[row_keep].astype(np.float32)))
+            start += count
         return results
 
 
