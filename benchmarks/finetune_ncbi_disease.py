@@ -24,8 +24,8 @@ retrievekit's public API:
 3. the trained linkers on test under their protocol (with --rerank, also behind a cross-encoder trained
    from --model on the fine-tuned linker's hard negatives: BLINK's second stage; with --rerank-weights, also
    fused with the first stage, the reranker's weight chosen on dev); linking throughput (mentions/s: query encoding
-   and search) against sentence-transformers ``encode`` + a FAISS inner-product index over the same
-   name vectors, same threads, alternating, best of --repeats;
+   and search) on each backend against sentence-transformers ``encode`` + a FAISS inner-product index over the
+   same name vectors on each of its backends, same threads, alternating, best of --repeats (link_throughput.py);
 4. with --lexical-weights, BioSyn's ``dense + weight * sparse`` scores (character n-gram TF-IDF of the
    mention alone): each weight on dev, the best dev acc@1's on test (BioSyn tunes on dev).
 --train-splits train holds dev out, to choose settings without test: the trainer scores dev acc@1
@@ -321,7 +321,7 @@ def main() -> None:
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, entity_vectors="concepts"),
                    f"{who}, fine-tuned{pooled}, per concept")  # fmt: skip
             if args.throughput:
-                throughput = _throughput(args, model, formats["raw"], names_file["raw"])
+                throughput = _throughput(args, model, names_file["raw"])
                 timings |= {f"throughput: {k}": v for k, v in throughput.items()}
 
     for protocol, folder in trained_dirs.items():
@@ -452,55 +452,12 @@ def _train_reranker(args: argparse.Namespace, protocol: str, queries: list, inde
     return load_cross_encoder(trained.model_dir, max_length=fmt.query_max_length + fmt.entity_max_length)
 
 
-def _throughput(args: argparse.Namespace, model: Any, fmt: Any, names_file: Path) -> dict[str, float]:
-    """Mentions/s linking the test mentions (query encoding + top-64 search over the same name
-    vectors): retrievekit's linker against sentence-transformers ``encode`` + FAISS ``IndexFlatIP``."""
-    import faiss
-    import numpy as np
-    from sentence_transformers import SentenceTransformer
+def _throughput(args: argparse.Namespace, model: Any, names_file: Path) -> dict[str, float]:
+    """Mentions/s linking the test mentions with the trained linker, on each backend, against
+    sentence-transformers + FAISS on each of its backends (see ``link_throughput.py``)."""
+    from link_throughput import linking_throughput
 
-    from retrievekit.linking import EntityIndex, EntityLinker, read_mentions, read_names
-    from retrievekit.linking.evaluate import folder_documents
-
-    mentions = read_mentions(args.data / "mentions" / "test.jsonl")
-    names = read_names(names_file)
-    vectors = np.asarray(model.encode_documents([n.name for n in names], max_length=fmt.entity_max_length), np.float32)
-    linker = EntityLinker(EntityIndex(model, names, vectors=vectors), fmt)  # both search the same vectors
-    texts = linker.query_texts(mentions, folder_documents(args.data, fmt))
-    peer = SentenceTransformer(str(model.source), device="cpu")
-    peer.max_seq_length = fmt.query_max_length
-    flat = faiss.IndexFlatIP(model.dimension)
-    flat.add(vectors)
-    scann_linker = EntityLinker(EntityIndex(model, names, vectors=vectors, index_type="scann"), fmt)
-    exact_hits = linker.link_texts(texts, 10, group="names", batch_size=128)
-    scann_hits = scann_linker.link_texts(texts, 10, group="names", batch_size=128)
-    recall = float(
-        np.mean([len(set(a.texts) & set(b.texts)) / 10 for a, b in zip(exact_hits, scann_hits, strict=True)])
-    )
-    print(f"ScaNN (default settings) recall@10 of the exact top 10 names: {recall:.4f}", flush=True)
-    best = {
-        "retrievekit": float("inf"),
-        "retrievekit scann": float("inf"),
-        "sentence-transformers + faiss": float("inf"),
-    }
-    for round_ in range(args.repeats):
-        order = list(best) if round_ % 2 == 0 else list(reversed(best))
-        for engine in order:
-            t = time.perf_counter()
-            if engine == "retrievekit":
-                linker.link_texts(texts, 64, group="names", batch_size=128)
-            elif engine == "retrievekit scann":
-                scann_linker.link_texts(texts, 64, group="names", batch_size=128)
-            else:
-                vectors = peer.encode(texts, batch_size=128, normalize_embeddings=True, convert_to_numpy=True)
-                flat.search(np.asarray(vectors, dtype=np.float32), 64)
-            best[engine] = min(best[engine], time.perf_counter() - t)
-    rates = {engine: len(texts) / seconds for engine, seconds in best.items()}
-    ratio = rates["retrievekit"] / rates["sentence-transformers + faiss"]
-    print(f"linking throughput: retrievekit {rates['retrievekit']:.0f} mentions/s (scann {rates['retrievekit scann']:.0f}), "
-          f"sentence-transformers + faiss {rates['sentence-transformers + faiss']:.0f} mentions/s ({ratio:.2f}x)",
-          flush=True)  # fmt: skip
-    return rates | {"ratio": ratio, "scann_recall@10": recall}
+    return linking_throughput(model.source, args.data, names_file, repeats=args.repeats)
 
 
 if __name__ == "__main__":

@@ -519,3 +519,62 @@ def test_search_over_a_database_index(backend, tmp_path, dense_dir, index_dir):
         assert hits["db"] == hits["flat"] and hits["db"][0]
     finally:
         running.stop()
+
+
+def test_serve_search_and_rerank_take_the_quantize_option(
+    dense_dir, reranker_dir, index_dir, tiny_mlm_dir, tmp_path, monkeypatch
+):
+    """``--quantize none`` reaches every model that serve, search and rerank load: the float32 graph,
+    whose scores are torch's; int8 stays the onnx default; off the onnx backend it is refused; a
+    SPLADE model (no onnx graph) is never handed it."""
+    from click.testing import CliRunner
+
+    from conftest import TOY_BEIR
+    from retrievekit.cli.main import cli
+    from retrievekit.models import load_model, load_sparse_encoder
+    from retrievekit.serve.loading import load_served
+
+    what = {"models": [f"d={dense_dir}"], "rerankers": [f"ce={reranker_dir}"], "indexes": [f"i={index_dir}"]}
+    for quantize, runtime in ((None, "onnx-fp32"), ("int8", "onnx-int8")):
+        served = load_served(settings=ServeSettings(), metrics=ServeMetrics(), backend="onnx", quantize=quantize,
+                             **what)  # fmt: skip
+        try:
+            assert served.embedders["d"].encoder.runtime == runtime
+            assert served.rerankers["ce"].model.runtime == runtime
+            assert served.indexes["i"].retriever.encoder.runtime == runtime
+        finally:
+            served.stop()
+    splade = load_sparse_encoder(tiny_mlm_dir).save(tmp_path / "splade")
+    assert load_model(splade, backend="torch", quantize=None).runtime == "torch-float32"
+
+    def scores(*options: str) -> list[float]:
+        args = ["search", "--index", str(index_dir), "--model", str(dense_dir), "-q", "alpha beta", "-k", "3", "--json",
+                *options]  # fmt: skip
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return [hit["score"] for hit in json.loads(result.output)["results"]]
+
+    np.testing.assert_allclose(scores("--backend", "onnx", "--quantize", "none"), scores(), atol=1e-5)
+    refused = CliRunner().invoke(cli, ["search", "--index", str(index_dir), "-q", "alpha", "--quantize", "none"])
+    assert refused.exit_code != 0 and "--quantize none applies to the onnx backend" in str(refused.exception)
+    import retrievekit.models.cross_encoder as cross_encoder_module
+
+    loaded = []
+    real_loader = cross_encoder_module.load_reranker
+
+    def load_reranker(*args, **options):
+        model = real_loader(*args, **options)
+        loaded.append(model.runtime)
+        return model
+
+    monkeypatch.setattr(cross_encoder_module, "load_reranker", load_reranker)
+    for options in ((), ("--backend", "onnx"), ("--backend", "onnx", "--quantize", "none")):
+        args = ["rerank", "--model", str(reranker_dir), "-q", "alpha beta",
+                "--documents", str(TOY_BEIR / "corpus.jsonl"), *options]  # fmt: skip
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0 and "d1" in result.output, result.output
+    args = ["evaluate", "--dataset", str(TOY_BEIR), "-r", "bm25", "--rerank", str(reranker_dir), "--rerank-top-k", "3",
+            "--no-cache", "--backend", "onnx", "--quantize", "none"]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert loaded == ["torch-float32", "onnx-int8", "onnx-fp32", "onnx-fp32"]  # evaluate's reranker too

@@ -10,6 +10,31 @@ from retrievekit.cli._option_group import option_group
 from retrievekit.models.spec import POOLING_MODES
 
 
+def quantize_option() -> Callable:
+    """``--quantize int8|none``: the onnx backend's weights (every command that loads a model)."""
+    return click.option(
+        "--quantize",
+        type=click.Choice(["int8", "none"]),
+        default=None,
+        help="onnx backend: int8 weights (the default, fastest) or none (float32: torch's scores to float "
+        "precision, for tasks int8 costs accuracy).",
+    )
+
+
+def onnx_weights(backend: str, quantize: str | None) -> str | None:
+    """The loaders' ``quantize`` for ``--quantize``: ``"int8"`` unless ``none`` (float32); refused off
+    the onnx backend, where it would silently do nothing.
+
+    >>> onnx_weights("onnx", None), onnx_weights("onnx", "none"), onnx_weights("torch", None)
+    ('int8', None, 'int8')
+    """
+    from retrievekit.errors import ConfigError
+
+    if quantize is not None and backend != "onnx":
+        raise ConfigError(f"--quantize {quantize} applies to the onnx backend: add --backend onnx")
+    return None if quantize == "none" else "int8"
+
+
 def model_options(command: Callable) -> Callable:
     """Add --model, --pooling, --normalize, --query-prompt, --document-prompt, --backend, --quantize, --device,
     --dtype, --trust-remote-code, --document-length and --model-family."""
@@ -42,13 +67,7 @@ def model_options(command: Callable) -> Callable:
             show_default=True,
             help="torch (any device) or onnx (fast CPU, int8; exported once and cached in the model folder).",
         ),
-        click.option(
-            "--quantize",
-            type=click.Choice(["int8", "none"]),
-            default=None,
-            help="onnx backend: int8 weights (the default, fastest) or none (float32: torch's scores to float "
-            "precision, for tasks int8 costs accuracy).",
-        ),
+        quantize_option(),
         click.option(
             "--device",
             default=None,
@@ -109,9 +128,7 @@ def load_from_options(
     if family is not None and wanted is not None and wanted != family:
         raise ConfigError(f"--model-family {model_family} does not fit this command, which needs a {family} model")
     family = family or wanted
-    if quantize is not None and backend != "onnx":
-        raise ConfigError(f"--quantize {quantize} applies to the onnx backend: add --backend onnx")
-    onnx_weights = None if quantize == "none" else "int8"  # the loaders' own default when not given
+    weights = onnx_weights(backend, quantize)
     from retrievekit.models import load_encoder
     from retrievekit.models.registry import detect_model_kind
     from retrievekit.resolve import resolve_model
@@ -148,7 +165,7 @@ def load_from_options(
             raise ConfigError(f"{', '.join(given)} do not apply to ColBERT models (one vector per token)")
         return load_colbert(
             model, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-            document_length=document_length, quantize=onnx_weights,
+            document_length=document_length, quantize=weights,
         )  # fmt: skip
     if family == "multivector":
         raise ConfigError(f"{model}: not a ColBERT model folder (PyLate, Stanford or retrievekit)")
@@ -164,5 +181,5 @@ def load_from_options(
         device=device,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
-        quantize=onnx_weights,
+        quantize=weights,
     )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from retrievekit.cli._engine_options import engine_options, ray_settings
-from retrievekit.cli._model_options import load_from_options, model_options
+from retrievekit.cli._model_options import load_from_options, model_options, onnx_weights
 from retrievekit.cli._output import console, print_table
 from retrievekit.cli._variadic import ManyValues
 from retrievekit.evaluation.systems import (
@@ -147,6 +147,7 @@ def evaluate(
         reranker = load_reranker(
             rerank_model, backend=model_kwargs["backend"], device=model_kwargs["device"], dtype=model_kwargs["dtype"],
             trust_remote_code=model_kwargs["trust_remote_code"],
+            quantize=onnx_weights(model_kwargs["backend"], model_kwargs["quantize"]),
         )  # fmt: skip
     result = evaluate_dataset(
         dataset,

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from retrievekit.cli._model_options import onnx_weights, quantize_option
 from retrievekit.cli._output import console, print_table
 
 
@@ -41,8 +42,9 @@ from retrievekit.cli._output import console, print_table
     type=click.Choice(["torch", "onnx"]),
     default="torch",
     show_default=True,
-    help="torch (any device) or onnx (CPU, int8; exported once beside the model).",
+    help="torch (any device) or onnx (CPU, int8 unless --quantize none; exported once beside the model).",
 )
+@quantize_option()
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (torch backend).")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True,
               help="How the model runs; the activation after it is always float32.")  # fmt: skip
@@ -53,7 +55,7 @@ from retrievekit.cli._output import console, print_table
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code shipped with a hub model (off by default).")
 def rerank(
     model, query_texts, documents, queries_file, run_file, corpus, rerank_top_k, fusion, k, output, max_length,
-    batch_size, backend, device, dtype, rescore_top_k, trust_remote_code,
+    batch_size, backend, quantize, device, dtype, rescore_top_k, trust_remote_code,
 ) -> None:  # fmt: skip
     """Rerank with a cross-encoder: rank a documents file for one or more --query, or rerank the top
     of a TREC --run (with its --queries and --corpus) and write the reranked run.
@@ -71,11 +73,14 @@ def rerank(
         raise click.UsageError("--query needs --documents")
     if run_file and not (queries_file and corpus):
         raise click.UsageError("--run needs --queries and --corpus")
-    if rescore_top_k is not None and not (backend == "onnx" and run_file):
-        raise click.UsageError("--rescore-top-k goes with --backend onnx and --run (the int8 graph's best re-scored)")
+    if rescore_top_k is not None and not (backend == "onnx" and quantize != "none" and run_file):
+        raise click.UsageError(
+            "--rescore-top-k goes with --backend onnx (int8) and --run (the int8 graph's best re-scored)"
+        )
     cross_encoder = load_reranker(
-        model, max_length=max_length, backend=backend, device=device, dtype=dtype, trust_remote_code=trust_remote_code
-    )
+        model, max_length=max_length, backend=backend, quantize=onnx_weights(backend, quantize), device=device,
+        dtype=dtype, trust_remote_code=trust_remote_code,
+    )  # fmt: skip
     if run_file:
         method = None if fusion == "none" else fusion
         rescore = None

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from retrievekit.cli._model_options import onnx_weights, quantize_option
 from retrievekit.cli._output import console
 
 
@@ -42,6 +43,7 @@ from retrievekit.cli._output import console
 )
 @click.option("--model", "-m", default=None, help="Override the model the index remembers (dense and ColBERT indexes).")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@quantize_option()
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (torch backend).")
 @click.option("--force", is_flag=True, help="Search even if the query model differs from the index's model.")
 @click.option(
@@ -59,6 +61,7 @@ def search(
     explain,
     model,
     backend,
+    quantize,
     device,
     force,
     trust_remote_code,
@@ -82,6 +85,7 @@ def search(
     from retrievekit.retrieval.from_index import retriever_for_index
     from retrievekit.retrieval.retriever import SparseRetriever
 
+    weights = onnx_weights(backend, quantize)
     if bool(query_texts) == bool(queries_file):
         raise click.UsageError("give either --query (one or more) or --queries FILE")
     if queries_file:
@@ -91,8 +95,9 @@ def search(
         ids, texts = [str(i) for i in range(1, len(query_texts) + 1)], list(query_texts)
     index = load_index(index_dir)
     retriever = retriever_for_index(
-        index, index_dir, model=model, backend=backend, device=device, force=force, trust_remote_code=trust_remote_code
-    )
+        index, index_dir, model=model, backend=backend, quantize=weights, device=device,
+        force=force, trust_remote_code=trust_remote_code,
+    )  # fmt: skip
     hits = retriever.search(texts, k)
     explained: list[tuple[list, list]] = []
     if explain is not None:

@@ -8,6 +8,7 @@ import time
 
 import click
 
+from retrievekit.cli._model_options import onnx_weights, quantize_option
 from retrievekit.cli._output import console
 
 
@@ -31,7 +32,9 @@ from retrievekit.cli._output import console
               help="Require 'Authorization: Bearer KEY' on every route but /health (or set "
               "RETRIEVEKIT_API_KEY).")  # fmt: skip
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="onnx: int8 ONNX Runtime on CPUs (exported once and cached beside the model).")  # fmt: skip
+              help="onnx: ONNX Runtime on CPUs, int8 unless --quantize none (exported once and cached beside the "
+              "model).")  # fmt: skip
+@quantize_option()
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (torch backend).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code shipped with a hub model.")
 @click.option("--max-batch-tokens", type=click.IntRange(1), default=16_384, show_default=True,
@@ -56,7 +59,7 @@ from retrievekit.cli._output import console
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads for the models (default: every core this process may use). One batch runs at a "
               "time on them.")  # fmt: skip
-def serve(models, rerankers, indexes, corpora, host, port, api_key, backend, device, trust_remote_code,
+def serve(models, rerankers, indexes, corpora, host, port, api_key, backend, quantize, device, trust_remote_code,
           max_batch_tokens, batch_wait_ms, max_client_batch, max_queue, request_timeout, truncate, max_body_bytes,
           http_server, threads) -> None:  # fmt: skip
     """Serve embedding models, rerankers and indexes over HTTP (needs the 'serve' extra).
@@ -80,6 +83,7 @@ def serve(models, rerankers, indexes, corpora, host, port, api_key, backend, dev
     """
     from retrievekit._optional import require
 
+    weights = onnx_weights(backend, quantize)
     for module in ("fastapi", "orjson", "prometheus_client", "uvicorn"):
         require(module, extra="serve", purpose="retrievekit serve")
     if http_server == "granian":
@@ -97,7 +101,7 @@ def serve(models, rerankers, indexes, corpora, host, port, api_key, backend, dev
     )  # fmt: skip
     metrics = ServeMetrics()
     served = load_served(models=models, rerankers=rerankers, indexes=indexes, corpora=corpora, settings=settings,
-                         metrics=metrics, backend=backend, device=device,
+                         metrics=metrics, backend=backend, quantize=weights, device=device,
                          trust_remote_code=trust_remote_code)  # fmt: skip
     request_log = logging.getLogger("retrievekit.serve")
     if not any(getattr(h, "_retrievekit", False) for h in request_log.handlers):

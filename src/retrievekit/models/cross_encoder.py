@@ -201,9 +201,11 @@ class CrossEncoder(SingleTowerEncoder):
 def load_reranker(
     name_or_path: str | Path, *, backend: str = "torch", device: str | list[str] | None = None,
     dtype: str = "float32", max_length: int | None = None, trust_remote_code: bool = False,
+    quantize: str | None = "int8",
 ) -> Any:  # fmt: skip
     """A reranker by what its folder holds: a cross-encoder (sentence-transformers CrossEncoder,
-    sequence-classification folder) or a decoder-only LLM reranker (a causal LM folder)."""
+    sequence-classification folder) or a decoder-only LLM reranker (a causal LM folder).
+    ``quantize``: a cross-encoder's onnx weights (LLM rerankers run on torch)."""
     from retrievekit.models.registry import detect_model_kind
 
     kind = detect_model_kind(resolve_model(name_or_path))
@@ -222,7 +224,7 @@ def load_reranker(
             f"{name_or_path}: a {kind.replace('_', ' ')} is not a reranker; give a cross-encoder (CrossEncoder or "
             "sequence-classification folder) or a causal LM folder"
         )
-    return load_cross_encoder(name_or_path, max_length=max_length, **options)
+    return load_cross_encoder(name_or_path, max_length=max_length, quantize=quantize, **options)
 
 
 def build_cross_encoder(

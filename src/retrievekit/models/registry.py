@@ -42,25 +42,27 @@ class Model(Protocol):
 class ModelKind:
     """A registered model kind: the manifest ``kind`` it answers to, its family, the loader
     (``"module:function"``, called with the folder and the caller's options) and an optional detector
-    of a foreign layout (sentence-transformers, PyLate, Hugging Face, ...) for folders without a manifest."""
+    of a foreign layout (sentence-transformers, PyLate, Hugging Face, ...) for folders without a manifest.
+    ``onnx``: whether the loader runs an onnx backend (and so takes ``quantize``)."""
 
     kind: str
     family: str
     loader: str
     detect: Callable[[Path], bool] | None = None
+    onnx: bool = False  # the loader has an onnx backend and takes its ``quantize`` option
 
 
 _REGISTRY: dict[str, ModelKind] = {}
 
 
 def register_model_kind(
-    kind: str, loader: str, *, family: str, detect: Callable[[Path], bool] | None = None
+    kind: str, loader: str, *, family: str, detect: Callable[[Path], bool] | None = None, onnx: bool = False
 ) -> ModelKind:
     """Register (or replace) ``kind``. Detectors run in registration order, most specific first:
     register a family whose layout is a special case of another's before that one."""
     if ":" not in loader:
         raise ConfigError(f"a model loader must be 'module:function', got {loader!r}")
-    entry = ModelKind(kind, family, loader, detect)
+    entry = ModelKind(kind, family, loader, detect, onnx)
     _REGISTRY[kind] = entry
     return entry
 
@@ -90,9 +92,12 @@ def detect_model_kind(root: Path) -> str:
 def load_model(name_or_path: str | Path, **options: Any) -> Any:
     """Load any model: the family object its folder declares (a :class:`~retrievekit.DenseEncoder`
     for dense models, ...). ``options`` go to the family's loader (for dense ones, those of
-    :func:`~retrievekit.load_encoder`)."""
+    :func:`~retrievekit.load_encoder`). ``quantize`` (the onnx weights) reaches only the loaders of
+    kinds with an onnx backend; the others refuse ``backend="onnx"`` themselves."""
     root = resolve_model(name_or_path)
     entry = _REGISTRY[detect_model_kind(root)]
+    if not entry.onnx:
+        options.pop("quantize", None)
     module, function = entry.loader.split(":")
     loader = getattr(importlib.import_module(module), function)
     return loader(name_or_path, **options)  # as the caller named it: names shown and recorded stay theirs
@@ -117,6 +122,7 @@ register_model_kind(
     "retrievekit.models.colbert:load_colbert",
     family="multivector",
     detect=is_colbert_folder,
+    onnx=True,
 )
 register_model_kind("m3_encoder", "retrievekit.models.m3:load_m3", family="m3", detect=is_m3_folder)
 register_model_kind(
@@ -124,10 +130,12 @@ register_model_kind(
 )
 register_model_kind(
     "cross_encoder", "retrievekit.models.cross_encoder:load_cross_encoder", family="cross_encoder",
-    detect=is_cross_encoder_folder,
+    detect=is_cross_encoder_folder, onnx=True,
 )  # fmt: skip
 register_model_kind(
     "llm_reranker", "retrievekit.models.llm_reranker:load_llm_reranker", family="cross_encoder",
     detect=is_causal_lm_folder,
 )  # fmt: skip
-register_model_kind("dense_encoder", "retrievekit.models.loading:load_encoder", family="dense", detect=_is_dense_layout)
+register_model_kind(
+    "dense_encoder", "retrievekit.models.loading:load_encoder", family="dense", detect=_is_dense_layout, onnx=True
+)

@@ -21,6 +21,7 @@ def retriever_for_index(
     model: str | None = None,
     encoder: Any = None,
     backend: str = "torch",
+    quantize: str | None = "int8",
     device: str | None = None,
     force: bool = False,
     trust_remote_code: bool = False,
@@ -30,7 +31,8 @@ def retriever_for_index(
     inside the index folder) or ``model``. Recorded loading options are allow-listed (pooling,
     normalisation, lengths, prompts) and apply only to the recorded model: an index someone hands
     you cannot choose what runs. ``encoder``: an already loaded model the caller chose for it (the
-    index still checks its fingerprint)."""
+    index still checks its fingerprint). ``quantize``: the onnx backend's weights (``"int8"`` or ``None``,
+    float32) for dense and ColBERT models; SPLADE models have no onnx backend."""
     from retrievekit.index.bm25 import Bm25Index
     from retrievekit.index.multivector import MultiVectorIndex
     from retrievekit.index.sparse import SparseVectorIndex
@@ -56,6 +58,8 @@ def retriever_for_index(
         load_colbert if isinstance(index, MultiVectorIndex) else
         load_sparse_encoder if isinstance(index, SparseVectorIndex) else load_encoder
     )  # fmt: skip
+    if load is not load_sparse_encoder:
+        loading["quantize"] = quantize
     return _retriever(index, load(name, **loading), force)
 
 

@@ -53,10 +53,12 @@ def load_served(
     settings: ServeSettings,
     metrics: ServeMetrics,
     backend: str = "torch",
+    quantize: str | None = "int8",
     device: str | None = None,
     trust_remote_code: bool = False,
 ) -> ServedModels:
-    """Load every model, reranker and index and start a worker for each."""
+    """Load every model, reranker and index and start a worker for each. ``quantize``: the onnx
+    backend's weights (``"int8"`` or ``None``, float32) for the families that have one."""
     from retrievekit.index import load_index
     from retrievekit.models import load_model
     from retrievekit.models.cross_encoder import load_reranker
@@ -66,7 +68,9 @@ def load_served(
         raise ConfigError("nothing to serve: give --model, --reranker or --index")
     lock = threading.Lock()
     served = ServedModels()
-    loading: dict[str, Any] = {"backend": backend, "device": device, "trust_remote_code": trust_remote_code}
+    loading: dict[str, Any] = {
+        "backend": backend, "quantize": quantize, "device": device, "trust_remote_code": trust_remote_code,
+    }  # fmt: skip
     texts = {name: _corpus_texts(path) for name, path in named(corpora, "--corpus").items()}
     index_paths = named(indexes, "--index")
     unknown = sorted(set(texts) - set(index_paths))
