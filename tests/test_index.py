@@ -89,6 +89,24 @@ def test_exact_chunking_does_not_change_results(random_data):
     assert whole.search(queries[:1], 1)[0].ids == [ids[int(np.argmax(brute[0]))]]
 
 
+@pytest.mark.parametrize("width", [1, 7, 300, 5_000, 70_001])
+def test_top_k_is_a_stable_sort_of_each_row_cut_at_k(width):
+    """The exact index's selection equals sorting each row by score, equal scores in column order:
+    on ties (scores rounded), on removed items (-inf) and wide enough for the group floor."""
+    from retrievekit.index.exact import top_k
+
+    rng = np.random.default_rng(width)
+    for k in (1, 5, 64, 200):
+        scores = rng.normal(size=(6, width)).astype(np.float32)
+        scores[1] = np.round(scores[1], 1)  # many equal scores
+        scores[2, rng.random(width) < 0.7] = -np.inf
+        scores[3] = 0.5  # all equal
+        values, columns = top_k(scores, k)
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        assert np.array_equal(columns, expected), (width, k)
+        assert np.array_equal(values, np.take_along_axis(scores, expected, axis=1))
+
+
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_hnsw_against_exact(random_data, metric, tmp_path):
     ids, vectors, queries = random_data

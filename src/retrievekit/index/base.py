@@ -337,7 +337,7 @@ class Index(ABC, Generic[Items, Queries]):
     def _load_payload(self, directory: Path, *, mmap: bool) -> None: ...
 
     def remove(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
-        """Remove items by id; return how many were removed."""
+        """Remove items by id; return how many were removed (an id given twice is removed once)."""
         with self.lock.writing():
             return len(self.table.remove(ids, missing_ok=missing_ok))
 

@@ -17,21 +17,44 @@ from retrievekit.scoring import dot
 __all__ = ["ExactIndex", "merge_top_k", "top_k"]
 
 
+_GROUP_ROWS = 32  # columns per group whose maximum bounds the k-th best score from below (see top_k)
+
+
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top ``k`` of a score matrix, best first: ``(values, column indices)``.
+    """Row-wise top ``k`` of a score matrix, best first, equal scores in column order:
+    ``(values, column indices)``.
+
+    A floor for each row's k-th best score comes first: split the columns into groups (every
+    ``len // 32``-th column together), take each group's maximum; the k-th best of those maxima
+    belongs to k distinct columns, so at most the k-th best score. Only the few columns at or above
+    it are sorted. Narrow matrices take the exact k-th value as the floor.
 
     >>> values, columns = top_k(np.array([[0.1, 0.9, 0.5], [3.0, 1.0, 2.0]]), 2)
     >>> columns.tolist(), values.tolist()
     ([[1, 2], [0, 2]], [[0.9, 0.5], [3.0, 2.0]])
+    >>> top_k(np.array([[1.0, 2.0, 2.0, 2.0]]), 2)[1].tolist()
+    [[1, 2]]
     """
-    k = min(k, scores.shape[1])
-    if k < scores.shape[1]:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    rows, width = scores.shape
+    k = min(k, width)
+    if not rows or not k:
+        return np.empty((rows, k), scores.dtype), np.empty((rows, k), np.int64)
+    groups = width // _GROUP_ROWS
+    if groups >= 2 * k:
+        maxima = scores[:, : groups * _GROUP_ROWS].reshape(rows, _GROUP_ROWS, groups).max(axis=1)
+        floor = np.partition(maxima, groups - k, axis=1)[:, groups - k]
     else:
-        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
-    values = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-values, axis=1, kind="stable")
-    return np.take_along_axis(values, order, axis=1), np.take_along_axis(part, order, axis=1)
+        floor = np.partition(scores, width - k, axis=1)[:, width - k]
+    flat = np.flatnonzero(scores >= floor[:, None])  # row-major: rows ascending, columns ascending in each
+    row_of, column_of = np.divmod(flat, width)
+    counts = np.bincount(row_of, minlength=rows)
+    slots = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
+    candidates = np.zeros((rows, int(counts.max())), dtype=np.int64)
+    values = np.full(candidates.shape, -np.inf, dtype=scores.dtype)  # padding sorts after every real value
+    candidates[row_of, slots] = column_of
+    values[row_of, slots] = scores[row_of, column_of]
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(candidates, order, axis=1)
 
 
 def merge_top_k(
@@ -56,6 +79,7 @@ class ExactIndex(PositionalVectorIndex):
     never queries x documents; vectors load memory-mapped."""
 
     index_type = "flat"
+    revision = 2  # 2: equal scores in position order (top_k)
 
     def __init__(
         self, dimension: int, metric: str = "dot", *, chunk_size: int = 65536, query_batch: int = 256, **kwargs: Any

@@ -90,7 +90,7 @@ class PlaidIndex(MultiVectorIndex):
     """PLAID over ColBERT token vectors (see the module description)."""
 
     index_type = "plaid"
-    revision = 2  # 2: bucket weights are the bucket means; 2,048 candidates at k=10
+    revision = 3  # 2: bucket weights are the bucket means; 2,048 candidates at k=10; 3: ties in position order
 
     def __init__(
         self,

@@ -88,6 +88,7 @@ class SparseIndex(SparseVectorIndex, PositionalIndex[SparseVectors, SparseVector
     """Exact sparse dot-product search over an inverted index (see the module description)."""
 
     index_type = "sparse"
+    revision = 2  # 2: equal scores in position order (top_k)
 
     def __init__(self, vocab_size: int, **kwargs: Any) -> None:
         super().__init__(vocab_size, **kwargs)
