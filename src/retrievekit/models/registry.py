@@ -49,7 +49,7 @@ class ModelKind:
     family: str
     loader: str
     detect: Callable[[Path], bool] | None = None
-    onnx: bool = False  # the loader has an onnx backend and takes its ``quantize`` option
+    onnx: bool = False
 
 
 _REGISTRY: dict[str, ModelKind] = {}
