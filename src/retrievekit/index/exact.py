@@ -17,7 +17,7 @@ from retrievekit.scoring import dot
 __all__ = ["ExactIndex", "merge_top_k", "top_k"]
 
 
-_GROUP_ROWS = 32  # columns per group whose maximum bounds the k-th best score from below (see top_k)
+_GROUP_SIZE = 32  # columns per group whose maximum bounds the k-th best score from below (see top_k)
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,9 +39,9 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, width)
     if not rows or not k:
         return np.empty((rows, k), scores.dtype), np.empty((rows, k), np.int64)
-    groups = width // _GROUP_ROWS
+    groups = width // _GROUP_SIZE
     if groups >= 2 * k:
-        maxima = scores[:, : groups * _GROUP_ROWS].reshape(rows, _GROUP_ROWS, groups).max(axis=1)
+        maxima = scores[:, : groups * _GROUP_SIZE].reshape(rows, _GROUP_SIZE, groups).max(axis=1)
         floor = np.partition(maxima, groups - k, axis=1)[:, groups - k]
     else:
         floor = np.partition(scores, width - k, axis=1)[:, width - k]
