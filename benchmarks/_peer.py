@@ -1,10 +1,12 @@
 """What the benchmarks share about the peers: which of sentence-transformers' quantised ONNX
-builds is the fastest on this CPU."""
+builds is the fastest on this CPU, and the peer's ONNX models."""
 
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def st_quantization_config() -> str:
@@ -35,3 +37,14 @@ def export_st_quantized(model: object, folder: Path) -> str:
     export_dynamic_quantized_onnx_model(model, config, str(folder))
     (path,) = sorted((folder / "onnx").glob(f"model_*int8_{config}.onnx"))
     return str(path.relative_to(folder))
+
+
+def st_onnx_models(load: Callable[..., Any], folder: Path) -> dict[str, Any]:
+    """The peer's ONNX backends of the model in ``folder``, by name: ``onnx fp32`` and its int8
+    export for this CPU (``onnx qint8_avx512_vnni``, ...). ``load(**options)`` builds one with the
+    caller's settings (a ``SentenceTransformer`` or a ``CrossEncoder`` on ``folder``); it gets
+    ``backend="onnx"`` and, for the int8 model, ``model_kwargs``. Raises where optimum is missing."""
+    fp32 = load(backend="onnx")
+    quantized = export_st_quantized(fp32, folder)
+    name = f"onnx {Path(quantized).stem.removeprefix('model_')}"
+    return {"onnx fp32": fp32, name: load(backend="onnx", model_kwargs={"file_name": quantized})}

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from _peer import export_st_quantized
+from _peer import st_onnx_models
 
 
 class PeakRss:
@@ -99,21 +99,15 @@ def main() -> None:
     ]
     peer_note = ""
     try:
-        st_onnx = SentenceTransformer(str(peer_dir), device="cpu", backend="onnx")
-        quantized = export_st_quantized(st_onnx, peer_dir)
-        st_q8 = SentenceTransformer(str(peer_dir), device="cpu", backend="onnx", model_kwargs={"file_name": quantized})
-        for model in (st_onnx, st_q8):
-            model.max_seq_length = args.max_length
-        backends.insert(
-            1, Backend("sentence-transformers onnx fp32", lambda x: st_onnx.encode(x, batch_size=args.batch_size))
-        )
-        backends.insert(
-            2,
-            Backend(
-                f"sentence-transformers onnx {Path(quantized).stem.removeprefix('model_')}",
-                lambda x: st_q8.encode(x, batch_size=args.batch_size),
-            ),
-        )
+        peers = st_onnx_models(lambda **options: SentenceTransformer(str(peer_dir), device="cpu", **options), peer_dir)
+        for position, (name, peer) in enumerate(peers.items(), start=1):
+            peer.max_seq_length = args.max_length
+            backends.insert(
+                position,
+                Backend(
+                    f"sentence-transformers {name}", lambda x, peer=peer: peer.encode(x, batch_size=args.batch_size)
+                ),
+            )
     except Exception as exc:  # the peer's optional backend; its absence is reported, not hidden
         peer_note = f"sentence-transformers ONNX not measured: {type(exc).__name__}: {exc}"
 

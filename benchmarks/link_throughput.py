@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _peer import export_st_quantized
+from _peer import st_onnx_models
 from _timing import best_of_alternating
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ncbi-disease"
@@ -87,10 +87,8 @@ def linking_throughput(
         flat.add(vectors)
         peers = {"torch": SentenceTransformer(str(peer_dir), device="cpu")}
         try:
-            peers["onnx fp32"] = SentenceTransformer(str(peer_dir), device="cpu", backend="onnx")
-            quantized = export_st_quantized(peers["onnx fp32"], peer_dir)
-            peers[f"onnx {Path(quantized).stem.removeprefix('model_')}"] = SentenceTransformer(
-                str(peer_dir), device="cpu", backend="onnx", model_kwargs={"file_name": quantized}
+            peers |= st_onnx_models(
+                lambda **options: SentenceTransformer(str(peer_dir), device="cpu", **options), peer_dir
             )
         except Exception as exc:  # the peer's optional backends; their absence is reported, not hidden
             print(f"sentence-transformers ONNX not measured: {type(exc).__name__}: {exc}", flush=True)

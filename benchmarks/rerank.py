@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,18 +113,16 @@ def main() -> None:
             name = f"retrievekit cascade: onnx int8, then float32 graph on the best {top_k}"
             engines[name] = lambda top_k=top_k: cascade(top_k)
             cascade_top_k[name] = top_k
-    st_onnx = st_q8 = None
+    peer_onnx: dict[str, Any] = {}
     try:
-        from _peer import export_st_quantized
+        from _peer import st_onnx_models
 
-        st_onnx = STCrossEncoder(str(peer_dir), device="cpu", max_length=args.max_length, backend="onnx")
-        quantized = export_st_quantized(st_onnx, peer_dir)
-        st_q8 = STCrossEncoder(str(peer_dir), device="cpu", max_length=args.max_length, backend="onnx",
-                               model_kwargs={"file_name": quantized})  # fmt: skip
-        engines["sentence-transformers onnx fp32"] = lambda: st_onnx.predict(pairs, batch_size=args.batch_size)
-        engines[f"sentence-transformers onnx {Path(quantized).stem.removeprefix('model_')}"] = lambda: st_q8.predict(
-            pairs, batch_size=args.batch_size
+        peer_onnx = st_onnx_models(
+            lambda **options: STCrossEncoder(str(peer_dir), device="cpu", max_length=args.max_length, **options),
+            peer_dir,
         )
+        for name, peer in peer_onnx.items():
+            engines[f"sentence-transformers {name}"] = lambda peer=peer: peer.predict(pairs, batch_size=args.batch_size)
     except Exception as exc:  # the peer's optional backend: its absence is reported, not hidden
         print(f"no sentence-transformers ONNX rows: {type(exc).__name__}: {str(exc)[:200]}")
     for name in [n for n in engines if any(text in n for text in args.without)]:
@@ -132,7 +131,7 @@ def main() -> None:
         del engines[name]
     # warm-up on a few pairs (the timing loop's own warm-up would score every pair once more)
     warm = pairs[: args.batch_size]
-    for model in (theirs, ours, ours_int8, *([st_onnx, st_q8] if st_q8 is not None else [])):
+    for model in (theirs, ours, ours_int8, *peer_onnx.values()):
         model.predict(warm, batch_size=args.batch_size)
     if args.rescore_top_k:
         ours_fp32_graph.predict(warm, batch_size=args.batch_size)
