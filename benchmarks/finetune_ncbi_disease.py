@@ -22,7 +22,7 @@ retrievekit's public API:
    own tokens; --abbreviations reads a mention its abstract defines as an abbreviation as the long
    form), names from dictionary.tsv;
 3. the trained linkers on test under their protocol (with --rerank, also behind a cross-encoder trained
-   from --model on the fine-tuned linker's hard negatives: BLINK's second stage; with --rerank-weights, also
+   from --model on the fine-tuned linker's hard negatives, or the one --reranker names: BLINK's second stage; with --rerank-weights, also
    fused with the first stage, the reranker's weight chosen on dev); linking throughput (mentions/s: query encoding
    and search) on each backend against sentence-transformers ``encode`` + a FAISS inner-product index over the
    same name vectors on each of its backends, same threads, alternating, best of --repeats (link_throughput.py);
@@ -87,13 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rerank", action="store_true",
                         help="train a cross-encoder second stage (BLINK's) on the fine-tuned model's hard negatives "
                         "and re-score each query's best --rerank-top-k names with it")  # fmt: skip
+    parser.add_argument("--reranker", type=Path, default=None,
+                        help="a cross-encoder trained earlier (an earlier --rerank run's OUTPUT/rerank-PROTOCOL/model) "
+                        "to use as the second stage instead of training one; implies --rerank")  # fmt: skip
     parser.add_argument("--rerank-top-k", type=int, default=16)
     parser.add_argument("--rerank-negatives", type=int, default=7, help="cross-encoder: hard negatives per query")
     parser.add_argument("--rerank-batch-size", type=int, default=16, help="cross-encoder: queries per step")
     parser.add_argument("--rerank-learning-rate", type=float, default=5e-5)
     parser.add_argument("--rerank-epochs", type=int, default=1)
     parser.add_argument("--rerank-weights", type=float, nargs="*", default=[],
-                        help="with --rerank: the reranker's weights to try on dev in a weighted fusion with the "
+                        help="with --rerank or --reranker: the reranker's weights to try on dev in a weighted fusion with the "
                         "first stage (weight 1; per-mention min-max normalised scores; 0: the first stage alone); "
                         "the best dev acc@1's test row joins the table")  # fmt: skip
     parser.add_argument(
@@ -292,10 +295,12 @@ def main() -> None:
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
                                     lexical_weight=weight),
                    f"{who}, fine-tuned{pooled} + sparse (weight {weight:g}, chosen on dev)")  # fmt: skip
-        if args.rerank:
+        if args.rerank or args.reranker:
             t = time.perf_counter()
-            reranker = _train_reranker(args, protocol, queries, index, fmt)
-            timings[f"{protocol}: cross-encoder (mining and training)"] = time.perf_counter() - t
+            reranker = _trained_reranker(args, protocol, queries, index, fmt)
+            timings[f"{protocol}: cross-encoder" + ("" if args.reranker else " (mining and training)")] = (
+                time.perf_counter() - t
+            )
             record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
                                     reranker=reranker, rerank_top_k=args.rerank_top_k),
                    f"{who}, fine-tuned{pooled} > cross-encoder (best {args.rerank_top_k} names)")  # fmt: skip
@@ -421,15 +426,18 @@ def _choose_on_dev(
     return max(found, key=lambda v: (found[v], -v)), found
 
 
-def _train_reranker(args: argparse.Namespace, protocol: str, queries: list, index: Any, fmt: Any) -> Any:
-    """BLINK's second stage: a cross-encoder trained from --model on the same queries, each with a
-    name of its gold concept against --rerank-negatives of the names the fine-tuned model ranks
-    highest for it (group softmax, FlagEmbedding's reranker loss), through the one trainer."""
+def _trained_reranker(args: argparse.Namespace, protocol: str, queries: list, index: Any, fmt: Any) -> Any:
+    """BLINK's second stage: --reranker when given, else a cross-encoder trained from --model on the
+    same queries, each with a name of its gold concept against --rerank-negatives of the names the
+    fine-tuned model ranks highest for it (group softmax, FlagEmbedding's reranker loss), through the
+    one trainer."""
     from retrievekit.linking.text import register_markers
     from retrievekit.linking.training import linking_examples
     from retrievekit.models.cross_encoder import build_cross_encoder, load_cross_encoder
     from retrievekit.training import load_config, train, write_training_rows
 
+    if args.reranker:
+        return load_cross_encoder(args.reranker, max_length=fmt.query_max_length + fmt.entity_max_length)
     examples, report = linking_examples(queries, index, num_negatives=args.num_mined)
     print(f"mined for the cross-encoder ({protocol}): {report}", flush=True)
     data_file = write_training_rows(args.output / f"{protocol}-rerank-train.jsonl", examples)

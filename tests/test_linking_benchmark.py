@@ -48,3 +48,21 @@ def test_training_flags_reach_the_trainers_settings(script, tmp_path):
     assert config.data.batch_size == 64 and config.data.num_negatives == 1 and config.data.positives_per_query == 1
     assert config.optimizer.learning_rate == 5e-5 and config.optimizer.epochs == 2 and config.run.seed == 42
     assert not config.model.separate_towers and config.evaluation.dev_linking is None
+
+
+def test_a_trained_reranker_is_loaded_instead_of_trained(script, tmp_path, monkeypatch):
+    from test_cross_encoder import build_cross_encoder
+
+    folder = build_cross_encoder(tmp_path / "ce")
+    args = script.build_parser().parse_args(["--output", str(tmp_path / "run"), "--reranker", str(folder)])
+    assert not args.rerank  # --reranker alone turns the second stage on
+    import retrievekit.training as training
+
+    def no_training(*_a, **_k):
+        raise AssertionError("--reranker must not train a cross-encoder")
+
+    monkeypatch.setattr(training, "train", no_training)
+    fmt = LinkingFormat(context=True, query_max_length=32, entity_max_length=32)
+    reranker = script._trained_reranker(args, "raw", [], None, fmt)
+    assert reranker.max_length == 64  # the mention's and the name's tokens together
+    assert reranker.predict([("a mention", "a name")]).shape == (1,)
