@@ -51,12 +51,12 @@ def test_training_flags_reach_the_trainers_settings(script, tmp_path):
 
 
 def test_a_trained_reranker_is_loaded_instead_of_trained(script, tmp_path, monkeypatch):
+    import retrievekit.training as training
     from test_cross_encoder import build_cross_encoder
 
     folder = build_cross_encoder(tmp_path / "ce")
     args = script.build_parser().parse_args(["--output", str(tmp_path / "run"), "--reranker", str(folder)])
-    assert not args.rerank  # --reranker alone turns the second stage on
-    import retrievekit.training as training
+    assert args.reranker == folder
 
     def no_training(*_a, **_k):
         raise AssertionError("--reranker must not train a cross-encoder")
