@@ -297,7 +297,7 @@ def main() -> None:
                    f"{who}, fine-tuned{pooled} + sparse (weight {weight:g}, chosen on dev)")  # fmt: skip
         if args.rerank or args.reranker:
             t = time.perf_counter()
-            reranker = _trained_reranker(args, protocol, queries, index, fmt)
+            reranker = _reranker(args, protocol, queries, index, fmt)
             timings[f"{protocol}: cross-encoder" + ("" if args.reranker else " (mining and training)")] = (
                 time.perf_counter() - t
             )
@@ -426,18 +426,24 @@ def _choose_on_dev(
     return max(found, key=lambda v: (found[v], -v)), found
 
 
-def _trained_reranker(args: argparse.Namespace, protocol: str, queries: list, index: Any, fmt: Any) -> Any:
-    """BLINK's second stage: --reranker when given, else a cross-encoder trained from --model on the
-    same queries, each with a name of its gold concept against --rerank-negatives of the names the
-    fine-tuned model ranks highest for it (group softmax, FlagEmbedding's reranker loss), through the
-    one trainer."""
+def _reranker(args: argparse.Namespace, protocol: str, queries: list, index: Any, fmt: Any) -> Any:
+    """BLINK's second stage: the cross-encoder --reranker names, else the one :func:`_train_reranker`
+    trains, reading a mention and a name together."""
+    from retrievekit.models.cross_encoder import load_cross_encoder
+
+    folder = args.reranker or _train_reranker(args, protocol, queries, index, fmt)
+    return load_cross_encoder(folder, max_length=fmt.query_max_length + fmt.entity_max_length)
+
+
+def _train_reranker(args: argparse.Namespace, protocol: str, queries: list, index: Any, fmt: Any) -> Path:
+    """A cross-encoder trained from --model on the same queries, each with a name of its gold concept
+    against --rerank-negatives of the names the fine-tuned model ranks highest for it (group softmax,
+    FlagEmbedding's reranker loss), through the one trainer; its model folder."""
     from retrievekit.linking.text import register_markers
     from retrievekit.linking.training import linking_examples
-    from retrievekit.models.cross_encoder import build_cross_encoder, load_cross_encoder
+    from retrievekit.models.cross_encoder import build_cross_encoder
     from retrievekit.training import load_config, train, write_training_rows
 
-    if args.reranker:
-        return load_cross_encoder(args.reranker, max_length=fmt.query_max_length + fmt.entity_max_length)
     examples, report = linking_examples(queries, index, num_negatives=args.num_mined)
     print(f"mined for the cross-encoder ({protocol}): {report}", flush=True)
     data_file = write_training_rows(args.output / f"{protocol}-rerank-train.jsonl", examples)
@@ -457,7 +463,7 @@ def _trained_reranker(args: argparse.Namespace, protocol: str, queries: list, in
     )  # fmt: skip
     trained = train(config)
     print(f"cross-encoder: {trained.steps} steps in {trained.wall_seconds:.0f} s", flush=True)
-    return load_cross_encoder(trained.model_dir, max_length=fmt.query_max_length + fmt.entity_max_length)
+    return trained.model_dir
 
 
 def _throughput(args: argparse.Namespace, model: Any, names_file: Path) -> dict[str, float]:

@@ -63,6 +63,6 @@ def test_a_trained_reranker_is_loaded_instead_of_trained(script, tmp_path, monke
 
     monkeypatch.setattr(training, "train", no_training)
     fmt = LinkingFormat(context=True, query_max_length=32, entity_max_length=32)
-    reranker = script._trained_reranker(args, "raw", [], None, fmt)
+    reranker = script._reranker(args, "raw", [], None, fmt)
     assert reranker.max_length == 64  # the mention's and the name's tokens together
     assert reranker.predict([("a mention", "a name")]).shape == (1,)
