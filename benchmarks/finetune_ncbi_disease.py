@@ -137,9 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked: options that cannot work together are refused before any work starts."""
     parser = build_parser()
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.positives_per_query < 1:
         parser.error(f"--positives-per-query must be at least 1, got {args.positives_per_query}")
     from retrievekit.linking.training import MINING_DEPTH
@@ -148,6 +149,18 @@ def main() -> None:
         parser.error(
             f"--positive-depth must be between 1 and {MINING_DEPTH} (the mining depth), got {args.positive_depth}"
         )
+    if args.reranker:  # a trained cross-encoder is used as it is: options that would train one do nothing
+        training_options = ["rerank_negatives", "rerank_batch_size", "rerank_learning_rate", "rerank_epochs"]
+        ignored = [f"--{o.replace('_', '-')}" for o in training_options if getattr(args, o) != parser.get_default(o)]
+        if ignored:
+            parser.error(
+                f"{', '.join(ignored)} train a cross-encoder; --reranker uses a trained one: drop one or the other"
+            )
+    return args
+
+
+def main() -> None:
+    args = parse_args()
 
     from retrievekit import load_encoder
     from retrievekit.linking import (

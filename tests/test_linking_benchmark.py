@@ -66,3 +66,13 @@ def test_a_trained_reranker_is_loaded_instead_of_trained(script, tmp_path, monke
     reranker = script._reranker(args, "raw", [], None, fmt)
     assert reranker.max_length == 64  # the mention's and the name's tokens together
     assert reranker.predict([("a mention", "a name")]).shape == (1,)
+
+
+def test_options_that_train_a_cross_encoder_are_refused_with_a_trained_one(script, tmp_path, capsys):
+    run = ["--output", str(tmp_path / "run"), "--reranker", str(tmp_path / "reranker")]
+    assert script.parse_args(run).reranker == tmp_path / "reranker"  # the trained one alone is fine
+    with pytest.raises(SystemExit):
+        script.parse_args([*run, "--rerank-epochs", "2", "--rerank-negatives", "3"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--rerank-negatives, --rerank-epochs train a cross-encoder; --reranker uses a trained one" in error
+    assert script.parse_args(["--output", str(tmp_path / "run"), "--rerank", "--rerank-epochs", "2"]).rerank_epochs == 2
