@@ -3,6 +3,9 @@ papers' protocol and the raw one, in one table.
 
     python benchmarks/finetune_ncbi_disease.py --output runs/ncbi-disease
 
+Without training flags each protocol trains with its reference settings (REFERENCE_SETTINGS: biosyn, a
+synonym stage then 1 epoch with 7 hard negatives per mention; raw, 3 rounds of 2 epochs on the pooled
+mention, abbreviations read long, 32 tokens); a flag given overrides its setting under every protocol.
 Data: ../shared/data/ncbi-disease (see its README for the protocols). Everything runs through
 retrievekit's public API:
 1. baselines on test: BM25 and the untrained MiniLM, ``biosyn`` (preprocessed mention parts ranked
@@ -50,6 +53,12 @@ from pathlib import Path
 from typing import Any
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ncbi-disease"
+# each protocol's reference settings (its best row in benchmarks/README.md), for the flags a run leaves unset:
+# biosyn, a synonym stage then one epoch with 7 hard negatives per mention; raw, three rounds of two epochs
+REFERENCE_SETTINGS: dict[str, dict[str, int]] = {
+    "biosyn": {"synonym_pretraining": 1, "num_negatives": 7, "epochs": 1, "rounds": 1},
+    "raw": {"synonym_pretraining": 0, "num_negatives": 3, "epochs": 2, "rounds": 3},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,31 +67,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--model", default="minilm")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per round (default: biosyn 1, raw 2)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-negatives", type=int, default=3, help="hard negatives per query in a batch")
+    parser.add_argument("--num-negatives", type=int, default=None,
+                        help="hard negatives per query in a batch (default: biosyn 7, raw 3)")  # fmt: skip
     parser.add_argument("--num-mined", type=int, default=15, help="hard negatives mined per query")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--temperature", type=float, default=0.05,
                         help="fine-tuning: InfoNCE's temperature (0.05 = sentence-transformers' scale 20)")  # fmt: skip
     parser.add_argument("--symmetric", action="store_true",
                         help="fine-tuning: add InfoNCE's name-to-mention term (each positive against every query)")  # fmt: skip
-    parser.add_argument("--query-length", type=int, default=64, help="raw protocol: tokens of mention + context")
+    parser.add_argument(
+        "--query-length", type=int, default=32, help="raw protocol: tokens of mention + context (default: 32)"
+    )
     parser.add_argument("--protocols", nargs="+", default=["biosyn", "raw"], choices=["biosyn", "raw"])
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the throughput comparison")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--separate-towers", action="store_true", help="BET's layout: a mention and an entity tower")
     parser.add_argument(
         "--mention-pooling",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="raw protocol: the query vector is the mean of the mention's own tokens (between its "
-        "markers, read in context) instead of the whole window's",
+        "markers, read in context) instead of the whole window's (default: on)",
     )
     parser.add_argument(
         "--abbreviations",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="raw protocol: a mention written as an abbreviation its abstract defines (Schwartz & Hearst) is "
-        "read as the long form, in training and evaluation (BioSyn's queries are expanded with Ab3P)",
+        "read as the long form, in training and evaluation (BioSyn's queries are expanded with Ab3P; default: on)",
     )
     parser.add_argument("--rerank", action="store_true",
                         help="train a cross-encoder second stage (BLINK's) on the fine-tuned model's hard negatives "
@@ -111,9 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="BioSyn's sparse weights to try on dev; the best one's test row joins the table")  # fmt: skip
     parser.add_argument("--trained", type=Path, default=None,
                         help="a linker trained earlier (a model folder) to evaluate instead of training")  # fmt: skip
-    parser.add_argument("--synonym-pretraining", type=int, default=0, metavar="K",
+    parser.add_argument("--synonym-pretraining", type=int, default=None, metavar="K",
                         help="first align the knowledge base's synonyms as SapBERT does: up to K names of each "
-                        "concept as queries for its other names, hard negatives mined from the names")  # fmt: skip
+                        "concept as queries for its other names, hard negatives mined from the names; 0: no such "
+                        "stage, as for a --model that had it (default: biosyn 1, raw 0)")  # fmt: skip
     parser.add_argument("--synonym-epochs", type=int, default=1)
     parser.add_argument("--synonym-negatives", type=int, default=1, help="synonym stage: hard negatives per query")
     parser.add_argument("--aliases", action="store_true",
@@ -131,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the splits trained on (BioSyn: train+dev). Without dev, dev is held out: the trainer "
                         "scores dev acc@1 each epoch and the best epoch's model is evaluated (early stopping), biosyn "
                         "mines from BioSyn's dev dictionary, and --lexical-weights are chosen on an unseen dev")  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--rounds", type=int, default=None,
                         help="training rounds; each after the first re-mines the hard negatives with the model the "
-                        "last round trained and trains it further (BioSyn updates its candidates as it trains)")  # fmt: skip
+                        "last round trained and trains it further (BioSyn updates its candidates as it trains; "
+                        "default: biosyn 1, raw 3)")  # fmt: skip
     return parser
 
 
@@ -157,6 +173,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 f"{', '.join(ignored)} train a cross-encoder; --reranker uses a trained one: drop one or the other"
             )
     return args
+
+
+def protocol_settings(args: argparse.Namespace, protocol: str) -> argparse.Namespace:
+    """The run's settings under ``protocol``: each flag left unset from the protocol's reference settings."""
+    given = vars(args)
+    return argparse.Namespace(**given | {k: v for k, v in REFERENCE_SETTINGS[protocol].items() if given[k] is None})
 
 
 def main() -> None:
@@ -200,6 +222,7 @@ def main() -> None:
     dev_sweeps: dict[str, dict[float, float]] = {}  # dev acc@1 of each sparse weight
     rerank_sweeps: dict[str, dict[float, float]] = {}  # dev acc@1 of each fused reranker weight
     dev_curves: dict[str, list[float]] = {}  # with dev held out: the trainer's dev acc@1 after each epoch
+    settings: dict[str, argparse.Namespace] = {}  # each protocol's settings, as run
 
     def record(result, label: str) -> None:
         m = result.metrics
@@ -210,30 +233,32 @@ def main() -> None:
               f"R@64 {100 * m['recall@64']:.1f}", flush=True)  # fmt: skip
 
     for protocol in args.protocols:
+        run = protocol_settings(args, protocol)  # the flags given, the protocol's reference for the rest
+        settings[protocol] = run
         fmt = formats[protocol]
         t = time.perf_counter()
-        base = load_encoder(args.model)
+        base = load_encoder(run.model)
         prepare_linking_model(base, fmt)
         pooled = (", mention pooled" if fmt.mention_pooling else "") + (", abbreviations" if fmt.abbreviations else "")
-        if args.baselines:
-            record(evaluate_linking(args.data, "test", encoder=None, protocol=protocol, show_progress=False), "BM25")
+        if run.baselines:
+            record(evaluate_linking(run.data, "test", encoder=None, protocol=protocol, show_progress=False), "BM25")
         # one vector per concept (title + synonyms + definition) instead of per name
-        if protocol == "raw" and args.baselines:
-            record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt,
+        if protocol == "raw" and run.baselines:
+            record(evaluate_linking(run.data, "test", encoder=base, protocol=protocol, fmt=fmt,
                                     entity_vectors="concepts"), f"{who}, {fresh}{pooled}, per concept")  # fmt: skip
         timings[f"{protocol}: baselines"] = time.perf_counter() - t
 
         # mine with the current model (the untrained one first), then train through the one trainer from the
         # saved start model (its format and markers travel with it); a --trained run trains nothing
-        current, start_dir = base, None if args.trained else base.save(args.output / f"start-{protocol}")
-        documents = folder_documents(args.data, fmt)  # the abstracts, where abbreviations are defined
+        current, start_dir = base, None if run.trained else base.save(run.output / f"start-{protocol}")
+        documents = folder_documents(run.data, fmt)  # the abstracts, where abbreviations are defined
         queries = training_queries(
             mentions, fmt, base.query_tower.tokenizer, parts=protocol == "biosyn", documents=documents
         )
         # the names mined from: BioSyn's test dictionary holds the dev mention strings, so a run that
         # holds dev out mines from its dev dictionary, and the test rows get an index of their own
         mined_from_dev_dictionary = held_out and protocol == "biosyn"
-        names = biosyn_dev_dictionary(args.data) if mined_from_dev_dictionary else read_names(names_file[protocol])
+        names = biosyn_dev_dictionary(run.data) if mined_from_dev_dictionary else read_names(names_file[protocol])
 
         # the indexes test and dev evaluations search: the mining one where it holds their names, else
         # the same model's index over them, built once per mining index
@@ -249,39 +274,39 @@ def main() -> None:
             return encoder, EntityIndex(encoder, names, max_length=fmt.entity_max_length)
 
         index = None  # the current model's vectors of the names: mined from, then evaluated on
-        if not args.trained:
+        if not run.trained:
             index = EntityIndex(current, names, max_length=fmt.entity_max_length)  # the untrained model's
-            record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, fmt=fmt, index=on_test(index)),
+            record(evaluate_linking(run.data, "test", encoder=base, protocol=protocol, fmt=fmt, index=on_test(index)),
                    f"{who}, {fresh}{pooled}")  # fmt: skip
-            if protocol == "raw" and args.baselines:  # the data README's P3: the mention alone (65.9 / 78.2)
-                record(evaluate_linking(args.data, "test", encoder=base, protocol=protocol, index=on_test(index),
+            if protocol == "raw" and run.baselines:  # the data README's P3: the mention alone (65.9 / 78.2)
+                record(evaluate_linking(run.data, "test", encoder=base, protocol=protocol, index=on_test(index),
                                         fmt=LinkingFormat(context=False, entity_max_length=32)),
                        f"{who}, {fresh}, mention only")  # fmt: skip
-        if args.synonym_pretraining and index is not None:  # SapBERT's self-alignment on the names first
+        if run.synonym_pretraining and index is not None:  # SapBERT's self-alignment on the names first
             t = time.perf_counter()
-            aligned = synonym_queries(names, per_concept=args.synonym_pretraining, seed=args.seed)
-            examples, report = linking_examples(aligned, index, num_negatives=args.num_mined)
-            data_file = write_training_rows(args.output / f"{protocol}-synonyms.jsonl", examples)
+            aligned = synonym_queries(names, per_concept=run.synonym_pretraining, seed=run.seed)
+            examples, report = linking_examples(aligned, index, num_negatives=run.num_mined)
+            data_file = write_training_rows(run.output / f"{protocol}-synonyms.jsonl", examples)
             print(f"mined ({protocol}, synonyms): {report}", flush=True)
-            trained = train(_config(args, fmt, start_dir, data_file, args.output / f"synonyms-{protocol}",
-                                    args.synonym_epochs, args.seed, num_negatives=args.synonym_negatives))  # fmt: skip
+            trained = train(_config(run, fmt, start_dir, data_file, run.output / f"synonyms-{protocol}",
+                                    run.synonym_epochs, run.seed, num_negatives=run.synonym_negatives))  # fmt: skip
             timings[f"{protocol}: synonym pretraining"] = time.perf_counter() - t
             start_dir = trained.model_dir
             current, index = reloaded(trained.model_dir)
-            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=on_test(index)),
+            record(evaluate_linking(run.data, "test", encoder=current, protocol=protocol, index=on_test(index)),
                    f"{who} + synonym pretraining{pooled}")  # fmt: skip
-        for round_ in range(1, 0 if args.trained else args.rounds + 1):
+        for round_ in range(1, 0 if run.trained else run.rounds + 1):
             suffix = "" if round_ == 1 else f"-round{round_}"
             t = time.perf_counter()
             assert index is not None  # the current model's
-            examples, report = linking_examples(queries, index, num_negatives=args.num_mined,
-                                                positive_depth=args.positive_depth)  # fmt: skip
-            data_file = write_training_rows(args.output / f"{protocol}-train{suffix}.jsonl", examples)
+            examples, report = linking_examples(queries, index, num_negatives=run.num_mined,
+                                                positive_depth=run.positive_depth)  # fmt: skip
+            data_file = write_training_rows(run.output / f"{protocol}-train{suffix}.jsonl", examples)
             timings[f"{protocol}: mining{suffix}"] = time.perf_counter() - t
             print(f"mined ({protocol}, round {round_}): {report}", flush=True)
-            config = _config(args, fmt, start_dir, data_file, args.output / f"train-{protocol}{suffix}", args.epochs,
-                             args.seed + round_ - 1, dev_protocol=protocol if held_out else None,
-                             positives_per_query=args.positives_per_query)  # fmt: skip
+            config = _config(run, fmt, start_dir, data_file, run.output / f"train-{protocol}{suffix}", run.epochs,
+                             run.seed + round_ - 1, dev_protocol=protocol if held_out else None,
+                             positives_per_query=run.positives_per_query)  # fmt: skip
             trained = train(config)
             timings[f"{protocol}: training{suffix}"] = trained.wall_seconds
             if held_out:  # the epoch with the best dev acc@1 (early stopping)
@@ -291,33 +316,33 @@ def main() -> None:
                 print(f"dev acc@1 by epoch ({protocol}{suffix}): {dev_curves[f'{protocol}{suffix}']}", flush=True)
             trained_dirs[protocol] = start_dir = trained.best_model_dir or trained.model_dir
             current, index = reloaded(start_dir)
-            label = f"{who}, fine-tuned{pooled}" + (f" (round {round_})" if args.rounds > 1 else "")
-            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=on_test(index)), label)
-        if args.trained:
-            current, index = reloaded(args.trained)
-            record(evaluate_linking(args.data, "test", encoder=current, protocol=protocol, index=on_test(index)),
-                   f"{who}, fine-tuned{pooled} ({args.trained})")  # fmt: skip
+            label = f"{who}, fine-tuned{pooled}" + (f" (round {round_})" if run.rounds > 1 else "")
+            record(evaluate_linking(run.data, "test", encoder=current, protocol=protocol, index=on_test(index)), label)
+        if run.trained:
+            current, index = reloaded(run.trained)
+            record(evaluate_linking(run.data, "test", encoder=current, protocol=protocol, index=on_test(index)),
+                   f"{who}, fine-tuned{pooled} ({run.trained})")  # fmt: skip
         model = current
-        if args.lexical_weights:
+        if run.lexical_weights:
             t = time.perf_counter()
             weight, dev_sweeps[protocol] = _choose_on_dev(
-                args, protocol, model, on_dev(index), "sparse weight", args.lexical_weights,
+                run, protocol, model, on_dev(index), "sparse weight", run.lexical_weights,
                 lambda w: {"lexical_weight": w},
             )  # fmt: skip
             timings[f"{protocol}: sparse weight on dev"] = time.perf_counter() - t
-            record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
+            record(evaluate_linking(run.data, "test", encoder=model, protocol=protocol, index=on_test(index),
                                     lexical_weight=weight),
                    f"{who}, fine-tuned{pooled} + sparse (weight {weight:g}, chosen on dev)")  # fmt: skip
-        if args.rerank or args.reranker:
+        if run.rerank or run.reranker:
             t = time.perf_counter()
-            reranker = _reranker(args, protocol, queries, index, fmt)
-            timings[f"{protocol}: cross-encoder" + ("" if args.reranker else " (mining and training)")] = (
+            reranker = _reranker(run, protocol, queries, index, fmt)
+            timings[f"{protocol}: cross-encoder" + ("" if run.reranker else " (mining and training)")] = (
                 time.perf_counter() - t
             )
-            record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
-                                    reranker=reranker, rerank_top_k=args.rerank_top_k),
-                   f"{who}, fine-tuned{pooled} > cross-encoder (best {args.rerank_top_k} names)")  # fmt: skip
-            if args.rerank_weights:  # the reranker as a second opinion: fused with the first stage, weight on dev
+            record(evaluate_linking(run.data, "test", encoder=model, protocol=protocol, index=on_test(index),
+                                    reranker=reranker, rerank_top_k=run.rerank_top_k),
+                   f"{who}, fine-tuned{pooled} > cross-encoder (best {run.rerank_top_k} names)")  # fmt: skip
+            if run.rerank_weights:  # the reranker as a second opinion: fused with the first stage, weight on dev
                 t = time.perf_counter()
                 memo: dict[tuple[str, str], float] = {}  # the dev index's pairs, scored once for every weight
 
@@ -326,20 +351,20 @@ def main() -> None:
                             "rerank_weights": (1.0, weight), "rerank_memo": memo} if weight else {}  # fmt: skip
 
                 weight, rerank_sweeps[protocol] = _choose_on_dev(
-                    args, protocol, model, on_dev(index), "reranker weight", args.rerank_weights, fused
+                    run, protocol, model, on_dev(index), "reranker weight", run.rerank_weights, fused
                 )  # fmt: skip
                 timings[f"{protocol}: reranker weight on dev"] = time.perf_counter() - t
-                record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, index=on_test(index),
+                record(evaluate_linking(run.data, "test", encoder=model, protocol=protocol, index=on_test(index),
                                         **fused(weight, memo={})),
                        f"{who}, fine-tuned{pooled} + cross-encoder (weight {weight:g} of 1, chosen on dev)")  # fmt: skip
-        if protocol == "raw" and args.aliases:  # BioSyn's test-dictionary rule: train and dev mentions as names
-            record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, alias_splits=("train", "dev")),
+        if protocol == "raw" and run.aliases:  # BioSyn's test-dictionary rule: train and dev mentions as names
+            record(evaluate_linking(run.data, "test", encoder=model, protocol=protocol, alias_splits=("train", "dev")),
                    f"{who}, fine-tuned{pooled}, + train/dev mentions as names")  # fmt: skip
         if protocol == "raw":
-            record(evaluate_linking(args.data, "test", encoder=model, protocol=protocol, entity_vectors="concepts"),
+            record(evaluate_linking(run.data, "test", encoder=model, protocol=protocol, entity_vectors="concepts"),
                    f"{who}, fine-tuned{pooled}, per concept")  # fmt: skip
-            if args.throughput:
-                throughput = _throughput(args, model, names_file["raw"])
+            if run.throughput:
+                throughput = _throughput(run, model, names_file["raw"])
                 timings |= {f"throughput: {k}": v for k, v in throughput.items()}
 
     for protocol, folder in trained_dirs.items():
@@ -360,7 +385,8 @@ def main() -> None:
     summary = {"rows": rows, "timings_s": timings, "wall_s": wall, "dev_acc@1_by_sparse_weight": dev_sweeps,
                "dev_acc@1_by_reranker_weight": rerank_sweeps,
                "dev_acc@1_by_epoch": dev_curves, "train_splits": args.train_splits,
-               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}  # fmt: skip
+               "settings": {protocol: {k: str(v) if isinstance(v, Path) else v for k, v in vars(run).items()}
+                            for protocol, run in settings.items()}}  # fmt: skip
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
@@ -392,7 +418,7 @@ def _config(
             "temperature": args.temperature, "symmetric": args.symmetric,
             "positives_per_query": positives_per_query, "marginal": positives_per_query > 1,
             "separate_towers": args.separate_towers, "output": str(output), "checkpoint_every": 50, "resume": True,
-        } | ({"dev_linking": str(args.data), "dev_linking_protocol": dev_protocol, "patience": args.epochs}
+        } | ({"dev_linking": str(args.data), "dev_linking_protocol": dev_protocol, "patience": epochs}
              if dev_protocol else {})
     )  # fmt: skip
 

@@ -76,3 +76,35 @@ def test_options_that_train_a_cross_encoder_are_refused_with_a_trained_one(scrip
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--rerank-negatives, --rerank-epochs train a cross-encoder; --reranker uses a trained one" in error
     assert script.parse_args(["--output", str(tmp_path / "run"), "--rerank", "--rerank-epochs", "2"]).rerank_epochs == 2
+
+
+def test_a_bare_run_trains_each_protocol_with_its_reference_settings(script, tmp_path):
+    """``--output DIR`` alone gives the README's best rows: biosyn, the synonym stage then one epoch
+    with 7 hard negatives; raw, three rounds of two epochs on pooled mentions with abbreviations read
+    long, 32 query tokens. A flag given wins under every protocol."""
+    bare = script.parse_args(["--output", str(tmp_path / "run")])
+    biosyn, raw = script.protocol_settings(bare, "biosyn"), script.protocol_settings(bare, "raw")
+    assert (biosyn.synonym_pretraining, biosyn.num_negatives, biosyn.epochs, biosyn.rounds) == (1, 7, 1, 1)
+    assert (raw.synonym_pretraining, raw.num_negatives, raw.epochs, raw.rounds) == (0, 3, 2, 3)
+    assert (raw.query_length, raw.mention_pooling, raw.abbreviations, raw.seed) == (32, True, True, 42)
+    assert bare.epochs is None  # the protocols' settings are copies: the command line stays as given
+    fmt = LinkingFormat(context=False, query_max_length=25, entity_max_length=25)
+    config = script._config(
+        biosyn, fmt, tmp_path / "start", tmp_path / "rows.jsonl", tmp_path / "out", biosyn.epochs, 42
+    )
+    assert config.data.num_negatives == 7 and config.optimizer.epochs == 1
+    flags = [
+        "--epochs",
+        "2",
+        "--rounds",
+        "1",
+        "--synonym-pretraining",
+        "0",
+        "--no-mention-pooling",
+        "--no-abbreviations",
+    ]
+    given = script.parse_args(["--output", str(tmp_path / "run"), *flags])
+    for protocol in ("biosyn", "raw"):
+        run = script.protocol_settings(given, protocol)
+        assert (run.epochs, run.rounds, run.synonym_pretraining) == (2, 1, 0)
+    assert not given.mention_pooling and not given.abbreviations
