@@ -4,8 +4,10 @@ papers' protocol and the raw one, in one table.
     python benchmarks/finetune_ncbi_disease.py --output runs/ncbi-disease
 
 Without training flags each protocol trains with its reference settings (REFERENCE_SETTINGS: biosyn, a
-synonym stage then 1 epoch with 7 hard negatives per mention; raw, 3 rounds of 2 epochs on the pooled
-mention, abbreviations read long, 32 tokens); a flag given overrides its setting under every protocol.
+synonym stage then 1 epoch with 7 hard negatives per mention; raw, 3 rounds of 2 epochs; and the raw-only
+flags' defaults: the mention pooled, abbreviations read long, 32 tokens); a flag given overrides its
+setting under every protocol.
+
 Data: ../shared/data/ncbi-disease (see its README for the protocols). Everything runs through
 retrievekit's public API:
 1. baselines on test: BM25 and the untrained MiniLM, ``biosyn`` (preprocessed mention parts ranked
