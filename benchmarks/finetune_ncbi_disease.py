@@ -159,8 +159,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked: options that cannot work together are refused before any work starts."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.positives_per_query < 1:
-        parser.error(f"--positives-per-query must be at least 1, got {args.positives_per_query}")
+    for flag in ("positives_per_query", "rounds", "epochs"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:  # unset (None): the protocol's reference
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     from retrievekit.linking.training import MINING_DEPTH
 
     if args.positive_depth is not None and not 1 <= args.positive_depth <= MINING_DEPTH:

@@ -108,3 +108,10 @@ def test_a_bare_run_trains_each_protocol_with_its_reference_settings(script, tmp
         run = script.protocol_settings(given, protocol)
         assert (run.epochs, run.rounds, run.synonym_pretraining) == (2, 1, 0)
     assert not given.mention_pooling and not given.abbreviations
+
+
+@pytest.mark.parametrize("flag", ["--rounds", "--epochs", "--positives-per-query"])
+def test_a_count_below_one_is_refused(script, tmp_path, capsys, flag):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--output", str(tmp_path / "run"), flag, "0"])
+    assert f"{flag} must be at least 1, got 0" in capsys.readouterr().err
