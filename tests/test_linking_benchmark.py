@@ -93,16 +93,8 @@ def test_a_bare_run_trains_each_protocol_with_its_reference_settings(script, tmp
         biosyn, fmt, tmp_path / "start", tmp_path / "rows.jsonl", tmp_path / "out", biosyn.epochs, 42
     )
     assert config.data.num_negatives == 7 and config.optimizer.epochs == 1
-    flags = [
-        "--epochs",
-        "2",
-        "--rounds",
-        "1",
-        "--synonym-pretraining",
-        "0",
-        "--no-mention-pooling",
-        "--no-abbreviations",
-    ]
+    flags = ["--epochs", "2", "--rounds", "1", "--synonym-pretraining", "0",
+             "--no-mention-pooling", "--no-abbreviations"]  # fmt: skip
     given = script.parse_args(["--output", str(tmp_path / "run"), *flags])
     for protocol in ("biosyn", "raw"):
         run = script.protocol_settings(given, protocol)
