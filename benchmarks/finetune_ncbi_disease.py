@@ -63,16 +63,26 @@ REFERENCE_SETTINGS: dict[str, dict[str, int]] = {
 }
 
 
+def _reference(setting: str) -> str:
+    """A setting's reference value under each protocol, as --help says it."""
+    return "default: " + ", ".join(f"{protocol} {values[setting]}" for protocol, values in REFERENCE_SETTINGS.items())
+
+
+def _flag(dest: str) -> str:
+    """The command-line flag of an argparse destination."""
+    return "--" + dest.replace("_", "-")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The script's command line (its flags reach the trainer through :func:`_config`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--model", default="minilm")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per round (default: biosyn 1, raw 2)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"epochs per round ({_reference('epochs')})")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-negatives", type=int, default=None,
-                        help="hard negatives per query in a batch (default: biosyn 7, raw 3)")  # fmt: skip
+                        help=f"hard negatives per query in a batch ({_reference('num_negatives')})")  # fmt: skip
     parser.add_argument("--num-mined", type=int, default=15, help="hard negatives mined per query")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--temperature", type=float, default=0.05,
@@ -130,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synonym-pretraining", type=int, default=None, metavar="K",
                         help="first align the knowledge base's synonyms as SapBERT does: up to K names of each "
                         "concept as queries for its other names, hard negatives mined from the names; 0: no such "
-                        "stage, as for a --model that had it (default: biosyn 1, raw 0)")  # fmt: skip
+                        f"stage, as for a --model that had it ({_reference('synonym_pretraining')})")  # fmt: skip
     parser.add_argument("--synonym-epochs", type=int, default=1)
     parser.add_argument("--synonym-negatives", type=int, default=1, help="synonym stage: hard negatives per query")
     parser.add_argument("--aliases", action="store_true",
@@ -151,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=None,
                         help="training rounds; each after the first re-mines the hard negatives with the model the "
                         "last round trained and trains it further (BioSyn updates its candidates as it trains; "
-                        "default: biosyn 1, raw 3)")  # fmt: skip
+                        f"{_reference('rounds')})")  # fmt: skip
     return parser
 
 
@@ -162,7 +172,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("positives_per_query", "rounds", "epochs"):
         value = getattr(args, flag)
         if value is not None and value < 1:  # unset (None): the protocol's reference
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+            parser.error(f"{_flag(flag)} must be at least 1, got {value}")
     from retrievekit.linking.training import MINING_DEPTH
 
     if args.positive_depth is not None and not 1 <= args.positive_depth <= MINING_DEPTH:
@@ -171,7 +181,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.reranker:  # a trained cross-encoder is used as it is: options that would train one do nothing
         training_options = ["rerank_negatives", "rerank_batch_size", "rerank_learning_rate", "rerank_epochs"]
-        ignored = [f"--{o.replace('_', '-')}" for o in training_options if getattr(args, o) != parser.get_default(o)]
+        ignored = [_flag(o) for o in training_options if getattr(args, o) != parser.get_default(o)]
         if ignored:
             parser.error(
                 f"{', '.join(ignored)} train a cross-encoder; --reranker uses a trained one: drop one or the other"
@@ -268,7 +278,7 @@ def main() -> None:
         # the same model's index over them, built once per mining index
         on_test = _SameModelIndex(lambda path=names_file[protocol]: read_names(path), fmt,
                                   reusable=not mined_from_dev_dictionary)  # fmt: skip
-        on_dev = _SameModelIndex(lambda: biosyn_dev_dictionary(args.data), fmt,
+        on_dev = _SameModelIndex(lambda data=run.data: biosyn_dev_dictionary(data), fmt,
                                  reusable=protocol == "raw" or mined_from_dev_dictionary)  # fmt: skip
 
         def reloaded(folder: Path, names: list = names, fmt: Any = fmt) -> tuple[Any, Any]:
@@ -350,8 +360,10 @@ def main() -> None:
                 t = time.perf_counter()
                 memo: dict[tuple[str, str], float] = {}  # the dev index's pairs, scored once for every weight
 
-                def fused(weight: float, memo: dict = memo, reranker: Any = reranker) -> dict[str, Any]:
-                    return {"reranker": reranker, "rerank_top_k": args.rerank_top_k, "rerank_fusion": "weighted",
+                def fused(
+                    weight: float, memo: dict = memo, reranker: Any = reranker, top_k: int = run.rerank_top_k
+                ) -> dict[str, Any]:
+                    return {"reranker": reranker, "rerank_top_k": top_k, "rerank_fusion": "weighted",
                             "rerank_weights": (1.0, weight), "rerank_memo": memo} if weight else {}  # fmt: skip
 
                 weight, rerank_sweeps[protocol] = _choose_on_dev(
