@@ -195,8 +195,8 @@ def protocol_settings(args: argparse.Namespace, protocol: str) -> argparse.Names
     return argparse.Namespace(**given | {k: v for k, v in REFERENCE_SETTINGS[protocol].items() if given[k] is None})
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     from retrievekit import load_encoder
     from retrievekit.linking import (
@@ -288,7 +288,7 @@ def main() -> None:
             return encoder, EntityIndex(encoder, names, max_length=fmt.entity_max_length)
 
         index = None  # the current model's vectors of the names: mined from, then evaluated on
-        if not run.trained:
+        if not run.trained or run.baselines:  # a --trained run still puts the untrained rows in its table
             index = EntityIndex(current, names, max_length=fmt.entity_max_length)  # the untrained model's
             record(evaluate_linking(run.data, "test", encoder=base, protocol=protocol, fmt=fmt, index=on_test(index)),
                    f"{who}, {fresh}{pooled}")  # fmt: skip
@@ -296,7 +296,8 @@ def main() -> None:
                 record(evaluate_linking(run.data, "test", encoder=base, protocol=protocol, index=on_test(index),
                                         fmt=LinkingFormat(context=False, entity_max_length=32)),
                        f"{who}, {fresh}, mention only")  # fmt: skip
-        if run.synonym_pretraining and index is not None:  # SapBERT's self-alignment on the names first
+        if run.synonym_pretraining and not run.trained:  # SapBERT's self-alignment on the names first
+            assert index is not None  # the untrained model's
             t = time.perf_counter()
             aligned = synonym_queries(names, per_concept=run.synonym_pretraining, seed=run.seed)
             examples, report = linking_examples(aligned, index, num_negatives=run.num_mined)

@@ -252,7 +252,11 @@ def test_a_concept_scores_its_best_name_and_names_rank_alone(tiny_bert_dir):
 # ---- evaluation and the CLI on a small data folder -----------------------------------------------
 @pytest.fixture
 def linking_data(tmp_path) -> Path:
-    root = tmp_path / "kb"
+    return write_linking_data(tmp_path / "kb")
+
+
+def write_linking_data(root: Path) -> Path:
+    """Three concepts, four MEDIC-style names, BioSyn's test dictionary and two test mentions."""
     write_jsonl(root / "entities.jsonl", [
         {"_id": "C1", "title": "protein folding", "text": "protein function"},
         {"_id": "C2", "title": "immune response", "text": "t cells recognise antigens"},

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -107,3 +108,32 @@ def test_a_count_below_one_is_refused(script, tmp_path, capsys, flag):
     with pytest.raises(SystemExit):
         script.parse_args(["--output", str(tmp_path / "run"), flag, "0"])
     assert f"{flag} must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_trained_run_keeps_the_untrained_rows_and_trains_nothing(script, tmp_path, monkeypatch, tiny_bert_dir):
+    """``--trained`` evaluates a linker trained earlier; its table still holds the untrained model's
+    rows beside BM25's (the comparison the table is for), and no stage trains, the synonym one included."""
+    import retrievekit.training as training
+    from retrievekit import load_encoder
+    from test_linking import write_linking_data
+
+    data = write_linking_data(tmp_path / "kb")
+    for split in ("train", "dev"):
+        (data / "mentions" / f"{split}.jsonl").write_text((data / "mentions" / "test.jsonl").read_text())
+    model = load_encoder(str(tiny_bert_dir), pooling="mean").save(tmp_path / "model")
+
+    def no_training(*_a, **_k):
+        raise AssertionError("--trained must not train")
+
+    monkeypatch.setattr(training, "train", no_training)
+    out = tmp_path / "run"
+    script.main(["--output", str(out), "--data", str(data), "--model", str(model), "--trained", str(model),
+                 "--protocols", "biosyn", "raw", "--no-throughput"])  # fmt: skip
+    rows = {(r["protocol"], r["system"]): r["entries"] for r in json.loads((out / "summary.json").read_text())["rows"]}
+    names = {"biosyn": 4, "raw": 4}  # the test dictionary's lines; dictionary.tsv's names
+    for protocol in ("biosyn", "raw"):
+        assert rows[(protocol, "BM25")] == names[protocol]
+        untrained = [system for p, system in rows if p == protocol and "before fine-tuning" in system]
+        assert any(rows[(protocol, s)] == names[protocol] for s in untrained), untrained  # the name-level row
+        assert any("fine-tuned" in s and f"({model})" in s for p, s in rows if p == protocol)
+    assert not any("synonym" in system for _, system in rows)
