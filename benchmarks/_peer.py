@@ -27,10 +27,11 @@ def st_quantization_config() -> str:
     return "avx512" if "avx512f" in flags else "avx2"
 
 
-def export_st_quantized(model: object, folder: Path) -> str:
+def export_st_quantized(model: Any, folder: Path) -> str:
     """Export sentence-transformers' dynamically quantised ONNX model for this CPU into ``folder``
     (as ``export_dynamic_quantized_onnx_model`` names it: ``onnx/model_qint8_avx512_vnni.onnx``,
-    ``onnx/model_quint8_avx2.onnx``, ...) and return that file name, relative to ``folder``."""
+    ``onnx/model_quint8_avx2.onnx``, ...) and return that file name, relative to ``folder``.
+    ``model``: a ``SentenceTransformer`` or ``CrossEncoder`` on the ONNX backend."""
     from sentence_transformers import export_dynamic_quantized_onnx_model
 
     config = st_quantization_config()
